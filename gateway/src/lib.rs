@@ -1,1 +1,46 @@
-//! placeholder
+//! The edge agent for village pump houses, farm offices and broadcast rooms.
+//!
+//! It polls devices over Modbus as their profiles say, numbers what it read into batches,
+//! keeps every batch until ingest confirms it is stored, and forwards batches over MQTT.
+//! Read top-down:
+//! - [`config`]: the gateway's TOML config, validated with file and line.
+//! - [`profile`]: device profiles (one TOML per device model) and the built-in library.
+//! - [`modbus`]: value decoding, read planning, links and device reads.
+//! - [`poll`]: one polling task per endpoint.
+//! - [`health`]: per-device success ratio, last error, response time, online.
+//! - [`queue`]: store-and-forward of sealed batches until the delivery ack.
+//! - [`uplink`]: MQTT: batches out, retained status, delivery acks in.
+//! - [`agent`]: wires it all together.
+
+pub mod agent;
+pub mod config;
+pub mod health;
+pub mod modbus;
+pub mod poll;
+pub mod profile;
+pub mod queue;
+pub mod uplink;
+
+use std::sync::Arc;
+
+pub use agent::Gateway;
+pub use config::GatewayConfig;
+pub use profile::Library;
+use protocol::Timestamp;
+
+/// The gateway's software version, reported in its status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where readings get their time from. Tests and simulations pass their own.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock, in milliseconds since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(now)
+}
+
+/// Now, from the system clock.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,1 +1,142 @@
-fn main() {}
+//! `gateway`: the edge agent's command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gateway::config::{EXAMPLE, GatewayConfig};
+use gateway::{Gateway, Library};
+use tokio_util::sync::CancellationToken;
+
+/// Village telemetry gateway: polls Modbus devices as their profiles say and forwards
+/// their readings to ingest over MQTT, keeping every batch until ingest has stored it.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: "text" for people, "json" for log collectors.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The gateway's config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and the profiles it uses, and report every problem.
+    Check {
+        /// The gateway's config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a commented example config.
+    GenerateConfig,
+    /// List the device profiles: the built-in library and those in DIR.
+    Profiles {
+        /// Extra profile directory to load and check.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::GenerateConfig => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        Command::Profiles { dir } => {
+            let (mut lib, mut errors) = Library::builtin();
+            if let Some(dir) = dir {
+                errors.extend(lib.load_dir(&dir));
+            }
+            for m in lib.models() {
+                println!("{m}");
+            }
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::ensure!(errors.is_empty(), "{} profile(s) refused", errors.len());
+            Ok(())
+        }
+        Command::Check { config } => {
+            let (_, lib) = load(&config)?;
+            println!("{}: ok ({} profiles)", config.display(), lib.models().len());
+            Ok(())
+        }
+        Command::Run { config } => {
+            let (cfg, lib) = load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let gw = Gateway::new(cfg, lib, gateway::system_clock()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    stop.cancel();
+                });
+                gw.run(shutdown).await;
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Loads the config and every profile it may use; bad extra profiles are reported and
+/// skipped, a bad config is an error listing every problem.
+fn load(path: &std::path::Path) -> anyhow::Result<(GatewayConfig, Library)> {
+    let (mut lib, mut errors) = Library::builtin();
+    // The config names its profile directories; read it once to find them.
+    let dirs = conf::Source::read(path)
+        .ok()
+        .and_then(|src| src.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("profile_dirs").and_then(|d| d.as_array()).cloned())
+        .unwrap_or_default();
+    for d in dirs.iter().filter_map(|d| d.as_str()) {
+        errors.extend(lib.load_dir(std::path::Path::new(d)));
+    }
+    for e in &errors {
+        tracing::error!(message = "Profile refused.", error = %e);
+    }
+    let cfg = GatewayConfig::load(path, &lib).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((cfg, lib))
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

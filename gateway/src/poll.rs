@@ -1,0 +1,97 @@
+//! Polling: one task per Modbus endpoint, devices on it polled one at a time on their
+//! own intervals; endpoints run in parallel.
+//!
+//! A poll that is late (the endpoint was busy with a slow device) runs at once and the
+//! device's schedule moves on from its due time, skipping missed cycles rather than
+//! bunching them up. Every poll's outcome goes to [`Health`]; readings and health
+//! readings go to the batcher.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::Reading;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Clock;
+use crate::health::Health;
+use crate::modbus::{DeviceReader, Link};
+
+/// One device on an endpoint, with its schedule.
+#[derive(Debug)]
+pub struct Scheduled {
+    /// How to read it.
+    pub reader: DeviceReader,
+    /// Poll interval.
+    pub interval: Duration,
+}
+
+/// What pollers tell the rest of the gateway.
+#[derive(Debug)]
+pub enum PollEvent {
+    /// Readings to batch (device readings and health readings).
+    Readings(Vec<Reading>),
+    /// A device went online or offline: the retained status should be republished.
+    HealthChanged,
+}
+
+/// Polls the devices of one endpoint until `shutdown`.
+pub async fn run_endpoint(
+    mut link: Link,
+    devices: Vec<Scheduled>,
+    health: Arc<Health>,
+    health_interval: Duration,
+    clock: Clock,
+    out: mpsc::Sender<PollEvent>,
+    shutdown: CancellationToken,
+) {
+    if devices.is_empty() {
+        return;
+    }
+    let start = tokio::time::Instant::now();
+    // Spread first polls over a second so that a restart does not hit every device at once.
+    let mut due: Vec<tokio::time::Instant> =
+        (0..devices.len()).map(|i| start + Duration::from_millis((i as u64 * 1000) / devices.len() as u64)).collect();
+    loop {
+        let (i, when) = match due.iter().enumerate().min_by_key(|(_, t)| **t) {
+            Some((i, t)) => (i, *t),
+            None => return,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(when) => {}
+        }
+        let dev = &devices[i];
+        let started = Instant::now();
+        let result = dev.reader.read(&mut link, || clock()).await;
+        let outcome = match &result {
+            Ok(_) => Ok(started.elapsed()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(message = "Poll failed.", device = %dev.reader.id, endpoint = %link.addr(), error = %e);
+        }
+        let (mut readings, changed) = health.record(&dev.reader.id, outcome, Instant::now(), clock(), health_interval);
+        if changed {
+            match &result {
+                Ok(_) => tracing::info!(message = "Device is online.", device = %dev.reader.id),
+                Err(e) => tracing::warn!(message = "Device is offline.", device = %dev.reader.id, error = %e),
+            }
+        }
+        if let Ok(r) = result {
+            readings.extend(r);
+        }
+        if !readings.is_empty() && out.send(PollEvent::Readings(readings)).await.is_err() {
+            return;
+        }
+        if changed && out.send(PollEvent::HealthChanged).await.is_err() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let mut next = when + dev.interval;
+        if next <= now {
+            next = now + dev.interval;
+        }
+        due[i] = next;
+    }
+}
