@@ -1,1 +1,23 @@
-//! placeholder
+//! The central service of village telemetry.
+//!
+//! MQTT in, decode, validate, de-duplicate, store, HTTP API and dashboard. Read top-down:
+//! - [`config`]: ingest's TOML config.
+//! - [`inventory`]: sites, gateways and devices, and who owns what.
+//! - [`broker`]: the embedded MQTT broker.
+//! - [`mqtt`]: the MQTT source: groups of messages in, acks out only when durable.
+//! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
+//! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
+//! - [`auth`]: API tokens, roles and tenant scopes.
+//! - [`service`]: starting and stopping all of it.
+//! - [`demo`]: a simulated county, its gateways and ingest in one process.
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod inventory;
+pub mod metrics;
+pub mod mqtt;
+pub mod pipeline;
+pub mod service;

@@ -1,1 +1,135 @@
-fn main() {}
+//! `ingest`: the central service's command line.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ingest::config::{EXAMPLE, IngestConfig};
+use ingest::demo::{Demo, DemoOptions};
+use ingest::inventory::Inventory;
+use ingest::service::{self, Options};
+
+/// Village telemetry ingest: MQTT in, validated and stored exactly once, served over HTTP.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: "text" for people, "json" for log collectors.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a simulated county, its gateways, the embedded broker and ingest in one process.
+    Demo {
+        /// Address of the HTTP API and dashboard.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Address of the embedded MQTT broker (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mqtt: SocketAddr,
+        /// Where data goes (default: a temporary directory, removed at exit).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The admin token the API accepts (default: a new one, printed).
+        #[arg(long)]
+        admin_token: Option<String>,
+        /// Simulated seconds per real second (1 = real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Run ingest with a config file.
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and its inventory, and report every problem.
+    Check {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a commented example config.
+    GenerateConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::GenerateConfig => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        Command::Check { config } => {
+            let (cfg, inv) = load(&config)?;
+            println!("{}: ok ({} devices, {} tokens)", config.display(), inv.devices().len(), cfg.tokens.len());
+            Ok(())
+        }
+        Command::Run { config } => runtime()?.block_on(async move {
+            let (cfg, inv) = load(&config)?;
+            let running = service::start(cfg, inv, Options { public_read: false, ..Options::default() }).await?;
+            println!("ingest: HTTP on http://{}", running.http);
+            wait_for_signal().await;
+            running.stop().await;
+            Ok(())
+        }),
+        Command::Demo { http, mqtt, data, admin_token, speed } => runtime()?.block_on(async move {
+            anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
+            let mut spec = simulator::CountySpec::demo();
+            spec.speed = speed;
+            let opts = DemoOptions { http, mqtt, data, admin_token, spec, ..DemoOptions::default() };
+            let demo = Demo::start(opts).await?;
+            println!("{}", demo.summary());
+            wait_for_signal().await;
+            println!("Stopping...");
+            demo.stop().await;
+            println!("Stopped.");
+            Ok(())
+        }),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<(IngestConfig, Inventory)> {
+    let cfg = IngestConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let inv_path = cfg.inventory.clone().context("the config names no inventory")?;
+    let inv = Inventory::load(&inv_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((cfg, inv))
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,1 +1,6 @@
-fn main() {}
+//! Workspace end-to-end tests: real broker, real ingest, real gateways, real Modbus.
+//!
+//! One binary with a module per area (faster to build than one binary per file).
+
+mod bad_input;
+mod common;

@@ -1,0 +1,229 @@
+//! Read endpoints: catalogue, sites, devices, latest values, series, refusals.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use protocol::{Timestamp, catalogue};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::time::{parse, rfc3339};
+use super::{ApiError, AppState, Reader};
+use crate::inventory::Device;
+
+/// Most points one series request returns.
+const MAX_POINTS: usize = 100_000;
+/// Points returned when the request does not say.
+const DEFAULT_POINTS: usize = 10_000;
+
+pub(super) async fn catalogue() -> Json<Value> {
+    let metrics: Vec<Value> = catalogue::CATALOGUE
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id, "name": m.name, "unit": m.unit, "family": m.family,
+                "description": m.description, "min": m.range.0, "max": m.range.1,
+            })
+        })
+        .collect();
+    Json(json!({ "metrics": metrics }))
+}
+
+pub(super) async fn sites(State(s): State<AppState>, reader: Reader) -> Json<Vec<crate::inventory::Site>> {
+    Json(s.inventory.sites().into_iter().filter(|site| reader.may_see(&site.tenant)).collect())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeviceFilter {
+    kind: Option<String>,
+    site: Option<String>,
+    gateway: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct DeviceView {
+    id: String,
+    kind: protocol::DeviceKind,
+    site: String,
+    gateway: String,
+    tenant: String,
+    model: String,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    last_seen: Option<String>,
+    online: Option<bool>,
+}
+
+pub(super) async fn devices(
+    State(s): State<AppState>,
+    reader: Reader,
+    Query(f): Query<DeviceFilter>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    if let Some(kind) = &f.kind {
+        kind.parse::<protocol::DeviceKind>().map_err(|e| ApiError::BadRequest(format!("kind '{kind}': {e}")))?;
+    }
+    let sites: HashMap<String, crate::inventory::Site> =
+        s.inventory.sites().into_iter().map(|x| (x.id.clone(), x)).collect();
+    let online: HashMap<String, bool> = s
+        .store
+        .latest()
+        .into_iter()
+        .filter(|l| l.metric.name() == "device_online")
+        .map(|l| (l.device, l.point.value >= 0.5))
+        .collect();
+    let out = s
+        .inventory
+        .devices()
+        .into_iter()
+        .filter(|d| f.kind.as_deref().is_none_or(|k| d.kind.as_str() == k))
+        .filter(|d| f.site.as_deref().is_none_or(|x| d.site == x))
+        .filter(|d| f.gateway.as_deref().is_none_or(|x| d.gateway == x))
+        .filter_map(|d| {
+            let site = sites.get(&d.site);
+            let tenant = site.map(|x| x.tenant.clone()).unwrap_or_default();
+            if !reader.may_see(&tenant) {
+                return None;
+            }
+            let online = if d.kind == protocol::DeviceKind::Gateway {
+                s.inventory.gateway_online(&d.id)
+            } else {
+                online.get(&d.id).copied()
+            };
+            Some(view(&s, d, site, tenant, online))
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+fn view(
+    s: &AppState,
+    d: Device,
+    site: Option<&crate::inventory::Site>,
+    tenant: String,
+    online: Option<bool>,
+) -> DeviceView {
+    DeviceView {
+        last_seen: s.inventory.last_seen(&d.id).map(rfc3339),
+        lat: d.lat.or(site.map(|x| x.lat)),
+        lon: d.lon.or(site.map(|x| x.lon)),
+        id: d.id,
+        kind: d.kind,
+        site: d.site,
+        gateway: d.gateway,
+        tenant,
+        model: d.model,
+        online,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LatestFilter {
+    device: Option<String>,
+    kind: Option<String>,
+    site: Option<String>,
+    metric: Option<String>,
+}
+
+pub(super) async fn latest(
+    State(s): State<AppState>,
+    reader: Reader,
+    Query(f): Query<LatestFilter>,
+) -> Json<Vec<Value>> {
+    let devices: HashMap<String, Device> = s.inventory.devices().into_iter().map(|d| (d.id.clone(), d)).collect();
+    let tenants: HashMap<String, String> = s.inventory.sites().into_iter().map(|x| (x.id, x.tenant)).collect();
+    let out = s
+        .store
+        .latest()
+        .into_iter()
+        .filter(|l| f.device.as_deref().is_none_or(|d| l.device == d))
+        .filter(|l| f.metric.as_deref().is_none_or(|m| l.metric.name() == m))
+        .filter_map(|l| {
+            let d = devices.get(&l.device);
+            let kind = d.map(|d| d.kind.as_str()).unwrap_or("external");
+            let site = d.map(|d| d.site.as_str()).unwrap_or("");
+            if f.kind.as_deref().is_some_and(|k| k != kind) || f.site.as_deref().is_some_and(|x| x != site) {
+                return None;
+            }
+            let tenant = tenants.get(site).map(String::as_str).unwrap_or("");
+            if !reader.may_see(tenant) {
+                return None;
+            }
+            Some(json!({
+                "device": l.device,
+                "metric": l.metric.name(),
+                "unit": l.metric.unit(),
+                "ts": rfc3339(l.point.ts),
+                "value": l.point.value,
+                "quality": l.point.quality,
+                "kind": kind,
+                "site": site,
+            }))
+        })
+        .collect();
+    Json(out)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SeriesQuery {
+    device: String,
+    metric: String,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn series(
+    State(s): State<AppState>,
+    reader: Reader,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(tenant) = s.inventory.tenant_of(&q.device) else {
+        return Err(ApiError::NotFound(format!("no device '{}'", q.device)));
+    };
+    if !reader.may_see(&tenant) {
+        return Err(ApiError::NotFound(format!("no device '{}'", q.device)));
+    }
+    let to = match &q.to {
+        Some(t) => parse(t).map_err(ApiError::BadRequest)?,
+        None => Timestamp((s.clock)().0 + 1),
+    };
+    let from = match &q.from {
+        Some(t) => parse(t).map_err(ApiError::BadRequest)?,
+        None => Timestamp(to.0 - 24 * 3_600_000),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_POINTS).min(MAX_POINTS);
+    let points = s.store.range(&q.device, &q.metric, from, to, limit + 1)?;
+    let truncated = points.len() > limit;
+    let unit = protocol::Metric::new(&q.metric).unit();
+    let points: Vec<Value> = points
+        .iter()
+        .take(limit)
+        .map(|p| json!({ "ts": rfc3339(p.ts), "value": p.value, "quality": p.quality }))
+        .collect();
+    Ok(Json(json!({
+        "device": q.device,
+        "metric": q.metric,
+        "unit": unit,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "points": points,
+        "truncated": truncated,
+    })))
+}
+
+pub(super) async fn rejections(State(s): State<AppState>, _reader: Reader) -> Json<Value> {
+    let counts: serde_json::Map<String, Value> = crate::pipeline::validate::Reason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_string(), json!(s.metrics.rejected_count(*r))))
+        .collect();
+    let recent: Vec<Value> = s
+        .rejections
+        .recent()
+        .into_iter()
+        .map(|r| {
+            json!({ "reason": r.reason, "topic": r.topic, "device": r.device, "detail": r.detail, "at": rfc3339(r.at) })
+        })
+        .collect();
+    Json(json!({ "counts": counts, "recent": recent }))
+}

@@ -1,0 +1,260 @@
+//! `ingest demo`: a simulated county, its gateways, the embedded broker and ingest, in one
+//! process on embedded defaults.
+//!
+//! The county's devices run the firmware logic behind real Modbus TCP servers; the
+//! gateways are the real gateway agent polling them and publishing over MQTT to the
+//! embedded broker; ingest is the real service. Nothing on the path of a reading is a
+//! stand-in. End-to-end tests start the same [`Demo`] on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gateway::config::{DeviceConfig, GatewayConfig, MqttConfig, PublishConfig, QueueConfig, Transport};
+use protocol::DeviceKind;
+use protocol::codec::Codec;
+use simulator::{County, CountySpec, Plan};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Role, TokenConfig};
+use crate::config::{BrokerConfig, IngestConfig, Limits};
+use crate::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
+use crate::pipeline::Sink;
+use crate::service::{self, Options, Running};
+
+/// How to start a demo.
+pub struct DemoOptions {
+    /// HTTP API and dashboard address (port 0 picks one).
+    pub http: SocketAddr,
+    /// Embedded broker address (port 0 picks one).
+    pub mqtt: SocketAddr,
+    /// Where data goes; `None` makes a temporary directory that is removed at exit.
+    pub data: Option<PathBuf>,
+    /// The admin token the API accepts; `None` makes one.
+    pub admin_token: Option<String>,
+    /// The county to simulate.
+    pub spec: CountySpec,
+    /// Further sinks for durable readings (rules, InfluxDB).
+    pub sinks: Vec<Arc<dyn Sink>>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> DemoOptions {
+        DemoOptions {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            data: None,
+            admin_token: None,
+            spec: CountySpec::demo(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// A running demo.
+pub struct Demo {
+    /// Ingest.
+    pub ingest: Running,
+    /// The simulated county.
+    pub county: County,
+    /// The gateways' configs, as they run.
+    pub gateways: Vec<GatewayConfig>,
+    /// The admin token.
+    pub admin_token: String,
+    /// Where data goes.
+    pub data_dir: PathBuf,
+    gateway_stop: CancellationToken,
+    gateway_tasks: tokio::task::JoinSet<()>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Demo {
+    /// Starts county, broker, ingest and gateways.
+    pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
+        let (data_dir, temp) = match opts.data {
+            Some(d) => (d, None),
+            None => {
+                let t = tempfile::Builder::new().prefix("vt-demo-").tempdir().context("making a data directory")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+
+        let county = County::new(opts.spec);
+        let endpoints = county.serve().await.context("starting the simulated devices")?;
+        let inventory = Inventory::from_file(inventory_of(county.plan()));
+        let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
+        let config = IngestConfig {
+            data_dir: data_dir.clone(),
+            broker: BrokerConfig::Embedded { listen: opts.mqtt },
+            http: opts.http,
+            inventory: None,
+            limits: Limits::default(),
+            tokens: vec![TokenConfig {
+                token: admin_token.clone(),
+                role: Role::Admin,
+                tenants: vec![],
+                name: "admin".into(),
+            }],
+        };
+        let options = Options { sim: Some(county.clone()), sinks: opts.sinks, ..Options::default() };
+        let ingest = service::start(config, inventory, options).await?;
+        let broker = ingest.mqtt.context("the demo runs the embedded broker")?;
+
+        let (library, errors) = gateway::Library::builtin();
+        anyhow::ensure!(errors.is_empty(), "built-in profiles refused: {errors:?}");
+        let gateway_stop = CancellationToken::new();
+        let mut gateway_tasks = tokio::task::JoinSet::new();
+        let mut gateways = Vec::new();
+        for cfg in gateway_configs(county.plan(), &endpoints, broker) {
+            let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
+                .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
+            gateway_tasks.spawn(gw.run(gateway_stop.child_token()));
+            gateways.push(cfg);
+        }
+        Ok(Demo { ingest, county, gateways, admin_token, data_dir, gateway_stop, gateway_tasks, _temp: temp })
+    }
+
+    /// Stops gateways, then ingest, then the county.
+    pub async fn stop(mut self) {
+        self.gateway_stop.cancel();
+        while self.gateway_tasks.join_next().await.is_some() {}
+        self.county.shutdown();
+        self.ingest.stop().await;
+    }
+
+    /// A few lines saying what runs where.
+    pub fn summary(&self) -> String {
+        let plan = self.county.plan();
+        let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+        for d in plan.gateways.iter().flat_map(|g| &g.devices) {
+            *kinds.entry(d.kind.as_str()).or_default() += 1;
+            if !d.children.is_empty() {
+                *kinds.entry("cows on the collar hub").or_default() += d.children.len();
+            }
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let villages = plan.sites.iter().filter(|s| matches!(s.kind, simulator::SiteKind::Village)).count();
+        format!(
+            "Village telemetry demo: a simulated county\n\
+             \x20 county:     {villages} villages, {} gateways; {}\n\
+             \x20 broker:     mqtt://{} (embedded)\n\
+             \x20 data:       {}\n\
+             \x20 dashboard:  http://{}/\n\
+             \x20 API:        http://{}/api/v1/devices, /api/v1/latest, /api/v1/series\n\
+             \x20 metrics:    http://{}/metrics\n\
+             \x20 admin token: {}\n\
+             Faults: curl -X POST http://{}/api/v1/sim/faults -d '{{\"device\":\"ww-pump-1\",\"fault\":\"pump_trip\"}}' -H 'content-type: application/json'\n\
+             Press Ctrl-C to stop.",
+            plan.gateways.len(),
+            kinds.join(", "),
+            self.ingest.mqtt.map(|a| a.to_string()).unwrap_or_default(),
+            self.data_dir.display(),
+            self.ingest.http,
+            self.ingest.http,
+            self.ingest.http,
+            self.admin_token,
+            self.ingest.http,
+        )
+    }
+}
+
+/// The inventory of a simulated county.
+pub fn inventory_of(plan: &Plan) -> InventoryFile {
+    let tenant_of_site = |site: &str| {
+        plan.gateways.iter().find(|g| g.site == site).map(|g| g.tenant.clone()).unwrap_or_else(|| "county".into())
+    };
+    let sites = plan
+        .sites
+        .iter()
+        .map(|s| Site {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            kind: format!("{:?}", s.kind).to_lowercase(),
+            tenant: tenant_of_site(&s.id),
+            lat: s.lat,
+            lon: s.lon,
+            village: s.village.clone(),
+            district: s.district.clone(),
+        })
+        .collect();
+    let gateways = plan
+        .gateways
+        .iter()
+        .map(|g| GatewayInfo { id: g.id.clone(), tenant: g.tenant.clone(), site: g.site.clone() })
+        .collect();
+    let mut devices = Vec::new();
+    for g in &plan.gateways {
+        for d in &g.devices {
+            devices.push(Device {
+                id: d.id.clone(),
+                kind: d.kind,
+                site: d.site.clone(),
+                gateway: g.id.clone(),
+                model: d.model.clone(),
+                lat: Some(d.lat),
+                lon: Some(d.lon),
+            });
+            for child in &d.children {
+                devices.push(Device {
+                    id: child.clone(),
+                    kind: DeviceKind::CowCollar,
+                    site: d.site.clone(),
+                    gateway: g.id.clone(),
+                    model: d.model.clone(),
+                    lat: Some(d.lat),
+                    lon: Some(d.lon),
+                });
+            }
+        }
+    }
+    InventoryFile { sites, gateways, devices }
+}
+
+/// The gateway configs of a simulated county, pointed at its Modbus servers and a broker.
+pub fn gateway_configs(plan: &Plan, endpoints: &[(String, SocketAddr)], broker: SocketAddr) -> Vec<GatewayConfig> {
+    plan.gateways
+        .iter()
+        .map(|g| {
+            let endpoint = endpoints.iter().find(|(id, _)| *id == g.id).map(|(_, a)| *a);
+            GatewayConfig {
+                gateway: g.id.clone(),
+                tenant: g.tenant.clone(),
+                mqtt: MqttConfig {
+                    host: broker.ip().to_string(),
+                    port: broker.port(),
+                    client_id: g.id.clone(),
+                    credentials: None,
+                    codec: Codec::Binary,
+                    keep_alive: Duration::from_secs(30),
+                    max_inflight: 32,
+                },
+                publish: PublishConfig {
+                    interval: Duration::from_secs(1),
+                    max_readings: 1000,
+                    resend_after: Duration::from_secs(10),
+                },
+                queue: QueueConfig { dir: None, max_bytes: 16 * 1024 * 1024 },
+                profile_dirs: Vec::new(),
+                health_interval: Duration::from_secs(30),
+                devices: g
+                    .devices
+                    .iter()
+                    .filter_map(|d| {
+                        Some(DeviceConfig {
+                            id: d.id.clone(),
+                            profile: d.model.clone(),
+                            site: Some(d.site.clone()),
+                            interval: Duration::from_millis(d.interval_ms),
+                            transport: Transport::Tcp(endpoint?),
+                            unit: d.unit,
+                            timeout: Duration::from_millis(500),
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,387 @@
+//! The inventory: which sites, gateways and devices exist, and who owns what.
+//!
+//! Ingest accepts a reading only from a device it knows, published by the gateway the
+//! device belongs to; that is how "unknown device" and "a gateway publishing as another"
+//! are told apart from good data. The inventory also carries what the map needs (site
+//! coordinates) and what rules and broadcasts select by (kind, site, village, district).
+//!
+//! It is loaded from a TOML file (`inventory.example.toml`) or built in code (the demo
+//! builds it from the simulated county). Devices first seen through the line-protocol
+//! endpoint are added at run time with kind `external`. `last_seen` and gateway
+//! online state are kept here too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::RwLock;
+
+use conf::{ConfigErrors, Problems, Source, Spanned};
+use protocol::{DeviceKind, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// A place: a village, a waterworks, a farm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Site id.
+    pub id: String,
+    /// Name for people.
+    pub name: String,
+    /// What kind of place (village, waterworks, farm, ...).
+    pub kind: String,
+    /// Tenant that owns it.
+    pub tenant: String,
+    /// Latitude, WGS 84.
+    pub lat: f64,
+    /// Longitude, WGS 84.
+    pub lon: f64,
+    /// The village it belongs to, for broadcast targeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub village: Option<String>,
+    /// The water-supply district it is in, for mass balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district: Option<String>,
+}
+
+/// A gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayInfo {
+    /// Gateway id.
+    pub id: String,
+    /// Tenant it publishes under.
+    pub tenant: String,
+    /// Where it is.
+    pub site: String,
+}
+
+/// A device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Device id.
+    pub id: String,
+    /// What it is.
+    pub kind: DeviceKind,
+    /// Where it is.
+    pub site: String,
+    /// The gateway that reads it; only that gateway may publish its readings.
+    pub gateway: String,
+    /// Device model (profile name).
+    #[serde(default)]
+    pub model: String,
+    /// Own coordinates, when it has them (otherwise the site's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// See `lat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+}
+
+/// The inventory file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryFile {
+    /// Sites.
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    /// Gateways.
+    #[serde(default)]
+    pub gateways: Vec<GatewayInfo>,
+    /// Devices.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    #[serde(default)]
+    sites: Vec<Spanned<Site>>,
+    #[serde(default)]
+    gateways: Vec<Spanned<GatewayInfo>>,
+    #[serde(default)]
+    devices: Vec<Spanned<Device>>,
+}
+
+/// What the inventory says about a reading's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The device belongs to the publishing gateway (or is the gateway itself).
+    Own,
+    /// The device exists but belongs to another gateway.
+    Foreign,
+    /// No such device.
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sites: BTreeMap<String, Site>,
+    gateways: BTreeMap<String, GatewayInfo>,
+    devices: BTreeMap<String, Device>,
+    last_seen: HashMap<String, Timestamp>,
+    gateway_online: HashMap<String, bool>,
+}
+
+/// The live inventory, shared by the pipeline and the API.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    inner: RwLock<Inner>,
+}
+
+impl Inventory {
+    /// Loads and validates an inventory file.
+    pub fn load(path: &Path) -> Result<Inventory, ConfigErrors> {
+        let src = Source::read(path)?;
+        Inventory::from_source(&src)
+    }
+
+    /// Parses and validates inventory text: ids valid and unique, every reference resolves.
+    pub fn from_source(src: &Source) -> Result<Inventory, ConfigErrors> {
+        let spec: Spec = src.parse()?;
+        let mut problems = Problems::new();
+        let mut file = InventoryFile::default();
+        let mut check_id = |id: &str, what: &str, at: conf::ConfigError| {
+            if let Err(e) = protocol::id::validate(id) {
+                problems.push(conf::ConfigError { reason: format!("{what} '{id}': {e}"), ..at });
+            }
+        };
+        for s in &spec.sites {
+            check_id(&s.get_ref().id, "site", src.error(s, ""));
+        }
+        for g in &spec.gateways {
+            check_id(&g.get_ref().id, "gateway", src.error(g, ""));
+        }
+        for d in &spec.devices {
+            check_id(&d.get_ref().id, "device", src.error(d, ""));
+        }
+        let site_ids: Vec<&str> = spec.sites.iter().map(|s| s.get_ref().id.as_str()).collect();
+        let gw_ids: Vec<&str> = spec.gateways.iter().map(|g| g.get_ref().id.as_str()).collect();
+        for g in &spec.gateways {
+            if !site_ids.contains(&g.get_ref().site.as_str()) {
+                problems.push(src.error(g, format!("gateway '{}': no site '{}'", g.get_ref().id, g.get_ref().site)));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &spec.devices {
+            let dev = d.get_ref();
+            if !site_ids.contains(&dev.site.as_str()) {
+                problems.push(src.error(d, format!("device '{}': no site '{}'", dev.id, dev.site)));
+            }
+            if !gw_ids.contains(&dev.gateway.as_str()) {
+                problems.push(src.error(d, format!("device '{}': no gateway '{}'", dev.id, dev.gateway)));
+            }
+            if !seen.insert(dev.id.clone()) {
+                problems.push(src.error(d, format!("device '{}' is listed twice", dev.id)));
+            }
+        }
+        file.sites = spec.sites.into_iter().map(Spanned::into_inner).collect();
+        file.gateways = spec.gateways.into_iter().map(Spanned::into_inner).collect();
+        file.devices = spec.devices.into_iter().map(Spanned::into_inner).collect();
+        problems.finish(Inventory::from_file(file))
+    }
+
+    /// An inventory from data built in code.
+    pub fn from_file(file: InventoryFile) -> Inventory {
+        let inv = Inventory::default();
+        {
+            let mut i = inv.write();
+            i.sites = file.sites.into_iter().map(|s| (s.id.clone(), s)).collect();
+            i.gateways = file.gateways.into_iter().map(|g| (g.id.clone(), g)).collect();
+            i.devices = file.devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+        }
+        inv
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gateway, if known.
+    pub fn gateway(&self, id: &str) -> Option<GatewayInfo> {
+        self.read().gateways.get(id).cloned()
+    }
+
+    /// Whether `device` may be published by `gateway`.
+    pub fn ownership(&self, gateway: &str, device: &str) -> Ownership {
+        let i = self.read();
+        match i.devices.get(device) {
+            Some(d) if d.gateway == gateway => Ownership::Own,
+            Some(_) => Ownership::Foreign,
+            None if device == gateway && i.gateways.contains_key(gateway) => Ownership::Own,
+            None => Ownership::Unknown,
+        }
+    }
+
+    /// The device, if known.
+    pub fn device(&self, id: &str) -> Option<Device> {
+        self.read().devices.get(id).cloned()
+    }
+
+    /// Every device (gateways included, as kind `gateway`), sorted by id.
+    pub fn devices(&self) -> Vec<Device> {
+        let i = self.read();
+        let mut out: Vec<Device> = i.devices.values().cloned().collect();
+        out.extend(i.gateways.values().filter(|g| !i.devices.contains_key(&g.id)).map(|g| Device {
+            id: g.id.clone(),
+            kind: DeviceKind::Gateway,
+            site: g.site.clone(),
+            gateway: g.id.clone(),
+            model: String::new(),
+            lat: None,
+            lon: None,
+        }));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Every site.
+    pub fn sites(&self) -> Vec<Site> {
+        self.read().sites.values().cloned().collect()
+    }
+
+    /// Every gateway.
+    pub fn gateways(&self) -> Vec<GatewayInfo> {
+        self.read().gateways.values().cloned().collect()
+    }
+
+    /// The tenant of a device (through its gateway or site).
+    pub fn tenant_of(&self, device: &str) -> Option<String> {
+        let i = self.read();
+        let d = i.devices.get(device);
+        let site = d.map(|d| d.site.as_str()).or_else(|| i.gateways.get(device).map(|g| g.site.as_str()))?;
+        i.sites.get(site).map(|s| s.tenant.clone())
+    }
+
+    /// Adds a device first seen through line protocol (kind `external`), if it is new.
+    /// Returns true if it was added.
+    pub fn register_external(&self, id: &str, tenant: &str) -> bool {
+        let mut i = self.write();
+        if i.devices.contains_key(id) {
+            return false;
+        }
+        let site = format!("external-{tenant}");
+        i.sites.entry(site.clone()).or_insert_with(|| Site {
+            id: site.clone(),
+            name: format!("External writers of {tenant}"),
+            kind: "external".into(),
+            tenant: tenant.into(),
+            lat: 0.0,
+            lon: 0.0,
+            village: None,
+            district: None,
+        });
+        i.devices.insert(
+            id.to_string(),
+            Device {
+                id: id.to_string(),
+                kind: DeviceKind::External,
+                site,
+                gateway: String::new(),
+                model: String::new(),
+                lat: None,
+                lon: None,
+            },
+        );
+        true
+    }
+
+    /// Notes that data of `device` taken at `ts` arrived.
+    pub fn seen(&self, device: &str, ts: Timestamp) {
+        let mut i = self.write();
+        let e = i.last_seen.entry(device.to_string()).or_insert(ts);
+        if ts > *e {
+            *e = ts;
+        }
+    }
+
+    /// Notes many devices at once (one lock for a whole batch).
+    pub fn seen_many<'a>(&self, items: impl IntoIterator<Item = (&'a str, Timestamp)>) {
+        let mut i = self.write();
+        for (device, ts) in items {
+            match i.last_seen.get_mut(device) {
+                Some(e) if *e >= ts => {}
+                Some(e) => *e = ts,
+                None => {
+                    i.last_seen.insert(device.to_string(), ts);
+                }
+            }
+        }
+    }
+
+    /// When data of `device` was last taken.
+    pub fn last_seen(&self, device: &str) -> Option<Timestamp> {
+        self.read().last_seen.get(device).copied()
+    }
+
+    /// Records a gateway's own report of being online or offline (retained status).
+    pub fn set_gateway_online(&self, gateway: &str, online: bool) {
+        self.write().gateway_online.insert(gateway.to_string(), online);
+    }
+
+    /// The gateway's last reported state, if it reported one.
+    pub fn gateway_online(&self, gateway: &str) -> Option<bool> {
+        self.read().gateway_online.get(gateway).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[[sites]]
+id = "dongcun"
+name = "东村"
+kind = "village"
+tenant = "county"
+lat = 34.7
+lon = 113.6
+
+[[gateways]]
+id = "gw-dongcun"
+tenant = "county"
+site = "dongcun"
+
+[[gateways]]
+id = "gw-xicun"
+tenant = "county"
+site = "dongcun"
+
+[[devices]]
+id = "dongcun-meter-001"
+kind = "water_meter"
+site = "dongcun"
+gateway = "gw-dongcun"
+"#;
+
+    #[test]
+    fn ownership_tells_own_foreign_and_unknown_devices_apart() {
+        let inv = Inventory::from_source(&Source::from_text("inv.toml", TEXT)).unwrap();
+        assert_eq!(inv.ownership("gw-dongcun", "dongcun-meter-001"), Ownership::Own);
+        assert_eq!(inv.ownership("gw-xicun", "dongcun-meter-001"), Ownership::Foreign);
+        assert_eq!(inv.ownership("gw-dongcun", "nobody"), Ownership::Unknown);
+        assert_eq!(inv.ownership("gw-dongcun", "gw-dongcun"), Ownership::Own, "a gateway reports on itself");
+        assert_eq!(inv.tenant_of("dongcun-meter-001").as_deref(), Some("county"));
+    }
+
+    #[test]
+    fn dangling_references_are_reported_with_their_line() {
+        let text = TEXT.replace("gateway = \"gw-dongcun\"", "gateway = \"gw-nowhere\"");
+        let e = Inventory::from_source(&Source::from_text("inv.toml", text)).unwrap_err().to_string();
+        assert!(e.contains("inv.toml:20:1: device 'dongcun-meter-001': no gateway 'gw-nowhere'"), "{e}");
+    }
+
+    #[test]
+    fn external_devices_are_registered_once() {
+        let inv = Inventory::default();
+        assert!(inv.register_external("telegraf-host-1", "county"));
+        assert!(!inv.register_external("telegraf-host-1", "county"));
+        assert_eq!(inv.device("telegraf-host-1").map(|d| d.kind), Some(DeviceKind::External));
+        assert_eq!(inv.tenant_of("telegraf-host-1").as_deref(), Some("county"));
+    }
+}
