@@ -377,6 +377,13 @@ gateway = "gw-dongcun"
     }
 
     #[test]
+    fn the_example_inventory_loads() {
+        let text = include_str!("../inventory.example.toml");
+        let inv = Inventory::from_source(&Source::from_text("inventory.example.toml", text)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inv.ownership("gw-waterworks", "ww-pump-1"), Ownership::Own);
+    }
+
+    #[test]
     fn external_devices_are_registered_once() {
         let inv = Inventory::default();
         assert!(inv.register_external("telegraf-host-1", "county"));
