@@ -25,7 +25,7 @@
 //! | input | +4 | u16 | | 1 | min/h | rumination minutes in the last hour |
 //! | input | +5 | u16 | | 0.01 | kg | yield of the last milking |
 //! | input | +6 | u16 | | 0.01 | mS/cm | milk conductivity of the last milking |
-//! | input | +7 | u16 | | | bits | slot status: bit 0 collar heard in the last hour, bit 1 milking recorded, bit 2 collar battery low |
+//! | input | +7 | u16 | | | bits | slot faults: bit 0 collar not heard for an hour, bit 1 no milking recorded, bit 2 collar battery low (0 = all well) |
 //!
 //! The whole table (16 + 8 x 250 = 2016 registers) is contiguous, so a gateway reads it in
 //! 17 requests of up to 125 registers. Activity and rumination cover the completed 10-minute
@@ -54,11 +54,11 @@ const BINS: usize = 6;
 /// A collar not heard for this long is offline (s).
 pub const OFFLINE_AFTER_S: f32 = 3600.0;
 
-/// Slot status bit: the collar was heard within the last hour.
-pub const SLOT_ONLINE: u16 = 1 << 0;
-/// Slot status bit: a milking is recorded.
-pub const SLOT_MILKED: u16 = 1 << 1;
-/// Slot status bit: the collar reports a low battery.
+/// Slot fault bit: the collar has not been heard for an hour.
+pub const SLOT_SILENT: u16 = 1 << 0;
+/// Slot fault bit: no milking recorded yet.
+pub const SLOT_NOT_MILKED: u16 = 1 << 1;
+/// Slot fault bit: the collar reports a low battery.
 pub const SLOT_LOW_BATTERY: u16 = 1 << 2;
 
 /// One collar report.
@@ -246,9 +246,9 @@ impl CollarHub {
             5 => hundredths(s.milk_yield_kg),
             6 => hundredths(s.milk_conductivity),
             _ => {
-                let online = self.clock_s - s.heard_at_s <= f64::from(OFFLINE_AFTER_S);
+                let silent = self.clock_s - s.heard_at_s > f64::from(OFFLINE_AFTER_S);
                 let bit = |on: bool, mask: u16| if on { mask } else { 0 };
-                bit(online, SLOT_ONLINE) | bit(s.milked, SLOT_MILKED) | bit(s.battery_low, SLOT_LOW_BATTERY)
+                bit(silent, SLOT_SILENT) | bit(!s.milked, SLOT_NOT_MILKED) | bit(s.battery_low, SLOT_LOW_BATTERY)
             }
         }
     }
@@ -299,8 +299,8 @@ mod tests {
         assert_eq!(words::to_u32([regs[16], regs[17]], ORDER), 20_417);
         assert_eq!(words::to_u32([regs[24], regs[25]], ORDER), 20_420);
         assert_eq!(regs[24 + 2] as i16, 3862);
-        assert_eq!(regs[24 + 7] & SLOT_ONLINE, SLOT_ONLINE);
-        assert_eq!(regs[16 + 7] & SLOT_ONLINE, 0, "never heard");
+        assert_eq!(regs[24 + 7] & SLOT_SILENT, 0);
+        assert_eq!(regs[16 + 7] & SLOT_SILENT, SLOT_SILENT, "never heard");
     }
 
     #[test]
@@ -374,7 +374,7 @@ mod tests {
         read_registers(&hub, Table::Input, BASE, &mut regs).unwrap();
         assert_eq!(regs[5], 1437);
         assert_eq!(regs[6], 521);
-        assert_eq!(regs[7], SLOT_MILKED);
+        assert_eq!(regs[7], SLOT_SILENT, "milked, but the collar has been silent for an hour");
         assert_eq!(hub.record_milking(3, 1.0, 1.0), Err(HubError::UnknownAnimal));
     }
 }

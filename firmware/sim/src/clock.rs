@@ -8,8 +8,11 @@
 //! manual [`Clock::shift`]s (from `County::advance`) move its anchor so the two ways of
 //! moving time add up instead of fighting: after `advance(1 h)` the ticker goes on from
 //! the new time, it does not wait an hour of wall time to catch up.
+//!
+//! Wall time is `tokio::time::Instant`, so tests can pause and advance it instead of
+//! sleeping.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use protocol::Timestamp;
 

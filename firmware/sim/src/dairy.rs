@@ -126,7 +126,7 @@ impl Cow {
         self.dip_c *= (-dt_s / 1500.0).exp();
         let diurnal = 0.25 * (std::f32::consts::TAU * (h as f32 - 18.0) / 24.0).cos();
         let temp =
-            self.base_temp_c + diurnal + self.dip_c + self.fever_c(now.0) + 0.6 * heat + 0.05 * self.rng.normal();
+            self.base_temp_c + diurnal + self.dip_c + self.fever_c(now.0) + 0.4 * heat + 0.05 * self.rng.normal();
 
         let activity_factor = self.estrus_factor(now.0) * if fever { 0.7 } else { 1.0 } * (1.0 - 0.1 * heat);
         let rate = self.steps_per_h * profile(&ACTIVITY, h) / mean(&ACTIVITY) * activity_factor;

@@ -14,7 +14,7 @@
 //!   device does not change the draws of another.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use firmware::collar_hub::{BASE, STRIDE};
 use firmware::modbus::{self, Exception, RegisterMap, Table};
