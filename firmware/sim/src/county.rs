@@ -157,7 +157,8 @@ impl County {
     }
 
     /// Steps the world by `dt` of sim time now (in steps of at most 30 s), without Modbus
-    /// or wall time: days of a county run in seconds.
+    /// or wall time: days of a county run in seconds. It holds the world's lock while it
+    /// runs, so servers answer requests that arrive meanwhile once it returns.
     pub fn advance(&self, dt: Duration) {
         let ms = i64::try_from(dt.as_millis()).unwrap_or(i64::MAX);
         let mut w = self.world();
@@ -195,6 +196,12 @@ impl County {
         self.world().set_random_outages(on);
     }
 }
+
+/// A `County` is shared between tasks and threads (demo, servers, tests).
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<County>();
+};
 
 /// Moves the physics with wall time until shutdown.
 async fn tick(world: std::sync::Weak<Mutex<World>>, mut shutdown: watch::Receiver<bool>) {

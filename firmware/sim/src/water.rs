@@ -166,7 +166,8 @@ impl Household {
         let flow = if self.stuck || dt_s <= 0.0 { 0.0 } else { litres * 3600.0 / dt_s };
         // ~0.03 V/year.
         self.battery_v -= 1.0e-9 * dt_s;
-        let battery_v = self.battery_v + 0.002 * self.rng.normal();
+        // Converter noise of a few mV (uniform: cheaper than a normal draw per meter per step).
+        let battery_v = self.battery_v + self.rng.range(-0.003, 0.003);
         self.meter.sense(&MeterInputs { flow_l_per_h: flow, battery_v, tamper: false }, dt_s);
     }
 }
