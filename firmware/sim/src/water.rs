@@ -7,7 +7,7 @@
 //! - Demand: 3 people per household at 80-120 L/person/day (brief; rural domestic use in
 //!   China's village supply quotas is of that order, check SL 310), with a diurnal profile
 //!   that peaks around 07:00 and 19:00 and bottoms out 02:00-04:00 (the minimum-night-flow
-//!   window of DOMAIN.md). Use comes in events (a tap, a flush, a shower, laundry) drawn
+//!   window of DOMAIN.md), where legitimate use is ~30% of the night flow. Use comes in events (a tap, a flush, a shower, laundry) drawn
 //!   as a Poisson process whose rate follows the profile.
 //! - Leakage: background leakage ~10% of inflow (CJJ 92-2016 benchmark 10-12%), scaled
 //!   with pressure to the power 1.5; a burst main (the `leak` fault) adds 0.8 x the
@@ -50,9 +50,11 @@ use crate::clock::{day_of_year, local_hours};
 
 /// Household demand profile: mean of each local hour, relative to the daily mean (sums
 /// to 24).
+/// 02:00-04:00 is so quiet that legitimate use is ~30% of the minimum night flow and
+/// leakage the rest (DOMAIN.md: night use is 10-30% of it).
 const DEMAND: [f32; 24] = [
-    0.35, 0.25, 0.15, 0.15, 0.2, 0.5, 1.3, 2.0, 1.7, 1.2, 1.0, 1.2, 1.4, 1.0, 0.8, 0.8, 0.9, 1.3, 1.8, 2.0, 1.6, 1.1,
-    0.8, 0.5,
+    0.3, 0.12, 0.05, 0.05, 0.12, 0.5, 1.3, 2.0, 1.7, 1.2, 1.0, 1.2, 1.4, 1.0, 0.8, 0.8, 0.9, 1.3, 1.8, 2.0, 1.6, 1.1,
+    1.0, 0.76,
 ];
 
 /// Value of an hourly profile at local hour `h`, each entry centred on its half hour.
