@@ -8,12 +8,14 @@
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
 //! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
+//! - [`command`]: signed commands to gateways, their acks, and the audit log.
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
 
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod command;
 pub mod config;
 pub mod demo;
 pub mod inventory;

@@ -107,6 +107,13 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         clock: options.clock.clone(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
+    let commands = crate::command::Commander::open(
+        &config.data_dir,
+        source.downlink.clone(),
+        &source.command_acks,
+        options.clock.clone(),
+    )
+    .context("opening the command signing key and audit log")?;
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {
@@ -119,6 +126,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         ready,
         sim: options.sim,
         clock: options.clock,
+        commands,
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -54,6 +54,8 @@ pub struct AppState {
     pub sim: Option<simulator::County>,
     /// Ingest's clock.
     pub clock: Clock,
+    /// Signs, sends and tracks commands to gateways.
+    pub commands: crate::command::Commander,
 }
 
 /// An API error: a status and a sentence for the client.
@@ -156,7 +158,8 @@ pub fn app(state: AppState) -> Router {
         .route("/devices", get(read::devices))
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
-        .route("/rejections", get(read::rejections));
+        .route("/rejections", get(read::rejections))
+        .merge(crate::command::routes());
     if state.sim.is_some() {
         api = api
             .route("/sim/faults", get(sim::list).post(sim::inject))
