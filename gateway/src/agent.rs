@@ -84,6 +84,7 @@ impl Gateway {
     /// broker and returns.
     pub async fn try_run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         let Gateway { mut config, library, clock } = self;
+        uplink::check(&config)?;
         let (queue, report) = {
             let (gw, codec, qc) = (config.gateway.clone(), config.mqtt.codec, config.queue.clone());
             tokio::task::spawn_blocking(move || Queue::open(&gw, codec, &qc))
@@ -109,7 +110,9 @@ impl Gateway {
         let mut rules = Rules::new(config.rules.clone());
 
         let uplink_stop = CancellationToken::new();
-        let uplink = tokio::spawn(uplink::run(
+        // In a JoinSet so that dropping this future (an aborted task) ends the uplink too.
+        let mut uplink = JoinSet::new();
+        uplink.spawn(uplink::run(
             config.clone(),
             shared.clone(),
             health.clone(),
@@ -181,7 +184,10 @@ impl Gateway {
         shared.wake.notify_one();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         uplink_stop.cancel();
-        let result = uplink.await.unwrap_or(Ok(()));
+        let result = uplink.join_next().await.and_then(Result::ok).unwrap_or(Ok(()));
+        if let Err(error) = &result {
+            tracing::error!(message = "The uplink stopped on an error.", gateway = %config.gateway, %error);
+        }
         tracing::info!(message = "Gateway stopped.", gateway = %config.gateway);
         result.map_err(GatewayError::from)
     }

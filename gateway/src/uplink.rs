@@ -194,6 +194,12 @@ pub async fn run(
     Ok(())
 }
 
+/// Checks that the uplink can be set up (TLS files readable and valid), so that a gateway
+/// with a broken certificate stops at start with the reason instead of never connecting.
+pub fn check(config: &GatewayConfig) -> Result<(), UplinkError> {
+    config.mqtt.tls.as_ref().map(tls_config).transpose().map(|_| ())
+}
+
 /// A rustls client config with the ring provider, the configured roots and client cert.
 fn tls_config(tls: &TlsConfig) -> Result<TlsConfiguration, UplinkError> {
     let read = |path: &std::path::Path| {

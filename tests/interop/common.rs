@@ -130,6 +130,20 @@ pub(crate) async fn modbus_rtu(tty: &Path, baud: u32) -> Peer {
     peer
 }
 
+/// Logs of the code under test, with `VT_TEST_LOG=1` (filter with `RUST_LOG`).
+pub(crate) fn logs() {
+    if std::env::var_os("VT_TEST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
+/// Peers' stderr: shown with `VT_TEST_LOG=1`, otherwise discarded.
+pub(crate) fn quiet() -> Stdio {
+    if std::env::var_os("VT_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() }
+}
+
 /// Runs a command and fails with its output if it fails.
 pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -149,7 +163,7 @@ pub(crate) fn make_certs(dir: &Path, clients: &[&str]) {
         "-subj",
         "/CN=vt-test-ca",
     ]));
-    let mut sign = |name: &str, ext: Option<&str>| {
+    let sign = |name: &str, ext: Option<&str>| {
         run(Command::new(&openssl).args(["req", "-newkey", "rsa:2048", "-nodes"]).args([
             "-keyout",
             &d(&format!("{name}.key")),
@@ -167,9 +181,10 @@ pub(crate) fn make_certs(dir: &Path, clients: &[&str]) {
         }
         run(&mut cmd);
     };
-    sign("server", Some("subjectAltName=IP:127.0.0.1,DNS:localhost\n"));
+    sign("server", Some("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"));
+    // An extension makes the certificate X.509 v3: webpki refuses v1 certificates.
     for c in clients {
-        sign(c, None);
+        sign(c, Some("extendedKeyUsage=clientAuth\n"));
     }
 }
 
@@ -208,7 +223,7 @@ impl Mosquitto {
         self.stop();
         let mut peer = Peer::spawn(
             "mosquitto",
-            Command::new(tool("mosquitto", "mosquitto")).arg("-c").arg(&self.conf).stderr(Stdio::null()),
+            Command::new(tool("mosquitto", "mosquitto")).arg("-c").arg(&self.conf).stderr(quiet()),
         );
         wait_listening(SocketAddr::from(([127, 0, 0, 1], self.port)), &mut peer).await;
         self.peer = Some(peer);

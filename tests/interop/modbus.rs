@@ -100,11 +100,10 @@ async fn pymodbus_over_rtu_on_a_pty_pair_shares_one_bus_by_unit_id_and_takes_a_m
     let back = link
         .run_job(
             1,
-            &[Op::Write { table: Table::Holding, address: 10, words: vec![250] }, Op::Read {
-                table: Table::Holding,
-                address: 10,
-                count: 1,
-            }],
+            &[
+                Op::Write { table: Table::Holding, address: 10, words: vec![250] },
+                Op::Read { table: Table::Holding, address: 10, count: 1 },
+            ],
             a,
         )
         .await
