@@ -104,8 +104,10 @@ async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_
             ..MqttConfig::default()
         },
     );
-    cfg.devices =
-        vec![DeviceConfig { interval: Duration::from_millis(200), ..DeviceConfig::tcp("counter-1", "interop-counter", probe, 3) }];
+    cfg.devices = vec![DeviceConfig {
+        interval: Duration::from_millis(200),
+        ..DeviceConfig::tcp("counter-1", "interop-counter", probe, 3)
+    }];
     cfg.publish.interval = Duration::from_millis(200);
     cfg.publish.resend_after = Duration::from_secs(2);
     cfg.queue = QueueConfig { dir: Some(dir.path().join("queue")), max_bytes: 8 << 20 };
@@ -113,8 +115,10 @@ async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_
     let gw = gateway::Gateway::new(cfg, library(), clock.clone()).unwrap();
     let task = tokio::spawn(gw.try_run(stop.clone()));
 
-    eventually("first readings", Duration::from_secs(20), || async { (series(&running, "counter-1").len() > 5).then_some(()) })
-        .await;
+    eventually("first readings", Duration::from_secs(20), || async {
+        (series(&running, "counter-1").len() > 5).then_some(())
+    })
+    .await;
     mosquitto.stop();
     let outage_from = clock().0;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -192,14 +196,17 @@ async fn a_gateway_killed_with_sigkill_during_an_outage_delivers_every_sealed_ba
     let config = write_config(dir.path(), mosquitto.port, probe);
 
     let mut gw = start_gateway(&config);
-    eventually("first readings", Duration::from_secs(30), || async { (series(&running, "counter-2").len() > 5).then_some(()) })
-        .await;
+    eventually("first readings", Duration::from_secs(30), || async {
+        (series(&running, "counter-2").len() > 5).then_some(())
+    })
+    .await;
     // The broker goes away; the gateway queues on disk; then it is killed without warning.
     mosquitto.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     gw.assert_running();
     gw.kill();
-    let queued: u64 = std::fs::read_dir(dir.path().join("queue")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let queued: u64 =
+        std::fs::read_dir(dir.path().join("queue")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(queued > 0, "the queue is on disk");
     // It comes back while the broker is still down, then the broker comes back.
     let mut gw = start_gateway(&config);
