@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// Village telemetry gateway: polls Modbus devices as their profiles say and forwards
 /// their readings to ingest over MQTT, keeping every batch until ingest has stored it.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
