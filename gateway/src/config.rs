@@ -394,12 +394,6 @@ mod tests {
     fn the_example_config_parses() {
         let (lib, errors) = Library::builtin();
         assert!(errors.is_empty());
-        let mut lib = lib;
-        lib.add(&Source::from_text(
-            "m.toml",
-            "model = \"vt-example-meter\"\nkind = \"water_meter\"\n[[points]]\nmetric = \"flow\"\naddress = 0\ntype = \"u16\"\nunit = \"m3/h\"\n",
-        ))
-        .unwrap();
         let cfg = GatewayConfig::from_source(&Source::from_text("gateway.example.toml", EXAMPLE), &lib);
         let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.gateway, "gw-dongcun");

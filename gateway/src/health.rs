@@ -49,7 +49,8 @@ impl Health {
 
     /// Records a poll outcome. Returns the health readings to publish now (on a change of
     /// online state, or when `interval` has passed since the last report), and whether
-    /// the online state changed.
+    /// the online state changed (the first poll counts as a change, so that a device that
+    /// never answers is reported offline at once).
     pub fn record(
         &self,
         id: &str,

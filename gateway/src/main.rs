@@ -1,4 +1,5 @@
 //! `gateway`: the edge agent's command line.
+#![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
 

@@ -52,6 +52,7 @@ pub async fn run_endpoint(
     // Spread first polls over a second so that a restart does not hit every device at once.
     let mut due: Vec<tokio::time::Instant> =
         (0..devices.len()).map(|i| start + Duration::from_millis((i as u64 * 1000) / devices.len() as u64)).collect();
+    let mut first_poll = vec![true; devices.len()];
     loop {
         let (i, when) = match due.iter().enumerate().min_by_key(|(_, t)| **t) {
             Some((i, t)) => (i, *t),
@@ -73,11 +74,13 @@ pub async fn run_endpoint(
         }
         let (mut readings, changed) = health.record(&dev.reader.id, outcome, Instant::now(), clock(), health_interval);
         if changed {
-            match &result {
-                Ok(_) => tracing::info!(message = "Device is online.", device = %dev.reader.id),
-                Err(e) => tracing::warn!(message = "Device is offline.", device = %dev.reader.id, error = %e),
+            match (&result, first_poll[i]) {
+                (Ok(_), true) => tracing::debug!(message = "Device answered its first poll.", device = %dev.reader.id),
+                (Ok(_), false) => tracing::info!(message = "Device is back online.", device = %dev.reader.id),
+                (Err(e), _) => tracing::warn!(message = "Device is offline.", device = %dev.reader.id, error = %e),
             }
         }
+        first_poll[i] = false;
         if let Ok(r) = result {
             readings.extend(r);
         }

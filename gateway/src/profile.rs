@@ -359,7 +359,7 @@ fn point(src: &Source, spanned: &Spanned<PointSpec>, place: PointPlace, problems
     {
         fail(at(format!("offset {address} plus {width} registers does not fit the slot stride {stride}")));
     }
-    if !(spec.scale.is_finite() && spec.scale != 0.0) || !value_offset.is_finite() {
+    if !(spec.scale.is_finite() && spec.scale != 0.0 && value_offset.is_finite()) {
         fail(at("scale must be finite and non-zero, offset finite".into()));
     }
     if let Some(bit) = spec.bit

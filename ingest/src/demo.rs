@@ -146,7 +146,7 @@ impl Demo {
              \x20 API:        http://{}/api/v1/devices, /api/v1/latest, /api/v1/series\n\
              \x20 metrics:    http://{}/metrics\n\
              \x20 admin token: {}\n\
-             Faults: curl -X POST http://{}/api/v1/sim/faults -d '{{\"device\":\"ww-pump-1\",\"fault\":\"pump_trip\"}}' -H 'content-type: application/json'\n\
+             Faults: curl -X POST http://{}/api/v1/sim/faults -H 'content-type: application/json' -d '{{\"device\":\"{}\",\"fault\":\"pump_trip\"}}'\n\
              Press Ctrl-C to stop.",
             plan.gateways.len(),
             kinds.join(", "),
@@ -157,6 +157,7 @@ impl Demo {
             self.ingest.http,
             self.admin_token,
             self.ingest.http,
+            plan.devices().find(|d| d.kind == DeviceKind::PumpStation).map_or("", |d| d.id.as_str()),
         )
     }
 }

@@ -379,8 +379,9 @@ gateway = "gw-dongcun"
     #[test]
     fn the_example_inventory_loads() {
         let text = include_str!("../inventory.example.toml");
-        let inv = Inventory::from_source(&Source::from_text("inventory.example.toml", text)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(inv.ownership("gw-waterworks", "ww-pump-1"), Ownership::Own);
+        let inv = Inventory::from_source(&Source::from_text("inventory.example.toml", text))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inv.ownership("gw-waterworks", "waterworks-pump-1"), Ownership::Own);
     }
 
     #[test]

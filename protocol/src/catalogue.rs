@@ -104,6 +104,8 @@ catalogue! {
     29 "battery_voltage"   "V"       Health       (0.0, 100.0)            "Battery voltage of a battery-powered device.";
     30 "valve_open"        "bool"    Water        (0.0, 1.0)              "Valve state of a meter with a shut-off valve: 1 open.";
     31 "queue_depth"       "batches" Health       (0.0, 1.0e12)           "Unconfirmed batches in the gateway queue.";
+    32 "pump_flow"         "m3/h"    Pump         (-100_000.0, 100_000.0) "Flow delivered by the pump itself (into the tank), as opposed to the station's outlet flow.";
+    33 "thi"               "index"   Barn         (0.0, 130.0)            "Temperature-humidity index (NRC formula) as the barn sensor computes it.";
 }
 
 /// Looks a metric up by its stable name.

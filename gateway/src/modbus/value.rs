@@ -195,10 +195,22 @@ pub fn decode(words: &[u16], ty: ValueType, order: WordOrder) -> Raw {
         ValueType::I32 => Raw::Int(i128::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         ValueType::U64 => Raw::Int(i128::from(u64::from_be_bytes(b))),
         ValueType::I64 => Raw::Int(i128::from(i64::from_be_bytes(b))),
-        ValueType::F32 => Raw::Float(f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
+        ValueType::F32 => Raw::Float(f32_as_f64(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         ValueType::F64 => Raw::Float(f64::from_be_bytes(b)),
         ValueType::Bool => Raw::Int(i128::from(words.first().is_some_and(|w| *w != 0))),
     }
+}
+
+/// An f32 as the f64 with the same shortest decimal form: a device's 629.194 f32 becomes
+/// 629.194, not 629.1940307617188. The f32 was all the device knew; the extra digits are
+/// noise that would show on every dashboard and cost bytes in every codec.
+fn f32_as_f64(v: f32) -> f64 {
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    let mut buf = String::with_capacity(24);
+    let _ = std::fmt::Write::write_fmt(&mut buf, format_args!("{v}"));
+    buf.parse().unwrap_or(f64::from(v))
 }
 
 /// Engineering value of a raw value: one bit of it, or `raw * scale + offset`.
@@ -282,6 +294,15 @@ mod tests {
             assert_eq!(decode(&words, ValueType::F32, order), Raw::Float(123_456.0), "{order:?}");
             assert_eq!(encode(123_456.0, ValueType::F32, order, 1.0, 0.0).unwrap(), words.to_vec(), "{order:?}");
         }
+    }
+
+    #[test]
+    fn a_float_register_reads_as_the_decimal_the_device_meant() {
+        let words = encode(629.194, ValueType::F32, WordOrder::Abcd, 1.0, 0.0).unwrap();
+        assert_eq!(decode(&words, ValueType::F32, WordOrder::Abcd), Raw::Float(629.194));
+        let nan = (f32::NAN).to_be_bytes();
+        let words = [u16::from_be_bytes([nan[0], nan[1]]), u16::from_be_bytes([nan[2], nan[3]])];
+        assert!(decode(&words, ValueType::F32, WordOrder::Abcd).as_f64().is_nan());
     }
 
     #[test]

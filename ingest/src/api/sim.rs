@@ -33,7 +33,7 @@ pub(super) async fn inject(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) =
         body.map_err(|e| ApiError::BadRequest(format!("expected {{\"device\": ID, \"fault\": NAME}}: {e}")))?;
-    let fault: Fault = req.fault.parse().map_err(|e: SimError| ApiError::BadRequest(e.to_string()))?;
+    let fault: Fault = req.fault.parse().map_err(|e: simulator::UnknownFault| ApiError::BadRequest(e.to_string()))?;
     county(&s)?.inject(&req.device, fault).map_err(sim_error)?;
     tracing::info!(message = "Fault injected.", device = %req.device, fault = %fault);
     Ok((StatusCode::CREATED, Json(json!({ "device": req.device, "fault": fault.to_string() }))))

@@ -177,6 +177,8 @@ fn expected(model: &str, metric: &str) -> (f64, f64) {
         (_, "volume_total") => (0.0, 10_000.0),
         ("vt-sim-water-meter", "flow") => (0.0, 2.0),
         ("vt-sim-pump-station", "flow") => (0.05, 20.0),
+        // Zero while the pump is stopped; its rated flow while it runs.
+        ("vt-sim-pump-station", "pump_flow") => (0.0, 20.0),
         (_, "battery_voltage") => (3.2, 3.7),
         (_, "valve_open") => (1.0, 1.0),
         (_, "tank_level") => (0.5, 3.8),
@@ -191,6 +193,7 @@ fn expected(model: &str, metric: &str) -> (f64, f64) {
         (_, "conductivity") => (450.0, 800.0),
         (_, "barn_temperature") => (15.0, 40.0),
         (_, "relative_humidity") => (20.0, 100.0),
+        (_, "thi") => (60.0, 90.0),
         (_, "body_temperature") => (36.5, 40.0),
         (_, "activity") => (1.0, 2_000.0),
         (_, "rumination") => (0.0, 60.0),
