@@ -5,8 +5,13 @@
 (function () {
   'use strict';
   var root = document.documentElement;
+  var MAX_ERRORS = 20;
+  var count = 0;
 
   function record(message) {
+    count += 1;
+    if (count > MAX_ERRORS) return;
+    if (count === MAX_ERRORS) message = '(further errors are not shown)';
     var previous = root.getAttribute('data-errors');
     var all = previous ? previous + '\n' + message : message;
     root.setAttribute('data-errors', all);
@@ -24,7 +29,8 @@
       return;
     }
     var where = event.filename ? ' at ' + event.filename + ':' + event.lineno : '';
-    record('Uncaught ' + (event.message || String(event.error)) + where);
+    var message = event.message || String(event.error);
+    record((/^Uncaught/.test(message) ? '' : 'Uncaught ') + message + where);
   }, true);
 
   window.addEventListener('unhandledrejection', function (event) {

@@ -93,7 +93,10 @@ function pumpPanel(p) {
         h('span', { class: `run ${p.faults.length ? 'fault' : p.running === 1 ? 'on' : 'off'}` }, running),
         p.faults.length ? h('span', { class: 'fault-list' }, p.faults.map((k) => t(k)).join(', ')) : null),
       h('dl', { class: 'values' },
-        ['flow', 'pressure', 'pump_current', 'free_chlorine', 'volume_total'].map((m) => metricRow(d, m)))));
+        metricRow(d, 'flow', 'outletFlow'),
+        ['pump_flow', 'pressure', 'pump_current'].map((m) => metricRow(d, m)),
+        metricRow(d, 'free_chlorine', 'outletChlorine'),
+        metricRow(d, 'volume_total'))));
 }
 
 function qualityPanel(a) {
@@ -152,7 +155,7 @@ function barnPanel(b) {
       metricRow(d, 'barn_temperature'), metricRow(d, 'relative_humidity'),
       b.thi === null ? null : h('div', { class: `row thi ${b.thi >= 72 ? 'warn' : ''}` },
         h('dt', null, h('abbr', { title: t('thiLong') }, 'THI')),
-        h('dd', null, `${num(b.thi, 0)} · ${t(b.band)}`))));
+        h('dd', null, b.thiMeasured ? metricButton(d, 'thi', b.thi, 'index') : num(b.thi, 0), ' · ', t(b.band)))));
 }
 
 function herdPanel(herd, ui) {

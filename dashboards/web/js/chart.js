@@ -132,15 +132,21 @@ function parsePoints(raw) {
   return out;
 }
 
-/** About `count` round tick values covering [lo, hi]. */
-export function niceTicks(lo, hi, count) {
-  const span = hi - lo || Math.abs(hi) || 1;
-  const raw = span / count;
+/** A scale of about `count` round steps that covers [lo, hi]: { lo, hi, ticks }. */
+export function niceScale(lo, hi, count) {
+  if (hi - lo < 1e-12) {
+    const pad = Math.abs(hi) * 0.05 || 1;
+    lo -= pad;
+    hi += pad;
+  }
+  const raw = (hi - lo) / count;
   const p = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((v) => v >= raw) ?? 10 * p;
+  const start = Math.floor(lo / step + 1e-9) * step;
+  const end = Math.ceil(hi / step - 1e-9) * step;
   const ticks = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toFixed(10)));
-  return ticks;
+  for (let i = 0; start + i * step <= end + step * 1e-9; i += 1) ticks.push(Number((start + i * step).toFixed(10)));
+  return { lo: start, hi: end, ticks };
 }
 
 /** Time ticks on round local minutes or hours. */
@@ -205,12 +211,10 @@ function drawChart(series, metric) {
     if (p.value < min.value) min = p;
     if (p.value > max.value) max = p;
   }
-  const pad = (max.value - min.value) * 0.08 || Math.abs(max.value) * 0.05 || 1;
-  const yTicks = niceTicks(min.value - pad, max.value + pad, 5);
-  const lo = Math.min(yTicks[0], min.value);
-  const hi = Math.max(yTicks[yTicks.length - 1], max.value);
+  const pad = (max.value - min.value) * 0.04;
+  const { lo, hi, ticks: yTicks } = niceScale(min.value - pad, max.value + pad, 5);
   const x = (ts) => M.left + ((ts - from) / (to - from)) * plotW;
-  const y = (v) => M.top + (1 - (v - lo) / (hi - lo || 1)) * plotH;
+  const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * plotH;
 
   const step = STEP_UNITS.has(unit);
   const gap = gapMs(points);
@@ -229,7 +233,7 @@ function drawChart(series, metric) {
     'aria-label': t('chartLabel', t('metric_' + metric), valueText(metric, min.value, unit),
       valueText(metric, max.value, unit)) },
   s('g', { class: 'grid' },
-    yTicks.filter((v) => v >= lo && v <= hi).map((v) => [
+    yTicks.map((v) => [
       s('line', { x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }),
       s('text', { class: 'tick', x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, num(v))]),
     timeTicks(from, to).map((ts) => [
@@ -239,7 +243,7 @@ function drawChart(series, metric) {
   s('text', { class: 'unit', x: M.left - 6, y: M.top - 10, 'text-anchor': 'end' }, u),
   s('text', { class: 'axis-title', x: W - M.right, y: H - 4, 'text-anchor': 'end' }, t('localTime', zoneName())),
   s('path', { class: 'line', d }),
-  extreme(min, 'min', x, y, unit, metric),
+  min.value === max.value ? null : extreme(min, 'min', x, y, unit, metric),
   extreme(max, 'max', x, y, unit, metric));
 }
 
@@ -248,7 +252,9 @@ function extreme(p, which, x, y, unit, metric) {
   const py = y(p.value);
   const text = `${t(which)} ${valueText(metric, p.value, unit)} · ${clock(p.ts)}`;
   const anchor = px > W - 180 ? 'end' : px < M.left + 120 ? 'start' : 'middle';
-  const ty = which === 'max' ? Math.max(M.top + 10, py - 9) : Math.min(H - M.bottom - 4, py + 18);
+  // Max above its point, min below; flipped when that would leave the plot.
+  const above = which === 'max' ? py - 9 >= M.top + 10 : py + 18 > H - M.bottom - 4;
+  const ty = above ? py - 9 : py + 18;
   return s('g', { class: `extreme ${which}` },
     s('circle', { cx: px, cy: py, r: 4 }),
     s('text', { x: px, y: ty, 'text-anchor': anchor }, text));

@@ -67,7 +67,7 @@ function render() {
   renderStatus();
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
-  morphChildrenOf($('map'), countyMap(ui.model));
+  morphChildrenOf($('map'), countyMap(ui.model, $('map').clientWidth));
   morphChildrenOf($('attention'), attentionList(ui.model));
   morphChildrenOf($('sites'), ...siteCards(ui.model, ui));
 }
@@ -148,13 +148,29 @@ function applyLanguage() {
 
 // ---- events ------------------------------------------------------------------------
 
-function openChart(el) {
-  const device = el.dataset.device;
-  const metric = el.dataset.metric;
+function openChart(device, metric, hours) {
   const rows = ui.latest ?? [];
   const metrics = [...new Set(rows.filter((r) => r.device === device).map((r) => r.metric))];
   if (!metrics.includes(metric)) metrics.unshift(metric);
+  if (hours) chart.rangeH = hours;
   chart.open(device, metric, metrics);
+  rememberChart();
+}
+
+/** The open chart is in the address (#device=..&metric=..&hours=..), so it can be shared. */
+function rememberChart() {
+  const hash = chart.isOpen
+    ? '#' + new URLSearchParams({ device: chart.device, metric: chart.metric, hours: String(chart.rangeH) })
+    : '';
+  history.replaceState(null, '', location.pathname + location.search + hash);
+}
+
+/** Opens the chart the address names, if any. */
+function chartFromAddress() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const device = params.get('device');
+  const metric = params.get('metric');
+  if (device && metric) openChart(device, metric, Number(params.get('hours')) || null);
 }
 
 function showSite(id) {
@@ -168,9 +184,12 @@ function showSite(id) {
 
 function activate(el) {
   switch (el.dataset.action) {
-    case 'chart': openChart(el); break;
+    case 'chart': openChart(el.dataset.device, el.dataset.metric); break;
     case 'site': showSite(el.dataset.site); break;
-    case 'range': chart.setRange(Number(el.dataset.hours)); break;
+    case 'range':
+      chart.setRange(Number(el.dataset.hours));
+      rememberChart();
+      break;
     case 'close-chart': chart.close(); break;
     case 'lang':
       setLang(otherLang());
@@ -216,7 +235,10 @@ function moveInHerd(cell, key) {
 }
 
 document.addEventListener('change', (event) => {
-  if (event.target.matches('select[data-action="metric"]')) chart.setMetric(event.target.value);
+  if (event.target.matches('select[data-action="metric"]')) {
+    chart.setMetric(event.target.value);
+    rememberChart();
+  }
   if (event.target.id === 'only-problems') {
     ui.onlyProblems = event.target.checked;
     render();
@@ -225,14 +247,31 @@ document.addEventListener('change', (event) => {
 
 // ---- the loop ------------------------------------------------------------------------
 
+$('chart').addEventListener('close', rememberChart);
+
+// The map is drawn at the size it gets: redraw it when that changes.
+let resizeTimer = null;
+window.addEventListener('resize', () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    if (ui.model) morphChildrenOf($('map'), countyMap(ui.model, $('map').clientWidth));
+  }, 150);
+});
+
 async function loop() {
   try {
     await refresh();
+    if (ui.refreshes === 1) chartFromAddress();
   } catch (e) {
     // A bug, not the network: report it (boot.js shows it) and keep refreshing.
-    reportError(e);
+    report(e);
   }
   setTimeout(loop, REFRESH_MS);
+}
+
+function report(error) {
+  if (typeof reportError === 'function') reportError(error);
+  else setTimeout(() => { throw error; });
 }
 
 applyLanguage();

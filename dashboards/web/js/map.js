@@ -9,15 +9,22 @@ import { t } from './strings.js';
 import { MAP_LABELS_UP_TO } from './config.js';
 import { issueText } from './format.js';
 
-const W = 640;
-const H = 460;
-const MARGIN = { top: 36, right: 70, bottom: 56, left: 70 };
+/** Largest drawing size; the map is drawn at the width it gets, so text keeps its size. */
+const MAX_W = 640;
+const MIN_W = 280;
+const MARGIN = { top: 36, right: 64, bottom: 56, left: 64 };
 const KM_PER_DEG_LAT = 111.32;
 /** Smallest span drawn, so one site or sites on top of each other still get a map. */
 const MIN_SPAN_KM = 2;
 
-/** A projection fitted to the sites: { x(lon), y(lat), kmPerPx }. */
-export function fit(sites) {
+/** The drawing size for a container `width` px wide. */
+export function mapSize(width) {
+  const W = Math.round(Math.max(MIN_W, Math.min(MAX_W, width || MAX_W)));
+  return { W, H: Math.round(W * 0.72) };
+}
+
+/** A projection of the sites into W x H px: { x(lon), y(lat), kmPerPx }. */
+export function fit(sites, W, H) {
   const placed = sites.filter((p) => p.hasCoords);
   const lats = placed.map((p) => p.lat);
   const lons = placed.map((p) => p.lon);
@@ -45,17 +52,19 @@ export function niceKm(maxKm) {
   return [5, 2, 1].map((m) => m * p).find((v) => v <= maxKm) ?? p;
 }
 
-/** The map as a fresh <svg>. */
-export function countyMap(model) {
+/** The map as a fresh <svg>, for a container `width` px wide. */
+export function countyMap(model, width) {
+  const { W, H } = mapSize(width);
   const sites = model.sites.filter((p) => p.hasCoords);
-  const proj = fit(sites);
+  const proj = fit(sites, W, H);
   const labels = sites.length <= MAP_LABELS_UP_TO;
-  return s('svg', { class: 'county', viewBox: `0 0 ${W} ${H}`, role: 'group', 'aria-label': t('mapLabel', sites.length) },
+  return s('svg', { class: 'county', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'group',
+    'aria-label': t('mapLabel', sites.length) },
     s('rect', { class: 'land', x: 0, y: 0, width: W, height: H, rx: 8 }),
     s('g', { class: 'pipes', 'aria-hidden': 'true' }, pipes(sites, proj)),
     s('g', { class: 'markers' }, sites.map((p) => marker(p, proj, labels))),
-    scaleBar(proj),
-    northArrow());
+    scaleBar(proj, H),
+    northArrow(W));
 }
 
 /** Supply lines: each waterworks to the villages of its district. */
@@ -99,8 +108,8 @@ function badge(state) {
   return s('text', { class: 'glyph', y: 4.5, 'text-anchor': 'middle', 'aria-hidden': 'true' }, glyph);
 }
 
-function scaleBar(proj) {
-  const maxKm = 140 * proj.kmPerPx;
+function scaleBar(proj, H) {
+  const maxKm = 120 * proj.kmPerPx;
   const km = niceKm(maxKm);
   const len = km / proj.kmPerPx;
   const x0 = 16;
@@ -112,7 +121,7 @@ function scaleBar(proj) {
     s('text', { class: 'scale-text', x: x0 + len, y: y0 - 9, 'text-anchor': 'middle' }, `${km} km`));
 }
 
-function northArrow() {
+function northArrow(W) {
   const x = W - 28;
   const y = 30;
   return s('g', { class: 'north', transform: `translate(${x} ${y})`, role: 'img', 'aria-label': t('north') },

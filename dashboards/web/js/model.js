@@ -7,7 +7,7 @@
 
 import {
   STALE_MS, QUALITY_LIMITS, QUALITY_ORDER, FEVER_C, THI_BANDS, TANK_LOW_M, PUMP_FAULT_BITS,
-  LOW_BATTERY_V, SUMMARY_ONLY_ROWS,
+  LOW_BATTERY_V, SUMMARY_ONLY_ROWS, NO_FLOW_M3H,
 } from './config.js';
 
 /** Site and device states, worst first. */
@@ -167,8 +167,8 @@ function summarise(site, now) {
 function pump(d, issues) {
   const p = {
     device: d, level: value(d, 'tank_level'), running: value(d, 'pump_running'), flow: value(d, 'flow'),
-    pressure: value(d, 'pressure'), current: value(d, 'pump_current'), chlorine: value(d, 'free_chlorine'),
-    fault: value(d, 'fault_word'), faults: [],
+    pumpFlow: value(d, 'pump_flow'), pressure: value(d, 'pressure'), current: value(d, 'pump_current'),
+    chlorine: value(d, 'free_chlorine'), fault: value(d, 'fault_word'), faults: [],
   };
   if (p.fault) {
     PUMP_FAULT_BITS.forEach((key, bit) => {
@@ -176,6 +176,13 @@ function pump(d, issues) {
     });
     if (p.faults.length === 0) p.faults.push('faultOther');
     issues.push({ state: 'attention', key: 'issuePumpFault', args: [d.id, { keys: p.faults }] });
+  }
+  // DOMAIN.md: a pump that runs with no flow, or flow with no pump running, is a failure.
+  if (p.running === 1 && p.pumpFlow !== null && p.pumpFlow < NO_FLOW_M3H) {
+    issues.push({ state: 'attention', key: 'issuePumpNoFlow', args: [d.id] });
+  }
+  if (p.running === 0 && p.pumpFlow !== null && p.pumpFlow >= NO_FLOW_M3H) {
+    issues.push({ state: 'attention', key: 'issueFlowNoPump', args: [d.id, measured(d, 'pump_flow')] });
   }
   if (p.level !== null && p.level < TANK_LOW_M) {
     issues.push({ state: 'attention', key: 'issueTankLow', args: [measured(d, 'tank_level')] });
@@ -228,10 +235,12 @@ export function thi(t, rh) {
 function barn(d, issues) {
   const temp = value(d, 'barn_temperature');
   const rh = value(d, 'relative_humidity');
-  const index = temp !== null && rh !== null ? thi(temp, rh) : null;
+  // The sensor's own THI when it sends one, else the NRC formula on its two values.
+  const measuredThi = value(d, 'thi');
+  const index = measuredThi ?? (temp !== null && rh !== null ? thi(temp, rh) : null);
   const band = index === null ? null : THI_BANDS.find(([lo]) => index >= lo)[1];
   if (index !== null && index >= 72) issues.push({ state: 'attention', key: 'issueHeatStress', args: [{ num: index }, { key: band }] });
-  return { device: d, temp, rh, thi: index, band };
+  return { device: d, temp, rh, thi: index, band, thiMeasured: measuredThi !== null };
 }
 
 function herd(cows, issues) {

@@ -88,6 +88,8 @@ const en = {
   issueAllOffline: 'Every device offline',
   issueStale: (age) => `No fresh data: newest reading ${age}`,
   issuePumpFault: (id, faults) => `${id} fault: ${faults}`,
+  issuePumpNoFlow: (id) => `${id} runs but delivers no water`,
+  issueFlowNoPump: (id, flow) => `${id} is stopped but reports ${flow} pumped`,
   issueTankLow: (level) => `Tank nearly dry: ${level}`,
   issueLowPressure: (p) => `Supply pressure low: ${p} (< 0.14 MPa)`,
   issueOutletChlorine: (c) => `Outlet chlorine low: ${c} (< 0.3 mg/L)`,
@@ -159,6 +161,10 @@ const en = {
   max: 'max',
 
   metric_flow: 'Flow',
+  outletFlow: 'Outlet flow',
+  outletChlorine: 'Outlet chlorine',
+  metric_pump_flow: 'Pump flow',
+  metric_thi: 'THI',
   metric_volume_total: 'Volume',
   metric_pressure: 'Pressure',
   metric_tank_level: 'Tank level',
@@ -229,7 +235,7 @@ const zh = {
   sumCows: (fever, total) => (fever ? `${total} 头牛中 ${fever} 头发烧` : `${total} 头牛，无发烧`),
   sumGateways: (n, total) => `网关在线 ${n}/${total}`,
 
-  site_village: '村',
+  site_village: '村庄',
   site_waterworks: '水厂',
   site_farm: '奶牛场',
   site_other: '其他',
@@ -270,6 +276,8 @@ const zh = {
   issueAllOffline: '全部设备离线',
   issueStale: (age) => `无新数据：最新数据 ${age}`,
   issuePumpFault: (id, faults) => `${id} 故障：${faults}`,
+  issuePumpNoFlow: (id) => `${id} 运行但不出水`,
+  issueFlowNoPump: (id, flow) => `${id} 已停止但仍有流量 ${flow}`,
   issueTankLow: (level) => `水箱将空：${level}`,
   issueLowPressure: (p) => `供水压力低：${p}（< 0.14 MPa）`,
   issueOutletChlorine: (c) => `出厂余氯低：${c}（< 0.3 mg/L）`,
@@ -340,6 +348,10 @@ const zh = {
   max: '最大',
 
   metric_flow: '流量',
+  outletFlow: '出水流量',
+  outletChlorine: '出厂余氯',
+  metric_pump_flow: '水泵流量',
+  metric_thi: '温湿指数',
   metric_volume_total: '累计水量',
   metric_pressure: '压力',
   metric_tank_level: '水箱液位',
@@ -374,6 +386,9 @@ const STORAGE_KEY = 'vt-dashboard-lang';
 let current = initialLang();
 
 function initialLang() {
+  // ?lang=zh in the address wins (a wall screen in a township office), then the last choice.
+  const asked = new URLSearchParams(location.search).get('lang');
+  if (asked in DICTIONARIES) return asked;
   let saved = null;
   try {
     saved = localStorage.getItem(STORAGE_KEY);

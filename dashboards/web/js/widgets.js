@@ -20,12 +20,15 @@ export function metricButton(device, metric, value, unit, extraClass) {
     ...chartLink(device.id, metric, `${t('metric_' + metric)} ${text}: ${t('openChart')}`) }, text);
 }
 
-/** A labelled metric as a row of a definition list, or nothing if the device lacks it. */
-export function metricRow(device, metric, extraClass) {
+/**
+ * A labelled metric as a row of a definition list, or nothing if the device lacks it.
+ * `label` is a string key when the metric's own name says too little.
+ */
+export function metricRow(device, metric, label) {
   const r = device.m[metric];
   if (!r) return null;
-  return h('div', { class: 'row' }, h('dt', null, t('metric_' + metric)),
-    h('dd', null, metricButton(device, metric, r.value, r.unit, extraClass)));
+  return h('div', { class: 'row' }, h('dt', null, t(label ?? 'metric_' + metric)),
+    h('dd', null, metricButton(device, metric, r.value, r.unit)));
 }
 
 /** A storage tank, filled to `level` m, with the level written under it. */
@@ -111,7 +114,7 @@ function mix(a, b, f) {
  */
 export function herdGrid(herd, focusId) {
   const cells = herd.cells.slice(0, HERD_CELLS_MAX);
-  const size = cells.length > 400 ? 11 : 18;
+  const size = cells.length > 400 ? 11 : cells.length > 150 ? 16 : 22;
   const gap = 2;
   // About four times as wide as high, so a hundred cows are a strip of 20 x 5.
   const cols = Math.max(10, Math.min(60, Math.round(Math.sqrt(cells.length * 4))));
