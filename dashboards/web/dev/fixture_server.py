@@ -6,7 +6,8 @@ page without running ingest, and for checking it at scale:
 
 Not served by ingest (files under dev/ are not embedded). The API shapes follow docs/API.md;
 the values are plausible, not physics: use `ingest demo` for the real thing.
-Options --pump-trip, --chlorine-low and --gateway-down show the alarm states.
+Options --pump-trip, --chlorine-low and --gateway-down show the alarm states; --hostile
+adds a site and a device whose names are HTML and script, which must show as text.
 """
 
 import argparse
@@ -81,7 +82,14 @@ class County:
         self.cows = [f"cow-{21000 + 3 * i + rnd.randrange(3)}" for i in range(args.cows)]
         for c in self.cows:
             self.device(c, "cow_collar", "farm")
+        if args.hostile:
+            evil = '<img src=x onerror="document.title=\'pwned\'">'
+            self.sites.append(dict(id="x<b>", name=f"坏 {evil}", kind="village", tenant="county", lat=34.72,
+                                   lon=113.62, village="x", district="district-1"))
+            self.device(f"meter-{evil}", "water_meter", "x<b>")
+            self.device(f"ext-{evil}", "external", "")
         self.sick = set(rnd.sample(self.cows, 3))
+        self.latest_json, self.latest_at = b"[]", 0
         self.base = {c: rnd.gauss(38.6, 0.15) for c in self.cows}
 
     def gateway(self, site):
@@ -108,6 +116,8 @@ class County:
         if k == "water_meter":
             return dict(flow=max(0, 0.03 * wave + (seed % 7) * 0.01), volume_total=100 + seed % 900,
                         battery_voltage=3.3 if seed % 50 == 0 else 3.6, valve_open=1, fault_word=0, device_online=1)
+        if k == "external":
+            return {"cpu_<i>usage</i>": 12.5}
         if k == "speaker":
             return dict(speaker_online=1, playback_state=0, speaker_volume=65, fault_word=0, device_online=1)
         if k == "barn_climate":
@@ -169,7 +179,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/api/v1/devices":
             return self.send(200, [dict(d, online=c.online(d), last_seen=rfc3339(now - 3000)) for d in c.devices])
         if url.path == "/api/v1/latest":
-            return self.send(200, c.latest(now))
+            # Built at most every 4 s: a county's worth of rows is slow to make in Python.
+            if now - c.latest_at > 4000:
+                c.latest_json, c.latest_at = json.dumps(c.latest(now)).encode(), now
+            return self.send(200, c.latest_json)
         if url.path == "/api/v1/series":
             to = float(q.get("to", now))
             frm = float(q.get("from", to - 86_400_000))
@@ -197,6 +210,7 @@ def main():
     p.add_argument("--pump-trip", action="store_true")
     p.add_argument("--chlorine-low", action="store_true")
     p.add_argument("--gateway-down", action="store_true")
+    p.add_argument("--hostile", action="store_true")
     args = p.parse_args()
     Handler.county = County(args)
     print(f"http://127.0.0.1:{args.port}/  ({len(Handler.county.devices)} devices)", flush=True)

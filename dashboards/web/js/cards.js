@@ -7,16 +7,32 @@ import { h } from './dom.js';
 import { t } from './strings.js';
 import { ago, num, valueText, unitText, issueText } from './format.js';
 import { KIND_ORDER, isHealth } from './model.js';
-import { LIST_DEVICES_UP_TO, FEVER_C } from './config.js';
+import { LIST_DEVICES_UP_TO, FEVER_C, CARDS_PER_KIND_UP_TO } from './config.js';
+import { hasTable, siteTable } from './tables.js';
 import {
   chartLink, metricButton, metricRow, tank, pumpIcon, qualityBand, herdGrid, herdLegend, speakerDots,
 } from './widgets.js';
 
-/** Every card, as fresh elements. `ui` carries page state (herd focus, filter). */
+/**
+ * Every card, as fresh elements, in the model's order. `ui` carries page state (herd
+ * focus, filter). Past CARDS_PER_KIND_UP_TO sites of one kind, those sites are rows of one
+ * table instead (tables.js): a county of hundreds of villages reads better so, and the
+ * page stays light.
+ */
 export function siteCards(model, ui) {
   const shown = model.sites.filter((site) => !ui.onlyProblems || !['ok', 'nodata'].includes(site.state));
   if (shown.length === 0) return [h('p', { class: 'empty' }, ui.onlyProblems ? t('noProblems') : t('noSites'))];
-  return shown.map((site) => card(site, model, ui));
+  const byKind = new Map();
+  for (const site of shown) {
+    if (!byKind.has(site.kind)) byKind.set(site.kind, []);
+    byKind.get(site.kind).push(site);
+  }
+  const out = [];
+  for (const [kind, sites] of byKind) {
+    if (sites.length > CARDS_PER_KIND_UP_TO && hasTable(kind)) out.push(siteTable(kind, sites, model));
+    else out.push(...sites.map((site) => card(site, model, ui)));
+  }
+  return out;
 }
 
 function card(site, model, ui) {

@@ -75,6 +75,8 @@ export const LIST_DEVICES_UP_TO = 60;
 export const SUMMARY_ONLY_ROWS = 20_000;
 /** Most cows the herd grid draws; the rest are counted, the warmest always drawn. */
 export const HERD_CELLS_MAX = 3_000;
+/** Up to this many sites of one kind get a card each; more are rows of one table. */
+export const CARDS_PER_KIND_UP_TO = 12;
 /** Map labels are drawn for at most this many sites (more would overlap). */
 export const MAP_LABELS_UP_TO = 40;
 /** Issues listed under the map; more are counted. */

@@ -68,9 +68,13 @@ function keyOf(node) {
 }
 
 function syncAttributes(live, fresh) {
-  for (const { name, value } of Array.from(fresh.attributes)) {
+  const attrs = fresh.attributes;
+  for (let i = 0; i < attrs.length; i += 1) {
+    const { name, value } = attrs[i];
     if (live.getAttribute(name) !== value) live.setAttribute(name, value);
   }
+  // Every attribute of `fresh` is now on `live`: the same count means nothing extra.
+  if (live.attributes.length === attrs.length) return;
   for (const { name } of Array.from(live.attributes)) {
     // An opened <details> stays open: that is the user's choice, not the data's.
     if (name === 'open' && live.nodeName === 'DETAILS') continue;

@@ -10,12 +10,21 @@ export function unitText(unit) {
   return unit in PRETTY_UNITS ? PRETTY_UNITS[unit] : (unit ?? '');
 }
 
+/** Number formats by locale and decimals: making one is slow, a herd needs thousands. */
+const formats = new Map();
+
 /** A number with as many decimals as its size deserves. */
 export function num(value, decimals) {
   if (value === null || value === undefined || !Number.isFinite(value)) return '–';
   const abs = Math.abs(value);
   const d = decimals ?? (abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 1 ? 2 : abs === 0 ? 0 : 3);
-  return value.toLocaleString(locale(), { minimumFractionDigits: d, maximumFractionDigits: d });
+  const key = `${locale()}/${d}`;
+  let format = formats.get(key);
+  if (!format) {
+    format = new Intl.NumberFormat(locale(), { minimumFractionDigits: d, maximumFractionDigits: d });
+    formats.set(key, format);
+  }
+  return format.format(value);
 }
 
 /** Decimals that suit a metric's usual values. */

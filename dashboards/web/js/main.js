@@ -38,6 +38,7 @@ const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls:
 
 /** Reads the API; keeps the previous data when it cannot. */
 async function refresh() {
+  const t0 = performance.now();
   try {
     const withSites = !ui.sites || Date.now() - ui.sitesAt > SITES_REFRESH_MS;
     const { sites, devices, latest } = await fetchState(withSites);
@@ -55,8 +56,18 @@ async function refresh() {
     ui.failure = e.message;
     ui.failingSince ??= Date.now();
   }
+  const t1 = performance.now();
   if (ui.sites) ui.model = buildModel(ui.sites, ui.devices, ui.latest, serverNow());
+  // Let the browser handle input between building the model and drawing it (a county's
+  // worth of rows takes a while for each).
+  await nextTask();
+  const t2 = performance.now();
   render();
+  const t3 = performance.now();
+  // How long the parts took, for people checking the page at county scale (devtools).
+  document.documentElement.dataset.timing =
+    `fetch ${Math.round(t1 - t0)} ms, model ${Math.round(t2 - t1)} ms, render ${Math.round(t3 - t2)} ms, ` +
+    `${ui.latest?.length ?? 0} rows`;
   ui.refreshes += 1;
   document.documentElement.dataset.refreshes = String(ui.refreshes);
   if (ui.model) document.documentElement.dataset.ready = 'true';
@@ -64,10 +75,12 @@ async function refresh() {
 }
 
 function render() {
+  // Read the map's width before changing anything, so the browser need not lay out twice.
+  const mapWidth = $('map').clientWidth;
   renderStatus();
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
-  morphChildrenOf($('map'), countyMap(ui.model, $('map').clientWidth));
+  morphChildrenOf($('map'), countyMap(ui.model, mapWidth));
   morphChildrenOf($('attention'), attentionList(ui.model));
   morphChildrenOf($('sites'), ...siteCards(ui.model, ui));
 }
@@ -174,7 +187,7 @@ function chartFromAddress() {
 }
 
 function showSite(id) {
-  const card = [...document.querySelectorAll('#sites .card')].find((c) => c.dataset.site === id);
+  const card = [...document.querySelectorAll('#sites [data-site]')].find((c) => c.dataset.site === id);
   if (!card) return;
   card.scrollIntoView({ behavior: 'smooth', block: 'start' });
   card.focus({ preventScroll: true });
@@ -258,7 +271,16 @@ window.addEventListener('resize', () => {
   }, 150);
 });
 
+function nextTask() {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 async function loop() {
+  // A hidden tab does not poll; it catches up as soon as it is shown again.
+  if (document.hidden) {
+    document.addEventListener('visibilitychange', loop, { once: true });
+    return;
+  }
   try {
     await refresh();
     if (ui.refreshes === 1) chartFromAddress();

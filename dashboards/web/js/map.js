@@ -62,7 +62,8 @@ export function countyMap(model, width) {
     'aria-label': t('mapLabel', sites.length) },
     s('rect', { class: 'land', x: 0, y: 0, width: W, height: H, rx: 8 }),
     s('g', { class: 'pipes', 'aria-hidden': 'true' }, pipes(sites, proj)),
-    s('g', { class: 'markers' }, sites.map((p) => marker(p, proj, labels))),
+    // Problems are drawn last, on top; in a crowded county fine sites shrink to dots.
+    s('g', { class: 'markers' }, [...sites].sort(byConcern).map((p) => marker(p, proj, labels))),
     scaleBar(proj, H),
     northArrow(W));
 }
@@ -79,6 +80,12 @@ function pipes(sites, proj) {
   return out;
 }
 
+/** Fine sites first, the worst last. */
+function byConcern(a, b) {
+  const order = ['nodata', 'ok', 'stale', 'attention', 'offline'];
+  return order.indexOf(a.state) - order.indexOf(b.state);
+}
+
 function marker(site, proj, withLabel) {
   const x = proj.x(site.lon);
   const y = proj.y(site.lat);
@@ -88,18 +95,20 @@ function marker(site, proj, withLabel) {
     'data-action': 'site', transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})`, tabindex: 0, role: 'button',
     'aria-label': label },
   s('title', null, label),
-  shape(site.kind),
-  badge(site.state),
+  shape(site.kind, withLabel || !['ok', 'nodata'].includes(site.state) ? 1 : 0.5),
+  withLabel || !['ok', 'nodata'].includes(site.state) ? badge(site.state) : null,
   withLabel ? s('text', { class: 'name', y: 24, 'text-anchor': 'middle' },
     site.zh ? [s('tspan', { class: 'zh', x: 0 }, site.zh), s('tspan', { class: 'py', x: 0, dy: 13 }, site.pinyin)]
       : site.name) : null);
 }
 
-/** Villages are circles, waterworks squares, farms diamonds. */
-function shape(kind) {
-  if (kind === 'waterworks') return s('rect', { class: 'shape', x: -10, y: -10, width: 20, height: 20, rx: 3 });
-  if (kind === 'farm') return s('path', { class: 'shape', d: 'M0 -13 L13 0 L0 13 L-13 0 Z' });
-  return s('circle', { class: 'shape', r: 10 });
+/** Villages are circles, waterworks squares, farms diamonds; `k` scales them. */
+function shape(kind, k) {
+  if (kind === 'waterworks') {
+    return s('rect', { class: 'shape', x: -10 * k, y: -10 * k, width: 20 * k, height: 20 * k, rx: 3 * k });
+  }
+  if (kind === 'farm') return s('path', { class: 'shape', d: `M0 ${-13 * k} L${13 * k} 0 L0 ${13 * k} L${-13 * k} 0 Z` });
+  return s('circle', { class: 'shape', r: 10 * k });
 }
 
 /** A glyph on the marker, so the state does not rest on colour alone. */

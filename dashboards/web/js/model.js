@@ -50,13 +50,19 @@ function parseTime(text) {
 export function buildModel(sites, devices, latest, now) {
   const byId = new Map();
   for (const d of devices) byId.set(d.id, newDevice(d.id, d.kind, d.site, d.online, parseTime(d.last_seen)));
+  // A device's readings mostly share one time stamp: parse each distinct text once.
+  const times = new Map();
   for (const row of latest) {
     let d = byId.get(row.device);
     if (!d) {
       d = newDevice(row.device, row.kind || 'external', row.site || '', null, null);
       byId.set(row.device, d);
     }
-    const ts = parseTime(row.ts);
+    let ts = times.get(row.ts);
+    if (ts === undefined) {
+      ts = parseTime(row.ts);
+      times.set(row.ts, ts);
+    }
     d.m[row.metric] = { value: row.value, unit: row.unit, ts };
     if (ts !== null && (d.newest === null || ts > d.newest)) d.newest = ts;
   }
@@ -293,7 +299,7 @@ function meters(list, issues) {
 
 function bySiteOrder(a, b) {
   const rank = (s) => (s.id === '' ? 99 : SITE_KIND_ORDER.indexOf(s.kind) + 1 || 50);
-  return rank(a) - rank(b) || a.id.localeCompare(b.id);
+  return rank(a) - rank(b) || a.id.localeCompare(b.id, undefined, { numeric: true });
 }
 
 /** County-wide figures for the summary strip. */

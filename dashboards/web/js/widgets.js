@@ -124,10 +124,13 @@ export function herdGrid(herd, focusId) {
     const fever = c.temp !== null && c.temp >= FEVER_C;
     const label = `${c.device.id} ${c.temp === null ? t('noData') : valueText('body_temperature', c.temp, '°C')}` +
       (fever ? ` (${t('fever')})` : '');
-    return s('rect', { class: `cow${fever ? ' fever' : ''}`, 'data-key': c.device.id, 'data-cow': '',
-      x: (i % cols) * (size + gap) + 1, y: Math.floor(i / cols) * (size + gap) + 1, width: size, height: size,
-      rx: 2, fill: cowColour(c.temp), tabindex: c.device.id === holder ? 0 : -1, role: 'button',
-      'data-col': i % cols, 'data-cols': cols, ...chartLink(c.device.id, 'body_temperature', label) },
+    // Cells are matched by position, not by cow: as temperatures change order, a refresh
+    // recolours cells in place instead of moving thousands of them.
+    // The <title> child is the cell's name and tooltip; few attributes keep refreshes cheap.
+    return s('rect', { class: `cow${fever ? ' fever' : ''}`, 'data-cow': '', 'data-action': 'chart',
+      'data-device': c.device.id, 'data-metric': 'body_temperature', 'data-cols': cols, role: 'button',
+      tabindex: c.device.id === holder ? 0 : -1, x: (i % cols) * (size + gap) + 1,
+      y: Math.floor(i / cols) * (size + gap) + 1, width: size, height: size, fill: cowColour(c.temp) },
     s('title', null, label));
   });
   return s('svg', { class: 'herd', viewBox: `0 0 ${cols * (size + gap) + 1} ${rows * (size + gap) + 1}`,

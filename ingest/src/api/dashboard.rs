@@ -68,6 +68,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/cards.js", JS),
     asset!("js/widgets.js", JS),
     asset!("js/chart.js", JS),
+    asset!("js/tables.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
