@@ -155,7 +155,7 @@ fn chromium() -> PathBuf {
 
 /// Runs headless Chromium on a fresh profile with `args`; returns its stdout and stderr.
 fn browse(chromium: &Path, scratch: &Path, args: &[String]) -> (String, String) {
-    let profile = tempfile::tempdir_in(scratch).unwrap();
+    let profile = tempfile::tempdir_in(scratch).expect("a fresh browser profile directory");
     let out_path = scratch.join("chromium.out");
     let err_path = scratch.join("chromium.err");
     let mut child = Command::new(chromium)
@@ -177,13 +177,13 @@ fn browse(chromium: &Path, scratch: &Path, args: &[String]) -> (String, String) 
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
+        .stdout(std::fs::File::create(&out_path).expect("a file for Chromium's output"))
+        .stderr(std::fs::File::create(&err_path).expect("a file for Chromium's log"))
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().expect("Chromium's exit status") {
             break status;
         }
         if started.elapsed() > BROWSER_TIMEOUT {
