@@ -29,7 +29,9 @@ export async function getJson(path, params) {
   const sent = Date.now();
   let response;
   try {
-    response = await fetch(url, { headers: { accept: 'application/json' }, cache: 'no-store', signal: controller.signal });
+    response = await fetch(url, {
+      headers: { accept: 'application/json' }, cache: 'no-store', signal: controller.signal,
+    });
   } catch (e) {
     const why = e.name === 'AbortError' ? `no answer within ${FETCH_TIMEOUT_MS / 1000} s` : e.message;
     throw new ApiError(path, why);

@@ -134,17 +134,23 @@ function limitText(p) {
   return `${t('limit')} ${range.trim()}: ${t('verdict_' + p.verdict)}`;
 }
 
+/** A row of a definition list with a plain value. */
+function row(labelKey, value, cls) {
+  return h('div', { class: `row ${cls ?? ''}`.trim() }, h('dt', null, t(labelKey)), h('dd', null, value));
+}
+
 function metersPanel(m, model) {
   const summary = h('dl', { class: 'values' },
-    h('div', { class: 'row' }, h('dt', null, t('metersReporting')), h('dd', null, t('countOnline', m.reporting, m.total))),
-    h('div', { class: 'row' }, h('dt', null, t('metersFlow')), h('dd', null, valueText('flow', m.flow, 'm3/h'))),
-    m.lowBattery ? h('div', { class: 'row warn' }, h('dt', null, t('lowBattery')), h('dd', null, String(m.lowBattery))) : null,
-    m.valvesClosed ? h('div', { class: 'row' }, h('dt', null, t('valvesClosed')), h('dd', null, String(m.valvesClosed))) : null,
-    m.faults ? h('div', { class: 'row warn' }, h('dt', null, t('meterFaults')), h('dd', null, String(m.faults))) : null);
+    row('metersReporting', t('countOnline', m.reporting, m.total)),
+    row('metersFlow', valueText('flow', m.flow, 'm3/h')),
+    m.lowBattery ? row('lowBattery', String(m.lowBattery), 'warn') : null,
+    m.valvesClosed ? row('valvesClosed', String(m.valvesClosed)) : null,
+    m.faults ? row('meterFaults', String(m.faults), 'warn') : null);
   const listable = m.total <= LIST_DEVICES_UP_TO && !model.summaryOnly;
-  return panel('meters', t('kind_water_meter'), summary,
-    listable ? h('details', { class: 'meter-list' }, h('summary', null, t('allMeters', m.total)), meterTable(m.list, model))
-      : h('p', { class: 'hint' }, t('summaryOnly')));
+  const list = listable
+    ? h('details', { class: 'meter-list' }, h('summary', null, t('allMeters', m.total)), meterTable(m.list, model))
+    : h('p', { class: 'hint' }, t('summaryOnly'));
+  return panel('meters', t('kind_water_meter'), summary, list);
 }
 
 function meterTable(list, model) {

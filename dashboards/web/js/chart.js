@@ -6,8 +6,8 @@
 import { h, s, morphChildrenOf } from './dom.js';
 import { t } from './strings.js';
 import { fetchSeries, serverNow } from './api.js';
-import { num, unitText, valueText, clock, dateTime, ago, zoneName } from './format.js';
-import { CHART_REFRESH_MS } from './config.js';
+import { num, unitText, valueText, clock, dateTime, ago, zoneName, decimalsOf } from './format.js';
+import { CHART_REFRESH_MS, QUALITY_LIMITS } from './config.js';
 import { isHealth } from './model.js';
 
 const RANGES_H = [1, 6, 24];
@@ -146,7 +146,9 @@ export function niceScale(lo, hi, count) {
   const end = Math.ceil(hi / step - 1e-9) * step;
   const ticks = [];
   for (let i = 0; start + i * step <= end + step * 1e-9; i += 1) ticks.push(Number((start + i * step).toFixed(10)));
-  return { lo: start, hi: end, ticks };
+  // Decimals that tell the ticks apart: 0.05 needs 2, 2.5 one more than 2 does.
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9) + (Math.abs(step / p - 2.5) < 1e-9 ? 1 : 0));
+  return { lo: start, hi: end, ticks, decimals };
 }
 
 /** Time ticks on round local minutes or hours. */
@@ -212,7 +214,7 @@ function drawChart(series, metric) {
     if (p.value > max.value) max = p;
   }
   const pad = (max.value - min.value) * 0.04;
-  const { lo, hi, ticks: yTicks } = niceScale(min.value - pad, max.value + pad, 5);
+  const { lo, hi, ticks: yTicks, decimals } = niceScale(min.value - pad, max.value + pad, 5);
   const x = (ts) => M.left + ((ts - from) / (to - from)) * plotW;
   const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * plotH;
 
@@ -235,22 +237,37 @@ function drawChart(series, metric) {
   s('g', { class: 'grid' },
     yTicks.map((v) => [
       s('line', { x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }),
-      s('text', { class: 'tick', x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, num(v))]),
+      s('text', { class: 'tick', x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, num(v, decimals))]),
     timeTicks(from, to).map((ts) => [
       s('line', { x1: x(ts), x2: x(ts), y1: M.top, y2: H - M.bottom }),
-      s('text', { class: 'tick', x: x(ts), y: H - M.bottom + 16, 'text-anchor': 'middle' }, clock(ts))])),
+      s('text', { class: 'tick', x: x(ts), y: H - M.bottom + 16,
+        'text-anchor': x(ts) > W - M.right - 30 ? 'end' : 'middle' }, clock(ts))])),
   s('path', { class: 'axis', d: `M${M.left} ${M.top} V${H - M.bottom} H${W - M.right}` }),
   s('text', { class: 'unit', x: M.left - 6, y: M.top - 10, 'text-anchor': 'end' }, u),
   s('text', { class: 'axis-title', x: W - M.right, y: H - 4, 'text-anchor': 'end' }, t('localTime', zoneName())),
+  limitLines(metric, lo, hi, x, y, from, to),
   s('path', { class: 'line', d }),
-  min.value === max.value ? null : extreme(min, 'min', x, y, unit, metric),
-  extreme(max, 'max', x, y, unit, metric));
+  min.value === max.value ? null : extreme(min, 'min', x, y, unit, metric, decimals),
+  extreme(max, 'max', x, y, unit, metric, decimals));
 }
 
-function extreme(p, which, x, y, unit, metric) {
+/** GB 5749-2022 limits of a quality parameter, where they fall inside the plot. */
+function limitLines(metric, lo, hi, x, y, from, to) {
+  const limits = QUALITY_LIMITS[metric];
+  if (!limits) return null;
+  return [limits.min, limits.max].filter((v) => v !== undefined && v >= lo && v <= hi).map((v) =>
+    s('g', { class: 'limit' },
+      s('line', { x1: x(from), x2: x(to), y1: y(v), y2: y(v) }),
+      s('text', { x: x(from) + 4, y: y(v) - 4 }, t('limitLine', num(v)))));
+}
+
+/** The min or max point, marked and labelled with at least the axis' precision. */
+function extreme(p, which, x, y, unit, metric, decimals) {
   const px = x(p.ts);
   const py = y(p.value);
-  const text = `${t(which)} ${valueText(metric, p.value, unit)} · ${clock(p.ts)}`;
+  const value = STEP_UNITS.has(unit) ? valueText(metric, p.value, unit)
+    : `${num(p.value, Math.max(decimals, decimalsOf(metric)))} ${unitText(unit)}`;
+  const text = `${t(which)} ${value.trim()} · ${clock(p.ts)}`;
   const anchor = px > W - 180 ? 'end' : px < M.left + 120 ? 'start' : 'middle';
   // Max above its point, min below; flipped when that would leave the plot.
   const above = which === 'max' ? py - 9 >= M.top + 10 : py + 18 > H - M.bottom - 4;

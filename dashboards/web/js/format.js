@@ -4,7 +4,9 @@
 import { t, locale } from './strings.js';
 
 /** Units as people write them. */
-const PRETTY_UNITS = { m3: 'm³', 'm3/h': 'm³/h', 'uS/cm': 'µS/cm', ratio: '', bits: '', state: '', bool: '', index: '' };
+const PRETTY_UNITS = {
+  m3: 'm³', 'm3/h': 'm³/h', 'uS/cm': 'µS/cm', ratio: '', bits: '', state: '', bool: '', index: '',
+};
 
 export function unitText(unit) {
   return unit in PRETTY_UNITS ? PRETTY_UNITS[unit] : (unit ?? '');
@@ -30,10 +32,16 @@ export function num(value, decimals) {
 /** Decimals that suit a metric's usual values. */
 const DECIMALS = {
   free_chlorine: 2, turbidity: 2, ph: 2, conductivity: 0, water_temperature: 1, tank_level: 2, pressure: 3,
-  flow: 2, pump_flow: 1, thi: 0, volume_total: 1, pump_current: 1, body_temperature: 1, activity: 0, rumination: 0, milk_yield: 1,
+  flow: 2, pump_flow: 1, thi: 0, volume_total: 1, pump_current: 1, body_temperature: 1, activity: 0, rumination: 0,
+  milk_yield: 1,
   milk_conductivity: 2, barn_temperature: 1, relative_humidity: 0, speaker_volume: 0, battery_voltage: 2,
   response_time: 0, poll_success_ratio: 2, queue_fill: 2,
 };
+
+/** Decimals a metric is usually shown with. */
+export function decimalsOf(metric) {
+  return DECIMALS[metric] ?? 2;
+}
 
 /** A metric's value with its unit, e.g. "0.45 mg/L", "yes", "pH 7.52". */
 export function valueText(metric, value, unit) {

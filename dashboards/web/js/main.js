@@ -110,7 +110,8 @@ function summary(model) {
     h('ul', { class: 'figures' },
       tot.pumps.total ? figure('pumps', t('sumPumps', tot.pumps.running, tot.pumps.total, tot.pumps.faults),
         tot.pumps.faults > 0) : null,
-      tot.quality.total ? figure('quality', t('sumQuality', tot.quality.out, tot.quality.total), tot.quality.out > 0) : null,
+      tot.quality.total
+        ? figure('quality', t('sumQuality', tot.quality.out, tot.quality.total), tot.quality.out > 0) : null,
       tot.meters.total ? figure('meters', t('sumMeters', tot.meters.reporting, tot.meters.total),
         tot.meters.reporting < tot.meters.total) : null,
       tot.speakers.total ? figure('speakers', t('sumSpeakers', tot.speakers.online, tot.speakers.total),
@@ -151,7 +152,9 @@ function applyLanguage() {
   document.documentElement.lang = lang() === 'zh' ? 'zh-CN' : 'en';
   document.title = t('title');
   for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-  for (const el of document.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  for (const el of document.querySelectorAll('[data-i18n-label]')) {
+    el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  }
   $('lang').textContent = t('switchTo');
   $('lang').setAttribute('lang', otherLang() === 'zh' ? 'zh-CN' : 'en');
   renderLegend();

@@ -32,8 +32,9 @@ export function fit(sites, W, H) {
   const lon0 = placed.length ? (Math.min(...lons) + Math.max(...lons)) / 2 : 0;
   const kx = Math.cos((lat0 * Math.PI) / 180);
   // Spans in km, east-west and north-south.
-  const spanX = Math.max(MIN_SPAN_KM, placed.length ? (Math.max(...lons) - Math.min(...lons)) * kx * KM_PER_DEG_LAT : 0);
-  const spanY = Math.max(MIN_SPAN_KM, placed.length ? (Math.max(...lats) - Math.min(...lats)) * KM_PER_DEG_LAT : 0);
+  const span = (values) => (placed.length ? (Math.max(...values) - Math.min(...values)) * KM_PER_DEG_LAT : 0);
+  const spanX = Math.max(MIN_SPAN_KM, span(lons) * kx);
+  const spanY = Math.max(MIN_SPAN_KM, span(lats));
   const innerW = W - MARGIN.left - MARGIN.right;
   const innerH = H - MARGIN.top - MARGIN.bottom;
   const pxPerKm = Math.min(innerW / spanX, innerH / spanY);
@@ -107,7 +108,8 @@ function shape(kind, k) {
   if (kind === 'waterworks') {
     return s('rect', { class: 'shape', x: -10 * k, y: -10 * k, width: 20 * k, height: 20 * k, rx: 3 * k });
   }
-  if (kind === 'farm') return s('path', { class: 'shape', d: `M0 ${-13 * k} L${13 * k} 0 L0 ${13 * k} L${-13 * k} 0 Z` });
+  const r = 13 * k;
+  if (kind === 'farm') return s('path', { class: 'shape', d: `M0 ${-r} L${r} 0 L0 ${r} L${-r} 0 Z` });
   return s('circle', { class: 'shape', r: 10 * k });
 }
 
@@ -125,7 +127,8 @@ function scaleBar(proj, H) {
   const y0 = H - 18;
   return s('g', { class: 'scale', role: 'img', 'aria-label': t('scaleLabel', km) },
     s('rect', { class: 'scale-bg', x: x0 - 6, y: y0 - 22, width: len + 40, height: 30, rx: 4 }),
-    s('path', { class: 'scale-bar', d: `M${x0} ${y0 - 6} V${y0} H${x0 + len} V${y0 - 6} M${x0 + len / 2} ${y0} V${y0 - 4}` }),
+    s('path', { class: 'scale-bar',
+      d: `M${x0} ${y0 - 6} V${y0} H${x0 + len} V${y0 - 6} M${x0 + len / 2} ${y0} V${y0 - 4}` }),
     s('text', { class: 'scale-text', x: x0, y: y0 - 9 }, '0'),
     s('text', { class: 'scale-text', x: x0 + len, y: y0 - 9, 'text-anchor': 'middle' }, `${km} km`));
 }

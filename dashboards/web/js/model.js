@@ -166,7 +166,8 @@ function summarise(site, now) {
   else if (site.newest === null || now - site.newest > STALE_MS) site.state = 'stale';
   else site.state = 'ok';
   if (site.state === 'stale') {
-    issues.push({ state: 'stale', key: 'issueStale', args: [{ ago: site.newest === null ? null : now - site.newest }] });
+    const age = site.newest === null ? null : now - site.newest;
+    issues.push({ state: 'stale', key: 'issueStale', args: [{ ago: age }] });
   }
 }
 
@@ -245,7 +246,9 @@ function barn(d, issues) {
   const measuredThi = value(d, 'thi');
   const index = measuredThi ?? (temp !== null && rh !== null ? thi(temp, rh) : null);
   const band = index === null ? null : THI_BANDS.find(([lo]) => index >= lo)[1];
-  if (index !== null && index >= 72) issues.push({ state: 'attention', key: 'issueHeatStress', args: [{ num: index }, { key: band }] });
+  if (index !== null && index >= 72) {
+    issues.push({ state: 'attention', key: 'issueHeatStress', args: [{ num: index }, { key: band }] });
+  }
   return { device: d, temp, rh, thi: index, band, thiMeasured: measuredThi !== null };
 }
 

@@ -162,6 +162,7 @@ const en = {
   truncated: (n) => `Only the first ${n} points of this period were returned by the API.`,
   localTime: (zone) => `local time${zone ? ' (' + zone + ')' : ''}`,
   min: 'min',
+  limitLine: (v) => `GB 5749 limit ${v}`,
   max: 'max',
 
   metric_flow: 'Flow',
@@ -353,6 +354,7 @@ const zh = {
   truncated: (n) => `接口只返回了此时段的前 ${n} 个点。`,
   localTime: (zone) => `本地时间${zone ? '（' + zone + '）' : ''}`,
   min: '最小',
+  limitLine: (v) => `GB 5749 限值 ${v}`,
   max: '最大',
 
   metric_flow: '流量',

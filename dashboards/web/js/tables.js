@@ -49,8 +49,9 @@ export function siteTable(kind, sites, model) {
         return h('tr', { class: `state-${site.state}`, 'data-key': site.id, 'data-site': site.id, tabindex: -1 },
           h('th', { scope: 'row' }, site.zh ? [h('span', { class: 'zh', lang: 'zh' }, site.zh), ' ',
             h('span', { class: 'py' }, site.pinyin)] : site.name),
-          h('td', null, h('span', { class: 'badge' }, h('span', { class: 'glyph', 'aria-hidden': 'true' }),
-            t('state_' + site.state)), site.issues.length ? h('div', { class: 'why' }, issueText(site.issues[0])) : null),
+          h('td', null,
+            h('span', { class: 'badge' }, h('span', { class: 'glyph', 'aria-hidden': 'true' }), t('state_' + site.state)),
+            site.issues.length ? h('div', { class: 'why' }, issueText(site.issues[0])) : null),
           h('td', null, site.newest === null ? '–' : ago(model.now - site.newest),
             gwDown ? h('div', { class: 'why' }, `${t('gateway')} ${t('gw_off')}`) : null),
           columns.map(([, cell]) => h('td', null, cell(site))));
