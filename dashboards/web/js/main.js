@@ -30,7 +30,8 @@ const ui = {
   failingSince: null,
   refreshes: 0,
   onlyProblems: false,
-  herdFocus: null,
+  /** Which herd cell (by position) holds the grid's tab stop. */
+  herdFocus: 0,
 };
 
 const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls: $('chart-controls'),
@@ -58,15 +59,16 @@ async function refresh() {
   }
   const t1 = performance.now();
   if (ui.sites) ui.model = buildModel(ui.sites, ui.devices, ui.latest, serverNow());
+  const t2 = performance.now();
   // Let the browser handle input between building the model and drawing it (a county's
   // worth of rows takes a while for each).
   await nextTask();
-  const t2 = performance.now();
-  render();
   const t3 = performance.now();
+  render();
+  const t4 = performance.now();
   // How long the parts took, for people checking the page at county scale (devtools).
   document.documentElement.dataset.timing =
-    `fetch ${Math.round(t1 - t0)} ms, model ${Math.round(t2 - t1)} ms, render ${Math.round(t3 - t2)} ms, ` +
+    `fetch ${Math.round(t1 - t0)} ms, model ${Math.round(t2 - t1)} ms, render ${Math.round(t4 - t3)} ms, ` +
     `${ui.latest?.length ?? 0} rows`;
   ui.refreshes += 1;
   document.documentElement.dataset.refreshes = String(ui.refreshes);
@@ -132,7 +134,7 @@ function attentionList(model) {
   if (items.length === 0) return h('p', { class: 'all-good' }, t('nothingNeedsAttention'));
   const shown = items.slice(0, ATTENTION_ITEMS);
   return [
-    h('ul', null, shown.map(({ site, issue }, i) => h('li', { class: `state-${issue.state}` },
+    h('ul', null, shown.map(({ site, issue }) => h('li', { class: `state-${issue.state}` },
       h('button', { type: 'button', 'data-action': 'site', 'data-site': site.id },
         h('span', { class: 'glyph', 'aria-hidden': 'true' }),
         h('span', { class: 'attention-site' }, site.id === '' ? t('otherDevices') : site.name), ' ',
@@ -190,7 +192,14 @@ function chartFromAddress() {
 }
 
 function showSite(id) {
-  const card = [...document.querySelectorAll('#sites [data-site]')].find((c) => c.dataset.site === id);
+  const find = () => [...document.querySelectorAll('#sites [data-site]')].find((c) => c.dataset.site === id);
+  if (!find() && ui.onlyProblems) {
+    // The filter hides it: show everything rather than nothing.
+    ui.onlyProblems = false;
+    $('only-problems').checked = false;
+    render();
+  }
+  const card = find();
   if (!card) return;
   card.scrollIntoView({ behavior: 'smooth', block: 'start' });
   card.focus({ preventScroll: true });
@@ -246,7 +255,7 @@ function moveInHerd(cell, key) {
   cell.setAttribute('tabindex', '-1');
   next.setAttribute('tabindex', '0');
   next.focus();
-  ui.herdFocus = next.dataset.device;
+  ui.herdFocus = cells.indexOf(next);
   return true;
 }
 

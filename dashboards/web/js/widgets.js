@@ -110,16 +110,16 @@ function mix(a, b, f) {
 /**
  * The herd as a heat grid, warmest first, one cell per cow (at most HERD_CELLS_MAX).
  * One tab stop: arrow keys move between cells (main.js), Enter opens the cow's chart.
- * `focusId` is the cow that holds the tab stop.
+ * `focusIndex` is the position of the cell that holds the tab stop.
  */
-export function herdGrid(herd, focusId) {
+export function herdGrid(herd, focusIndex) {
   const cells = herd.cells.slice(0, HERD_CELLS_MAX);
   const size = cells.length > 400 ? 11 : cells.length > 150 ? 16 : 22;
   const gap = 2;
   // About four times as wide as high, so a hundred cows are a strip of 20 x 5.
   const cols = Math.max(10, Math.min(60, Math.round(Math.sqrt(cells.length * 4))));
   const rows = Math.ceil(cells.length / cols);
-  const holder = cells.some((c) => c.device.id === focusId) ? focusId : cells[0]?.device.id;
+  const holder = focusIndex < cells.length ? focusIndex : 0;
   const rects = cells.map((c, i) => {
     const fever = c.temp !== null && c.temp >= FEVER_C;
     const label = `${c.device.id} ${c.temp === null ? t('noData') : valueText('body_temperature', c.temp, '°C')}` +
@@ -129,7 +129,7 @@ export function herdGrid(herd, focusId) {
     // The <title> child is the cell's name and tooltip; few attributes keep refreshes cheap.
     return s('rect', { class: `cow${fever ? ' fever' : ''}`, 'data-cow': '', 'data-action': 'chart',
       'data-device': c.device.id, 'data-metric': 'body_temperature', 'data-cols': cols, role: 'button',
-      tabindex: c.device.id === holder ? 0 : -1, x: (i % cols) * (size + gap) + 1,
+      tabindex: i === holder ? 0 : -1, x: (i % cols) * (size + gap) + 1,
       y: Math.floor(i / cols) * (size + gap) + 1, width: size, height: size, fill: cowColour(c.temp) },
     s('title', null, label));
   });
