@@ -46,8 +46,9 @@ function card(site, model, ui) {
   site.analysers.map((a) => qualityPanel(a)),
   site.meters.total ? metersPanel(site.meters, model) : null,
   site.speakers.length ? speakersPanel(site.speakers) : null,
-  site.barns.map((b) => barnPanel(b)),
+  // The herd before the barn: the few sick cows are what a dairy manager looks for first.
   site.herd.cells.length ? herdPanel(site.herd, ui) : null,
+  site.barns.map((b) => barnPanel(b)),
   site.others.length && !model.summaryOnly ? othersPanel(site.others) : null);
 }
 
@@ -57,8 +58,11 @@ function head(site, model) {
     : [site.id === '' ? t('otherDevices') : site.name];
   const gateways = site.gateways.map((g) => {
     const state = g.online === true ? 'on' : g.online === false ? 'off' : 'unknown';
-    return h('span', { class: `gw ${state}`, 'data-key': g.id },
-      h('span', { class: 'gw-dot', 'aria-hidden': 'true' }), `${t('gateway')} ${g.id}: ${t('gw_' + state)}`);
+    const text = `${t('gateway')} ${g.id}: ${t('gw_' + state)}`;
+    // Online says itself with a green dot; anything else is written out.
+    return h('span', { class: `gw ${state}`, 'data-key': g.id, title: text },
+      h('span', { class: 'gw-dot', 'aria-hidden': 'true' }),
+      state === 'on' ? [g.id, h('span', { class: 'sr' }, `: ${t('gw_on')}`)] : text);
   });
   return h('header', { class: 'card-head' },
     h('div', { class: 'card-title' },
@@ -101,13 +105,14 @@ function pumpPanel(p) {
   const running = p.running === 1 ? t('pump_running') : p.running === 0 ? t('pump_stopped') : t('noData');
   return panel('pump', `${t('kind_pump_station')} · ${d.id}`,
     h('div', { class: 'pump-row' },
-      h('button', { type: 'button', class: 'picture', ...chartLink(d.id, 'tank_level',
-        `${t('tankLevel')}: ${t('openChart')}`) }, tank(d, p.level)),
-      h('div', { class: 'pump-state' },
-        h('button', { type: 'button', class: 'picture', ...chartLink(d.id, 'pump_running',
-          `${t('metric_pump_running')}: ${running}. ${t('openChart')}`) }, pumpIcon(p.running, p.faults.length > 0)),
-        h('span', { class: `run ${p.faults.length ? 'fault' : p.running === 1 ? 'on' : 'off'}` }, running),
-        p.faults.length ? h('span', { class: 'fault-list' }, p.faults.map((k) => t(k)).join(', ')) : null),
+      h('div', { class: 'pictures' },
+        h('button', { type: 'button', class: 'picture', ...chartLink(d.id, 'tank_level',
+          `${t('tankLevel')}: ${t('openChart')}`) }, tank(d, p.level)),
+        h('div', { class: 'pump-state' },
+          h('button', { type: 'button', class: 'picture', ...chartLink(d.id, 'pump_running',
+            `${t('metric_pump_running')}: ${running}. ${t('openChart')}`) }, pumpIcon(p.running, p.faults.length > 0)),
+          h('span', { class: `run ${p.faults.length ? 'fault' : p.running === 1 ? 'on' : 'off'}` }, running),
+          p.faults.length ? h('span', { class: 'fault-list' }, p.faults.map((k) => t(k)).join(', ')) : null)),
       h('dl', { class: 'values' },
         metricRow(d, 'flow', 'outletFlow'),
         ['pump_flow', 'pressure', 'pump_current'].map((m) => metricRow(d, m)),
