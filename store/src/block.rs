@@ -15,6 +15,12 @@
 //!                | len:varint max-column | len:varint sum-column | len:varint last-column
 //! ```
 //!
+//! A minute roll-up block whose every bucket holds one point (data sampled once a minute
+//! or less often) is the single byte `2`: "same as raw", the buckets are the raw block's
+//! points. Storing them again would double the size of such series. Before retention
+//! drops a raw partition whose minute roll-ups live on, those markers are replaced by real
+//! roll-up blocks (see `disk`).
+//!
 //! Each column is one pco standalone stream. In a roll-up block the max, sum and last
 //! columns hold only the buckets with more than one point: a bucket of one point has
 //! max = sum = last = min, which is the common case for minute roll-ups of minute data and
@@ -32,6 +38,7 @@ use crate::rollup::Agg;
 use crate::varint::{self, Reader};
 
 const VERSION: u8 = 1;
+const SAME_AS_RAW: u8 = 2;
 const FLAG_QUALITY: u8 = 1;
 /// pco's compression level: 4 of 12 keeps sealing fast and costs a few percent of size
 /// against the default 8 on sensor data (measured with `store-bench`).
@@ -216,6 +223,16 @@ pub(crate) fn encode_aggs(aggs: &[Agg]) -> Result<Vec<u8>, String> {
         put_column(&mut out, &multi.iter().map(|a| a.last).collect::<Vec<f64>>())?;
     }
     Ok(out)
+}
+
+/// The roll-up block that stands for "one point per bucket: read the raw block".
+pub(crate) fn same_as_raw() -> Vec<u8> {
+    vec![SAME_AS_RAW]
+}
+
+/// Is this roll-up block the "same as raw" marker?
+pub(crate) fn is_same_as_raw(bytes: &[u8]) -> bool {
+    bytes == [SAME_AS_RAW]
 }
 
 /// Decodes a roll-up block.

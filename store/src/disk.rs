@@ -19,6 +19,9 @@
 //!   and never rewrites a block.
 //! - Roll-ups of a partition are recomputed from its merged raw block whenever that block
 //!   changes; a raw partition lies inside one hour-roll-up partition.
+//! - A minute roll-up block may be the "same as raw" marker (every bucket one point). It
+//!   is only valid while its raw partition exists: retention writes real roll-up blocks in
+//!   place of the markers, in the same transaction that drops the raw partition.
 //! - Late points for a raw partition that retention has already dropped are discarded at
 //!   sealing (counted in the report): there is no raw block left to keep them consistent with.
 
@@ -340,7 +343,11 @@ impl Disk {
                 let bytes = block::encode_points(&merged).map_err(|e| corrupt(&raw_name, sid, e))?;
                 raw.insert(sid, bytes.as_slice()).map_err(StoreError::db(path))?;
                 let minutes = rollup::aggregate(&merged, MINUTE_MS);
-                let bytes = block::encode_aggs(&minutes).map_err(|e| corrupt(&m1_name, sid, e))?;
+                let bytes = if minutes.iter().all(|a| a.count == 1) {
+                    block::same_as_raw()
+                } else {
+                    block::encode_aggs(&minutes).map_err(|e| corrupt(&m1_name, sid, e))?
+                };
                 m1.insert(sid, bytes.as_slice()).map_err(StoreError::db(path))?;
                 hour_updates.entry((family, self.hour_part(part))).or_default().push((
                     sid,
@@ -407,6 +414,15 @@ impl Disk {
             parts.iter().copied().filter(|&k| self.expired(config, k, now)).collect()
         };
         let txn = self.db.begin_write().map_err(StoreError::db(path))?;
+        // Minute roll-ups that point at a raw partition about to go get their own blocks.
+        for &(tier, family, part) in &doomed {
+            let m1_key = (Resolution::Minute, family, part);
+            let keeps_minutes = !doomed.contains(&m1_key)
+                && self.partitions.read().unwrap_or_else(|e| e.into_inner()).contains(&m1_key);
+            if tier == Resolution::Raw && keeps_minutes {
+                self.materialise_minutes(&txn, family, part)?;
+            }
+        }
         for &k in &doomed {
             let name = table_name(k);
             txn.delete_table(part_def(&name)).map_err(StoreError::db(path))?;
@@ -422,6 +438,37 @@ impl Disk {
             parts.remove(k);
         }
         Ok(RetentionReport { dropped: doomed })
+    }
+
+    /// Replaces the "same as raw" minute roll-ups of one partition by real blocks.
+    fn materialise_minutes(&self, txn: &redb::WriteTransaction, family: Family, part: i64) -> Result<(), StoreError> {
+        let path = &self.path;
+        let raw_name = table_name((Resolution::Raw, family, part));
+        let m1_name = table_name((Resolution::Minute, family, part));
+        let raw = txn.open_table(part_def(&raw_name)).map_err(StoreError::db(path))?;
+        let mut m1 = txn.open_table(part_def(&m1_name)).map_err(StoreError::db(path))?;
+        let mut markers = Vec::new();
+        for entry in m1.iter().map_err(StoreError::db(path))? {
+            let (k, v) = entry.map_err(StoreError::db(path))?;
+            if block::is_same_as_raw(v.value()) {
+                markers.push(k.value());
+            }
+        }
+        for sid in markers {
+            let Some(bytes) = raw.get(sid).map_err(StoreError::db(path))? else {
+                return Err(StoreError::corrupt(
+                    path,
+                    format!("{m1_name} refers to a missing raw block of series {sid}"),
+                ));
+            };
+            let points = block::decode_points(bytes.value())
+                .map_err(|e| StoreError::corrupt(path, format!("block of series {sid} in {raw_name}: {e}")))?;
+            let aggs = rollup::aggregate(&points, MINUTE_MS);
+            let encoded = block::encode_aggs(&aggs)
+                .map_err(|e| StoreError::corrupt(path, format!("block of series {sid} in {m1_name}: {e}")))?;
+            m1.insert(sid, encoded.as_slice()).map_err(StoreError::db(path))?;
+        }
+        Ok(())
     }
 
     /// The partitions of `tier` and `family` that overlap `[from, to)`.
@@ -487,9 +534,23 @@ impl Disk {
         for part in self.parts(tier, family, from, to) {
             let k = (tier, family, part);
             let Some(bytes) = self.block(txn, k, sid)? else { continue };
-            let aggs = block::decode_aggs(&bytes).map_err(|e| {
-                StoreError::corrupt(&self.path, format!("block of series {sid} in {}: {e}", table_name(k)))
-            })?;
+            let aggs = if tier == Resolution::Minute && block::is_same_as_raw(&bytes) {
+                let raw_key = (Resolution::Raw, family, part);
+                let Some(raw) = self.block(txn, raw_key, sid)? else {
+                    return Err(StoreError::corrupt(
+                        &self.path,
+                        format!("{} refers to a missing raw block of series {sid}", table_name(k)),
+                    ));
+                };
+                let points = block::decode_points(&raw).map_err(|e| {
+                    StoreError::corrupt(&self.path, format!("block of series {sid} in {}: {e}", table_name(raw_key)))
+                })?;
+                rollup::aggregate(&points, MINUTE_MS)
+            } else {
+                block::decode_aggs(&bytes).map_err(|e| {
+                    StoreError::corrupt(&self.path, format!("block of series {sid} in {}: {e}", table_name(k)))
+                })?
+            };
             out.extend(
                 aggs.into_iter().filter(|a| (from..to).contains(&a.start) && !skip.contains(&self.raw_part(a.start))),
             );
@@ -504,6 +565,26 @@ impl Disk {
 
     pub(crate) fn raw_width(&self) -> i64 {
         self.raw_w
+    }
+
+    /// Bytes of the blocks in each tier (values only, without the database's page overhead).
+    pub(crate) fn block_bytes(&self) -> Result<[u64; 3], StoreError> {
+        let txn = self.reader()?;
+        let parts: Vec<PartKey> = self.partitions.read().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+        let mut out = [0u64; 3];
+        for k in parts {
+            let name = table_name(k);
+            let table = match txn.open_table(part_def(&name)) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(StoreError::db(&self.path)(e)),
+            };
+            for entry in table.iter().map_err(StoreError::db(&self.path))? {
+                let (_, v) = entry.map_err(StoreError::db(&self.path))?;
+                out[k.0 as usize] += v.value().len() as u64;
+            }
+        }
+        Ok(out)
     }
 
     /// Bytes of the database file.

@@ -129,6 +129,18 @@ pub struct Usage {
     pub head_points: usize,
 }
 
+/// Bytes of the sealed blocks per tier: what the data costs before the database's page
+/// overhead, for the benchmark's bytes-per-reading figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockBytes {
+    /// Raw point blocks.
+    pub raw: u64,
+    /// 1-minute roll-up blocks.
+    pub minute: u64,
+    /// 1-hour roll-up blocks.
+    pub hour: u64,
+}
+
 /// The embedded store. Share it behind an `Arc`; every method takes `&self`.
 pub struct Store {
     shared: Arc<Shared>,
@@ -443,6 +455,13 @@ impl Store {
             tracing::info!(message = "Dropped expired partitions.", partitions = report.dropped.len());
         }
         Ok(report)
+    }
+
+    /// Bytes of the sealed blocks per tier (reads every block's length: a diagnostic, not
+    /// for the hot path).
+    pub fn block_bytes(&self) -> Result<BlockBytes, StoreError> {
+        let [raw, minute, hour] = self.shared.disk.block_bytes()?;
+        Ok(BlockBytes { raw, minute, hour })
     }
 
     /// Sizes of the store's files and head.

@@ -311,3 +311,27 @@ fn a_torn_log_tail_is_reported_and_the_store_opens() {
     assert_eq!(report.torn_bytes, (whole / 2) as u64);
     assert_eq!(s.gateway_seq("g"), Some(1));
 }
+
+#[test]
+fn minute_rollups_of_minute_data_cost_nothing_and_outlive_their_raw_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.retention.insert(Family::Health, Retention::days(1, 10, 30));
+    let (s, _) = Store::open(c.clone()).unwrap();
+    let pts: Vec<(i64, f64)> = (0..24 * 60).map(|m| (T0 + m * MINUTE_MS + 7, (m % 17) as f64)).collect();
+    s.append_readings(&readings("gw-1", "queue_fill", &pts)).unwrap();
+    s.checkpoint().unwrap();
+    assert!(s.block_bytes().unwrap().minute < 16, "one marker byte, not a copy of the data");
+    let minutes = |s: &Store| {
+        s.range_bucketed("gw-1", "queue_fill", Timestamp(T0), Timestamp(T0 + DAY_MS), 90 * MINUTE_MS).unwrap()
+    };
+    let before = minutes(&s);
+    assert_eq!(before.iter().map(|b| b.count).sum::<u64>(), 1440);
+    let report = s.enforce_retention(Timestamp(T0 + 3 * DAY_MS)).unwrap();
+    assert_eq!(report.dropped, vec![(Resolution::Raw, Family::Health, T0)]);
+    assert!(s.range("gw-1", "queue_fill", Timestamp(T0), Timestamp(T0 + DAY_MS), 10).unwrap().is_empty());
+    assert_eq!(minutes(&s), before, "the minute roll-ups were written out before the raw data went");
+    drop(s);
+    let (s, _) = Store::open(c).unwrap();
+    assert_eq!(minutes(&s), before);
+}

@@ -1,0 +1,388 @@
+//! `store-bench`: ingest rate, bytes per reading, query and open time of the store.
+//!
+//! ```text
+//! cargo run --release -p store --bin store-bench -- [--days N] [--series N] [--interval-s S]
+//!     [--variant smooth|noisy] [--batch N] [--batches-per-call N] [--fsync always|never]
+//!     [--dir DIR] [--keep] [--emit-line-protocol FILE]
+//! ```
+//!
+//! The data: `--series` sensors (five kinds: pressure, water temperature, pH, tank level,
+//! free chlorine; five per device), one reading every `--interval-s` seconds for `--days`
+//! days, with the timestamp jittered like a real poll loop (0-3 ms late, 1 % of polls up
+//! to 250 ms late). `smooth` values are a diurnal sine plus noise of one or two sensor
+//! steps, quantised to the sensor's resolution (0.01 or 0.001), as the registers deliver
+//! them; `noisy` values are full-precision random floats around the same sine, the worst
+//! case for any float codec. Readings go in time order, 50 to a batch (as gateways send
+//! them), batches round-robin over 10 gateways, `--batches-per-call` batches per
+//! `append_batches` call (one fsync each).
+//!
+//! `--emit-line-protocol FILE` writes the same data set as InfluxDB line protocol
+//! (`<metric>,device=<id> value=<v> <ns>`) instead of running the store, so that other
+//! databases can be loaded with exactly what the store was measured on.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use protocol::{Batch, Metric, Reading, Timestamp};
+use store::{FsyncPolicy, HOUR_MS, MINUTE_MS, Store, StoreConfig};
+
+/// 2025-01-01T00:00:00Z: the first reading.
+const START: i64 = 1_735_689_600_000;
+const GATEWAYS: usize = 10;
+
+/// One kind of sensor: metric, mean, diurnal amplitude, noise (std dev), resolution.
+const KINDS: [(&str, f64, f64, f64, f64); 5] = [
+    ("pressure", 0.35, 0.05, 0.002, 0.001),
+    ("water_temperature", 12.0, 1.5, 0.02, 0.01),
+    ("ph", 7.2, 0.1, 0.01, 0.01),
+    ("tank_level", 3.0, 1.0, 0.005, 0.01),
+    ("free_chlorine", 0.5, 0.1, 0.01, 0.01),
+];
+
+struct Args {
+    days: i64,
+    series: usize,
+    interval_ms: i64,
+    noisy: bool,
+    batch: usize,
+    batches_per_call: usize,
+    fsync: FsyncPolicy,
+    dir: Option<PathBuf>,
+    keep: bool,
+    emit: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        days: 365,
+        series: 100,
+        interval_ms: 60_000,
+        noisy: false,
+        batch: 50,
+        batches_per_call: 20,
+        fsync: FsyncPolicy::Always,
+        dir: None,
+        keep: false,
+        emit: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<i64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--days" => a.days = num(value()?)?,
+            "--series" => a.series = num(value()?)? as usize,
+            "--interval-s" => a.interval_ms = num(value()?)? * 1000,
+            "--batch" => a.batch = num(value()?)? as usize,
+            "--batches-per-call" => a.batches_per_call = num(value()?)? as usize,
+            "--variant" => {
+                a.noisy = match value()?.as_str() {
+                    "smooth" => false,
+                    "noisy" => true,
+                    v => return Err(format!("--variant: smooth or noisy, not {v}")),
+                }
+            }
+            "--fsync" => {
+                a.fsync = match value()?.as_str() {
+                    "always" => FsyncPolicy::Always,
+                    "never" => FsyncPolicy::Never,
+                    v => return Err(format!("--fsync: always or never, not {v}")),
+                }
+            }
+            "--dir" => a.dir = Some(value()?.into()),
+            "--keep" => a.keep = true,
+            "--emit-line-protocol" => a.emit = Some(value()?.into()),
+            "-h" | "--help" => return Err("see the module docs at the top of store/src/bin/store-bench.rs".into()),
+            f => return Err(format!("unknown flag {f}")),
+        }
+    }
+    if a.days <= 0 || a.series == 0 || a.interval_ms <= 0 || a.batch == 0 || a.batches_per_call == 0 {
+        return Err("--days, --series, --interval-s, --batch and --batches-per-call must be positive".into());
+    }
+    Ok(a)
+}
+
+/// xorshift64*: a fast deterministic generator, so every run produces the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Approximately normal (Irwin-Hall of 4), mean 0, std dev 1.
+    fn normal(&mut self) -> f64 {
+        ((self.unit() + self.unit() + self.unit() + self.unit()) - 2.0) * 3f64.sqrt()
+    }
+}
+
+/// The data set: a deterministic stream of readings in time order.
+struct Generator {
+    args_series: usize,
+    interval_ms: i64,
+    noisy: bool,
+    rng: Rng,
+    devices: Vec<String>,
+    metrics: Vec<Metric>,
+    phases: Vec<f64>,
+    step: i64,
+    steps: i64,
+}
+
+impl Generator {
+    fn new(a: &Args) -> Generator {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let devices =
+            (0..a.series).map(|k| format!("site-{:04}-sensor-{}", k / KINDS.len(), k % KINDS.len())).collect();
+        let metrics = (0..a.series).map(|k| Metric::new(KINDS[k % KINDS.len()].0)).collect();
+        let phases = (0..a.series).map(|_| rng.unit() * std::f64::consts::TAU).collect();
+        Generator {
+            args_series: a.series,
+            interval_ms: a.interval_ms,
+            noisy: a.noisy,
+            rng,
+            devices,
+            metrics,
+            phases,
+            step: 0,
+            steps: a.days * 86_400_000 / a.interval_ms,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.steps as u64 * self.args_series as u64
+    }
+
+    /// The readings of the next time step (one per series); `false` at the end.
+    fn next_step(&mut self, out: &mut Vec<Reading>) -> bool {
+        if self.step >= self.steps {
+            return false;
+        }
+        let nominal = START + self.step * self.interval_ms;
+        let day_frac = (nominal % 86_400_000) as f64 / 86_400_000.0;
+        for k in 0..self.args_series {
+            let (_, mean, amp, noise, res) = KINDS[k % KINDS.len()];
+            let jitter =
+                if self.rng.next() % 100 == 0 { (self.rng.next() % 250) as i64 } else { (self.rng.next() % 4) as i64 };
+            let wave = mean + amp * (std::f64::consts::TAU * day_frac + self.phases[k]).sin();
+            let value = if self.noisy {
+                wave + (self.rng.unit() - 0.5) * amp
+            } else {
+                ((wave + noise * self.rng.normal()) / res).round() * res
+            };
+            out.push(Reading::new(
+                self.devices[k].as_str(),
+                self.metrics[k].clone(),
+                Timestamp(nominal + jitter),
+                value,
+            ));
+        }
+        self.step += 1;
+        true
+    }
+}
+
+fn emit_line_protocol(a: &Args, path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let mut g = Generator::new(a);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut step = Vec::new();
+    let mut n = 0u64;
+    while g.next_step(&mut step) {
+        for r in step.drain(..) {
+            writeln!(out, "{},device={} value={} {}", r.metric, r.device, r.value, r.ts.0 * 1_000_000)?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    eprintln!("wrote {n} readings as line protocol (ns timestamps) to {}", path.display());
+    Ok(())
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = parse_args().map_err(|e| format!("store-bench: {e}"))?;
+    if let Some(path) = &a.emit {
+        return emit_line_protocol(&a, path);
+    }
+    let dir = a.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("store-bench-{}", std::process::id())));
+    if dir.exists() {
+        return Err(format!("{} exists; give an empty --dir", dir.display()).into());
+    }
+    let mut config = StoreConfig::new(&dir);
+    config.fsync = a.fsync;
+    let mut g = Generator::new(&a);
+    let total = g.total();
+    println!(
+        "store-bench: {} series x {} days at {} s ({} readings), variant {}, {} readings/batch, {} batches/call, fsync {:?}",
+        a.series,
+        a.days,
+        a.interval_ms / 1000,
+        total,
+        if a.noisy { "noisy" } else { "smooth" },
+        a.batch,
+        a.batches_per_call,
+        a.fsync
+    );
+
+    let (store, _) = Store::open(config.clone())?;
+    let mut seqs = [0u64; GATEWAYS];
+    let mut pending: Vec<Reading> = Vec::new();
+    let mut calls: Vec<Batch> = Vec::new();
+    let mut in_append = Duration::ZERO;
+    let mut written = 0u64;
+    let mut next_report = total / 20;
+    let wall = Instant::now();
+    let flush = |calls: &mut Vec<Batch>, in_append: &mut Duration| -> Result<(), store::StoreError> {
+        let t = Instant::now();
+        store.append_batches(calls)?;
+        *in_append += t.elapsed();
+        calls.clear();
+        Ok(())
+    };
+    let mut gw = 0usize;
+    loop {
+        let more = g.next_step(&mut pending);
+        while pending.len() >= a.batch || (!more && !pending.is_empty()) {
+            let take = pending.len().min(a.batch);
+            let readings: Vec<Reading> = pending.drain(..take).collect();
+            seqs[gw] += 1;
+            calls.push(Batch { gateway: format!("gw-{gw}"), seq: seqs[gw], readings });
+            gw = (gw + 1) % GATEWAYS;
+            written += take as u64;
+            if calls.len() >= a.batches_per_call {
+                flush(&mut calls, &mut in_append)?;
+            }
+        }
+        if written >= next_report {
+            eprintln!(
+                "  {:>5.1} %  {} readings, {:.0} readings/s in append_batches",
+                written as f64 * 100.0 / total as f64,
+                written,
+                written as f64 / in_append.as_secs_f64()
+            );
+            next_report += total / 20;
+        }
+        if !more {
+            break;
+        }
+    }
+    if !calls.is_empty() {
+        flush(&mut calls, &mut in_append)?;
+    }
+    let ingest_wall = wall.elapsed();
+    let t = Instant::now();
+    store.checkpoint()?;
+    let final_seal = t.elapsed();
+    let all_wall = wall.elapsed();
+    let blocks = store.block_bytes()?;
+    let db_bytes = store.usage().database_bytes;
+    drop(store);
+    let dir_total = dir_bytes(&dir);
+
+    let t = Instant::now();
+    let (store, report) = Store::open(config.clone())?;
+    let open_time = t.elapsed();
+
+    // One series over the whole range, bucketed to about 1,000 points, from each tier.
+    let from = START;
+    let to = START + a.days * 86_400_000;
+    let span = to - from;
+    let hour_step = (span / 1000 + HOUR_MS - 1) / HOUR_MS * HOUR_MS;
+    let minute_step = {
+        let m = (span / 1000 + MINUTE_MS - 1) / MINUTE_MS * MINUTE_MS;
+        if m % HOUR_MS == 0 { m + MINUTE_MS } else { m }
+    };
+    let raw_step = minute_step + 1;
+    let device = "site-0000-sensor-1";
+    let metric = KINDS[1].0;
+    let query = |step: i64, from: i64| -> Result<(Duration, Duration, usize), store::StoreError> {
+        let mut times = Vec::new();
+        let mut buckets = 0;
+        for _ in 0..7 {
+            let t = Instant::now();
+            buckets = store.range_bucketed(device, metric, Timestamp(from), Timestamp(to), step)?.len();
+            times.push(t.elapsed());
+        }
+        Ok((times[0], median(times), buckets))
+    };
+    let (h_first, h_med, h_n) = query(hour_step, from)?;
+    let (m_first, m_med, m_n) = query(minute_step, from)?;
+    let (r_first, r_med, r_n) = query(raw_step, from + 1)?;
+
+    let per = |b: u64| b as f64 / total as f64;
+    println!("ingest:");
+    println!(
+        "  append_batches       {:>12.0} readings/s  ({} readings in {:.2} s inside append_batches)",
+        total as f64 / in_append.as_secs_f64(),
+        total,
+        in_append.as_secs_f64()
+    );
+    println!(
+        "  end to end           {:>12.0} readings/s  (wall {:.2} s incl. data generation, background sealing and the final seal of {:.2} s)",
+        total as f64 / all_wall.as_secs_f64(),
+        all_wall.as_secs_f64(),
+        final_seal.as_secs_f64()
+    );
+    println!("  ingest loop wall     {:>12.2} s", ingest_wall.as_secs_f64());
+    println!("disk after sealing (bytes per reading):");
+    println!("  raw blocks           {:>12.3}  ({} bytes)", per(blocks.raw), blocks.raw);
+    println!("  1-minute roll-ups    {:>12.3}  ({} bytes)", per(blocks.minute), blocks.minute);
+    println!("  1-hour roll-ups      {:>12.3}  ({} bytes)", per(blocks.hour), blocks.hour);
+    println!("  database file        {:>12.3}  ({} bytes)", per(db_bytes), db_bytes);
+    println!("  whole directory      {:>12.3}  ({} bytes, incl. the empty log segment)", per(dir_total), dir_total);
+    println!("query: one series, {} days, bucketed (first run / median of 7):", a.days);
+    println!(
+        "  hour roll-ups   step {:>7} min: {:>4} buckets  {:>8.2} ms / {:>8.2} ms",
+        hour_step / MINUTE_MS,
+        h_n,
+        ms(h_first),
+        ms(h_med)
+    );
+    println!(
+        "  minute roll-ups step {:>7} min: {:>4} buckets  {:>8.2} ms / {:>8.2} ms",
+        minute_step / MINUTE_MS,
+        m_n,
+        ms(m_first),
+        ms(m_med)
+    );
+    println!(
+        "  raw points      step {:>7} ms : {:>4} buckets  {:>8.2} ms / {:>8.2} ms",
+        raw_step,
+        r_n,
+        ms(r_first),
+        ms(r_med)
+    );
+    println!("open: {:.2} ms ({} series, {} log records replayed)", ms(open_time), report.series, report.records);
+    drop(store);
+    if !a.keep {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
