@@ -69,11 +69,14 @@ pub struct StoreConfig {
     /// Run checkpoints on a background thread (true), or only when [`crate::Store::checkpoint`]
     /// is called (false; tests that want to control when data is sealed).
     pub background_checkpoints: bool,
-    /// Width of raw and 1-minute partitions. A multiple of one hour. Fixed when the store
-    /// is created; a store reopened with another width refuses to open.
+    /// Width of raw and 1-minute partitions (default 7 days). A multiple of one hour. Fixed
+    /// when the store is created; a store reopened with another width refuses to open.
+    /// Wider partitions compress better (a week of minute data: 0.28 bytes a timestamp,
+    /// a day: 0.43) but make retention coarser (data is dropped a whole week at a time) and
+    /// each checkpoint rewrites the current partition's blocks.
     pub raw_partition_ms: i64,
-    /// Width of 1-hour roll-up partitions. A multiple of `raw_partition_ms`. Fixed at
-    /// creation like it.
+    /// Width of 1-hour roll-up partitions (default 28 days). A multiple of
+    /// `raw_partition_ms`. Fixed at creation like it.
     pub hour_partition_ms: i64,
     /// Retention per family that overrides [`default_retention`].
     pub retention: BTreeMap<Family, Retention>,
@@ -87,8 +90,8 @@ impl StoreConfig {
             fsync: FsyncPolicy::Always,
             checkpoint_points: 2_000_000,
             background_checkpoints: true,
-            raw_partition_ms: DAY_MS,
-            hour_partition_ms: 32 * DAY_MS,
+            raw_partition_ms: 7 * DAY_MS,
+            hour_partition_ms: 28 * DAY_MS,
             retention: BTreeMap::new(),
         }
     }

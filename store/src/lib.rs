@@ -48,7 +48,7 @@ pub use rollup::{DAY_MS, HOUR_MS, MINUTE_MS, Resolution};
 
 use block::Points;
 use head::Head;
-use rollup::{Agg, Folder};
+use rollup::Folder;
 
 /// What [`Store::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -387,38 +387,36 @@ impl Store {
         match Resolution::for_query(from, to, step_ms) {
             Resolution::Raw => {
                 let sealed = s.disk.raw(&txn, sid, family, from, to)?;
-                folder.add_points(&Points::merge(&sealed, &head_points));
+                if head_points.is_empty() {
+                    folder.add_points(&sealed);
+                } else {
+                    folder.add_points(&Points::merge(&sealed, &head_points));
+                }
             }
             tier => {
                 // Partitions with unsealed points: their sealed roll-ups are stale, so
-                // recompute them from raw (sealed + head, one point per timestamp).
+                // recompute them from raw (sealed + head, one point per timestamp). In
+                // between, the sealed roll-ups answer. Partition ends are whole hours, so
+                // the pieces line up with the tier's buckets.
                 let fresh: BTreeSet<i64> = head_points.ts.iter().map(|&t| s.disk.raw_partition_of(t)).collect();
-                let sealed = s.disk.rollups(&txn, tier, sid, family, from..to, &fresh)?;
-                let mut recomputed: Vec<Agg> = Vec::new();
+                let mut cursor = from;
                 for &part in &fresh {
                     let (lo, hi) = (part.max(from), (part + s.disk.raw_width()).min(to));
+                    if cursor < lo {
+                        s.disk.rollups(&txn, tier, sid, family, cursor..lo, &mut |a| folder.add(a))?;
+                    }
                     let raw = s.disk.raw(&txn, sid, family, lo, hi)?;
                     let a = head_points.ts.partition_point(|&t| t < lo);
                     let b = head_points.ts.partition_point(|&t| t < hi);
                     let mut unsealed = Points::default();
                     unsealed.extend_from(&head_points, a..b);
-                    recomputed.extend(rollup::aggregate(&Points::merge(&raw, &unsealed), tier.width_ms()));
-                }
-                // Both lists are sorted and cover different partitions: merge them in order.
-                let (mut i, mut j) = (0, 0);
-                while i < sealed.len() || j < recomputed.len() {
-                    let take_sealed = match (sealed.get(i), recomputed.get(j)) {
-                        (Some(a), Some(b)) => a.start < b.start,
-                        (Some(_), None) => true,
-                        _ => false,
-                    };
-                    if take_sealed {
-                        folder.add(&sealed[i]);
-                        i += 1;
-                    } else {
-                        folder.add(&recomputed[j]);
-                        j += 1;
+                    for agg in rollup::aggregate(&Points::merge(&raw, &unsealed), tier.width_ms()) {
+                        folder.add(&agg);
                     }
+                    cursor = hi;
+                }
+                if cursor < to {
+                    s.disk.rollups(&txn, tier, sid, family, cursor..to, &mut |a| folder.add(a))?;
                 }
             }
         }
@@ -462,6 +460,29 @@ impl Store {
     pub fn block_bytes(&self) -> Result<BlockBytes, StoreError> {
         let [raw, minute, hour] = self.shared.disk.block_bytes()?;
         Ok(BlockBytes { raw, minute, hour })
+    }
+
+    /// Shuts the store down cleanly: stops the background sealer, seals the head (so the
+    /// next open replays nothing) and compacts the database file, giving the pages freed by
+    /// earlier checkpoints back to the file system. Dropping the store without closing it
+    /// loses nothing either: the log has everything since the last checkpoint.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop_sealer();
+        self.shared.checkpoint()?;
+        let dir = self.shared.config.dir.clone();
+        let shared = Arc::get_mut(&mut self.shared).ok_or_else(|| {
+            StoreError::Config(format!("close of the store in {}: it is still in use", dir.display()))
+        })?;
+        shared.disk.compact()
+    }
+
+    fn stop_sealer(&mut self) {
+        lock(&self.shared.sealer).stop = true;
+        self.shared.sealer_wake.notify_all();
+        self.shared.sealed.notify_all();
+        if let Some(h) = self.sealer.take() {
+            let _ = h.join();
+        }
     }
 
     /// Sizes of the store's files and head.
@@ -573,12 +594,7 @@ impl Shared {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        lock(&self.shared.sealer).stop = true;
-        self.shared.sealer_wake.notify_all();
-        self.shared.sealed.notify_all();
-        if let Some(h) = self.sealer.take() {
-            let _ = h.join();
-        }
+        self.stop_sealer();
     }
 }
 

@@ -3,6 +3,8 @@
 
 use protocol::Family;
 
+use crate::rollup::Agg;
+
 use super::*;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -11,8 +13,15 @@ fn batch(gw: &str, seq: u64, ts: i64, v: f64) -> Batch {
     Batch { gateway: gw.into(), seq, readings: vec![Reading::new("dev-1", Metric::new("flow"), Timestamp(ts), v)] }
 }
 
+/// Day-wide partitions, so the tests' arithmetic is in days; the crash test and the
+/// background test use the default width.
 fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig { background_checkpoints: false, ..StoreConfig::new(dir) }
+    StoreConfig {
+        background_checkpoints: false,
+        raw_partition_ms: DAY_MS,
+        hour_partition_ms: 32 * DAY_MS,
+        ..StoreConfig::new(dir)
+    }
 }
 
 fn open(dir: &std::path::Path) -> (Store, OpenReport) {
@@ -266,7 +275,6 @@ fn a_store_refuses_to_reopen_with_another_partition_width() {
     drop(open(dir.path()));
     let mut c = config(dir.path());
     c.raw_partition_ms = 2 * DAY_MS;
-    c.hour_partition_ms = 32 * DAY_MS;
     assert!(matches!(Store::open(c), Err(StoreError::Config(_))));
 }
 
@@ -276,7 +284,7 @@ fn the_background_sealer_checkpoints_when_the_head_is_full() {
     let mut c = StoreConfig::new(dir.path());
     c.checkpoint_points = 100;
     c.fsync = FsyncPolicy::Never;
-    let (s, _) = Store::open(c).unwrap();
+    let (s, _) = Store::open(c.clone()).unwrap();
     for seq in 1..=50u64 {
         let b = Batch {
             gateway: "g".into(),
@@ -290,7 +298,7 @@ fn the_background_sealer_checkpoints_when_the_head_is_full() {
         s.append_batches(&[b]).unwrap();
     }
     drop(s); // joins the sealer
-    let (s, report) = open(dir.path());
+    let (s, report) = Store::open(StoreConfig { background_checkpoints: false, ..c }).unwrap();
     assert!(report.records < 50, "the sealer checkpointed at least once ({} records replayed)", report.records);
     assert_eq!(s.range("d", "flow", Timestamp(T0), Timestamp(T0 + DAY_MS), usize::MAX).unwrap().len(), 500);
 }
@@ -334,4 +342,17 @@ fn minute_rollups_of_minute_data_cost_nothing_and_outlive_their_raw_partition() 
     drop(s);
     let (s, _) = Store::open(c).unwrap();
     assert_eq!(minutes(&s), before);
+}
+
+#[test]
+fn closing_seals_the_head_and_compacts_so_reopening_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let pts: Vec<(i64, f64)> = (0..5000).map(|i| (T0 + i * 60_000, (i % 100) as f64 * 0.01)).collect();
+    s.append_batches(&[Batch { gateway: "g".into(), seq: 1, readings: readings("d", "ph", &pts) }]).unwrap();
+    s.close().unwrap();
+    let (s, report) = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(report.records, 0);
+    assert_eq!(s.gateway_seq("g"), Some(1));
+    assert_eq!(s.range("d", "ph", Timestamp(T0), Timestamp(T0 + 5000 * 60_000), usize::MAX).unwrap().len(), 5000);
 }

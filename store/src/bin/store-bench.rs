@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p store --bin store-bench -- [--days N] [--series N] [--interval-s S]
 //!     [--variant smooth|noisy] [--batch N] [--batches-per-call N] [--fsync always|never]
-//!     [--dir DIR] [--keep] [--emit-line-protocol FILE]
+//!     [--checkpoint-points N] [--dir DIR] [--keep] [--emit-line-protocol FILE]
 //! ```
 //!
 //! The data: `--series` sensors (five kinds: pressure, water temperature, pH, tank level,
@@ -19,6 +19,9 @@
 //! `--emit-line-protocol FILE` writes the same data set as InfluxDB line protocol
 //! (`<metric>,device=<id> value=<v> <ns>`) instead of running the store, so that other
 //! databases can be loaded with exactly what the store was measured on.
+
+// The report is the program's output.
+#![allow(clippy::print_stdout)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +50,7 @@ struct Args {
     noisy: bool,
     batch: usize,
     batches_per_call: usize,
+    checkpoint_points: usize,
     fsync: FsyncPolicy,
     dir: Option<PathBuf>,
     keep: bool,
@@ -61,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         noisy: false,
         batch: 50,
         batches_per_call: 20,
+        checkpoint_points: StoreConfig::new("").checkpoint_points,
         fsync: FsyncPolicy::Always,
         dir: None,
         keep: false,
@@ -76,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
             "--interval-s" => a.interval_ms = num(value()?)? * 1000,
             "--batch" => a.batch = num(value()?)? as usize,
             "--batches-per-call" => a.batches_per_call = num(value()?)? as usize,
+            "--checkpoint-points" => a.checkpoint_points = num(value()?)? as usize,
             "--variant" => {
                 a.noisy = match value()?.as_str() {
                     "smooth" => false,
@@ -132,12 +138,18 @@ struct Generator {
     devices: Vec<String>,
     metrics: Vec<Metric>,
     phases: Vec<f64>,
+    start: i64,
     step: i64,
     steps: i64,
 }
 
 impl Generator {
     fn new(a: &Args) -> Generator {
+        Generator::starting(a, START, a.days * 86_400_000 / a.interval_ms)
+    }
+
+    /// The same sensors from `start` on, for `steps` intervals.
+    fn starting(a: &Args, start: i64, steps: i64) -> Generator {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let devices =
             (0..a.series).map(|k| format!("site-{:04}-sensor-{}", k / KINDS.len(), k % KINDS.len())).collect();
@@ -151,8 +163,9 @@ impl Generator {
             devices,
             metrics,
             phases,
+            start,
             step: 0,
-            steps: a.days * 86_400_000 / a.interval_ms,
+            steps,
         }
     }
 
@@ -165,12 +178,15 @@ impl Generator {
         if self.step >= self.steps {
             return false;
         }
-        let nominal = START + self.step * self.interval_ms;
+        let nominal = self.start + self.step * self.interval_ms;
         let day_frac = (nominal % 86_400_000) as f64 / 86_400_000.0;
         for k in 0..self.args_series {
             let (_, mean, amp, noise, res) = KINDS[k % KINDS.len()];
-            let jitter =
-                if self.rng.next() % 100 == 0 { (self.rng.next() % 250) as i64 } else { (self.rng.next() % 4) as i64 };
+            let jitter = if self.rng.next().is_multiple_of(100) {
+                (self.rng.next() % 250) as i64
+            } else {
+                (self.rng.next() % 4) as i64
+            };
             let wave = mean + amp * (std::f64::consts::TAU * day_frac + self.phases[k]).sin();
             let value = if self.noisy {
                 wave + (self.rng.unit() - 0.5) * amp
@@ -233,6 +249,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = StoreConfig::new(&dir);
     config.fsync = a.fsync;
+    config.checkpoint_points = a.checkpoint_points;
     let mut g = Generator::new(&a);
     let total = g.total();
     println!(
@@ -298,9 +315,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let final_seal = t.elapsed();
     let all_wall = wall.elapsed();
     let blocks = store.block_bytes()?;
-    let db_bytes = store.usage().database_bytes;
-    drop(store);
-    let dir_total = dir_bytes(&dir);
+    let running_bytes = dir_bytes(&dir);
+    let t = Instant::now();
+    store.close()?;
+    let close_time = t.elapsed();
+    let closed_bytes = dir_bytes(&dir);
 
     let t = Instant::now();
     let (store, report) = Store::open(config.clone())?;
@@ -332,6 +351,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (m_first, m_med, m_n) = query(minute_step, from)?;
     let (r_first, r_med, r_n) = query(raw_step, from + 1)?;
 
+    // Open with a full log: append just under a checkpoint's worth of readings after the
+    // data set, drop the store without closing it (as a crash would), and reopen.
+    let mut g = Generator::starting(&a, START + a.days * 86_400_000, i64::MAX);
+    let mut tail = Vec::new();
+    let mut replayed = 0u64;
+    while replayed + a.series as u64 + a.batch as u64 * a.batches_per_call as u64 + 1 < config.checkpoint_points as u64
+    {
+        while tail.len() < a.batch * a.batches_per_call {
+            g.next_step(&mut tail);
+        }
+        let n = a.batch * a.batches_per_call;
+        // Line-protocol style appends: one record per call, no gateway seqs.
+        let readings: Vec<Reading> = tail.drain(..n).collect();
+        store.append_readings(&readings)?;
+        replayed += n as u64;
+    }
+    drop(store);
+    let t = Instant::now();
+    let (store, replay_report) = Store::open(config.clone())?;
+    let replay_open = t.elapsed();
+    drop(store);
+
     let per = |b: u64| b as f64 / total as f64;
     println!("ingest:");
     println!(
@@ -351,8 +392,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  raw blocks           {:>12.3}  ({} bytes)", per(blocks.raw), blocks.raw);
     println!("  1-minute roll-ups    {:>12.3}  ({} bytes)", per(blocks.minute), blocks.minute);
     println!("  1-hour roll-ups      {:>12.3}  ({} bytes)", per(blocks.hour), blocks.hour);
-    println!("  database file        {:>12.3}  ({} bytes)", per(db_bytes), db_bytes);
-    println!("  whole directory      {:>12.3}  ({} bytes, incl. the empty log segment)", per(dir_total), dir_total);
+    println!(
+        "  store dir, running   {:>12.3}  ({} bytes: database file incl. pages free for reuse, and the log)",
+        per(running_bytes),
+        running_bytes
+    );
+    println!(
+        "  store dir, closed    {:>12.3}  ({} bytes after Store::close compacted it in {:.2} s)",
+        per(closed_bytes),
+        closed_bytes,
+        close_time.as_secs_f64()
+    );
     println!("query: one series, {} days, bucketed (first run / median of 7):", a.days);
     println!(
         "  hour roll-ups   step {:>7} min: {:>4} buckets  {:>8.2} ms / {:>8.2} ms",
@@ -375,8 +425,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(r_first),
         ms(r_med)
     );
-    println!("open: {:.2} ms ({} series, {} log records replayed)", ms(open_time), report.series, report.records);
-    drop(store);
+    println!(
+        "open: {:.2} ms after close ({} series, {} log records replayed)",
+        ms(open_time),
+        report.series,
+        report.records
+    );
+    println!(
+        "open: {:.2} ms with a full log ({} readings in {} records replayed, not closed)",
+        ms(replay_open),
+        replayed,
+        replay_report.records
+    );
     if !a.keep {
         std::fs::remove_dir_all(&dir)?;
     }
