@@ -169,6 +169,11 @@ impl Head {
         }
     }
 
+    /// Every gateway's highest stored seq.
+    pub(crate) fn gateways(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.gateways.iter().map(|(g, s)| (g.as_str(), *s))
+    }
+
     pub(crate) fn gateway_seq(&self, gateway: &str) -> Option<u64> {
         self.gateways.get(gateway).copied()
     }

@@ -18,7 +18,8 @@
 //! - A torn write at the end of the log (power cut, `kill -9` mid-append) is detected by
 //!   length and CRC, reported in [`OpenReport`] and a warning, and cut off; it never stops
 //!   the store from opening.
-//! - Group commit: callers pass every batch they have at hand, and one fsync covers them.
+//! - Group commit: callers pass every batch they have at hand, and one fsync covers them;
+//!   calls from several threads at once share fsyncs too ([`commit`]).
 //! - One point per `(series, timestamp)`: writing a timestamp again replaces the value (the
 //!   later write wins) and is counted once in roll-ups.
 //! - Open time is bounded by `checkpoint_points`: only the log after the last checkpoint
@@ -33,6 +34,7 @@ use std::thread::JoinHandle;
 use protocol::{Batch, Metric, Quality, Reading, Timestamp};
 
 mod block;
+mod commit;
 mod config;
 mod disk;
 mod error;
@@ -149,8 +151,10 @@ pub struct Store {
 
 struct Shared {
     config: StoreConfig,
-    /// The log; its lock also orders every change of the head.
-    wal: Mutex<wal::Wal>,
+    /// The log and the seqs written to it; its lock orders the log.
+    writer: Mutex<Writer>,
+    /// Group commit: durability and log-ordered application to the head.
+    commit: commit::Commit,
     head: RwLock<Head>,
     disk: disk::Disk,
     /// One checkpoint or retention run at a time.
@@ -159,6 +163,14 @@ struct Shared {
     sealer_wake: Condvar,
     /// Tells appenders held back by a full head that a checkpoint finished.
     sealed: Condvar,
+}
+
+/// What the writer lock guards.
+struct Writer {
+    wal: wal::Wal,
+    /// Each gateway's highest seq written to the log, durable or not yet: duplicates are
+    /// judged against it, so two concurrent calls cannot both store one seq.
+    reserved: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -225,9 +237,12 @@ impl Store {
             );
         }
         let background = config.background_checkpoints;
+        let reserved = head.gateways().map(|(g, s)| (g.to_string(), s)).collect();
+        let commit = commit::Commit::new(wal.sync_handle(), wal.fsync_policy());
         let shared = Arc::new(Shared {
             config,
-            wal: Mutex::new(wal),
+            writer: Mutex::new(Writer { wal, reserved }),
+            commit,
             head: RwLock::new(head),
             disk,
             maintenance: Mutex::new(()),
@@ -257,39 +272,54 @@ impl Store {
     pub fn append_batches(&self, batches: &[Batch]) -> Result<Vec<AppendOutcome>, StoreError> {
         let s = &*self.shared;
         let mut outcomes = Vec::with_capacity(batches.len());
-        {
-            let mut wal = lock(&s.wal);
-            wal.check()?;
-            wal.begin();
-            {
-                let head = read(&s.head);
-                // Seqs accepted earlier in this same call count too.
-                let mut pending: Vec<(&str, u64)> = Vec::new();
-                for b in batches {
-                    let stored = pending
-                        .iter()
-                        .rev()
-                        .find(|(g, _)| *g == b.gateway)
-                        .map(|(_, s)| *s)
-                        .or_else(|| head.gateway_seq(&b.gateway));
-                    if stored.is_some_and(|s| b.seq <= s) {
-                        outcomes.push(AppendOutcome::Duplicate);
-                    } else {
-                        pending.push((&b.gateway, b.seq));
-                        outcomes.push(AppendOutcome::Stored { readings: b.readings.len() });
-                        wal.push_batch(b);
+        let ticket = {
+            let mut w = lock(&s.writer);
+            w.wal.check()?;
+            w.wal.begin();
+            // Seqs accepted earlier in this same call count too.
+            let mut pending: Vec<(&str, u64)> = Vec::new();
+            for b in batches {
+                let stored = pending
+                    .iter()
+                    .rev()
+                    .find(|(g, _)| *g == b.gateway)
+                    .map(|(_, s)| *s)
+                    .or_else(|| w.reserved.get(&b.gateway).copied());
+                if stored.is_some_and(|s| b.seq <= s) {
+                    outcomes.push(AppendOutcome::Duplicate);
+                } else {
+                    pending.push((&b.gateway, b.seq));
+                    outcomes.push(AppendOutcome::Stored { readings: b.readings.len() });
+                    w.wal.push_batch(b);
+                }
+            }
+            if pending.is_empty() {
+                return Ok(outcomes);
+            }
+            w.wal.write()?;
+            for (g, seq) in pending {
+                match w.reserved.get_mut(g) {
+                    Some(s) => *s = (*s).max(seq),
+                    None => {
+                        w.reserved.insert(g.to_string(), seq);
                     }
                 }
             }
-            wal.commit()?;
-            let mut head = write(&s.head);
-            for (b, o) in batches.iter().zip(&outcomes) {
-                if let AppendOutcome::Stored { .. } = o {
-                    head.set_gateway_seq(&b.gateway, b.seq);
-                    insert_readings(&mut head, &b.readings);
+            s.commit.issue(w.wal.sync_handle())
+        };
+        let durable = s.commit.wait_durable(ticket);
+        s.commit.apply_in_order(ticket, || {
+            if durable.is_ok() {
+                let mut head = write(&s.head);
+                for (b, o) in batches.iter().zip(&outcomes) {
+                    if let AppendOutcome::Stored { .. } = o {
+                        head.set_gateway_seq(&b.gateway, b.seq);
+                        insert_readings(&mut head, &b.readings);
+                    }
                 }
             }
-        }
+        });
+        durable?;
         s.after_append();
         Ok(outcomes)
     }
@@ -300,13 +330,21 @@ impl Store {
             return Ok(());
         }
         let s = &*self.shared;
-        {
-            let mut wal = lock(&s.wal);
-            wal.begin();
-            wal.push_readings(readings);
-            wal.commit()?;
-            insert_readings(&mut write(&s.head), readings);
-        }
+        let ticket = {
+            let mut w = lock(&s.writer);
+            w.wal.check()?;
+            w.wal.begin();
+            w.wal.push_readings(readings);
+            w.wal.write()?;
+            s.commit.issue(w.wal.sync_handle())
+        };
+        let durable = s.commit.wait_durable(ticket);
+        s.commit.apply_in_order(ticket, || {
+            if durable.is_ok() {
+                insert_readings(&mut write(&s.head), readings);
+            }
+        });
+        durable?;
         s.after_append();
         Ok(())
     }
@@ -488,7 +526,7 @@ impl Store {
     /// Sizes of the store's files and head.
     pub fn usage(&self) -> Usage {
         let s = &*self.shared;
-        let wal_bytes = lock(&s.wal).segment_bytes();
+        let wal_bytes = lock(&s.writer).wal.segment_bytes();
         let head = read(&s.head);
         Usage {
             database_bytes: s.disk.file_bytes(),
@@ -518,18 +556,22 @@ impl Shared {
     fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
         let _one = lock(&self.maintenance);
         let (segment, cut) = {
-            let mut wal = lock(&self.wal);
+            let mut w = lock(&self.writer);
+            // Groups written but not yet in the head would be in the sealed segments and
+            // missing from the cut.
+            self.commit.wait_all_applied();
             let mut head = write(&self.head);
             if !head.is_dirty() {
                 return Ok(CheckpointReport::default());
             }
-            let segment = wal.rotate()?;
+            let segment = w.wal.rotate()?;
+            self.commit.set_handle(w.wal.sync_handle());
             (segment, head.begin_seal())
         };
         let result = self.disk.seal(&self.config, &cut, segment);
         write(&self.head).end_seal(&cut, result.is_ok());
         let report = result?;
-        lock(&self.wal).remove_upto(segment);
+        lock(&self.writer).wal.remove_upto(segment);
         if report.expired_points > 0 {
             tracing::warn!(
                 message = "Discarded late points whose raw partition retention had already dropped.",

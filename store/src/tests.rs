@@ -356,3 +356,27 @@ fn closing_seals_the_head_and_compacts_so_reopening_replays_nothing() {
     assert_eq!(s.gateway_seq("g"), Some(1));
     assert_eq!(s.range("d", "ph", Timestamp(T0), Timestamp(T0 + 5000 * 60_000), usize::MAX).unwrap().len(), 5000);
 }
+
+#[test]
+fn concurrent_calls_store_each_seq_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let s = std::sync::Arc::new(s);
+    let stored: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                scope.spawn(move || {
+                    (1..=200u64)
+                        .map(|seq| s.append_batches(&[batch("g", seq, T0 + seq as i64 * 1000, seq as f64)]).unwrap())
+                        .filter(|o| o[0] != AppendOutcome::Duplicate)
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(stored, 200, "every seq stored by exactly one of the racing calls");
+    assert_eq!(s.gateway_seq("g"), Some(200));
+    assert_eq!(s.range("dev-1", "flow", Timestamp(T0), Timestamp(T0 + DAY_MS), usize::MAX).unwrap().len(), 200);
+}

@@ -18,8 +18,10 @@
 //! Design constraints:
 //! - A record of a batch carries the gateway and seq with the readings, so the seq memory
 //!   is durable exactly when the data is.
-//! - Records are only appended; a call's frames become durable with one fdatasync (group
-//!   commit). A new segment's directory entry is synced before anything is appended to it.
+//! - Records are only appended. Writing (`write`) and syncing are separate so that several
+//!   writers' frames can share one fdatasync (group commit, see `crate::commit`). A new
+//!   segment's directory entry is synced before anything is appended to it, and a segment
+//!   is synced before the log rotates away from it.
 //! - At open, in each segment the first frame that is short, too long, fails its CRC or
 //!   does not decode ends that segment: the rest is a torn tail. It is reported, cut off
 //!   (so it is reported once) and never a reason to refuse to open.
@@ -30,6 +32,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::{Batch, Metric, Reading};
 
@@ -69,12 +73,13 @@ pub(crate) struct ReplayStats {
 
 pub(crate) struct Wal {
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     segment: u64,
     fsync: FsyncPolicy,
     buf: Vec<u8>,
-    poisoned: bool,
+    /// Shared with the syncers, whose failed fsync poisons the log too.
+    poisoned: Arc<AtomicBool>,
     /// Bytes in the current segment (for the checkpoint trigger and the report).
     bytes: u64,
 }
@@ -147,14 +152,26 @@ impl Wal {
         }
         let segment = last + 1;
         let (file, path) = create_segment(dir, segment)?;
-        let wal =
-            Wal { dir: dir.to_path_buf(), file, path, segment, fsync, buf: Vec::new(), poisoned: false, bytes: 0 };
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            path,
+            segment,
+            fsync,
+            buf: Vec::new(),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            bytes: 0,
+        };
         Ok((wal, stats))
     }
 
     /// Refuses to go on after a failed write.
     pub(crate) fn check(&self) -> Result<(), StoreError> {
-        if self.poisoned { Err(StoreError::Poisoned { path: self.path.clone() }) } else { Ok(()) }
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(StoreError::Poisoned { path: self.path.clone() })
+        } else {
+            Ok(())
+        }
     }
 
     /// Starts a group of records to commit together.
@@ -191,31 +208,45 @@ impl Wal {
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
-    /// Writes the group and makes it durable with one fdatasync.
-    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+    /// Writes the group to the file, not yet durable: see [`Wal::sync_handle`].
+    pub(crate) fn write(&mut self) -> Result<(), StoreError> {
         self.check()?;
         if self.buf.is_empty() {
             return Ok(());
         }
-        let result = self.file.write_all(&self.buf).and_then(|()| match self.fsync {
-            FsyncPolicy::Always => self.file.sync_data(),
-            FsyncPolicy::Never => Ok(()),
-        });
-        if let Err(source) = result {
-            self.poisoned = true;
+        if let Err(source) = (&*self.file).write_all(&self.buf) {
+            self.poisoned.store(true, Ordering::Release);
             return Err(StoreError::Io { path: self.path.clone(), source });
         }
         self.bytes += self.buf.len() as u64;
         Ok(())
     }
 
+    /// Writes the group and makes it durable with one fdatasync (single-writer use).
+    #[cfg(test)]
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        self.write()?;
+        let SyncHandle { file, path, poisoned } = self.sync_handle();
+        sync(&file, &path, &poisoned, self.fsync)
+    }
+
+    /// What a syncer needs to make everything written so far durable.
+    pub(crate) fn sync_handle(&self) -> SyncHandle {
+        SyncHandle { file: self.file.clone(), path: self.path.clone(), poisoned: self.poisoned.clone() }
+    }
+
+    pub(crate) fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
     /// Starts a new segment; returns the number of the one it closed. Everything appended
-    /// so far is in segments up to that number.
+    /// so far is in segments up to that number, and durable.
     pub(crate) fn rotate(&mut self) -> Result<u64, StoreError> {
         self.check()?;
+        sync(&self.file, &self.path, &self.poisoned, self.fsync)?;
         let closed = self.segment;
         let (file, path) = create_segment(&self.dir, closed + 1)?;
-        self.file = file;
+        self.file = Arc::new(file);
         self.path = path;
         self.segment = closed + 1;
         self.bytes = 0;
@@ -238,6 +269,25 @@ impl Wal {
     pub(crate) fn segment_bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// The file a group was written to, for the fdatasync that makes it durable.
+#[derive(Clone)]
+pub(crate) struct SyncHandle {
+    pub(crate) file: Arc<File>,
+    pub(crate) path: PathBuf,
+    pub(crate) poisoned: Arc<AtomicBool>,
+}
+
+/// fdatasync under `policy`; a failure poisons the log.
+pub(crate) fn sync(file: &File, path: &Path, poisoned: &AtomicBool, policy: FsyncPolicy) -> Result<(), StoreError> {
+    if policy == FsyncPolicy::Never {
+        return Ok(());
+    }
+    file.sync_data().map_err(|source| {
+        poisoned.store(true, Ordering::Release);
+        StoreError::Io { path: path.to_path_buf(), source }
+    })
 }
 
 fn create_segment(dir: &Path, n: u64) -> Result<(File, PathBuf), StoreError> {
