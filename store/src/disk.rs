@@ -37,7 +37,7 @@ use crate::block::{self, Points};
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::head::{Latest, Sealing, SeriesInfo};
-use crate::rollup::{self, Agg, HOUR_MS, MINUTE_MS, Resolution};
+use crate::rollup::{self, Agg, HOUR_MS, MINUTE_MS, Resolution, floor_to};
 use crate::varint::{self, Reader};
 
 const META: TableDefinition<'_, &str, i64> = TableDefinition::new("meta");
@@ -327,11 +327,11 @@ impl Disk {
     }
 
     fn raw_part(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.raw_w)
+        floor_to(ts, self.raw_w)
     }
 
     fn hour_part(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.hour_w)
+        floor_to(ts, self.hour_w)
     }
 
     fn width(&self, tier: Resolution) -> i64 {
@@ -380,7 +380,7 @@ impl Disk {
             let mut start = 0;
             while start < pts.len() {
                 let part = self.raw_part(pts.ts[start]);
-                let end = start + pts.ts[start..].partition_point(|&t| t < part + self.raw_w);
+                let end = start + pts.ts[start..].partition_point(|&t| self.raw_part(t) == part);
                 let mut run = Points::default();
                 run.extend_from(&pts, start..end);
                 by_part.entry((family, part)).or_default().push((sid as u32, run));
@@ -559,7 +559,7 @@ impl Disk {
     /// The partitions of `tier` and `family` that overlap `[from, to)`.
     fn parts(&self, tier: Resolution, family: Family, from: i64, to: i64) -> Vec<i64> {
         let w = self.width(tier);
-        let lo = from - from.rem_euclid(w);
+        let lo = floor_to(from, w);
         let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
         parts.range((tier, family, lo)..(tier, family, to)).map(|k| k.2).collect()
     }
@@ -630,7 +630,7 @@ impl Disk {
                 let b = points.ts.partition_point(|&t| t < span.end);
                 for i in a..b {
                     let (t, v) = (points.ts[i], points.values[i]);
-                    let start = t - t.rem_euclid(MINUTE_MS);
+                    let start = floor_to(t, MINUTE_MS);
                     sink(&Agg { start, count: 1, min: v, max: v, sum: v, last: v });
                 }
             } else {
@@ -641,13 +641,14 @@ impl Disk {
         Ok(())
     }
 
+    /// Where the raw partition that holds `ts` ends (exclusive).
+    pub(crate) fn raw_partition_end(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.raw_w).saturating_add(1).saturating_mul(self.raw_w)
+    }
+
     /// The raw partition that holds `ts`.
     pub(crate) fn raw_partition_of(&self, ts: i64) -> i64 {
         self.raw_part(ts)
-    }
-
-    pub(crate) fn raw_width(&self) -> i64 {
-        self.raw_w
     }
 
     /// Bytes of the blocks in each tier (values only, without the database's page overhead).

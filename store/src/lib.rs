@@ -439,7 +439,7 @@ impl Store {
                 let fresh: BTreeSet<i64> = head_points.ts.iter().map(|&t| s.disk.raw_partition_of(t)).collect();
                 let mut cursor = from;
                 for &part in &fresh {
-                    let (lo, hi) = (part.max(from), (part + s.disk.raw_width()).min(to));
+                    let (lo, hi) = (part.max(from), s.disk.raw_partition_end(part).min(to));
                     if cursor < lo {
                         s.disk.rollups(&txn, tier, sid, family, cursor..lo, &mut |a| folder.add(a))?;
                     }

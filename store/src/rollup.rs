@@ -22,6 +22,12 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// One day in milliseconds.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The start of the `width` bucket (aligned to the epoch) that holds `ts`. The bucket of
+/// the first instants after `i64::MIN` would start before it, so it is clamped to `i64::MIN`.
+pub(crate) fn floor_to(ts: i64, width: i64) -> i64 {
+    ts.div_euclid(width).saturating_mul(width)
+}
+
 /// Which data answers a bucketed query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resolution {
@@ -90,7 +96,7 @@ impl Agg {
 pub(crate) fn aggregate(points: &Points, width_ms: i64) -> Vec<Agg> {
     let mut out: Vec<Agg> = Vec::new();
     for (&ts, &v) in points.ts.iter().zip(&points.values) {
-        let start = ts - ts.rem_euclid(width_ms);
+        let start = floor_to(ts, width_ms);
         match out.last_mut() {
             Some(a) if a.start == start => a.absorb(&Agg::of(start, v)),
             _ => out.push(Agg::of(start, v)),
@@ -112,7 +118,7 @@ impl Folder {
     }
 
     pub(crate) fn add(&mut self, a: &Agg) {
-        let start = a.start - a.start.rem_euclid(self.step_ms);
+        let start = floor_to(a.start, self.step_ms);
         match self.out.last_mut() {
             Some(b) if b.start == start => b.absorb(a),
             _ => self.out.push(Agg { start, ..*a }),

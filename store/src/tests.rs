@@ -380,3 +380,20 @@ fn concurrent_calls_store_each_seq_exactly_once() {
     assert_eq!(s.gateway_seq("g"), Some(200));
     assert_eq!(s.range("dev-1", "flow", Timestamp(T0), Timestamp(T0 + DAY_MS), usize::MAX).unwrap().len(), 200);
 }
+
+#[test]
+fn points_at_the_ends_of_time_are_stored_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let ends = [(i64::MIN, -1.0), (i64::MIN + DAY_MS - 1, 5.0), (-1, -0.0), (0, 0.0), (i64::MAX - 1, f64::MAX)];
+    s.append_readings(&readings("d", "ph", &ends)).unwrap();
+    for sealed in [false, true] {
+        let p = s.range("d", "ph", Timestamp(i64::MIN), Timestamp(i64::MAX), 10).unwrap();
+        let got: Vec<(i64, u64)> = p.iter().map(|p| (p.ts.0, p.value.to_bits())).collect();
+        let want: Vec<(i64, u64)> = ends.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+        assert_eq!(got, want, "sealed: {sealed}");
+        let b = s.range_bucketed("d", "ph", Timestamp(i64::MIN), Timestamp(i64::MAX), DAY_MS).unwrap();
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 5, "sealed: {sealed}");
+        s.checkpoint().unwrap();
+    }
+}
