@@ -229,16 +229,20 @@ fn emit_line_protocol(a: &Args, path: &PathBuf) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+/// Bytes the files under `dir` take on disk (allocated blocks, as `du` counts them: redb
+/// grows its file by doubling, and the part not yet written is a hole that takes no
+/// space) and their apparent length.
+fn dir_bytes(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return (0, 0) };
     entries
         .flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
+            Ok(m) => (m.blocks() * 512, m.len()),
+            Err(_) => (0, 0),
         })
-        .sum()
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -428,14 +432,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  1-minute roll-ups    {:>12.3}  ({} bytes)", per(blocks.minute), blocks.minute);
     println!("  1-hour roll-ups      {:>12.3}  ({} bytes)", per(blocks.hour), blocks.hour);
     println!(
-        "  store dir, running   {:>12.3}  ({} bytes: database file incl. pages free for reuse, and the log)",
-        per(running_bytes),
-        running_bytes
+        "  store dir, running   {:>12.3}  ({} bytes allocated; files {} bytes long: database incl. pages free for reuse, and the log)",
+        per(running_bytes.0),
+        running_bytes.0,
+        running_bytes.1
     );
     println!(
-        "  store dir, closed    {:>12.3}  ({} bytes after Store::close compacted it in {:.2} s)",
-        per(closed_bytes),
-        closed_bytes,
+        "  store dir, closed    {:>12.3}  ({} bytes allocated, {} long, after Store::close compacted it in {:.2} s)",
+        per(closed_bytes.0),
+        closed_bytes.0,
+        closed_bytes.1,
         close_time.as_secs_f64()
     );
     println!("query: one series, {} days, bucketed (first run / median of 7):", a.days);
