@@ -5,9 +5,9 @@
 //! every append and are read on every append or query.
 //!
 //! Design constraints:
-//! - The head is changed only by the writer that holds the log, in log order, right after
-//!   the log write is durable (or while replaying it): replaying the log into an empty head
-//!   at open rebuilds exactly what was there, including which write of a timestamp won.
+//! - The head is changed only in log order, once the records are durable (see
+//!   `crate::commit`), or while replaying the log: replaying the log into an empty head at
+//!   open rebuilds exactly what was there, including which write of a timestamp won.
 //! - A checkpoint moves `active` to `sealing` and keeps it readable until the database
 //!   commit that holds it is done, so a query never misses points mid-checkpoint. If the
 //!   checkpoint fails, `sealing` goes back in front of `active` (it is older).

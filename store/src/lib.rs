@@ -1,10 +1,10 @@
 //! The embedded time-series store: what ingest keeps readings in by default.
 //!
-//! Readings arrive in a write-ahead log ([`wal`]) and an in-memory head ([`head`]). A
-//! checkpoint seals the head into compressed blocks ([`block`]: pco with delta-of-delta
-//! timestamps) in one redb database ([`disk`]), one block per series and time partition,
-//! recomputes that partition's 1-minute and 1-hour roll-ups ([`rollup`]), and then deletes
-//! the log segments it covered. Retention drops whole partitions per metric family. The
+//! Readings arrive in a write-ahead log (`wal`, made durable by group commit in `commit`)
+//! and an in-memory head (`head`). A checkpoint seals the head into compressed blocks
+//! (`block`: pco with delta-of-delta timestamps) in one redb database (`disk`), one block
+//! per series and time partition, recomputes that partition's 1-minute and 1-hour roll-ups
+//! (`rollup`), and then deletes the log segments it covered. Retention drops whole partitions per metric family. The
 //! on-disk format is in `docs/STORE.md`.
 //!
 //! Design constraints:
@@ -19,7 +19,7 @@
 //!   length and CRC, reported in [`OpenReport`] and a warning, and cut off; it never stops
 //!   the store from opening.
 //! - Group commit: callers pass every batch they have at hand, and one fsync covers them;
-//!   calls from several threads at once share fsyncs too ([`commit`]).
+//!   calls from several threads at once share fsyncs too (`commit`).
 //! - One point per `(series, timestamp)`: writing a timestamp again replaces the value (the
 //!   later write wins) and is counted once in roll-ups.
 //! - Open time is bounded by `checkpoint_points`: only the log after the last checkpoint
