@@ -397,3 +397,55 @@ fn points_at_the_ends_of_time_are_stored_and_found() {
         s.checkpoint().unwrap();
     }
 }
+
+#[test]
+fn a_damaged_block_is_an_error_that_names_the_file_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = open(dir.path());
+        s.append_readings(&readings("d", "ph", &[(T0, 7.0), (T0 + 60_000, 7.1)])).unwrap();
+        s.checkpoint().unwrap();
+    }
+    // Overwrite the series' raw block with garbage, as bit rot under redb's checksums would
+    // look to the codec.
+    let db_path = dir.path().join("store.redb");
+    {
+        let db = redb::Database::open(&db_path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let name = format!("raw.water_quality.{T0}");
+            let def: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new(&name);
+            let mut t = txn.open_table(def).unwrap();
+            t.insert(0u64, &[1u8, 0, 9, 9, 9][..]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (s, _) = open(dir.path());
+    let err = s.range("d", "ph", Timestamp(T0), Timestamp(T0 + DAY_MS), 10).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("store.redb") && msg.contains("raw.water_quality"), "{msg}");
+    // The other tiers and the newest point still answer.
+    assert_eq!(s.latest()[0].point.value, 7.1);
+}
+
+#[test]
+fn a_store_that_cannot_create_its_directory_says_which_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(config(&file.join("store"))).err().unwrap();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+#[test]
+fn an_invalid_config_is_refused_with_every_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_points = 0;
+    c.raw_partition_ms = 1000;
+    let err = Store::open(c).err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("checkpoint_points") && msg.contains("raw_partition_ms"), "{msg}");
+}
