@@ -449,3 +449,23 @@ fn an_invalid_config_is_refused_with_every_reason() {
     let msg = err.to_string();
     assert!(msg.contains("checkpoint_points") && msg.contains("raw_partition_ms"), "{msg}");
 }
+
+#[test]
+fn a_late_point_into_an_old_partition_updates_only_its_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    for d in 0..20 {
+        let pts: Vec<(i64, f64)> = (0..60).map(|m| (T0 + m * MINUTE_MS, d as f64)).collect();
+        s.append_readings(&readings(&format!("d{d}"), "ph", &pts)).unwrap();
+    }
+    s.checkpoint().unwrap();
+    // One late point for one of the twenty series: written in place, and everything reads back.
+    s.append_readings(&readings("d7", "ph", &[(T0 + 30 * MINUTE_MS + 1, 99.0)])).unwrap();
+    s.checkpoint().unwrap();
+    for d in 0..20 {
+        let n = s.range(&format!("d{d}"), "ph", Timestamp(T0), Timestamp(T0 + HOUR_MS), 1000).unwrap().len();
+        assert_eq!(n, if d == 7 { 61 } else { 60 }, "series d{d}");
+        let b = s.range_bucketed(&format!("d{d}"), "ph", Timestamp(T0), Timestamp(T0 + HOUR_MS), HOUR_MS).unwrap();
+        assert_eq!(b[0].max, if d == 7 { 99.0 } else { d as f64 });
+    }
+}
