@@ -5,4 +5,5 @@
 mod bad_input;
 mod common;
 mod county;
+mod dashboard;
 mod gateway_downlink;
