@@ -87,8 +87,7 @@ fn main() -> anyhow::Result<()> {
                     wait_for_signal().await;
                     stop.cancel();
                 });
-                gw.run(shutdown).await;
-                Ok(())
+                gw.try_run(shutdown).await.context("the gateway stopped")
             })
         }
     }

@@ -763,6 +763,21 @@ unit = "°C"
     }
 
     #[test]
+    fn quality_maps_and_mailboxes_are_checked_at_their_line() {
+        let good = format!("{METER}\n[mailbox]\naddress = 1000\nsize = 10\n");
+        let p = parse(&good).unwrap();
+        assert_eq!(p.mailbox.unwrap().capacity(), 18);
+        let text = METER.replace(
+            "unit = \"bits\"",
+            "unit = \"bits\"\nquality = { table = \"input\", address = 9, good = [1], bad = [1] }",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("p.toml:14:") && e.contains("listed under two qualities"), "{e}");
+        let e = parse(&format!("{METER}\n[mailbox]\ntable = \"input\"\naddress = 1\nsize = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("mailbox: must be holding registers"), "{e}");
+    }
+
+    #[test]
     fn every_builtin_profile_loads() {
         let (lib, errors) = Library::builtin();
         assert!(errors.is_empty(), "{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));

@@ -176,7 +176,7 @@ impl Queue {
 
     /// An in-memory queue (tests).
     pub fn in_memory(gateway: &str, codec: Codec, max_bytes: u64) -> Queue {
-        let config = QueueConfig { dir: None, max_bytes, ..QueueConfig::default() };
+        let config = QueueConfig { dir: None, max_bytes };
         // Without a directory nothing can fail.
         match Queue::open(gateway, codec, &config) {
             Ok((q, _)) => q,
@@ -444,10 +444,10 @@ impl Queue {
             .filter(|s| Some(*s) != newest && oldest_live.is_none_or(|live| *s < live))
             .collect();
         for start in doomed {
-            if let Some(s) = self.segments.remove(&start) {
-                if let Err(error) = std::fs::remove_file(&s.path) {
-                    tracing::warn!(message = "Cannot delete a confirmed queue segment.", file = %s.path.display(), %error);
-                }
+            if let Some(s) = self.segments.remove(&start)
+                && let Err(error) = std::fs::remove_file(&s.path)
+            {
+                tracing::warn!(message = "Cannot delete a confirmed queue segment.", file = %s.path.display(), %error);
             }
         }
     }
@@ -481,7 +481,7 @@ mod tests {
     }
 
     fn on_disk(dir: &Path, max_bytes: u64) -> Queue {
-        let cfg = QueueConfig { dir: Some(dir.to_path_buf()), max_bytes, ..QueueConfig::default() };
+        let cfg = QueueConfig { dir: Some(dir.to_path_buf()), max_bytes };
         Queue::open("gw", Codec::Json, &cfg).unwrap().0
     }
 
@@ -550,7 +550,7 @@ mod tests {
         };
         q.ack(2);
         drop(q);
-        let cfg = QueueConfig { dir: Some(dir.path().to_path_buf()), max_bytes: 1 << 20, ..QueueConfig::default() };
+        let cfg = QueueConfig { dir: Some(dir.path().to_path_buf()), max_bytes: 1 << 20 };
         let (mut q, report) = Queue::open("gw", Codec::Json, &cfg).unwrap();
         assert_eq!((report.batches, report.next_seq), (3, 6));
         let after = q.due(Instant::now(), Duration::ZERO, 10);

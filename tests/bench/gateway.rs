@@ -159,7 +159,11 @@ async fn main() {
     let endpoints = county.serve().await.unwrap();
     let plan = county.plan().clone();
     let mut inventory = inventory_of(&plan);
-    let villages: Vec<_> = plan.gateways.iter().filter(|g| g.id.starts_with("gw-") && g.devices.iter().any(|d| d.model == "vt-sim-water-meter")).collect();
+    let villages: Vec<_> = plan
+        .gateways
+        .iter()
+        .filter(|g| g.id.starts_with("gw-") && g.devices.iter().any(|d| d.model == "vt-sim-water-meter"))
+        .collect();
     let mut devices = String::new();
     let mut n = 0;
     for g in &villages {
@@ -177,7 +181,11 @@ async fn main() {
             d.gateway = GATEWAY.into();
         }
     }
-    inventory.gateways.push(GatewayInfo { id: GATEWAY.into(), tenant: "county".into(), site: villages[0].site.clone() });
+    inventory.gateways.push(GatewayInfo {
+        id: GATEWAY.into(),
+        tenant: "county".into(),
+        site: villages[0].site.clone(),
+    });
     println!("devices polled every second: {n} on {} Modbus TCP endpoints", villages.len());
 
     let mqtt = ingest::broker::free_local_addr().unwrap();
@@ -190,7 +198,9 @@ async fn main() {
         tokens: vec![],
     };
     let running = service::start(config, Inventory::from_file(inventory), Options::default()).await.unwrap();
-    println!("| codec | measured | throughput | bytes on the wire | memory | CPU | disk |\n|---|---|---|---|---|---|---|");
+    println!(
+        "| codec | measured | throughput | bytes on the wire | memory | CPU | disk |\n|---|---|---|---|---|---|---|"
+    );
     run(&binary, dir.path(), mqtt, &devices, "binary", secs).await;
     run(&binary, dir.path(), mqtt, &devices, "json", secs.min(20)).await;
     let stored = running.state.store.latest().len();

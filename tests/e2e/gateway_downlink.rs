@@ -4,6 +4,8 @@
 //! refused and acked as refused; a broadcast delivered to a speaker's mailbox; and a
 //! configuration pushed on the retained config topic, refused when invalid and applied
 //! (with a local rule) when valid.
+// Helpers outside `#[test]` functions fail the test loudly on purpose.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
