@@ -724,6 +724,7 @@ mod tests {
         assert!(cfg.devices.iter().any(|d| matches!(d.transport, Transport::Rtu(_))));
         assert!(cfg.devices.iter().any(|d| matches!(d.transport, Transport::Tcp(_))));
         assert!(!cfg.rules.is_empty());
+        assert!(cfg.bus("rs485-1").is_some());
         assert!(cfg.command_key.is_some());
     }
 
@@ -757,6 +758,29 @@ bus = "rs485-9"
         assert!(text.contains("gw.toml:12:1: device 'm/2': id contains '/'"), "{text}");
         assert!(text.contains("interval_ms 10 is below 100"), "{text}");
         assert!(text.contains("gw.toml:18:1: device 'm-3': no [[buses]] entry named 'rs485-9'"), "{text}");
+    }
+
+    #[test]
+    fn a_deliver_rule_needs_a_mailbox_and_a_signed_envelope() {
+        let mut lib = library();
+        lib.add(&Source::from_text(
+            "s.toml",
+            "model = \"spk\"\nkind = \"speaker\"\n[[points]]\nmetric = \"speaker_volume\"\naddress = 0\ntype = \"u16\"\nunit = \"%\"\n[mailbox]\naddress = 1000\nsize = 1000\n",
+        ))
+        .unwrap();
+        let envelope = EXAMPLE.split("envelope = \"").nth(1).and_then(|s| s.split('"').next()).unwrap();
+        let text = |profile: &str, env: &str| {
+            format!(
+                "gateway = \"g\"\ntenant = \"t\"\n[mqtt]\nurl = \"mqtt://h\"\n[[devices]]\nid = \"s\"\nprofile = \"{profile}\"\ntcp = \"127.0.0.1:502\"\n\
+                 [[rules]]\nname = \"r\"\ndevice = \"s\"\nmetric = \"speaker_volume\"\nbelow = 1\ndeliver = {{ device = \"s\", envelope = \"{env}\" }}\n"
+            )
+        };
+        let cfg = GatewayConfig::from_source(&Source::from_text("gw.toml", text("spk", envelope)), &lib).unwrap();
+        assert!(matches!(&cfg.rules[0].action, crate::rules::RuleAction::Deliver { envelope: e, .. } if e[0] == 0xC5));
+        let e = GatewayConfig::from_source(&Source::from_text("gw.toml", text("m1", envelope)), &lib).unwrap_err();
+        assert!(e.to_string().contains("gw.toml:9:1: rule 'r': device 's' (m1) has no mailbox"), "{e}");
+        let e = GatewayConfig::from_source(&Source::from_text("gw.toml", text("spk", "c5ff")), &lib).unwrap_err();
+        assert!(e.to_string().contains("envelope is not the hex of a signed command"), "{e}");
     }
 
     #[test]

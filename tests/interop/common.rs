@@ -277,6 +277,15 @@ mailbox = { table = "holding", address = 1000, size = 1000 }
 "#,
         ),
         (
+            "interop-speaker.toml",
+            r#"
+model = "interop-speaker"
+kind = "speaker"
+points = [{ metric = "speaker_volume", table = "holding", address = 12, type = "u16", unit = "%" }]
+mailbox = { table = "holding", address = 1000, size = 1000 }
+"#,
+        ),
+        (
             "interop-counter.toml",
             r#"
 model = "interop-counter"

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod arm;
+mod broadcast;
 mod common;
 mod modbus;
 mod mqtt;
