@@ -7,6 +7,11 @@
 //! - After every (re)connect: publish the retained online status, subscribe to the
 //!   downlink, and resend every unconfirmed batch oldest first. The last will (retained)
 //!   marks the gateway offline if the link dies without a goodbye.
+//! - After every (re)connect only the oldest batch goes out until a delivery ack comes
+//!   back; then up to `max_inflight`. A broker that restarted without persistence accepts
+//!   publishes before ingest has subscribed again and drops them; if a later batch reached
+//!   ingest before an earlier one, ingest would refuse the earlier as a duplicate (it keeps
+//!   the highest seq per gateway). One batch at a time until ingest answers rules that out.
 //! - At most `max_inflight` batches are out without a delivery ack, and at most
 //!   `max_batches_per_sec` are published a second (a token bucket), so the drain of a
 //!   backlog after an outage leaves the cellular link room for status, acks and commands.
@@ -121,6 +126,8 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(opts, usize::from(m.max_inflight) * 2 + 16);
 
     let mut connected = false;
+    // True from a connect until the first delivery ack of the connection (see the module doc).
+    let mut probing = true;
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,6 +140,7 @@ pub async fn run(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
+                    probing = true;
                     shared.connected.store(true, Ordering::Relaxed);
                     failures = 0;
                     tracing::info!(message = "Connected to the broker.", gateway = %config.gateway, broker = %format!("{}:{}", m.host, m.port), tls = m.tls.is_some());
@@ -140,9 +148,13 @@ pub async fn run(
                     let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status);
                     let _ = client.try_subscribe(topic::downlink_filter(&config.tenant, &config.gateway), QoS::AtLeastOnce);
                     lock(&shared.queue).resend_all();
-                    publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket);
+                    publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => downlink_message(&config, &shared, &downlink, &p.topic, &p.payload).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if downlink_message(&config, &shared, &downlink, &p.topic, &p.payload).await {
+                        probing = false;
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     if connected {
@@ -161,7 +173,7 @@ pub async fn run(
                 }
             },
             _ = shared.wake.notified(), if connected => {
-                publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket);
+                publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing);
                 if shared.status_dirty.swap(false, Ordering::Relaxed) {
                     let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
                 }
@@ -171,7 +183,7 @@ pub async fn run(
                     tracing::warn!(message = "Could not publish a command ack.", error = %e);
                 }
             }
-            _ = tick.tick(), if connected => publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket),
+            _ = tick.tick(), if connected => publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing),
             _ = status_every.tick(), if connected => {
                 let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
             }
@@ -276,10 +288,18 @@ impl Bucket {
     }
 }
 
-fn publish_due(config: &GatewayConfig, client: &AsyncClient, shared: &Shared, topic: &str, bucket: &mut Bucket) {
+fn publish_due(
+    config: &GatewayConfig,
+    client: &AsyncClient,
+    shared: &Shared,
+    topic: &str,
+    bucket: &mut Bucket,
+    probing: bool,
+) {
     let now = Instant::now();
     let mut q = lock(&shared.queue);
-    let room = usize::from(config.mqtt.max_inflight).saturating_sub(q.in_flight(now, config.publish.resend_after));
+    let window = if probing { 1 } else { usize::from(config.mqtt.max_inflight) };
+    let room = window.saturating_sub(q.in_flight(now, config.publish.resend_after));
     let room = room.min(bucket.available());
     if room == 0 {
         return;
@@ -295,16 +315,17 @@ fn publish_due(config: &GatewayConfig, client: &AsyncClient, shared: &Shared, to
     }
 }
 
+/// Handles one downlink message; true if it was a delivery ack.
 async fn downlink_message(
     config: &GatewayConfig,
     shared: &Shared,
     downlink: &mpsc::Sender<Downlink>,
     topic: &str,
     payload: &[u8],
-) {
-    let Ok(t) = Topic::parse(topic) else { return };
+) -> bool {
+    let Ok(t) = Topic::parse(topic) else { return false };
     if t.gateway != config.gateway || t.tenant != config.tenant {
-        return;
+        return false;
     }
     match t.channel {
         Channel::Delivery => match DeliveryAck::from_json(payload) {
@@ -312,6 +333,7 @@ async fn downlink_message(
                 let n = lock(&shared.queue).ack(ack.seq);
                 tracing::debug!(message = "Delivery ack.", seq = ack.seq, released = n);
                 shared.wake.notify_one();
+                return true;
             }
             Err(e) => tracing::warn!(message = "Bad delivery ack.", error = %e),
         },
@@ -327,6 +349,7 @@ async fn downlink_message(
         }
         other => tracing::debug!(message = "Downlink message ignored.", channel = ?other),
     }
+    false
 }
 
 fn status_json(config: &GatewayConfig, shared: &Shared, health: &Health, clock: &Clock) -> Vec<u8> {
