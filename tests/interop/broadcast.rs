@@ -100,7 +100,7 @@ async fn a_signed_broadcast_lands_whole_in_the_speakers_mailbox_and_verifies_the
     let mut words = Vec::new();
     let mut at = 1001u16;
     while words.len() * 2 < len {
-        let n = (((len + 1) / 2 - words.len()) as u16).min(125);
+        let n = ((len.div_ceil(2) - words.len()) as u16).min(125);
         words.extend(ctx.read_holding_registers(at, n).await.unwrap().unwrap());
         at += n;
     }
