@@ -71,7 +71,8 @@ pub(crate) fn free_port() -> u16 {
 
 /// Waits until something accepts TCP connections on `addr`.
 pub(crate) async fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
-    for _ in 0..200 {
+    // Up to a minute: Python peers import slowly on a loaded machine.
+    for _ in 0..1200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
         }
@@ -90,7 +91,7 @@ pub(crate) async fn modbus_tcp() -> (Peer, SocketAddr) {
     let port = free_port();
     let mut peer = Peer::spawn(
         "pymodbus TCP server",
-        Command::new(python()).arg(device_script()).args(["--tcp", &port.to_string()]).stderr(Stdio::null()),
+        Command::new(python()).arg(device_script()).args(["--tcp", &port.to_string()]).stdout(quiet()).stderr(quiet()),
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut peer).await;
@@ -116,17 +117,38 @@ pub(crate) async fn pty_pair(dir: &Path) -> (Peer, PathBuf, PathBuf) {
     panic!("socat made no pty pair");
 }
 
-/// A pymodbus device on Modbus RTU at `tty`.
+/// A pymodbus device on Modbus RTU at `tty`, once it says it is serving.
+///
+/// Importing pymodbus takes seconds on a loaded machine; a fixed sleep made the first
+/// request time out now and then. The script prints `serving` after its imports, just
+/// before it opens the port, so we wait for that line (and a moment for the open).
 pub(crate) async fn modbus_rtu(tty: &Path, baud: u32) -> Peer {
-    let peer = Peer::spawn(
+    let mut peer = Peer::spawn(
         "pymodbus RTU server",
         Command::new(python())
             .arg(device_script())
             .args(["--rtu", &tty.to_string_lossy(), "--baud", &baud.to_string()])
-            .stderr(Stdio::null()),
+            .stdout(Stdio::piped())
+            .stderr(quiet()),
     );
-    // The server opens the port when it starts; give Python a moment to import.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stdout = peer.child.stdout.take().expect("piped stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let serving = lines.by_ref().map_while(Result::ok).any(|l| l.trim() == "serving");
+        let _ = tx.send(serving);
+        // Keep draining so the peer never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(true)) => {}
+        _ => {
+            peer.assert_running();
+            panic!("pymodbus RTU server did not say it was serving within 60 s");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     peer
 }
 
