@@ -64,6 +64,8 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
         inventory: None,
         limits: Limits::default(),
         tokens: vec![],
+        store: Default::default(),
+        sinks: Vec::new(),
     };
     let ingest = service::start(config, inventory(), Options::default()).await.unwrap();
     let base = format!("http://{}", ingest.http);

@@ -6,3 +6,6 @@ mod bad_input;
 mod common;
 mod county;
 mod dashboard;
+mod influx_peers;
+mod influx_sink;
+mod influx_write;
