@@ -5,6 +5,7 @@
 mod bad_input;
 mod common;
 mod county;
+mod crash_ingest;
 mod dashboard;
 mod influx_peers;
 mod influx_sink;
