@@ -139,6 +139,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         limits: config.limits,
         sinks,
         clock: options.clock.clone(),
+        gaps: Default::default(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
 

@@ -12,6 +12,7 @@
 //!   acknowledged (redelivering it would not make it better).
 //! - Sinks (rules, InfluxDB) see readings only after they are durable.
 
+pub mod gaps;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,8 @@ pub struct Pipeline {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Ingest's clock.
     pub clock: Clock,
+    /// Batches that skip unstored seqs, held back (see [`gaps`]).
+    pub gaps: gaps::SeqGaps,
 }
 
 /// A telemetry batch that passed its envelope checks.
@@ -122,6 +125,7 @@ impl Pipeline {
             }
         }
 
+        let accepted = self.hold_gaps(accepted, now);
         self.store(&accepted)?;
         for (tenant, gateway) in gateways.into_keys() {
             if let Some(seq) = self.store.gateway_seq(&gateway) {
@@ -130,6 +134,37 @@ impl Pipeline {
             }
         }
         Ok(outcome)
+    }
+
+    /// Refuses batches that skip over seqs not stored yet (see [`gaps`]).
+    fn hold_gaps(&self, accepted: Vec<Accepted>, now: Timestamp) -> Vec<Accepted> {
+        let started = std::time::Instant::now();
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut keep = Vec::with_capacity(accepted.len());
+        let mut held = Vec::new();
+        for a in &accepted {
+            let gw = a.batch.gateway.as_str();
+            let mark = last.get(gw).copied().or_else(|| self.store.gateway_seq(gw));
+            match self.gaps.judge(gw, a.batch.seq, mark, started) {
+                gaps::Verdict::Store => {
+                    let m = last.entry(gw).or_insert(a.batch.seq);
+                    *m = (*m).max(a.batch.seq);
+                    keep.push(true);
+                }
+                gaps::Verdict::Hold { after } => {
+                    held.push((a.tenant.clone(), gw.to_string(), a.batch.seq, after));
+                    keep.push(false);
+                }
+            }
+        }
+        for (tenant, gateway, seq, after) in held {
+            let detail = format!(
+                "batch {seq} of '{gateway}' skips batches after {after} that are not stored: not stored, awaiting the resend of the missing ones"
+            );
+            let topic = topic::topic(&tenant, &gateway, Channel::Telemetry);
+            self.reject(Reason::SeqGap, &topic, None, detail, now);
+        }
+        accepted.into_iter().zip(keep).filter_map(|(a, k)| k.then_some(a)).collect()
     }
 
     fn count_message(&self, channel: &'static str) {

@@ -46,11 +46,14 @@ pub enum Reason {
     TimestampFuture,
     /// Older than the accepted age.
     TimestampPast,
+    /// The batch's seq skips past batches of its gateway that were not stored: held back
+    /// until the missing ones arrive (or the hold expires), see `crate::pipeline::gaps`.
+    SeqGap,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Malformed,
         Reason::Oversized,
         Reason::TopicMismatch,
@@ -62,6 +65,7 @@ impl Reason {
         Reason::OutOfRange,
         Reason::TimestampFuture,
         Reason::TimestampPast,
+        Reason::SeqGap,
     ];
 
     /// Stable snake_case name.
@@ -78,6 +82,7 @@ impl Reason {
             Reason::OutOfRange => "out_of_range",
             Reason::TimestampFuture => "timestamp_future",
             Reason::TimestampPast => "timestamp_past",
+            Reason::SeqGap => "seq_gap",
         }
     }
 }
