@@ -135,10 +135,12 @@ async fn writer(
     shutdown: CancellationToken,
 ) {
     loop {
+        let t_wait = std::time::Instant::now();
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             p = rx.recv() => match p { Some(p) => p, None => return },
         };
+        let t_got = std::time::Instant::now();
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -162,6 +164,7 @@ async fn writer(
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         };
+        let t_done = std::time::Instant::now();
         for p in &group {
             if let Err(e) = client.ack(p).await {
                 tracing::warn!(message = "Could not ack a message.", error = %e);
@@ -175,5 +178,12 @@ async fn writer(
         for ack in outcome.command_acks {
             let _ = acks.send(ack);
         }
+        tracing::trace!(
+            message = "Group.",
+            size = group.len(),
+            wait_us = (t_got - t_wait).as_micros() as u64,
+            process_us = (t_done - t_got).as_micros() as u64,
+            ack_us = t_done.elapsed().as_micros() as u64
+        );
     }
 }

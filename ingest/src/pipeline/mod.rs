@@ -126,7 +126,7 @@ impl Pipeline {
         }
 
         let accepted = self.hold_gaps(accepted, now);
-        self.store(&accepted)?;
+        self.store(accepted)?;
         for (tenant, gateway) in gateways.into_keys() {
             if let Some(seq) = self.store.gateway_seq(&gateway) {
                 let topic = topic::topic(&tenant, &gateway, Channel::Delivery);
@@ -206,34 +206,55 @@ impl Pipeline {
             return None;
         }
         let gateway = batch.gateway.clone();
-        batch.readings.retain(|r| match validate::check_reading(&gateway, r, &self.inventory, &self.limits, now) {
-            Ok(()) => true,
-            Err((reason, detail)) => {
-                self.reject(reason, &msg.topic, Some(&r.device), detail, now);
-                false
+        // A poll's readings come grouped by device: look the owner up once per device.
+        let mut owner: Option<(protocol::DeviceId, Result<(), (Reason, String)>)> = None;
+        batch.readings.retain(|r| {
+            let owned = match &owner {
+                Some((d, result)) if *d == r.device => result.clone(),
+                _ => {
+                    let result = validate::check_owner(&gateway, &r.device, &self.inventory);
+                    owner = Some((r.device.clone(), result.clone()));
+                    result
+                }
+            };
+            match owned.and_then(|()| validate::check_value(r, &self.limits, now)) {
+                Ok(()) => true,
+                Err((reason, detail)) => {
+                    self.reject(reason, &msg.topic, Some(&r.device), detail, now);
+                    false
+                }
             }
         });
         Some(Accepted { tenant: topic.tenant.to_string(), batch })
     }
 
     /// One durable append for the whole group, then bookkeeping and sinks.
-    fn store(&self, accepted: &[Accepted]) -> Result<(), store::StoreError> {
+    fn store(&self, accepted: Vec<Accepted>) -> Result<(), store::StoreError> {
         if accepted.is_empty() {
             return Ok(());
         }
-        let batches: Vec<Batch> = accepted.iter().map(|a| a.batch.clone()).collect();
+        let messages = accepted.len();
+        let (tenants, batches): (Vec<String>, Vec<Batch>) = accepted.into_iter().map(|a| (a.tenant, a.batch)).unzip();
         let started = Instant::now();
         let outcomes = self.store.append_batches(&batches)?;
         self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.group_size.observe(accepted.len() as f64);
-        for (a, o) in accepted.iter().zip(outcomes) {
+        self.metrics.group_size.observe(messages as f64);
+        // Newest time per device, one entry per run of a device's readings: one inventory
+        // lock per group instead of a map update per reading.
+        let mut seen: Vec<(&str, Timestamp)> = Vec::new();
+        for ((tenant, batch), o) in tenants.iter().zip(&batches).zip(outcomes) {
             match o {
                 AppendOutcome::Stored { readings } => {
                     self.metrics.batches_stored.inc();
                     self.metrics.readings_stored.inc_by(readings as u64);
-                    self.inventory.seen_many(a.batch.readings.iter().map(|r| (r.device.as_str(), r.ts)));
+                    for r in &batch.readings {
+                        match seen.last_mut() {
+                            Some((d, ts)) if *d == r.device.as_str() => *ts = (*ts).max(r.ts),
+                            _ => seen.push((r.device.as_str(), r.ts)),
+                        }
+                    }
                     for sink in &self.sinks {
-                        sink.accept(&a.tenant, &a.batch.readings);
+                        sink.accept(tenant, &batch.readings);
                     }
                 }
                 AppendOutcome::Duplicate => {
@@ -241,6 +262,7 @@ impl Pipeline {
                 }
             }
         }
+        self.inventory.seen_many(seen);
         Ok(())
     }
 

@@ -163,20 +163,24 @@ pub fn check_reading(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<(), (Reason, String)> {
-    match inventory.ownership(gateway, &r.device) {
-        Ownership::Own => {}
-        Ownership::Foreign => {
-            let owner = inventory.device(&r.device).map(|d| d.gateway).unwrap_or_default();
-            return Err((
-                Reason::ForeignDevice,
-                format!("gateway '{gateway}' sent a reading of '{}', which belongs to gateway '{owner}'", r.device),
-            ));
-        }
-        Ownership::Unknown => {
-            return Err((Reason::UnknownDevice, format!("device '{}' is not in the inventory", r.device)));
-        }
-    }
+    check_owner(gateway, &r.device, inventory)?;
     check_value(r, limits, now)
+}
+
+/// Checks that `device` may be published by `gateway` (the part of [`check_reading`] that
+/// depends only on the device, so a batch checks it once per device, not per reading).
+pub fn check_owner(gateway: &str, device: &str, inventory: &Inventory) -> Result<(), (Reason, String)> {
+    match inventory.ownership(gateway, device) {
+        Ownership::Own => Ok(()),
+        Ownership::Foreign => {
+            let owner = inventory.device(device).map(|d| d.gateway).unwrap_or_default();
+            Err((
+                Reason::ForeignDevice,
+                format!("gateway '{gateway}' sent a reading of '{device}', which belongs to gateway '{owner}'"),
+            ))
+        }
+        Ownership::Unknown => Err((Reason::UnknownDevice, format!("device '{device}' is not in the inventory"))),
+    }
 }
 
 /// Checks a reading's metric, value and time (shared with the line-protocol endpoint,
