@@ -167,7 +167,14 @@ impl Rng {
 }
 
 fn noisy(days: u32, series: usize, out: PathBuf) -> anyhow::Result<()> {
-    let metrics = ["pressure", "water_temperature", "ph", "tank_level", "free_chlorine"];
+    // (metric, typical level, daily swing): inside each metric's plausible range.
+    let metrics = [
+        ("pressure", 0.3, 0.05),
+        ("water_temperature", 12.0, 2.0),
+        ("ph", 7.2, 0.2),
+        ("tank_level", 3.0, 1.0),
+        ("free_chlorine", 0.5, 0.1),
+    ];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
     let minutes = i64::from(days) * 1440;
@@ -177,9 +184,8 @@ fn noisy(days: u32, series: usize, out: PathBuf) -> anyhow::Result<()> {
         let tick = START_MS + m * 60_000;
         let phase = (m % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
         for s in 0..series {
-            let metric = metrics[s % metrics.len()];
-            let base = 1.0 + (s % 7) as f64;
-            let v = base + 0.3 * phase.sin() + (rng.next_f64() - 0.5) * 0.2;
+            let (metric, level, swing) = metrics[s % metrics.len()];
+            let v = level * (1.0 + (s % 7) as f64 * 0.05) + swing * phase.sin() + (rng.next_f64() - 0.5) * swing * 0.4;
             let ts = tick + (s as i64 * 13) % 1000 + (rng.next_f64() * 4.0) as i64;
             line.clear();
             use std::fmt::Write as _;

@@ -82,6 +82,20 @@ pub struct Pipeline {
     pub gaps: gaps::SeqGaps,
 }
 
+/// A group of messages decoded and validated, waiting to be committed.
+#[derive(Debug)]
+pub struct Prepared {
+    now: Timestamp,
+    /// The tenant of each accepted batch.
+    tenants: Vec<String>,
+    /// Telemetry batches that passed their envelope checks (refused readings removed).
+    batches: Vec<Batch>,
+    /// `(tenant, gateway)` of every telemetry message, accepted or not: each gets a
+    /// delivery ack.
+    gateways: std::collections::BTreeSet<(String, String)>,
+    command_acks: Vec<(String, CommandAck)>,
+}
+
 /// A telemetry batch that passed its envelope checks.
 struct Accepted {
     tenant: String,
@@ -89,14 +103,26 @@ struct Accepted {
 }
 
 impl Pipeline {
-    /// Processes a group of messages. Returns `Err` only if the store failed, in which case
-    /// nothing of the group may be acknowledged.
+    /// Processes a group of messages: [`Pipeline::prepare`], then [`Pipeline::commit`].
+    /// Returns `Err` only if the store failed, in which case nothing of the group may be
+    /// acknowledged.
     pub fn process(&self, group: &[Message]) -> Result<Outcome, store::StoreError> {
-        let now = (self.clock)();
-        let mut outcome = Outcome::default();
-        let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
-        let mut gateways: BTreeMap<(String, String), ()> = BTreeMap::new();
+        let prepared = self.prepare(group);
+        self.commit(&prepared)
+    }
 
+    /// Decodes and validates a group (status and command acks take effect here). Touches
+    /// no stored state, so the MQTT writer prepares the next group while the previous one
+    /// is being committed.
+    pub fn prepare(&self, group: &[Message]) -> Prepared {
+        let now = (self.clock)();
+        let mut p = Prepared {
+            now,
+            tenants: Vec::new(),
+            batches: Vec::new(),
+            gateways: Default::default(),
+            command_acks: Vec::new(),
+        };
         for msg in group {
             let Ok(topic) = Topic::parse(&msg.topic) else {
                 self.count_message("other");
@@ -105,9 +131,10 @@ impl Pipeline {
             match topic.channel {
                 Channel::Telemetry => {
                     self.count_message("telemetry");
-                    gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()), ());
+                    p.gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()));
                     if let Some(a) = self.decode_and_validate(&topic, msg, now) {
-                        accepted.push(a);
+                        p.tenants.push(a.tenant);
+                        p.batches.push(a.batch);
                     }
                 }
                 Channel::Status => {
@@ -117,54 +144,71 @@ impl Pipeline {
                 Channel::CommandAck => {
                     self.count_message("ack");
                     match serde_json::from_slice::<CommandAck>(&msg.payload) {
-                        Ok(ack) => outcome.command_acks.push((topic.gateway.to_string(), ack)),
+                        Ok(ack) => p.command_acks.push((topic.gateway.to_string(), ack)),
                         Err(e) => tracing::warn!(message = "Bad command ack.", topic = %msg.topic, error = %e),
                     }
                 }
                 _ => self.count_message("other"),
             }
         }
+        p
+    }
 
-        let accepted = self.hold_gaps(accepted, now);
-        self.store(accepted)?;
-        for (tenant, gateway) in gateways.into_keys() {
-            if let Some(seq) = self.store.gateway_seq(&gateway) {
-                let topic = topic::topic(&tenant, &gateway, Channel::Delivery);
+    /// Stores a prepared group with one durable append (after holding back seq gaps), feeds
+    /// the sinks, and says which delivery acks to send. Groups must be committed in the
+    /// order they arrived; a failed commit may be retried with the same `Prepared`.
+    pub fn commit(&self, p: &Prepared) -> Result<Outcome, store::StoreError> {
+        let keep = self.hold_gaps(&p.tenants, &p.batches, p.now);
+        if keep.iter().all(|&k| k) {
+            self.store(&p.tenants, &p.batches)?;
+        } else {
+            let (tenants, batches): (Vec<String>, Vec<Batch>) = p
+                .tenants
+                .iter()
+                .zip(&p.batches)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((t, b), _)| (t.clone(), b.clone()))
+                .unzip();
+            self.store(&tenants, &batches)?;
+        }
+        let mut outcome = Outcome { command_acks: p.command_acks.clone(), ..Outcome::default() };
+        for (tenant, gateway) in &p.gateways {
+            if let Some(seq) = self.store.gateway_seq(gateway) {
+                let topic = topic::topic(tenant, gateway, Channel::Delivery);
                 outcome.delivery_acks.push((topic, DeliveryAck { seq }.to_json()));
             }
         }
         Ok(outcome)
     }
 
-    /// Refuses batches that skip over seqs not stored yet (see [`gaps`]).
-    fn hold_gaps(&self, accepted: Vec<Accepted>, now: Timestamp) -> Vec<Accepted> {
+    /// Which batches to store now: not those that skip over seqs not stored yet (see
+    /// [`gaps`]), which are refused with reason `seq_gap`.
+    fn hold_gaps(&self, tenants: &[String], batches: &[Batch], now: Timestamp) -> Vec<bool> {
         let started = std::time::Instant::now();
         let mut last: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut keep = Vec::with_capacity(accepted.len());
-        let mut held = Vec::new();
-        for a in &accepted {
-            let gw = a.batch.gateway.as_str();
+        let mut keep = Vec::with_capacity(batches.len());
+        for (tenant, b) in tenants.iter().zip(batches) {
+            let gw = b.gateway.as_str();
             let mark = last.get(gw).copied().or_else(|| self.store.gateway_seq(gw));
-            match self.gaps.judge(gw, a.batch.seq, mark, started) {
+            match self.gaps.judge(gw, b.seq, mark, started) {
                 gaps::Verdict::Store => {
-                    let m = last.entry(gw).or_insert(a.batch.seq);
-                    *m = (*m).max(a.batch.seq);
+                    let m = last.entry(gw).or_insert(b.seq);
+                    *m = (*m).max(b.seq);
                     keep.push(true);
                 }
                 gaps::Verdict::Hold { after } => {
-                    held.push((a.tenant.clone(), gw.to_string(), a.batch.seq, after));
+                    let detail = format!(
+                        "batch {} of '{gw}' skips batches after {after} that are not stored: not stored, awaiting the resend of the missing ones",
+                        b.seq
+                    );
+                    let topic = topic::topic(tenant, gw, Channel::Telemetry);
+                    self.reject(Reason::SeqGap, &topic, None, detail, now);
                     keep.push(false);
                 }
             }
         }
-        for (tenant, gateway, seq, after) in held {
-            let detail = format!(
-                "batch {seq} of '{gateway}' skips batches after {after} that are not stored: not stored, awaiting the resend of the missing ones"
-            );
-            let topic = topic::topic(&tenant, &gateway, Channel::Telemetry);
-            self.reject(Reason::SeqGap, &topic, None, detail, now);
-        }
-        accepted.into_iter().zip(keep).filter_map(|(a, k)| k.then_some(a)).collect()
+        keep
     }
 
     fn count_message(&self, channel: &'static str) {
@@ -207,7 +251,7 @@ impl Pipeline {
         }
         let gateway = batch.gateway.clone();
         // A poll's readings come grouped by device: look the owner up once per device.
-        let mut owner: Option<(protocol::DeviceId, Result<(), (Reason, String)>)> = None;
+        let mut owner: Option<(protocol::DeviceId, validate::Checked)> = None;
         batch.readings.retain(|r| {
             let owned = match &owner {
                 Some((d, result)) if *d == r.device => result.clone(),
@@ -229,20 +273,19 @@ impl Pipeline {
     }
 
     /// One durable append for the whole group, then bookkeeping and sinks.
-    fn store(&self, accepted: Vec<Accepted>) -> Result<(), store::StoreError> {
-        if accepted.is_empty() {
+    fn store(&self, tenants: &[String], batches: &[Batch]) -> Result<(), store::StoreError> {
+        if batches.is_empty() {
             return Ok(());
         }
-        let messages = accepted.len();
-        let (tenants, batches): (Vec<String>, Vec<Batch>) = accepted.into_iter().map(|a| (a.tenant, a.batch)).unzip();
+        let messages = batches.len();
         let started = Instant::now();
-        let outcomes = self.store.append_batches(&batches)?;
+        let outcomes = self.store.append_batches(batches)?;
         self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.group_size.observe(messages as f64);
         // Newest time per device, one entry per run of a device's readings: one inventory
         // lock per group instead of a map update per reading.
         let mut seen: Vec<(&str, Timestamp)> = Vec::new();
-        for ((tenant, batch), o) in tenants.iter().zip(&batches).zip(outcomes) {
+        for ((tenant, batch), o) in tenants.iter().zip(batches).zip(outcomes) {
             match o {
                 AppendOutcome::Stored { readings } => {
                     self.metrics.batches_stored.inc();

@@ -129,6 +129,9 @@ impl Rejections {
     }
 }
 
+/// The result of a check: `Ok`, or the reason and a sentence.
+pub type Checked = Result<(), (Reason, String)>;
+
 /// Checks a batch's envelope against its topic and the inventory.
 pub fn check_envelope(topic: &Topic<'_>, batch: &Batch, inventory: &Inventory) -> Result<(), (Reason, String)> {
     if batch.gateway != topic.gateway {
@@ -169,7 +172,7 @@ pub fn check_reading(
 
 /// Checks that `device` may be published by `gateway` (the part of [`check_reading`] that
 /// depends only on the device, so a batch checks it once per device, not per reading).
-pub fn check_owner(gateway: &str, device: &str, inventory: &Inventory) -> Result<(), (Reason, String)> {
+pub fn check_owner(gateway: &str, device: &str, inventory: &Inventory) -> Checked {
     match inventory.ownership(gateway, device) {
         Ownership::Own => Ok(()),
         Ownership::Foreign => {

@@ -256,7 +256,7 @@ impl Worker {
         self.pending.push_back(c);
         while self.pending_readings > self.cfg.memory_max_readings as u64 {
             let (body, n) = self.take_batch();
-            self.to_spill(body, n, "memory full");
+            self.spill_batch(body, n, "memory full");
         }
     }
 
@@ -299,7 +299,7 @@ impl Worker {
             let (body, n) = self.take_batch();
             if !self.spill.is_empty() {
                 // Down: keep the order behind what is already spilled.
-                self.to_spill(body, n, "server down");
+                self.spill_batch(body, n, "server down");
                 continue;
             }
             match self.send(body.clone()).await {
@@ -315,7 +315,7 @@ impl Worker {
                         retry_in_ms = self.backoff.as_millis() as u64
                     );
                     self.retry_at = Some(Instant::now() + self.backoff);
-                    self.to_spill(body, n, "server down");
+                    self.spill_batch(body, n, "server down");
                 }
                 Err(SendError::Refused(reason)) => {
                     self.h.failed.inc_by(n);
@@ -369,7 +369,7 @@ impl Worker {
         }
     }
 
-    fn to_spill(&mut self, body: Bytes, n: u64, why: &'static str) {
+    fn spill_batch(&mut self, body: Bytes, n: u64, why: &'static str) {
         match self.spill.push(&body, n) {
             Ok(dropped) => {
                 if dropped > 0 {
@@ -388,7 +388,7 @@ impl Worker {
     fn spill_all(&mut self, why: &'static str) {
         while !self.pending.is_empty() {
             let (body, n) = self.take_batch();
-            self.to_spill(body, n, why);
+            self.spill_batch(body, n, why);
         }
     }
 
