@@ -16,6 +16,9 @@
 //!   while the server is up (it is slower than the input).
 //! - At shutdown the worker spills whatever it still holds, so a clean restart loses
 //!   nothing; a crash loses at most what was in memory (the store still has it).
+//! - Spill files are written with plain (blocking) file I/O on the worker task: a batch
+//!   of a few hundred KB and one fdatasync, only while the server is down or slower than
+//!   the input; the pipeline never waits for it.
 //! - Delivery states are counted: `queued` (memory), `spilled` (disk) as gauges; `written`
 //!   and `failed` as counters, all in readings, labelled with the sink's name.
 
