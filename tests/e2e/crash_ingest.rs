@@ -169,16 +169,33 @@ impl Lcg {
     }
 }
 
-fn spawn_ingest(bin: &Path, config: &Path, log: &Path) -> Child {
+/// An ingest process, killed with SIGKILL when dropped (also when an assertion fails).
+struct Ingest(Child);
+
+impl Ingest {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_ingest(bin: &Path, config: &Path, log: &Path) -> Ingest {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    Command::new(bin)
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "info,rumqttd=warn,rumqttd::router::routing=off")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("ingest starts")
+        .expect("ingest starts");
+    Ingest(child)
 }
 
 async fn healthy(base: &str) -> bool {
@@ -261,8 +278,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_batch_and_stores_none_tw
             tokio::time::sleep(Duration::from_millis(200 + rng.below(1300))).await;
         }
         let before: Vec<u64> = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        child.kill().expect("kill -9");
-        let _ = child.wait();
+        child.kill();
         kills += 1;
         println!("cycle {cycle}: killed; acknowledged so far {before:?}");
     }
@@ -306,8 +322,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_batch_and_stores_none_tw
     verify(&base, &all, t0).await;
 
     // A torn write at the end of the log: reported, cut off, and ingest starts.
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    child.kill();
     let wal = dir.path().join("data/store/wal");
     let newest = std::fs::read_dir(&wal)
         .expect("wal dir")
@@ -324,8 +339,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_batch_and_stores_none_tw
     })
     .await;
     verify(&base, &all, t0).await;
-    child.kill().expect("kill");
-    let _ = child.wait();
+    child.kill();
 
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let torn_reports = text.matches("Cut a torn tail").count();
