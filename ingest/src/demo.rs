@@ -98,6 +98,8 @@ impl Demo {
                 tenants: vec![],
                 name: "admin".into(),
             }],
+            store: Default::default(),
+            sinks: Vec::new(),
         };
         let options = Options { sim: Some(county.clone()), sinks: opts.sinks, ..Options::default() };
         let ingest = service::start(config, inventory, options).await?;

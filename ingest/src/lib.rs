@@ -6,7 +6,8 @@
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`mqtt`]: the MQTT source: groups of messages in, acks out only when durable.
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
-//! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
+//! - [`sinks`]: destinations besides the store (InfluxDB), fed with durable readings.
+//! - [`api`]: the HTTP API (`/api/v1`), line protocol in (`/api/v2/write`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
 //! - [`command`]: signed commands to gateways, their acks, and the audit log.
 //! - [`service`]: starting and stopping all of it.
@@ -23,3 +24,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod service;
+pub mod sinks;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ingest::config::{BrokerConfig, IngestConfig, Limits};
+use ingest::config::{BrokerConfig, IngestConfig};
 use ingest::demo::inventory_of;
 use ingest::inventory::{GatewayInfo, Inventory};
 use ingest::service::{self, Options};
@@ -189,14 +189,7 @@ async fn main() {
     println!("devices polled every second: {n} on {} Modbus TCP endpoints", villages.len());
 
     let mqtt = ingest::broker::free_local_addr().unwrap();
-    let config = IngestConfig {
-        data_dir: dir.path().join("ingest"),
-        broker: BrokerConfig::Embedded { listen: mqtt },
-        http: "127.0.0.1:0".parse().unwrap(),
-        inventory: None,
-        limits: Limits::default(),
-        tokens: vec![],
-    };
+    let config = IngestConfig::new(dir.path().join("ingest"), BrokerConfig::Embedded { listen: mqtt });
     let running = service::start(config, Inventory::from_file(inventory), Options::default()).await.unwrap();
     println!(
         "| codec | measured | throughput | bytes on the wire | memory | CPU | disk |\n|---|---|---|---|---|---|---|"

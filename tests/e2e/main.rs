@@ -5,5 +5,9 @@
 mod bad_input;
 mod common;
 mod county;
+mod crash_ingest;
 mod dashboard;
 mod gateway_downlink;
+mod influx_peers;
+mod influx_sink;
+mod influx_write;

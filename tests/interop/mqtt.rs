@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::config::{DeviceConfig, GatewayConfig, MqttConfig, TlsConfig};
-use ingest::config::{BrokerConfig, IngestConfig, Limits};
+use ingest::config::{BrokerConfig, IngestConfig};
 use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use ingest::service::{self, Options, Running};
 use protocol::DeviceKind;
@@ -79,14 +79,8 @@ fn inventory() -> Inventory {
 }
 
 pub(crate) async fn ingest_on(dir: &Path, port: u16, credentials: Option<(String, String)>, inv: Inventory) -> Running {
-    let config = IngestConfig {
-        data_dir: dir.to_path_buf(),
-        broker: BrokerConfig::External { host: "127.0.0.1".into(), port, credentials },
-        http: "127.0.0.1:0".parse().unwrap(),
-        inventory: None,
-        limits: Limits::default(),
-        tokens: vec![],
-    };
+    let config =
+        IngestConfig::new(dir.to_path_buf(), BrokerConfig::External { host: "127.0.0.1".into(), port, credentials });
     service::start(config, inv, Options::default()).await.expect("ingest starts")
 }
 
