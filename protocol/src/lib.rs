@@ -30,7 +30,7 @@ pub mod id;
 pub mod reading;
 pub mod status;
 pub mod topic;
-pub(crate) mod varint;
+pub mod varint;
 
 pub use catalogue::{Family, Metric, MetricDef};
 pub use device::DeviceKind;

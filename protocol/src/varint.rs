@@ -1,5 +1,6 @@
 //! LEB128 varints, zig-zag signed integers and length-prefixed strings, shared by the
-//! binary batch codec and the canonical command encoding.
+//! binary batch codec, the canonical command encoding, and the store's log and blocks
+//! (one implementation of a format that must never disagree with itself).
 //!
 //! The reader never trusts a length it reads: every read is bounds-checked and a string
 //! longer than what is left is an error, not an allocation.
@@ -9,7 +10,7 @@ use alloc::vec::Vec;
 
 /// Why bytes could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The input ended inside a value.
     Truncated,
     /// A varint ran over 64 bits.
@@ -18,7 +19,8 @@ pub(crate) enum ReadError {
     Utf8,
 }
 
-pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as an unsigned LEB128 varint: small numbers take one byte.
+pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -26,41 +28,48 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` zig-zag encoded, so small negative numbers stay short too.
+pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` with its length in front, so a reader knows where it ends.
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     put_u64(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-/// A cursor over untrusted bytes.
-pub(crate) struct Reader<'a> {
+/// A cursor over untrusted bytes: every read is bounds-checked.
+pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+    /// Starts at the first byte.
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { bytes, pos: 0 }
     }
 
-    pub(crate) fn position(&self) -> usize {
+    /// Bytes read so far, for errors that point at an offset.
+    pub fn position(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn remaining(&self) -> usize {
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, ReadError> {
+    /// One byte.
+    pub fn u8(&mut self) -> Result<u8, ReadError> {
         let b = *self.bytes.get(self.pos).ok_or(ReadError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
+    /// The next `n` bytes, or `Truncated` if fewer are left.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
         if n > self.remaining() {
             return Err(ReadError::Truncated);
         }
@@ -69,7 +78,8 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, ReadError> {
+    /// An unsigned LEB128 varint; more than 64 bits is `Overflow`.
+    pub fn u64(&mut self) -> Result<u64, ReadError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -85,31 +95,36 @@ impl<'a> Reader<'a> {
         Err(ReadError::Overflow)
     }
 
-    pub(crate) fn i64(&mut self) -> Result<i64, ReadError> {
+    /// A zig-zag varint.
+    pub fn i64(&mut self) -> Result<i64, ReadError> {
         let u = self.u64()?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    pub(crate) fn f32(&mut self) -> Result<f32, ReadError> {
+    /// Four bytes, little-endian.
+    pub fn f32(&mut self) -> Result<f32, ReadError> {
         let b = self.take(4)?;
         Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub(crate) fn f64(&mut self) -> Result<f64, ReadError> {
+    /// Eight bytes, little-endian.
+    pub fn f64(&mut self) -> Result<f64, ReadError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(f64::from_le_bytes(a))
     }
 
-    pub(crate) fn str(&mut self) -> Result<&'a str, ReadError> {
+    /// A length-prefixed UTF-8 string, borrowed.
+    pub fn str(&mut self) -> Result<&'a str, ReadError> {
         let len = self.u64()?;
         let len = usize::try_from(len).map_err(|_| ReadError::Truncated)?;
         let bytes = self.take(len)?;
         core::str::from_utf8(bytes).map_err(|_| ReadError::Utf8)
     }
 
-    pub(crate) fn string(&mut self) -> Result<String, ReadError> {
+    /// A length-prefixed UTF-8 string, owned.
+    pub fn string(&mut self) -> Result<String, ReadError> {
         self.str().map(String::from)
     }
 }

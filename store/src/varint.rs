@@ -1,70 +1,41 @@
-//! LEB128 varints and zigzag, shared by the log records and the block headers.
+//! The store's view of `protocol::varint` (the one LEB128 and zig-zag implementation):
+//! the same encoding, read through `Option` because every caller here turns a short or
+//! overlong input into one corruption error naming the file.
 //!
-//! Invariant: decoding never panics on arbitrary bytes; it returns `None` on a short or
-//! overlong input, which callers turn into a corruption error naming the file.
+//! Invariant: decoding never panics on arbitrary bytes.
 
-/// Appends `v` as an unsigned LEB128 varint.
-pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Appends `v` zigzag-encoded, so small negative numbers stay short.
-pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
-    put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
-}
+pub(crate) use protocol::varint::{put_i64, put_u64};
 
 /// A cursor over bytes read from disk.
-pub(crate) struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
+pub(crate) struct Reader<'a>(protocol::varint::Reader<'a>);
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes, pos: 0 }
+        Reader(protocol::varint::Reader::new(bytes))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.pos >= self.bytes.len()
+        self.0.remaining() == 0
     }
 
     pub(crate) fn u8(&mut self) -> Option<u8> {
-        let b = *self.bytes.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
+        self.0.u8().ok()
     }
 
     pub(crate) fn u64(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        self.0.u64().ok()
     }
 
     pub(crate) fn i64(&mut self) -> Option<i64> {
-        let z = self.u64()?;
-        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+        self.0.i64().ok()
     }
 
     pub(crate) fn f64(&mut self) -> Option<f64> {
-        let b = self.take(8)?;
-        Some(f64::from_le_bytes(b.try_into().ok()?))
+        self.0.f64().ok()
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.bytes.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
+        self.0.take(n).ok()
     }
 
     /// A length-prefixed byte string.
