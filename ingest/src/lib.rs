@@ -6,11 +6,14 @@
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`mqtt`]: the MQTT source: groups of messages in, acks out only when durable.
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
+//! - [`rules`] and [`alerts`]: rule packs evaluated on durable readings; alert lifecycle,
+//!   silences, notifiers and their API.
 //! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
@@ -20,4 +23,5 @@ pub mod inventory;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod rules;
 pub mod service;

@@ -31,11 +31,13 @@ pub struct Options {
     pub public_read: bool,
     /// Further sinks to feed with durable readings.
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// Rules and alerts (`None`: off).
+    pub alerts: Option<crate::alerts::AlertsOptions>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new() }
+        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new(), alerts: None }
     }
 }
 
@@ -97,16 +99,35 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     let inventory = Arc::new(inventory);
     let metrics = Arc::new(Metrics::default());
     let rejections = Arc::new(Rejections::default());
+    let mut sinks = options.sinks;
+    let alerts = match options.alerts {
+        Some(opts) => {
+            let deps = crate::alerts::Deps {
+                store: store.clone(),
+                inventory: inventory.clone(),
+                metrics: metrics.clone(),
+                clock: options.clock.clone(),
+                data_dir: config.data_dir.clone(),
+            };
+            let alerts = crate::alerts::Alerts::start(opts, deps, shutdown.clone())?;
+            sinks.push(Arc::new(alerts.clone()));
+            Some(alerts)
+        }
+        None => None,
+    };
     let pipeline = Arc::new(Pipeline {
         store: store.clone(),
         inventory: inventory.clone(),
         metrics: metrics.clone(),
         rejections: rejections.clone(),
         limits: config.limits,
-        sinks: options.sinks,
+        sinks,
         clock: options.clock.clone(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
+    if let Some(a) = &alerts {
+        a.set_downlink(source.downlink.clone());
+    }
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {
@@ -119,6 +140,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         ready,
         sim: options.sim,
         clock: options.clock,
+        alerts,
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -54,6 +54,8 @@ pub struct AppState {
     pub sim: Option<simulator::County>,
     /// Ingest's clock.
     pub clock: Clock,
+    /// Rules and alerts, when enabled.
+    pub alerts: Option<crate::alerts::Alerts>,
 }
 
 /// An API error: a status and a sentence for the client.
@@ -156,7 +158,8 @@ pub fn app(state: AppState) -> Router {
         .route("/devices", get(read::devices))
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
-        .route("/rejections", get(read::rejections));
+        .route("/rejections", get(read::rejections))
+        .merge(crate::alerts::api::router());
     if state.sim.is_some() {
         api = api
             .route("/sim/faults", get(sim::list).post(sim::inject))
