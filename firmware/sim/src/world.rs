@@ -527,7 +527,11 @@ impl World {
                         d.faults.reset_pending = true;
                     }
                     Fault::Leak => d.faults.burst = false,
-                    Fault::ChlorineDosingFailure => d.faults.dosing_failed &= if station { !1 } else { !2 },
+                    Fault::ChlorineDosingFailure => {
+                        d.faults.dosing_failed &= if station { !1 } else { !2 };
+                        // The technician fixes the dosing pump and resets its latched alarm.
+                        d.faults.reset_pending = true;
+                    }
                     _ if station => d.faults.level_stuck = None,
                     _ => d.faults.analyser_stuck = None,
                 }

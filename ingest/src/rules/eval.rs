@@ -97,7 +97,10 @@ struct AnimalState {
     first: i64,
     last: i64,
     smooth: f64,
-    bins: Vec<Option<f64>>,
+    /// Per bin: her normal, and how many samples it has seen (a plain mean until the
+    /// exponential average's time constant is reached, so the first sample does not
+    /// weigh for days).
+    bins: Vec<Option<(f64, u64)>>,
 }
 
 /// State of a group entity (gateway, district, a night-flow series).
@@ -648,12 +651,12 @@ impl Evaluator {
         // A bin sees 1/24 of the day: its own time constant is shorter by as much, so that
         // `baseline_hours` means elapsed time either way.
         let tau = if *hour_of_day { baseline_ms / 24 } else { *baseline_ms };
-        let reference = |bins: &[Option<f64>], up: bool| -> Option<f64> {
+        let reference = |bins: &[Option<(f64, u64)>], up: bool| -> Option<f64> {
             if bins.len() == 1 {
-                return bins[0];
+                return bins[0].map(|b| b.0);
             }
             let n = bins.len();
-            let around = [bins[(h + n - 1) % n], bins[h], bins[(h + 1) % n]];
+            let around = [bins[(h + n - 1) % n], bins[h], bins[(h + 1) % n]].map(|b| b.map(|b| b.0));
             let known = around.iter().flatten().copied();
             if up { known.reduce(f64::max) } else { known.reduce(f64::min) }
         };
@@ -686,7 +689,13 @@ impl Evaluator {
         if !a.hold.active() {
             // Her normal is learned only while she is well, so an illness is not absorbed.
             let b = &mut a.bins[h];
-            *b = Some(b.map_or(v, |b| b + stats::alpha(dt, tau) * (v - b)));
+            *b = Some(match *b {
+                None => (v, 1),
+                Some((m, n)) => {
+                    let w = stats::alpha(dt, tau).max(1.0 / (n + 1) as f64);
+                    (m + w * (v - m), n + 1)
+                }
+            });
         }
         c.map(|c| (c, value.map(|x| (x * 1000.0).round() / 1000.0)))
     }
