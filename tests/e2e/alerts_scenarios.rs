@@ -79,12 +79,11 @@ async fn run(case: Case<'_>) {
         .map(|(r, e, at)| format!("{r} ({e}, +{})", minutes(at - T)))
         .collect();
     println!(
-        "| {} | `{}` | `{}` | {} | {} (condition from +{}) | {} | {} |",
+        "| {} | `{}` | `{}` | {} | +{} | {} | {} |",
         case.fault,
         device,
         case.rule,
         minutes(fired_at - T),
-        alert.started_at.0 - T >= 0,
         minutes(alert.started_at.0 - T),
         minutes(resolved_at - cleared),
         if others.is_empty() { "-".to_string() } else { others.join("; ") }

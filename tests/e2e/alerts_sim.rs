@@ -10,7 +10,6 @@
 //! A gateway whose cabinet lost power publishes nothing and its status goes offline, as its
 //! MQTT last will would say.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,6 +150,16 @@ impl Sim {
                 d.interval_ms = (dp.interval_ms as i64).max(step_ms);
             }
         }
+    }
+
+    /// Stored values of a series.
+    pub(crate) fn store_range(&self, device: &str, metric: &str, from: i64, to: i64) -> Vec<f64> {
+        self.store
+            .range(device, metric, Timestamp(from), Timestamp(to), 100_000)
+            .expect("range")
+            .iter()
+            .map(|p| p.value)
+            .collect()
     }
 
     /// Sim time now.
@@ -329,15 +338,6 @@ impl Sim {
     /// Every alert record (any state).
     pub(crate) fn all_alerts(&self) -> Vec<Alert> {
         self.alerts.with_manager(|m| m.alerts(|_| true, 100_000))
-    }
-
-    /// Counts of fired alerts by rule.
-    pub(crate) fn fired_by_rule(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for (rule, _, _) in self.fired() {
-            *m.entry(rule).or_default() += 1;
-        }
-        m
     }
 }
 

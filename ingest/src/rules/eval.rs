@@ -97,9 +97,15 @@ struct AnimalState {
     first: i64,
     last: i64,
     smooth: f64,
-    /// Per bin: her normal, and how many samples it has seen (a plain mean until the
-    /// exponential average's time constant is reached, so the first sample does not
-    /// weigh for days).
+    /// Start of the hour being collected, its sum and count, and whether anything in it
+    /// looked abnormal (such an hour does not teach her normal).
+    hour: i64,
+    sum: f64,
+    n: u32,
+    abnormal: bool,
+    /// Per bin (one, or one per local hour of day): her normal from completed hours, and
+    /// how many hours made it (a plain mean until there are as many as the baseline's
+    /// length, then an exponential average over that many).
     bins: Vec<Option<(f64, u64)>>,
 }
 
@@ -395,7 +401,7 @@ impl Evaluator {
                     let enough = ts - first.0 >= window_ms / 2;
                     let up = v - first.1;
                     let raise = enough && (rise.is_some_and(|x| up >= x) || fall.is_some_and(|x| -up >= x));
-                    emit = hold.step(raise, !raise, ts, for_ms, clear_for_ms).map(|c| (c, Some(up)));
+                    emit = hold.step(raise, !raise, ts, for_ms, clear_for_ms).map(|c| (c, Some(up.abs())));
                 }
             }
             Kind::Flatline { tolerance, .. } => {
@@ -617,6 +623,7 @@ impl Evaluator {
         ts: i64,
         v: f64,
     ) -> Option<(Cond, Option<f64>)> {
+        const HOUR: i64 = 3_600_000;
         let Kind::AnimalBaseline {
             method,
             clear,
@@ -631,12 +638,19 @@ impl Evaluator {
             return None;
         };
         let nbins = if *hour_of_day { 24 } else { 1 };
+        // Hours in the baseline per bin: a bin of the day sees one hour a day.
+        let span = if *hour_of_day { (baseline_ms / (24 * HOUR)).max(1) } else { (baseline_ms / HOUR).max(1) } as f64;
+        let bin_of = |t: i64| if *hour_of_day { stats::local_hour(t, *utc_offset_hours) as usize % 24 } else { 0 };
         let st = self.state(i, &meta.id, || {
             State::Animal(Box::new(AnimalState {
                 hold: Hold::default(),
                 first: ts,
                 last: ts,
                 smooth: v,
+                hour: ts - ts.rem_euclid(HOUR),
+                sum: 0.0,
+                n: 0,
+                abnormal: false,
                 bins: vec![None; nbins],
             }))
         });
@@ -644,13 +658,26 @@ impl Evaluator {
         if ts <= a.last && ts != a.first {
             return None;
         }
+        // A completed hour teaches her normal, unless it looked abnormal.
+        let hour = ts - ts.rem_euclid(HOUR);
+        if hour != a.hour {
+            if a.n > 0 && !a.abnormal {
+                let m = a.sum / f64::from(a.n);
+                let b = &mut a.bins[bin_of(a.hour)];
+                *b = Some(match *b {
+                    None => (m, 1),
+                    Some((mean, k)) => (mean + (m - mean) * (1.0 / (k + 1) as f64).max(1.0 / span), k + 1),
+                });
+            }
+            a.hour = hour;
+            a.sum = 0.0;
+            a.n = 0;
+            a.abnormal = false;
+        }
         let dt = ts - a.last;
         a.last = ts;
         a.smooth += stats::alpha(dt, *smoothing_ms) * (v - a.smooth);
-        let h = if *hour_of_day { stats::local_hour(ts, *utc_offset_hours) as usize % 24 } else { 0 };
-        // A bin sees 1/24 of the day: its own time constant is shorter by as much, so that
-        // `baseline_hours` means elapsed time either way.
-        let tau = if *hour_of_day { baseline_ms / 24 } else { *baseline_ms };
+        let h = bin_of(ts);
         let reference = |bins: &[Option<(f64, u64)>], up: bool| -> Option<f64> {
             if bins.len() == 1 {
                 return bins[0].map(|b| b.0);
@@ -661,42 +688,34 @@ impl Evaluator {
             if up { known.reduce(f64::max) } else { known.reduce(f64::min) }
         };
         let judged = ts - a.first >= *min_baseline_ms;
-        let (raise, clr, value) = match (judged, method) {
-            (false, _) => (false, true, None),
-            (true, AnimalMethod::Rise { by }) => match reference(&a.bins, true) {
+        // (raise, clear, value, beyond the clear level)
+        let (raise, clr, value, odd) = match method {
+            AnimalMethod::Rise { by } => match reference(&a.bins, true) {
                 Some(b) => {
                     let rise = a.smooth - b;
-                    (rise >= *by, rise < *clear, Some(rise))
+                    (judged && rise >= *by, rise < *clear, Some(rise), rise >= *clear)
                 }
-                None => (false, true, None),
+                None => (false, true, None, false),
             },
-            (true, AnimalMethod::RatioAbove { ratio }) => match reference(&a.bins, true).filter(|b| *b > 0.0) {
+            AnimalMethod::RatioAbove { ratio } => match reference(&a.bins, true).filter(|b| *b > 0.0) {
                 Some(b) => {
                     let r = a.smooth / b;
-                    (r >= *ratio, r < *clear, Some(r))
+                    (judged && r >= *ratio, r < *clear, Some(r), r >= *clear)
                 }
-                None => (false, true, None),
+                None => (false, true, None, false),
             },
-            (true, AnimalMethod::RatioBelow { ratio }) => match reference(&a.bins, false).filter(|b| *b > 0.0) {
+            AnimalMethod::RatioBelow { ratio } => match reference(&a.bins, false).filter(|b| *b > 0.0) {
                 Some(b) => {
                     let r = a.smooth / b;
-                    (r <= *ratio, r > *clear, Some(r))
+                    (judged && r <= *ratio, r > *clear, Some(r), r <= *clear)
                 }
-                None => (false, true, None),
+                None => (false, true, None, false),
             },
         };
         let c = a.hold.step(raise, clr, ts, rule.for_ms, rule.clear_for_ms);
-        if !a.hold.active() {
-            // Her normal is learned only while she is well, so an illness is not absorbed.
-            let b = &mut a.bins[h];
-            *b = Some(match *b {
-                None => (v, 1),
-                Some((m, n)) => {
-                    let w = stats::alpha(dt, tau).max(1.0 / (n + 1) as f64);
-                    (m + w * (v - m), n + 1)
-                }
-            });
-        }
+        a.sum += v;
+        a.n += 1;
+        a.abnormal |= odd || a.hold.active();
         c.map(|c| (c, value.map(|x| (x * 1000.0).round() / 1000.0)))
     }
 
