@@ -82,8 +82,6 @@ impl Sim {
         let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"))).expect("store");
         let store = Arc::new(store);
         let inventory = Arc::new(Inventory::from_file(ingest::demo::inventory_of(county.plan())));
-        let (library, errors) = gateway::Library::builtin();
-        assert!(errors.is_empty(), "{errors:?}");
         let clock_county = county.clone();
         let clock: ingest::pipeline::Clock = Arc::new(move || clock_county.now());
         let stop = CancellationToken::new();
@@ -97,32 +95,7 @@ impl Sim {
         let opts = AlertsOptions { manual_ticks: true, ..AlertsOptions::default() };
         let alerts = Alerts::start(opts, deps, stop.clone()).expect("alerts start");
         let events = alerts.subscribe();
-        let gateways = county
-            .plan()
-            .gateways
-            .iter()
-            .map(|g| Gw {
-                id: g.id.clone(),
-                seq: 0,
-                powered: true,
-                devices: g
-                    .devices
-                    .iter()
-                    .map(|d| {
-                        let profile = library.get(&d.model).expect("profile of every simulated model");
-                        let spans: Vec<_> = profile.points.iter().map(|p| (p.table, p.address, p.width())).collect();
-                        Polled {
-                            id: DeviceId::new(&d.id),
-                            plan: plan::plan(&spans, profile.max_gap),
-                            profile,
-                            interval_ms: (d.interval_ms as i64).max(step_ms),
-                            next_ms: start,
-                            online: None,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+        let gateways = gateways(&county, start, step_ms);
         for g in county.plan().gateways.iter() {
             inventory.set_gateway_online(&g.id, true);
         }
@@ -150,16 +123,6 @@ impl Sim {
                 d.interval_ms = (dp.interval_ms as i64).max(step_ms);
             }
         }
-    }
-
-    /// Stored values of a series.
-    pub(crate) fn store_range(&self, device: &str, metric: &str, from: i64, to: i64) -> Vec<f64> {
-        self.store
-            .range(device, metric, Timestamp(from), Timestamp(to), 100_000)
-            .expect("range")
-            .iter()
-            .map(|p| p.value)
-            .collect()
     }
 
     /// Sim time now.
@@ -229,43 +192,7 @@ impl Sim {
         self.county.advance(Duration::from_millis(self.step_ms as u64));
         let now = self.now();
         let ts = Timestamp(now);
-        let mut batches = Vec::new();
-        for g in &mut self.gateways {
-            let powered = self.county.gateway_powered(&g.id);
-            if powered != g.powered {
-                // The broker publishes the last will when the gateway drops off; its first
-                // status after power returns says online.
-                self.inventory.set_gateway_online(&g.id, powered);
-                g.powered = powered;
-            }
-            if !powered {
-                continue;
-            }
-            let mut readings = Vec::new();
-            for d in &mut g.devices {
-                if now < d.next_ms {
-                    continue;
-                }
-                d.next_ms = now + d.interval_ms;
-                let polled = Self::poll(&self.county, d, ts);
-                let online = polled.is_some();
-                if d.online != Some(online) {
-                    // The gateway's health reading on a change of state.
-                    readings.push(Reading::new(
-                        d.id.clone(),
-                        Metric::new("device_online"),
-                        ts,
-                        f64::from(u8::from(online)),
-                    ));
-                    d.online = Some(online);
-                }
-                readings.extend(polled.unwrap_or_default());
-            }
-            // The gateway's own queue reading, as every health interval.
-            readings.push(Reading::new(g.id.as_str(), Metric::new("queue_depth"), ts, 0.0));
-            g.seq += 1;
-            batches.push(Batch { gateway: g.id.clone(), seq: g.seq, readings });
-        }
+        let batches = poll_gateways(&self.county, &mut self.gateways, &self.inventory, now);
         let outcomes = self.store.append_batches(&batches).expect("store append");
         for (b, o) in batches.into_iter().zip(outcomes) {
             if matches!(o, store::AppendOutcome::Stored { .. }) {
@@ -339,6 +266,105 @@ impl Sim {
     pub(crate) fn all_alerts(&self) -> Vec<Alert> {
         self.alerts.with_manager(|m| m.alerts(|_| true, 100_000))
     }
+}
+
+/// One poll round of every powered gateway at `now`: their batches.
+fn poll_gateways(county: &County, gateways: &mut [Gw], inventory: &Inventory, now: i64) -> Vec<Batch> {
+    let ts = Timestamp(now);
+    let mut batches = Vec::new();
+    for g in gateways {
+        let powered = county.gateway_powered(&g.id);
+        if powered != g.powered {
+            // The broker publishes the last will when the gateway drops off; its first
+            // status after power returns says online.
+            inventory.set_gateway_online(&g.id, powered);
+            g.powered = powered;
+        }
+        if !powered {
+            continue;
+        }
+        let mut readings = Vec::new();
+        for d in &mut g.devices {
+            if now < d.next_ms {
+                continue;
+            }
+            d.next_ms = now + d.interval_ms;
+            let polled = Sim::poll(county, d, ts);
+            let online = polled.is_some();
+            if d.online != Some(online) {
+                // The gateway's health reading on a change of state.
+                readings.push(Reading::new(
+                    d.id.clone(),
+                    Metric::new("device_online"),
+                    ts,
+                    f64::from(u8::from(online)),
+                ));
+                d.online = Some(online);
+            }
+            readings.extend(polled.unwrap_or_default());
+        }
+        // The gateway's own queue reading, as every health interval.
+        readings.push(Reading::new(g.id.as_str(), Metric::new("queue_depth"), ts, 0.0));
+        g.seq += 1;
+        batches.push(Batch { gateway: g.id.clone(), seq: g.seq, readings });
+    }
+    batches
+}
+
+/// The county's gateways without store or rules: what the benchmarks feed elsewhere.
+pub(crate) struct Poller {
+    pub(crate) county: County,
+    pub(crate) inventory: Arc<Inventory>,
+    gateways: Vec<Gw>,
+    step_ms: i64,
+}
+
+impl Poller {
+    /// Gateways of a county of `spec` from `start`, polling every `step_ms`.
+    pub(crate) fn new(spec: CountySpec, start: i64, step_ms: i64) -> Poller {
+        let county = County::with_start(spec, Timestamp(start));
+        let inventory = Arc::new(Inventory::from_file(ingest::demo::inventory_of(county.plan())));
+        let gateways = gateways(&county, start, step_ms);
+        Poller { county, inventory, gateways, step_ms }
+    }
+
+    /// Advances one step and polls.
+    pub(crate) fn step(&mut self) -> Vec<Batch> {
+        self.county.advance(Duration::from_millis(self.step_ms as u64));
+        let now = self.county.now().0;
+        poll_gateways(&self.county, &mut self.gateways, &self.inventory, now)
+    }
+}
+
+fn gateways(county: &County, start: i64, step_ms: i64) -> Vec<Gw> {
+    let (library, errors) = gateway::Library::builtin();
+    assert!(errors.is_empty(), "{errors:?}");
+    county
+        .plan()
+        .gateways
+        .iter()
+        .map(|g| Gw {
+            id: g.id.clone(),
+            seq: 0,
+            powered: true,
+            devices: g
+                .devices
+                .iter()
+                .map(|d| {
+                    let profile = library.get(&d.model).expect("profile of every simulated model");
+                    let spans: Vec<_> = profile.points.iter().map(|p| (p.table, p.address, p.width())).collect();
+                    Polled {
+                        id: DeviceId::new(&d.id),
+                        plan: plan::plan(&spans, profile.max_gap),
+                        profile,
+                        interval_ms: (d.interval_ms as i64).max(step_ms),
+                        next_ms: start,
+                        online: None,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 impl Drop for Sim {

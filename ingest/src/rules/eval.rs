@@ -109,6 +109,17 @@ struct AnimalState {
     bins: Vec<Option<(f64, u64)>>,
 }
 
+/// The rules that apply to one device.
+#[derive(Debug)]
+struct DevicePlan {
+    id: Arc<str>,
+    meta: Arc<DeviceMeta>,
+    /// Staleness rules selecting it, with the metric they count (`None`: any non-health).
+    stale: Vec<(usize, Option<Metric>)>,
+    /// Per metric, the rules its readings feed.
+    metrics: Vec<(Metric, Vec<usize>)>,
+}
+
 /// State of a group entity (gateway, district, a night-flow series).
 #[derive(Debug, Default)]
 struct GroupState {
@@ -132,12 +143,21 @@ pub struct Evaluator {
     states: Vec<HashMap<Arc<str>, State>>,
     groups: Vec<HashMap<String, GroupState>>,
     devices: HashMap<String, Arc<DeviceMeta>>,
+    /// Per device seen: which rules apply to which of its metrics (selectors are matched
+    /// once per device, not once per reading).
+    plans: HashMap<Arc<str>, Arc<DevicePlan>>,
     gateway_last: HashMap<String, i64>,
     inventory: Arc<Inventory>,
     store: Option<Arc<Store>>,
     out: Vec<Signal>,
     unknown_refreshes: u32,
+    /// Data time of the last staleness pass: silences are minutes long, so a pass every
+    /// few seconds is enough and keeps ticks cheap at 15,000 meters.
+    last_stale_pass: Option<i64>,
 }
+
+/// Least time between two staleness passes (ms).
+const STALE_PASS_MS: i64 = 5_000;
 
 impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -224,11 +244,13 @@ impl Evaluator {
             staleness,
             tick_rules,
             devices,
+            plans: HashMap::new(),
             gateway_last: HashMap::new(),
             inventory,
             store,
             out: Vec::new(),
             unknown_refreshes: 0,
+            last_stale_pass: None,
         }
     }
 
@@ -304,50 +326,83 @@ impl Evaluator {
         std::mem::take(&mut self.out)
     }
 
+    fn plan(&mut self, device: &str) -> Option<Arc<DevicePlan>> {
+        if let Some(p) = self.plans.get(device) {
+            return Some(p.clone());
+        }
+        let meta = self.meta(device)?;
+        let id: Arc<str> = Arc::from(device);
+        let mut stale = Vec::new();
+        for &i in &self.staleness {
+            if let Kind::Staleness { metric, .. } = &self.rules[i].kind
+                && self.rules[i].select.matches(&meta)
+            {
+                stale.push((i, metric.clone()));
+            }
+        }
+        let mut metrics = Vec::new();
+        for (metric, idx) in &self.by_metric {
+            let applies: Vec<usize> = idx
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let rule = &self.rules[i];
+                    match &rule.kind {
+                        Kind::MassBalance { inflow, meters, .. } => {
+                            rule.select.matches(&meta) && (inflow.matches(&meta) || meters.matches(&meta))
+                        }
+                        _ => rule.select.matches(&meta),
+                    }
+                })
+                .collect();
+            if !applies.is_empty() {
+                metrics.push((metric.clone(), applies));
+            }
+        }
+        let plan = Arc::new(DevicePlan { id: id.clone(), meta, stale, metrics });
+        self.plans.insert(id, plan.clone());
+        Some(plan)
+    }
+
     fn reading(&mut self, r: &Reading) {
-        let Some(meta) = self.meta(&r.device) else { return };
+        let Some(plan) = self.plan(&r.device) else { return };
+        let meta = &plan.meta;
         let ts = r.ts.0;
-        let last = self.gateway_last.entry(meta.gateway.clone()).or_insert(ts);
-        *last = (*last).max(ts);
-        let health = r.metric.def().is_some_and(|d| d.family == Family::Health);
-        for k in 0..self.staleness.len() {
-            let i = self.staleness[k];
-            let rule = self.rules[i].clone();
-            let Kind::Staleness { metric, .. } = &rule.kind else { continue };
-            let counts = match metric {
-                Some(m) => *m == r.metric,
-                None => !health,
-            };
-            if counts && rule.select.matches(&meta) {
-                self.touch_stale(i, &meta, ts);
+        match self.gateway_last.get_mut(&meta.gateway) {
+            Some(last) => *last = (*last).max(ts),
+            None => {
+                self.gateway_last.insert(meta.gateway.clone(), ts);
+            }
+        }
+        if !plan.stale.is_empty() {
+            let health = r.metric.def().is_some_and(|d| d.family == Family::Health);
+            for (i, metric) in &plan.stale {
+                let counts = match metric {
+                    Some(m) => *m == r.metric,
+                    None => !health,
+                };
+                if counts {
+                    self.touch_stale(*i, &plan.id, ts);
+                }
             }
         }
         let good = r.quality != Quality::Bad && r.value.is_finite();
         if !good {
             return;
         }
-        let Some(idx) = self.by_metric.get(&r.metric) else { return };
-        let idx = idx.clone();
-        for i in idx {
+        let Some((_, idx)) = plan.metrics.iter().find(|(m, _)| *m == r.metric) else { return };
+        for &i in idx {
             let rule = self.rules[i].clone();
-            let selected = match &rule.kind {
-                Kind::MassBalance { inflow, meters, .. } => {
-                    rule.select.matches(&meta) && (inflow.matches(&meta) || meters.matches(&meta))
-                }
-                _ => rule.select.matches(&meta),
-            };
-            if selected {
-                self.apply(i, &rule, &meta, r);
-            }
+            self.apply(i, &rule, &plan.id, meta, r);
         }
     }
 
-    fn touch_stale(&mut self, i: usize, meta: &Arc<DeviceMeta>, ts: i64) {
-        let st = self.states[i].entry(Arc::from(meta.id.as_str())).or_insert(State::Stale {
-            hold: Hold::default(),
-            last: ts,
-            interval: None,
-        });
+    fn touch_stale(&mut self, i: usize, id: &Arc<str>, ts: i64) {
+        let map = &mut self.states[i];
+        let Some(st) = map.get_mut(&**id) else {
+            map.insert(id.clone(), State::Stale { hold: Hold::default(), last: ts, interval: None });
+            return;
+        };
         if let State::Stale { last, interval, .. } = st
             && ts > *last
         {
@@ -357,16 +412,16 @@ impl Evaluator {
         }
     }
 
-    fn state(&mut self, i: usize, device: &str, make: impl FnOnce() -> State) -> &mut State {
+    fn state(&mut self, i: usize, id: &Arc<str>, make: impl FnOnce() -> State) -> &mut State {
         let map = &mut self.states[i];
-        if !map.contains_key(device) {
-            map.insert(Arc::from(device), make());
+        if !map.contains_key(&**id) {
+            map.insert(id.clone(), make());
         }
         // Just inserted if it was missing.
-        map.get_mut(device).unwrap_or_else(|| unreachable!())
+        map.get_mut(&**id).unwrap_or_else(|| unreachable!())
     }
 
-    fn apply(&mut self, i: usize, rule: &Arc<Rule>, meta: &Arc<DeviceMeta>, r: &Reading) {
+    fn apply(&mut self, i: usize, rule: &Arc<Rule>, id: &Arc<str>, meta: &Arc<DeviceMeta>, r: &Reading) {
         let ts = r.ts.0;
         let v = r.value;
         let (for_ms, clear_for_ms) = (rule.for_ms, rule.clear_for_ms);
@@ -383,12 +438,12 @@ impl Evaluator {
                     (_, Some(b)) => (x < *b, x >= *clear),
                     _ => (false, true),
                 };
-                if let State::Threshold(h) = self.state(i, &meta.id, || State::Threshold(Hold::default())) {
+                if let State::Threshold(h) = self.state(i, id, || State::Threshold(Hold::default())) {
                     emit = h.step(raise, clr, ts, for_ms, clear_for_ms).map(|c| (c, Some(v)));
                 }
             }
             Kind::RateOfChange { window_ms, rise, fall, .. } => {
-                let st = self.state(i, &meta.id, || State::Rate { hold: Hold::default(), window: VecDeque::new() });
+                let st = self.state(i, id, || State::Rate { hold: Hold::default(), window: VecDeque::new() });
                 if let State::Rate { hold, window } = st {
                     if window.back().is_some_and(|b| ts <= b.0) {
                         return;
@@ -405,12 +460,8 @@ impl Evaluator {
                 }
             }
             Kind::Flatline { tolerance, .. } => {
-                let st = self.state(i, &meta.id, || State::Flatline {
-                    hold: Hold::default(),
-                    reference: v,
-                    since: ts,
-                    last: ts,
-                });
+                let st =
+                    self.state(i, id, || State::Flatline { hold: Hold::default(), reference: v, since: ts, last: ts });
                 if let State::Flatline { hold, reference, since, last } = st {
                     if ts <= *last && *since != ts {
                         return;
@@ -425,10 +476,10 @@ impl Evaluator {
                     emit = hold.step(flat, !flat, ts, 0, 0).map(|c| (c, Some(v)));
                 }
             }
-            Kind::Drift { .. } => emit = self.drift(i, rule, meta, ts, v),
+            Kind::Drift { .. } => emit = self.drift(i, rule, id, ts, v),
             Kind::PumpFlow { mode, min_flow_ratio, min_flow } => {
                 let running_metric = r.metric.name() == "pump_running";
-                let st = self.state(i, &meta.id, || State::Pump {
+                let st = self.state(i, id, || State::Pump {
                     hold: Hold::default(),
                     running: None,
                     flow: None,
@@ -457,7 +508,7 @@ impl Evaluator {
                 }
             }
             Kind::TankEmpty { trend_ms, floor, within_hours, .. } => {
-                let st = self.state(i, &meta.id, || State::Tank { hold: Hold::default(), window: VecDeque::new() });
+                let st = self.state(i, id, || State::Tank { hold: Hold::default(), window: VecDeque::new() });
                 if let State::Tank { hold, window } = st {
                     if window.back().is_some_and(|b| ts <= b.0) {
                         return;
@@ -474,10 +525,10 @@ impl Evaluator {
                     emit = hold.step(raise, clear, ts, for_ms, clear_for_ms).map(|c| (c, tte_h));
                 }
             }
-            Kind::AnimalBaseline { .. } => emit = self.animal(i, rule, meta, ts, v),
+            Kind::AnimalBaseline { .. } => emit = self.animal(i, rule, id, ts, v),
             Kind::Thi { above, clear } => {
                 let is_t = r.metric.name() == "barn_temperature";
-                let st = self.state(i, &meta.id, || State::Thi { hold: Hold::default(), t: None, rh: None });
+                let st = self.state(i, id, || State::Thi { hold: Hold::default(), t: None, rh: None });
                 if let State::Thi { hold, t, rh } = st {
                     if is_t {
                         *t = Some((ts, v));
@@ -498,13 +549,13 @@ impl Evaluator {
             Kind::MassBalance { modulus, window_ms, every_ms, max_gap_ms, .. } => {
                 let keep = window_ms + max_gap_ms + every_ms;
                 let checkpoint = (window_ms / 96).max(60_000);
-                let st = self.state(i, &meta.id, || State::Counter(Consumption::new(*modulus, checkpoint, keep)));
+                let st = self.state(i, id, || State::Counter(Consumption::new(*modulus, checkpoint, keep)));
                 if let State::Counter(c) = st {
                     c.push(ts, v);
                 }
             }
             Kind::NightFlow { .. } => {
-                self.state(i, &meta.id, || State::NightSeries);
+                self.state(i, id, || State::NightSeries);
             }
             Kind::Staleness { .. } | Kind::GatewayOffline { .. } => {}
         }
@@ -513,14 +564,7 @@ impl Evaluator {
         }
     }
 
-    fn drift(
-        &mut self,
-        i: usize,
-        rule: &Arc<Rule>,
-        meta: &Arc<DeviceMeta>,
-        ts: i64,
-        v: f64,
-    ) -> Option<(Cond, Option<f64>)> {
+    fn drift(&mut self, i: usize, rule: &Arc<Rule>, id: &Arc<str>, ts: i64, v: f64) -> Option<(Cond, Option<f64>)> {
         let Kind::Drift {
             method,
             subgroup_ms,
@@ -536,7 +580,7 @@ impl Evaluator {
             return None;
         };
         let bins = if *hour_of_day { 24 } else { 1 };
-        let st = self.state(i, &meta.id, || {
+        let st = self.state(i, id, || {
             State::Drift(Box::new(DriftState {
                 hold: Hold::default(),
                 sub_start: ts - ts.rem_euclid(*subgroup_ms),
@@ -615,14 +659,7 @@ impl Evaluator {
         emit
     }
 
-    fn animal(
-        &mut self,
-        i: usize,
-        rule: &Arc<Rule>,
-        meta: &Arc<DeviceMeta>,
-        ts: i64,
-        v: f64,
-    ) -> Option<(Cond, Option<f64>)> {
+    fn animal(&mut self, i: usize, rule: &Arc<Rule>, id: &Arc<str>, ts: i64, v: f64) -> Option<(Cond, Option<f64>)> {
         const HOUR: i64 = 3_600_000;
         let Kind::AnimalBaseline {
             method,
@@ -641,7 +678,7 @@ impl Evaluator {
         // Hours in the baseline per bin: a bin of the day sees one hour a day.
         let span = if *hour_of_day { (baseline_ms / (24 * HOUR)).max(1) } else { (baseline_ms / HOUR).max(1) } as f64;
         let bin_of = |t: i64| if *hour_of_day { stats::local_hour(t, *utc_offset_hours) as usize % 24 } else { 0 };
-        let st = self.state(i, &meta.id, || {
+        let st = self.state(i, id, || {
             State::Animal(Box::new(AnimalState {
                 hold: Hold::default(),
                 first: ts,
@@ -722,11 +759,15 @@ impl Evaluator {
     /// Evaluates the time-driven kinds at `now` (ingest's clock).
     pub fn tick(&mut self, now: i64) -> Vec<Signal> {
         let down = self.gateways_down(now);
+        let stale_pass = self.last_stale_pass.is_none_or(|l| now.saturating_sub(l) >= STALE_PASS_MS || now < l);
+        if stale_pass {
+            self.last_stale_pass = Some(now);
+        }
         for k in 0..self.tick_rules.len() {
             let i = self.tick_rules[k];
             let rule = self.rules[i].clone();
             match &rule.kind {
-                Kind::Staleness { .. } => self.tick_staleness(i, &rule, now, &down),
+                Kind::Staleness { .. } if stale_pass => self.tick_staleness(i, &rule, now, &down),
                 Kind::MassBalance { .. } => self.tick_mass_balance(i, &rule, now),
                 Kind::NightFlow { .. } => self.tick_night_flow(i, &rule, now),
                 _ => {}
