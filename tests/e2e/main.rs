@@ -6,3 +6,4 @@ mod alerts;
 mod bad_input;
 mod common;
 mod county;
+mod dashboard;

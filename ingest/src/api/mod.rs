@@ -8,6 +8,7 @@
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; a server
 //! error logs its cause and tells the client only that it happened.
 
+mod dashboard;
 mod read;
 mod sim;
 pub mod time;
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde_json::json;
 use store::Store;
@@ -29,9 +30,6 @@ use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::pipeline::Clock;
 use crate::pipeline::validate::Rejections;
-
-/// The dashboard's first page, built into the binary.
-const DASHBOARD: &str = include_str!("../../../dashboards/web/index.html");
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -165,11 +163,7 @@ pub fn app(state: AppState) -> Router {
             .route("/sim/faults", get(sim::list).post(sim::inject))
             .route("/sim/faults/{device}", delete(sim::clear));
     }
-    Router::new().route("/", get(dashboard)).route("/metrics", get(metrics)).nest("/api/v1", api).with_state(state)
-}
-
-async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD)
+    Router::new().merge(dashboard::routes()).route("/metrics", get(metrics)).nest("/api/v1", api).with_state(state)
 }
 
 async fn health(State(s): State<AppState>) -> Response {

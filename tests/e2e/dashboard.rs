@@ -1,0 +1,233 @@
+//! The dashboard in a real browser: the demo county runs in-process, Debian's Chromium
+//! (headless) loads the page from ingest, and the DOM it renders must show what the
+//! operators look for: every site by name, one map marker per site, water-quality values
+//! with their units, one herd cell per cow with the sick ones first, a tripped pump and an
+//! offline speaker. A JavaScript error anywhere fails the test.
+//!
+//! Needs `/usr/bin/chromium` (`.ci/setup` installs it); without it the test fails and says
+//! so. To refresh the screenshot in the docs, run it with `VT_DASHBOARD_SCREENSHOT` set:
+//!
+//! ```sh
+//! VT_DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test -p village-tests dashboard
+//! ```
+//!
+//! (a relative path is taken from the workspace root).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ingest::demo::{Demo, DemoOptions};
+use protocol::DeviceKind;
+use simulator::{Fault, Table};
+
+use crate::common::{eventually, get_json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Longest a browser run may take (in real time) before the test gives up on it.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Body temperatures pinned on three cows (°C x 100, the collar's register), warmest first.
+const SICK: [u16; 3] = [4060, 4030, 3990];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_and_the_faults_in_a_real_browser() {
+    let chromium = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data: Some(dir.path().join("data")),
+        ..DemoOptions::default()
+    };
+    let demo = Demo::start(opts).await.expect("demo starts");
+    demo.county.set_random_outages(false);
+    let base = format!("http://{}", demo.ingest.http);
+    let plan = demo.county.plan().clone();
+
+    // Faults the page must show: three sick cows, a tripped pump, a speaker gone.
+    let cows: Vec<String> = plan.devices().flat_map(|d| d.children.iter().cloned()).collect();
+    let sick: Vec<&String> = cows.iter().skip(10).step_by(30).take(SICK.len()).collect();
+    for (cow, centi) in sick.iter().zip(SICK) {
+        demo.county.pin_register(cow, Table::Input, 2, &[centi]).unwrap();
+    }
+    let pump = plan.devices().find(|d| d.kind == DeviceKind::PumpStation).unwrap().id.clone();
+    demo.county.inject(&pump, Fault::PumpTrip).unwrap();
+    let speaker = plan.devices().find(|d| d.kind == DeviceKind::Speaker).unwrap().id.clone();
+    demo.county.inject(&speaker, Fault::SpeakerOffline).unwrap();
+
+    let herd_size = cows.len();
+    eventually(
+        "every cow, the analyser, the pump fault and the speaker outage in the API",
+        Duration::from_secs(40),
+        || {
+            let (base, sick_top, pump, speaker) = (&base, sick[0], &pump, &speaker);
+            async move {
+                let temps = get_json(base, "/api/v1/latest?metric=body_temperature").await;
+                let temps = temps.as_array()?;
+                let top = temps.iter().find(|r| r["device"] == sick_top.as_str())?;
+                let fault = get_json(base, &format!("/api/v1/latest?device={pump}&metric=fault_word")).await;
+                let quality = get_json(base, "/api/v1/latest?kind=water_quality&metric=turbidity").await;
+                let speakers = get_json(base, "/api/v1/devices?kind=speaker").await;
+                let gone = speakers.as_array()?.iter().any(|d| d["id"] == speaker.as_str() && d["online"] == false);
+                (temps.len() >= herd_size
+                    && top["value"].as_f64()? > 40.5
+                    && fault[0]["value"].as_f64()? > 0.0
+                    && !quality.as_array()?.is_empty()
+                    && gone)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    let sites = get_json(&base, "/api/v1/sites").await;
+    let sites = sites.as_array().unwrap().clone();
+    let url = format!("{base}/");
+    let (dom, log) = browse(&chromium, dir.path(), &["--dump-dom".into(), url.clone()]);
+
+    // The page ran: no JS error, and it rendered from the API.
+    let html_tag = &dom[dom.find("<html").expect("an <html> element")..];
+    let html_tag = &html_tag[..html_tag.find('>').unwrap()];
+    assert!(html_tag.contains("data-errors=\"\""), "JavaScript errors on the page: {html_tag}");
+    assert!(html_tag.contains("data-ready=\"true\""), "the page never rendered data: {html_tag}\n{log}");
+    let uncaught: Vec<&str> = log.lines().filter(|l| l.contains("Uncaught")).collect();
+    assert!(uncaught.is_empty(), "JavaScript errors in the console: {uncaught:#?}");
+
+    // Every site by name, and one marker per site on the map.
+    let map = element(&dom, "<svg class=\"county\"", "</svg>");
+    for site in &sites {
+        let (id, name) = (site["id"].as_str().unwrap(), site["name"].as_str().unwrap());
+        // "东村 Dongcun": the Chinese name and the pinyin are shown side by side.
+        let parts = name.split_once(' ').map_or(vec![name], |(zh, pinyin)| vec![zh, pinyin]);
+        for part in parts {
+            assert!(dom.contains(&format!(">{part}<")), "site name {name:?} ({part}) not on the page");
+        }
+        assert_eq!(map.matches(&format!("data-site=\"{id}\"")).count(), 1, "one marker for {id}");
+    }
+    assert_eq!(map.matches("class=\"marker ").count(), sites.len(), "one marker per site");
+
+    // A water-quality value with its unit, in the quality table.
+    let quality = element(&dom, "<table class=\"quality\"", "</table>");
+    let texts = texts(quality);
+    for unit in ["NTU", "mg/L"] {
+        assert!(
+            texts.iter().any(|t| t.strip_suffix(&format!(" {unit}")).is_some_and(|n| n.trim().parse::<f64>().is_ok())),
+            "no value in {unit} in the quality table: {texts:?}"
+        );
+    }
+
+    // The herd: a cell per cow, the sick ones first, marked as fever.
+    let herd = element(&dom, "<svg class=\"herd\"", "</svg>");
+    let cells: Vec<&str> = herd.split("<rect ").skip(1).collect();
+    assert_eq!(cells.len(), cows.len(), "one herd cell per cow");
+    for (cell, cow) in cells.iter().zip(&sick) {
+        assert!(cell.contains(&format!("data-device=\"{cow}\"")), "{cow} should be among the warmest first: {cell}");
+        assert!(cell.contains("class=\"cow fever\""), "{cow} should be marked with fever: {cell}");
+    }
+    assert_eq!(herd.matches("class=\"cow fever\"").count(), SICK.len(), "only the sick cows have fever");
+
+    // The tripped pump makes its site need attention, and says why; the speaker is a red dot.
+    let pump_site = plan.devices().find(|d| d.id == pump).unwrap().site.clone();
+    let marker = map.split("<g ").find(|g| g.contains(&format!("data-site=\"{pump_site}\""))).unwrap();
+    assert!(marker.contains("state-attention"), "the tripped pump's site is not marked: {marker}");
+    assert!(dom.contains("fault: trip"), "the trip is not named on the page");
+    assert!(dom.contains(&format!("{speaker}: offline")), "the offline speaker is not shown");
+
+    if let Some(path) = std::env::var_os("VT_DASHBOARD_SCREENSHOT") {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        screenshot(&chromium, dir.path(), &url, &path);
+    }
+    demo.stop().await;
+}
+
+/// The browser, or a failure that says how to get it.
+fn chromium() -> PathBuf {
+    let path = PathBuf::from(CHROMIUM);
+    assert!(
+        path.exists(),
+        "{CHROMIUM} is missing: the dashboard test needs Debian's Chromium. Run .ci/setup (it installs the `chromium` package)."
+    );
+    path
+}
+
+/// Runs headless Chromium on a fresh profile with `args`; returns its stdout and stderr.
+fn browse(chromium: &Path, scratch: &Path, args: &[String]) -> (String, String) {
+    let profile = tempfile::tempdir_in(scratch).expect("a fresh browser profile directory");
+    let out_path = scratch.join("chromium.out");
+    let err_path = scratch.join("chromium.err");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--lang=en-US",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("a file for Chromium's output"))
+        .stderr(std::fs::File::create(&err_path).expect("a file for Chromium's log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("Chromium's exit status") {
+            break status;
+        }
+        if started.elapsed() > BROWSER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("Chromium did not finish within {BROWSER_TIMEOUT:?}: {}", read(&err_path));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = (read(&out_path), read(&err_path));
+    assert!(status.success(), "Chromium failed ({status}): {err}");
+    (out, err)
+}
+
+/// Writes a 1366x900 screenshot of `url` to `path`.
+fn screenshot(chromium: &Path, scratch: &Path, url: &str, path: &Path) {
+    let shot = scratch.join("dashboard.png");
+    browse(
+        chromium,
+        scratch,
+        &[format!("--screenshot={}", shot.display()), "--window-size=1366,900".into(), url.into()],
+    );
+    let png = std::fs::read(&shot).expect("Chromium wrote a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    std::fs::write(path, png).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// The first element that starts with `start`, up to the first `end` after it.
+fn element<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
+    let from = dom.find(start).unwrap_or_else(|| panic!("no {start} in the page"));
+    let to = dom[from..].find(end).map_or(dom.len(), |i| from + i + end.len());
+    &dom[from..to]
+}
+
+/// The text between tags, trimmed, without the empty ones.
+fn texts(html: &str) -> BTreeSet<String> {
+    html.split('>')
+        .filter_map(|s| s.split('<').next())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
