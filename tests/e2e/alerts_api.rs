@@ -166,9 +166,12 @@ impl Api {
     }
 }
 
+/// What a webhook receiver got: event, timestamp and signature headers, and the body.
+type Hooks = Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>>;
+
 /// A webhook receiver that keeps what it got.
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>>) {
-    let got: Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>> = Arc::default();
+async fn receiver() -> (SocketAddr, Hooks) {
+    let got: Hooks = Arc::default();
     let keep = got.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -176,13 +179,18 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, String, String, Vec<u
             let keep = keep.clone();
             async move {
                 let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                keep.lock().unwrap().push((h("x-vt-event"), h("x-vt-timestamp"), h("x-vt-signature"), body.to_vec()));
+                keep.lock().expect("not poisoned").push((
+                    h("x-vt-event"),
+                    h("x-vt-timestamp"),
+                    h("x-vt-signature"),
+                    body.to_vec(),
+                ));
                 "ok"
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, got)
 }

@@ -116,7 +116,7 @@ impl Log {
     }
 
     /// Replaces the log with `live` records.
-    pub fn compact<'a>(&mut self, live: impl Iterator<Item = Record>) -> Result<(), LogError> {
+    pub fn compact(&mut self, live: impl Iterator<Item = Record>) -> Result<(), LogError> {
         let tmp = self.path.with_extension("jsonl.tmp");
         let err = |source| LogError { path: tmp.clone(), source };
         let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(err)?);

@@ -356,7 +356,7 @@ impl EvalTask {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick(), if tick_every.is_some() => {
                     ticks += 1;
-                    if ticks % 5 == 0 {
+                    if ticks.is_multiple_of(5) {
                         self.check_reload();
                     }
                     Msg::Tick(self.alerts.now())

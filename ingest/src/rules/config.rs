@@ -278,6 +278,10 @@ pub enum PumpMode {
 }
 
 /// The kind of a rule and its parameters; times in milliseconds.
+///
+/// Variants differ in size (a mass balance carries two selectors); rules are few and
+/// built once, so boxing the large ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Kind {
@@ -598,7 +602,13 @@ fn parse_pack(src: &Source, ids: &mut HashSet<String>) -> Result<Vec<Rule>, Conf
         let line = src.error(&r, "").line.unwrap_or(0);
         let span = r.span();
         let spec = r.into_inner();
-        let mut ctx = Ctx { src, problems: &mut problems, span: span.clone(), id: spec.id.get_ref().clone() };
+        let mut ctx = Ctx {
+            src,
+            problems: &mut problems,
+            span: span.clone(),
+            id: spec.id.get_ref().clone(),
+            kind: spec.kind.get_ref().clone(),
+        };
         if !ids.insert(spec.id.get_ref().clone()) {
             let e = src.error(&spec.id, format!("rule id '{}' is used twice", spec.id.get_ref()));
             ctx.problems.push(e);
@@ -620,6 +630,7 @@ struct Ctx<'a> {
     problems: &'a mut Problems,
     span: std::ops::Range<usize>,
     id: String,
+    kind: String,
 }
 
 impl Ctx<'_> {
@@ -651,13 +662,10 @@ impl Ctx<'_> {
 
     fn required<T>(&mut self, name: &str, v: Option<T>) -> Option<T> {
         if v.is_none() {
-            self.fail(format!("a {} rule needs `{name}`", self.kind_name()));
+            let kind = self.kind.clone();
+            self.fail(format!("a {kind} rule needs `{name}`"));
         }
         v
-    }
-
-    fn kind_name(&self) -> String {
-        String::from("this")
     }
 
     fn metric(&mut self, spec: &Option<Spanned<String>>, default: Option<&str>) -> Option<Metric> {

@@ -120,6 +120,10 @@ struct DevicePlan {
     metrics: Vec<(Metric, Vec<usize>)>,
 }
 
+/// One district in a mass balance: inflow counters, household counters, the number of
+/// household meters the inventory has there, and an inflow device (for the alert's place).
+type District<'a> = (Vec<&'a Consumption>, Vec<&'a Consumption>, usize, Option<Arc<DeviceMeta>>);
+
 /// State of a group entity (gateway, district, a night-flow series).
 #[derive(Debug, Default)]
 struct GroupState {
@@ -641,10 +645,10 @@ impl Evaluator {
                         let bl = *baseline_lambda;
                         b.mu += bl * (mean - b.mu);
                         b.var = (1.0 - bl) * b.var + bl * (mean - b.mu).powi(2);
-                        if matches!(c, Some(Cond::Clear)) {
-                            if let DriftMethod::Cusum { h, .. } = method {
-                                d.cusum.restart(h / 2.0);
-                            }
+                        if matches!(c, Some(Cond::Clear))
+                            && let DriftMethod::Cusum { h, .. } = method
+                        {
+                            d.cusum.restart(h / 2.0);
                         }
                     }
                     emit = c.map(|c| (c, Some(mean)));
@@ -902,8 +906,7 @@ impl Evaluator {
         }
         due.next_eval = now + every_ms;
         // District -> (inflow counters, meter counters, meters in the inventory).
-        let mut districts: BTreeMap<String, (Vec<&Consumption>, Vec<&Consumption>, usize, Option<Arc<DeviceMeta>>)> =
-            BTreeMap::new();
+        let mut districts: BTreeMap<String, District<'_>> = BTreeMap::new();
         for meta in self.devices.values() {
             let Some(d) = meta.district.as_ref() else { continue };
             if !rule.select.matches(meta) {
