@@ -67,7 +67,7 @@ enum State {
     Tank { hold: Hold, window: VecDeque<(i64, f64)> },
     Animal(Box<AnimalState>),
     Thi { hold: Hold, t: Option<(i64, f64)>, rh: Option<(i64, f64)> },
-    Stale { hold: Hold, last: i64, interval: Option<f64> },
+    Stale { hold: Hold, last: i64, interval: Option<f64>, meta: Arc<DeviceMeta> },
     Counter(Consumption),
     NightSeries,
 }
@@ -386,7 +386,7 @@ impl Evaluator {
                     None => !health,
                 };
                 if counts {
-                    self.touch_stale(*i, &plan.id, ts);
+                    self.touch_stale(*i, &plan.id, &plan.meta, ts);
                 }
             }
         }
@@ -401,10 +401,13 @@ impl Evaluator {
         }
     }
 
-    fn touch_stale(&mut self, i: usize, id: &Arc<str>, ts: i64) {
+    fn touch_stale(&mut self, i: usize, id: &Arc<str>, meta: &Arc<DeviceMeta>, ts: i64) {
         let map = &mut self.states[i];
         let Some(st) = map.get_mut(&**id) else {
-            map.insert(id.clone(), State::Stale { hold: Hold::default(), last: ts, interval: None });
+            map.insert(
+                id.clone(),
+                State::Stale { hold: Hold::default(), last: ts, interval: None, meta: meta.clone() },
+            );
             return;
         };
         if let State::Stale { last, interval, .. } = st
@@ -832,53 +835,56 @@ impl Evaluator {
         let Kind::Staleness { missed, expected_ms, min_silence_ms, group_min_devices, .. } = rule.kind else {
             return;
         };
-        // Which devices are stale, by gateway.
-        let mut by_gateway: BTreeMap<String, (u32, u32, i64)> = BTreeMap::new();
-        let mut stale_devices: Vec<(Arc<str>, bool, i64)> = Vec::new();
-        for (dev, st) in &self.states[i] {
-            let State::Stale { last, interval, .. } = st else { continue };
-            let Some(meta) = self.devices.get(&**dev) else { continue };
-            let iv = expected_ms.map(|e| e as f64).or(*interval).unwrap_or(0.0);
-            let limit = (f64::from(missed) * iv).max(min_silence_ms as f64);
-            let stale = (now - last) as f64 > limit;
-            let e = by_gateway.entry(meta.gateway.clone()).or_insert((0, 0, i64::MAX));
-            e.0 += 1;
-            if stale {
-                e.1 += 1;
-                e.2 = e.2.min(*last);
+        let is_stale = |last: i64, interval: Option<f64>| {
+            let iv = expected_ms.map(|e| e as f64).or(interval).unwrap_or(0.0);
+            (now - last) as f64 > (f64::from(missed) * iv).max(min_silence_ms as f64)
+        };
+        // Pass 1: per gateway, devices and silent devices (and the oldest silence). Keys
+        // borrow the states; only the few gateways are turned into owned strings.
+        let summary: Vec<(String, u32, u32, i64)> = {
+            let mut by_gateway: HashMap<&str, (u32, u32, i64)> = HashMap::new();
+            for st in self.states[i].values() {
+                let State::Stale { last, interval, meta, .. } = st else { continue };
+                let e = by_gateway.entry(meta.gateway.as_str()).or_insert((0, 0, i64::MAX));
+                e.0 += 1;
+                if is_stale(*last, *interval) {
+                    e.1 += 1;
+                    e.2 = e.2.min(*last);
+                }
             }
-            stale_devices.push((dev.clone(), stale, *last));
-        }
-        let grouped: HashSet<String> = by_gateway
+            by_gateway.into_iter().map(|(g, (n, s, o))| (g.to_string(), n, s, o)).collect()
+        };
+        let grouped: HashSet<&str> = summary
             .iter()
-            .filter(|(_, (n, s, _))| *s == *n && *n >= group_min_devices)
-            .map(|(g, _)| g.clone())
+            .filter(|(_, n, s, _)| *s == *n && *n >= group_min_devices)
+            .map(|(g, ..)| g.as_str())
             .collect();
-        for (dev, stale, last) in stale_devices {
-            let Some(meta) = self.devices.get(&*dev).cloned() else { continue };
-            let suppressed = down.contains(&meta.gateway) || grouped.contains(&meta.gateway);
-            let Some(State::Stale { hold, .. }) = self.states[i].get_mut(&dev) else { continue };
+        // Pass 2: each device, unless its gateway is down or silent as a whole.
+        for st in self.states[i].values_mut() {
+            let State::Stale { hold, last, interval, meta } = st else { continue };
+            let stale = is_stale(*last, *interval);
+            let suppressed = down.contains(&meta.gateway) || grouped.contains(meta.gateway.as_str());
             let c = if suppressed { hold.reset() } else { hold.step(stale, !stale, now, 0, 0) };
             if let Some(c) = c {
                 let c = match c {
-                    Cond::Firing { .. } => Cond::Firing { since: last },
+                    Cond::Firing { .. } => Cond::Firing { since: *last },
                     c => c,
                 };
-                let silent_s = Some(((now - last) / 1000) as f64);
-                self.out.push(signal(rule, Entity::Device(meta.id.clone()), Some(&meta), c, silent_s, now));
+                let silent_s = Some(((now - *last) / 1000) as f64);
+                self.out.push(signal(rule, Entity::Device(meta.id.clone()), Some(meta), c, silent_s, now));
             }
         }
-        for (gw, (n, s, oldest)) in by_gateway {
-            let raise = grouped.contains(&gw) && !down.contains(&gw);
+        for (gw, n, s, oldest) in &summary {
+            let raise = grouped.contains(gw.as_str()) && !down.contains(gw);
             let st = self.groups[i].entry(gw.clone()).or_default();
-            let c = if down.contains(&gw) { st.hold.reset() } else { st.hold.step(raise, !raise, now, 0, 0) };
+            let c = if down.contains(gw) { st.hold.reset() } else { st.hold.step(raise, !raise, now, 0, 0) };
             if let Some(c) = c {
                 let c = match c {
-                    Cond::Firing { .. } => Cond::Firing { since: oldest },
+                    Cond::Firing { .. } => Cond::Firing { since: *oldest },
                     c => c,
                 };
-                let meta = self.devices.get(&gw).cloned();
-                let mut sig = signal(rule, Entity::Gateway(gw.clone()), meta.as_deref(), c, Some(f64::from(s)), now);
+                let meta = self.devices.get(gw).cloned();
+                let mut sig = signal(rule, Entity::Gateway(gw.clone()), meta.as_deref(), c, Some(f64::from(*s)), now);
                 sig.summary = format!("{} ({s} of {n} devices silent)", sig.summary);
                 self.out.push(sig);
             }
