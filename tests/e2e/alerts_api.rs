@@ -110,12 +110,23 @@ async fn start(data: &Path, rules: &Path, webhook: SocketAddr) -> Running {
     );
     let alerts = AlertsConfig::from_source(&conf::Source::from_text("alerts.toml", alerts_text), Path::new("/"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let options = Options {
-        public_read: false,
-        alerts: Some(AlertsOptions { config: alerts, ..AlertsOptions::default() }),
-        ..Options::default()
+    // A stopped ingest's tasks let go of the store a moment after `stop` returns (the store
+    // locks its file): try again for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let options = Options {
+            public_read: false,
+            alerts: Some(AlertsOptions { config: alerts.clone(), ..AlertsOptions::default() }),
+            ..Options::default()
+        };
+        match service::start(config.clone(), inventory(), options).await {
+            Ok(r) => break r,
+            Err(e) if e.to_string().contains("already open") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("ingest starts: {e:#}"),
+        }
     };
-    let running = service::start(config, inventory(), options).await.expect("ingest starts");
     let base = format!("http://{}", running.http);
     eventually("ingest to be ready", Duration::from_secs(10), || async {
         reqwest::get(format!("{base}/api/v1/health")).await.ok().filter(|r| r.status().is_success())

@@ -14,7 +14,8 @@
 //!   into a bounded queue and returns; if evaluation falls that far behind, readings are
 //!   dropped from evaluation (they are stored) and counted in
 //!   `ingest_rules_queue_dropped`.
-//! - One task owns the evaluator; the manager sits behind a mutex shared with the API.
+//! - One task owns the evaluator, on a thread of its own; the manager sits behind a mutex
+//!   shared with the API.
 //! - Time comes from readings and from ingest's injectable clock; ticks are driven by a
 //!   tokio interval but evaluate at the clock's time, so accelerated simulations work.
 //! - Rules reload without a restart when their files change (or on request); an invalid
@@ -63,6 +64,9 @@ pub enum AlertsError {
     /// The alert log could not be opened.
     #[error(transparent)]
     Log(#[from] log::LogError),
+    /// The evaluation thread could not be started.
+    #[error("starting the rules thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Label of a severity.
@@ -253,7 +257,15 @@ impl Alerts {
             mtime: rules_mtime(&opts.config),
         };
         let tick_every = (!opts.manual_ticks).then(|| opts.tick_every.unwrap_or(Duration::from_secs(1)));
-        tokio::spawn(task.run(rx, tick_every, shutdown));
+        // Evaluation gets a thread of its own (with a single-threaded runtime for its timer
+        // and queue), so that it is scheduled by the OS beside the pipeline instead of
+        // waiting in the shared runtime's queue behind HTTP, MQTT and notifier tasks.
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(AlertsError::Thread)?;
+        std::thread::Builder::new()
+            .name("rules".into())
+            .spawn(move || runtime.block_on(task.run(rx, tick_every, shutdown)))
+            .map_err(AlertsError::Thread)?;
         Ok(alerts)
     }
 
