@@ -8,8 +8,10 @@
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
 //! - [`rules`] and [`alerts`]: rule packs evaluated on durable readings; alert lifecycle,
 //!   silences, notifiers and their API.
-//! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
+//! - [`sinks`]: destinations besides the store (InfluxDB), fed with durable readings.
+//! - [`api`]: the HTTP API (`/api/v1`), line protocol in (`/api/v2/write`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
+//! - [`command`]: signed commands to gateways, their acks, and the audit log.
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
 
@@ -17,6 +19,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod command;
 pub mod config;
 pub mod demo;
 pub mod inventory;
@@ -25,3 +28,4 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod rules;
 pub mod service;
+pub mod sinks;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::routing::post;
 use ingest::alerts::{AlertEvent, AlertsConfig, AlertsOptions};
 use ingest::auth::{Role, TokenConfig};
-use ingest::config::{BrokerConfig, IngestConfig, Limits};
+use ingest::config::{BrokerConfig, IngestConfig};
 use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use ingest::service::{self, Options, Running};
 use protocol::codec::{self, Codec};
@@ -91,19 +91,14 @@ fn token(t: &str, role: Role, tenants: &[&str], name: &str) -> TokenConfig {
 }
 
 async fn start(data: &Path, rules: &Path, webhook: SocketAddr) -> Running {
-    let config = IngestConfig {
-        data_dir: data.to_path_buf(),
-        broker: BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
-        http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        inventory: None,
-        limits: Limits::default(),
-        tokens: vec![
-            token(ADMIN, Role::Admin, &[], "admin"),
-            token(WATER_OP, Role::Operator, &["county"], "li.wei"),
-            token(WATER_VIEWER, Role::Viewer, &["county"], "viewer"),
-            token(DAIRY_OP, Role::Operator, &["dairy"], "wang.fang"),
-        ],
-    };
+    let mut config =
+        IngestConfig::new(data.to_path_buf(), BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) });
+    config.tokens = vec![
+        token(ADMIN, Role::Admin, &[], "admin"),
+        token(WATER_OP, Role::Operator, &["county"], "li.wei"),
+        token(WATER_VIEWER, Role::Viewer, &["county"], "viewer"),
+        token(DAIRY_OP, Role::Operator, &["dairy"], "wang.fang"),
+    ];
     let alerts_text = format!(
         "rules = \"{}\"\nresolve_after_secs = 60\n[[notifiers]]\ntype = \"webhook\"\nurl = \"http://{webhook}/hook\"\nsecret = \"{SECRET}\"\nmin_severity = \"info\"\nmax_retries = 1\n",
         rules.display()

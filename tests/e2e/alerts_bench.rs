@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingest::alerts::{AlertEvent, AlertsOptions};
-use ingest::config::{BrokerConfig, IngestConfig, Limits};
+use ingest::config::{BrokerConfig, IngestConfig};
 use ingest::inventory::{Device, Inventory};
 use ingest::rules::config::RuleSet;
 use ingest::rules::eval::Evaluator;
@@ -174,14 +174,8 @@ async fn latency_from_publish_to_alert_at_half_of_the_maximum_load() {
     let plan = Plan::build(&county_15k());
     let (inventory, gateways, probes) = latency_inventory(&plan);
     let dir = tempfile::tempdir().unwrap();
-    let config = IngestConfig {
-        data_dir: dir.path().to_path_buf(),
-        broker: BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
-        http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        inventory: None,
-        limits: Limits::default(),
-        tokens: vec![],
-    };
+    let config =
+        IngestConfig::new(dir.path().to_path_buf(), BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) });
     // A sink ahead of the rules notes when each probe became durable (sinks are fed in
     // order, the rules last), so the latency splits into the pipeline's part and the part
     // the rules add.
