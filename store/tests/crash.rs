@@ -82,7 +82,12 @@ fn kill_9_at_random_moments_loses_no_acknowledged_batch_and_stores_none_twice() 
         }
         let config = StoreConfig { background_checkpoints: false, ..StoreConfig::new(dir.path()) };
         let (store, report) = Store::open(config).unwrap();
-        assert_eq!(report.torn_bytes > 0, torn, "round {round}: torn tail reported wrongly: {report:?}");
+        // A kill can itself tear the last write (Linux stops a large write to a regular file
+        // between pages when a fatal signal is pending), so only the appended half frame is
+        // certain: it must be found and cut off.
+        if torn {
+            assert!(report.torn_bytes >= 11, "round {round}: the torn tail was not reported: {report:?}");
+        }
         for t in 0..THREADS {
             let acks = &acked[t];
             if let Some(&first) = acks.first() {
