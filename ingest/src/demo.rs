@@ -38,6 +38,8 @@ pub struct DemoOptions {
     pub spec: CountySpec,
     /// Further sinks for durable readings (rules, InfluxDB).
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// Rules and alerts (default: on, with the packs built into ingest).
+    pub alerts: Option<crate::alerts::AlertsOptions>,
 }
 
 impl Default for DemoOptions {
@@ -49,6 +51,7 @@ impl Default for DemoOptions {
             admin_token: None,
             spec: CountySpec::demo(),
             sinks: Vec::new(),
+            alerts: Some(crate::alerts::AlertsOptions::default()),
         }
     }
 }
@@ -101,7 +104,8 @@ impl Demo {
             store: Default::default(),
             sinks: Vec::new(),
         };
-        let options = Options { sim: Some(county.clone()), sinks: opts.sinks, ..Options::default() };
+        let options =
+            Options { sim: Some(county.clone()), sinks: opts.sinks, alerts: opts.alerts, ..Options::default() };
         let ingest = service::start(config, inventory, options).await?;
         let broker = ingest.mqtt.context("the demo runs the embedded broker")?;
 

@@ -6,6 +6,8 @@
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`mqtt`]: the MQTT source: groups of messages in, acks out only when durable.
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
+//! - [`rules`] and [`alerts`]: rule packs evaluated on durable readings; alert lifecycle,
+//!   silences, notifiers and their API.
 //! - [`sinks`]: destinations besides the store (InfluxDB), fed with durable readings.
 //! - [`api`]: the HTTP API (`/api/v1`), line protocol in (`/api/v2/write`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
@@ -13,6 +15,7 @@
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
@@ -23,5 +26,6 @@ pub mod inventory;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod rules;
 pub mod service;
 pub mod sinks;

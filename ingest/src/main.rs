@@ -41,13 +41,26 @@ enum Command {
         /// Simulated seconds per real second (1 = real time).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Alerts config (rule packs, notifiers); default: the packs built into ingest.
+        #[arg(long)]
+        alerts: Option<PathBuf>,
     },
     /// Run ingest with a config file.
     Run {
         /// The config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Alerts config (rule packs, notifiers); default: the packs built into ingest.
+        #[arg(long)]
+        alerts: Option<PathBuf>,
     },
+    /// Check rule packs (a file or a directory) and report every problem with its line.
+    CheckRules {
+        /// A pack file or a directory of packs; default: the packs built into ingest.
+        path: Option<PathBuf>,
+    },
+    /// Print the commented example alerts config.
+    GenerateAlertsConfig,
     /// Check a config file and its inventory, and report every problem.
     Check {
         /// The config file.
@@ -71,19 +84,36 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok ({} devices, {} tokens)", config.display(), inv.devices().len(), cfg.tokens.len());
             Ok(())
         }
-        Command::Run { config } => runtime()?.block_on(async move {
+        Command::GenerateAlertsConfig => {
+            print!("{}", ingest::alerts::config::EXAMPLE);
+            Ok(())
+        }
+        Command::CheckRules { path } => {
+            let set = match &path {
+                Some(p) => ingest::rules::config::RuleSet::load(p),
+                None => ingest::rules::config::RuleSet::defaults(),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let census = ingest::rules::config::census(&set.rules);
+            println!("ok: {} rules ({census:?})", set.rules.len());
+            Ok(())
+        }
+        Command::Run { config, alerts } => runtime()?.block_on(async move {
             let (cfg, inv) = load(&config)?;
-            let running = service::start(cfg, inv, Options { public_read: false, ..Options::default() }).await?;
+            let alerts = Some(alerts_options(alerts.as_deref())?);
+            let running =
+                service::start(cfg, inv, Options { public_read: false, alerts, ..Options::default() }).await?;
             println!("ingest: HTTP on http://{}", running.http);
             wait_for_signal().await;
             running.stop().await;
             Ok(())
         }),
-        Command::Demo { http, mqtt, data, admin_token, speed } => runtime()?.block_on(async move {
+        Command::Demo { http, mqtt, data, admin_token, speed, alerts } => runtime()?.block_on(async move {
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
             let mut spec = simulator::CountySpec::demo();
             spec.speed = speed;
-            let opts = DemoOptions { http, mqtt, data, admin_token, spec, ..DemoOptions::default() };
+            let alerts = Some(alerts_options(alerts.as_deref())?);
+            let opts = DemoOptions { http, mqtt, data, admin_token, spec, alerts, ..DemoOptions::default() };
             let demo = Demo::start(opts).await?;
             println!("{}", demo.summary());
             wait_for_signal().await;
@@ -93,6 +123,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+fn alerts_options(path: Option<&std::path::Path>) -> anyhow::Result<ingest::alerts::AlertsOptions> {
+    let config = match path {
+        Some(p) => ingest::alerts::AlertsConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => ingest::alerts::AlertsConfig::default(),
+    };
+    Ok(ingest::alerts::AlertsOptions { config, ..ingest::alerts::AlertsOptions::default() })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -31,11 +31,13 @@ pub struct Options {
     pub public_read: bool,
     /// Further sinks to feed with durable readings.
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// Rules and alerts (`None`: off).
+    pub alerts: Option<crate::alerts::AlertsOptions>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new() }
+        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new(), alerts: None }
     }
 }
 
@@ -120,6 +122,22 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     };
 
     let inventory = Arc::new(inventory);
+    // Alerts see durable readings from every path in: MQTT and line protocol alike.
+    let alerts = match options.alerts {
+        Some(opts) => {
+            let deps = crate::alerts::Deps {
+                store: store.clone(),
+                inventory: inventory.clone(),
+                metrics: metrics.clone(),
+                clock: options.clock.clone(),
+                data_dir: config.data_dir.clone(),
+            };
+            let alerts = crate::alerts::Alerts::start(opts, deps, shutdown.clone())?;
+            sinks.push(Arc::new(alerts.clone()));
+            Some(alerts)
+        }
+        None => None,
+    };
     let line_protocol = Arc::new(crate::api::write::LineProtocolIn::new(
         Some(config.data_dir.clone()),
         sinks.clone(),
@@ -142,6 +160,9 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         gaps: Default::default(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
+    if let Some(a) = &alerts {
+        a.set_downlink(source.downlink.clone());
+    }
     let commands = crate::command::Commander::open(
         &config.data_dir,
         source.downlink.clone(),
@@ -161,6 +182,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         ready,
         sim: options.sim,
         clock: options.clock,
+        alerts,
         commands,
         line_protocol,
     };

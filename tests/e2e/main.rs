@@ -2,6 +2,7 @@
 //!
 //! One binary with a module per area (faster to build than one binary per file).
 
+mod alerts;
 mod bad_input;
 mod common;
 mod county;

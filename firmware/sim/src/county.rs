@@ -190,6 +190,27 @@ impl County {
         self.world().read_by_id(device, table, address, count)
     }
 
+    /// False while the gateway's cabinet has no power (`gateway_offline` injected on its
+    /// id): a harness playing that gateway publishes nothing, and its last will says
+    /// offline. Unknown ids are not powered.
+    pub fn gateway_powered(&self, gateway: &str) -> bool {
+        self.world().gateway_powered(gateway)
+    }
+
+    /// Rain over the whole county from now on (`true`) or not: households water no gardens
+    /// and wash less outdoors (demand x0.85), barn air is cooler and damper (-3 °C, RH
+    /// +20 points up to 98%), and the source water a little more turbid (+0.1 NTU, still
+    /// well under GB 5749's 1 NTU). A rainy day is normal operation: no rule should call it
+    /// a fault.
+    pub fn set_rain(&self, raining: bool) {
+        self.world().raining = raining;
+    }
+
+    /// Whether it rains.
+    pub fn raining(&self) -> bool {
+        self.world().raining
+    }
+
     /// Turns the speakers' random link outages on (the default) or off, for tests that
     /// need every device to answer.
     pub fn set_random_outages(&self, on: bool) {

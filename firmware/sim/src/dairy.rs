@@ -186,6 +186,9 @@ pub(crate) struct Farm {
     /// 0 normal .. 1 full heat wave.
     heat_blend: f32,
     pub(crate) last_climate: ClimateInputs,
+    /// It rains (set by the world every step).
+    pub(crate) raining: bool,
+    rain_blend: f32,
 }
 
 impl Farm {
@@ -214,6 +217,8 @@ impl Farm {
             weather_rh: Wander::default(),
             heat_blend: 0.0,
             last_climate: ClimateInputs { temperature_c: 20.0, humidity_pct: 60.0, sensor_ok: true },
+            raining: false,
+            rain_blend: 0.0,
         }
     }
 
@@ -248,8 +253,11 @@ impl Farm {
         let d = (tau * (h - 15.0) / 24.0).cos(); // 1 at 15:00
         let weather_t = self.weather_t.step(&mut self.rng, 2.0, 2.0 * 86_400.0, dt_s);
         let weather_rh = self.weather_rh.step(&mut self.rng, 6.0, 86_400.0, dt_s);
-        let normal_t = outdoor_mean + 3.0 + 4.0 * d + weather_t;
-        let normal_rh = 68.0 - 14.0 * d + weather_rh;
+        let rain = if self.raining { 1.0 } else { 0.0 };
+        self.rain_blend += (rain - self.rain_blend) * (1.0 - (-dt_s / 3600.0).exp());
+        // Rain: cloud and evaporation cool the barn and damp its air (brief-level, check).
+        let normal_t = outdoor_mean + 3.0 + 4.0 * d + weather_t - 3.0 * self.rain_blend;
+        let normal_rh = (68.0 - 14.0 * d + weather_rh + 20.0 * self.rain_blend).min(98.0);
         let goal = if self.faults.heat_wave { 1.0 } else { 0.0 };
         self.heat_blend += (goal - self.heat_blend) * (1.0 - (-dt_s / 1800.0).exp());
         let b = self.heat_blend;

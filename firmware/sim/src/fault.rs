@@ -3,7 +3,8 @@
 //! A fault is injected on one device id and stays until [`crate::County::clear`] (an
 //! estrus episode ends by itself after its 8-15 h). Names are part of the API of the
 //! demo and of end-to-end tests: `pump_trip`, `leak`, `chlorine_dosing_failure`,
-//! `stuck_sensor`, `fever`, `speaker_offline`, `estrus`, `heat_wave`.
+//! `stuck_sensor`, `fever`, `speaker_offline`, `estrus`, `heat_wave`, and
+//! `gateway_offline` (injected on a gateway id).
 
 use core::fmt;
 use core::str::FromStr;
@@ -38,11 +39,15 @@ pub enum Fault {
     Estrus,
     /// The barn: temperature and humidity rise into THI > 80.
     HeatWave,
+    /// A gateway's cabinet loses power (injected on a gateway id, `gw-<site>`): nothing on
+    /// its bus answers, and the gateway itself is down ([`crate::County::gateway_powered`]),
+    /// so whoever plays the gateway publishes nothing and its last will says offline.
+    GatewayOffline,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::PumpTrip,
         Fault::Leak,
         Fault::ChlorineDosingFailure,
@@ -51,6 +56,7 @@ impl Fault {
         Fault::SpeakerOffline,
         Fault::Estrus,
         Fault::HeatWave,
+        Fault::GatewayOffline,
     ];
 
     /// The snake_case name.
@@ -64,6 +70,7 @@ impl Fault {
             Fault::SpeakerOffline => "speaker_offline",
             Fault::Estrus => "estrus",
             Fault::HeatWave => "heat_wave",
+            Fault::GatewayOffline => "gateway_offline",
         }
     }
 
@@ -84,6 +91,7 @@ impl Fault {
             Fault::Fever | Fault::Estrus => &[DeviceKind::CowCollar],
             Fault::SpeakerOffline => &[DeviceKind::Speaker],
             Fault::HeatWave => &[DeviceKind::BarnClimate],
+            Fault::GatewayOffline => &[DeviceKind::Gateway],
         }
     }
 
@@ -99,6 +107,7 @@ impl Fault {
             Fault::Fever | Fault::Estrus => "a cow (`cow-<eartag>`)",
             Fault::SpeakerOffline => "a speaker",
             Fault::HeatWave => "a barn climate sensor",
+            Fault::GatewayOffline => "a gateway (`gw-<site>`)",
         }
     }
 }
@@ -112,7 +121,7 @@ impl fmt::Display for Fault {
 /// The text is not the name of a fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "Unknown fault `{0}`; expected one of pump_trip, leak, chlorine_dosing_failure, stuck_sensor, fever, speaker_offline, estrus, heat_wave."
+    "Unknown fault `{0}`; expected one of pump_trip, leak, chlorine_dosing_failure, stuck_sensor, fever, speaker_offline, estrus, heat_wave, gateway_offline."
 )]
 pub struct UnknownFault(pub String);
 

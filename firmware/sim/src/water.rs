@@ -264,6 +264,10 @@ pub(crate) struct District {
     pub(crate) last_quality: QualityInputs,
     /// Last outflow to the district (m³/h), for tests and diagnostics.
     pub(crate) outflow_m3h: f32,
+    /// It rains (set by the world every step).
+    pub(crate) raining: bool,
+    /// 0 dry .. 1 rain has fully set in (an hour's time constant).
+    rain_blend: f32,
 }
 
 impl District {
@@ -325,6 +329,8 @@ impl District {
                 sensor_ok: true,
             },
             outflow_m3h: mean_inflow_m3h,
+            raining: false,
+            rain_blend: 0.0,
         }
     }
 
@@ -340,7 +346,10 @@ impl District {
             return;
         }
         let hour = local_hours(now);
-        let m = profile(&DEMAND, hour);
+        let goal = if self.raining { 1.0 } else { 0.0 };
+        self.rain_blend += (goal - self.rain_blend) * (1.0 - (-dt_s / 3600.0).exp());
+        // Rain: no garden watering or outdoor washing (brief-level assumption, check).
+        let m = profile(&DEMAND, hour) * (1.0 - 0.15 * self.rain_blend);
 
         // What everyone wants, and what the network loses.
         let want_l: f32 = self.households.iter_mut().map(|h| h.want(m, dt_s)).sum();
@@ -439,7 +448,8 @@ impl District {
         let diurnal = (std::f32::consts::TAU * (hour - 9.0) / 24.0).sin();
         let inputs = QualityInputs {
             chlorine_mg_l: self.pipe.arriving(now.0) + 0.008 * r.normal(),
-            turbidity_ntu: (0.22 + 0.08 * out_m3h / self.mean_inflow_m3h + 0.02 * r.normal()).max(0.05),
+            turbidity_ntu: (0.22 + 0.08 * out_m3h / self.mean_inflow_m3h + 0.1 * self.rain_blend + 0.02 * r.normal())
+                .max(0.05),
             ph: 7.55 + self.ph.step(r, 0.05, 6.0 * 3600.0, dt_s) + 0.01 * r.normal(),
             conductivity_us_cm: 620.0 + self.conductivity.step(r, 10.0, 12.0 * 3600.0, dt_s) + 2.0 * r.normal(),
             temperature_c: 14.0 + 6.0 * season + 0.4 * diurnal + 0.03 * r.normal(),

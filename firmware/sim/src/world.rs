@@ -87,6 +87,14 @@ pub(crate) struct World {
     buses: Vec<Vec<Option<usize>>>,
     faults: BTreeMap<String, BTreeSet<Fault>>,
     random_outages: bool,
+    /// Gateway id -> its bus (plan order).
+    gateway_bus: HashMap<String, usize>,
+    /// Device index -> its bus.
+    device_bus: Vec<usize>,
+    /// Buses whose gateway cabinet has no power (`gateway_offline`).
+    dark_buses: BTreeSet<usize>,
+    /// Rain over the county: see `set_rain`.
+    pub(crate) raining: bool,
 }
 
 fn district_of(plan: &Plan, site: &str) -> usize {
@@ -117,7 +125,10 @@ impl World {
         let mut ids = HashMap::new();
         let mut buses = Vec::with_capacity(plan.gateways.len());
         let mut cow_ids = Vec::new();
+        let mut gateway_bus = HashMap::new();
+        let mut device_bus = Vec::new();
         for g in &plan.gateways {
+            gateway_bus.insert(g.id.clone(), buses.len());
             let mut bus = vec![None; 256];
             for d in &g.devices {
                 let district = district_of(plan, &d.site).min(districts_n - 1);
@@ -145,6 +156,7 @@ impl World {
                     }
                 };
                 bus[usize::from(d.unit)] = Some(devices.len());
+                device_bus.push(buses.len());
                 ids.insert(d.id.clone(), Target::Device(devices.len()));
                 devices.push(Device { entity, pins: BTreeMap::new(), frozen: BTreeMap::new() });
             }
@@ -165,6 +177,10 @@ impl World {
             buses,
             faults: BTreeMap::new(),
             random_outages: true,
+            gateway_bus,
+            device_bus,
+            dark_buses: BTreeSet::new(),
+            raining: false,
         };
         world.advance(WARM_UP_MS);
         world
@@ -193,8 +209,10 @@ impl World {
     fn step(&mut self, dt_ms: i64) {
         let now = Timestamp(self.now_ms);
         for d in &mut self.districts {
+            d.raining = self.raining;
             d.step(now, dt_ms);
         }
+        self.farm.raining = self.raining;
         self.farm.step(now, dt_ms);
         for s in &mut self.speakers {
             s.step(now, dt_ms, self.random_outages);
@@ -223,6 +241,12 @@ impl World {
         self.random_outages = on;
     }
 
+    /// True unless the gateway's cabinet lost power (`gateway_offline`); unknown ids are
+    /// not powered.
+    pub(crate) fn gateway_powered(&self, gateway: &str) -> bool {
+        self.gateway_bus.get(gateway).is_some_and(|b| !self.dark_buses.contains(b))
+    }
+
     // --- Modbus side ---
 
     /// The device answering at `unit` on gateway `bus`, if one is there and reachable.
@@ -232,6 +256,9 @@ impl World {
     }
 
     fn reachable(&self, dev: usize) -> bool {
+        if self.device_bus.get(dev).is_some_and(|b| self.dark_buses.contains(b)) {
+            return false;
+        }
         match self.devices.get(dev).map(|d| d.entity) {
             Some(Entity::Speaker { index }) => self.speakers.get(index).is_some_and(|s| s.reachable(self.now_ms)),
             Some(_) => true,
@@ -331,6 +358,15 @@ impl World {
 
     /// Injects `fault` on device `id` (see `County::inject`).
     pub(crate) fn inject(&mut self, id: &str, fault: Fault) -> Result<(), SimError> {
+        if let Some(&bus) = self.gateway_bus.get(id) {
+            if fault != Fault::GatewayOffline {
+                return Err(SimError::NotApplicable { device: id.to_owned(), fault, what: "a gateway" });
+            }
+            self.dark_buses.insert(bus);
+            self.faults.entry(id.to_owned()).or_default().insert(fault);
+            info!(message = "Fault injected.", device = %id, %fault);
+            return Ok(());
+        }
         let target = self.target(id)?;
         let what = match target {
             Target::Device(d) => self.devices[d].entity.what(),
@@ -439,6 +475,13 @@ impl World {
 
     /// Clears every fault of device `id`.
     pub(crate) fn clear(&mut self, id: &str) -> Result<(), SimError> {
+        if let Some(&bus) = self.gateway_bus.get(id) {
+            self.dark_buses.remove(&bus);
+            if self.faults.remove(id).is_some() {
+                info!(message = "Fault cleared.", device = %id, fault = %Fault::GatewayOffline);
+            }
+            return Ok(());
+        }
         let target = self.target(id)?;
         let Some(faults) = self.faults.remove(id) else { return Ok(()) };
         for fault in faults {
@@ -484,7 +527,11 @@ impl World {
                         d.faults.reset_pending = true;
                     }
                     Fault::Leak => d.faults.burst = false,
-                    Fault::ChlorineDosingFailure => d.faults.dosing_failed &= if station { !1 } else { !2 },
+                    Fault::ChlorineDosingFailure => {
+                        d.faults.dosing_failed &= if station { !1 } else { !2 };
+                        // The technician fixes the dosing pump and resets its latched alarm.
+                        d.faults.reset_pending = true;
+                    }
                     _ if station => d.faults.level_stuck = None,
                     _ => d.faults.analyser_stuck = None,
                 }

@@ -53,6 +53,8 @@ pub struct AppState {
     pub sim: Option<simulator::County>,
     /// Ingest's clock.
     pub clock: Clock,
+    /// Rules and alerts, when enabled.
+    pub alerts: Option<crate::alerts::Alerts>,
     /// Signs, sends and tracks commands to gateways.
     pub commands: crate::command::Commander,
     /// Line protocol in (`/api/v2/write`): its sinks, limits and counters.
@@ -160,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
         .route("/rejections", get(read::rejections))
+        .merge(crate::alerts::api::router())
         .merge(crate::command::routes());
     if state.sim.is_some() {
         api = api

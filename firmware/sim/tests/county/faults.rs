@@ -265,3 +265,31 @@ fn faults_that_do_not_apply_are_refused_with_a_reason() {
     county.clear("dongcun-meter-001").expect("clear");
     assert_eq!(county.faults().len(), 2);
 }
+
+#[test]
+fn a_gateway_without_power_silences_its_bus_until_cleared() {
+    let county = small();
+    let meter = "dongcun-meter-001";
+    assert!(county.gateway_powered("gw-dongcun"));
+    county.inject("gw-dongcun", Fault::GatewayOffline).expect("inject");
+    assert!(!county.gateway_powered("gw-dongcun"));
+    assert!(matches!(county.read(meter, Table::Input, 0, 2), Err(SimError::Offline(_))));
+    assert!(county.read("waterworks-pump-1", Table::Input, 0, 1).is_ok(), "other gateways keep power");
+    assert!(matches!(county.inject(meter, Fault::GatewayOffline), Err(SimError::NotApplicable { .. })));
+    county.clear("gw-dongcun").expect("clear");
+    assert!(county.gateway_powered("gw-dongcun"));
+    assert!(county.read(meter, Table::Input, 0, 2).is_ok());
+}
+
+#[test]
+fn a_rainy_day_damps_the_barn_and_keeps_turbidity_within_limits() {
+    let (rain, twin) = twins();
+    rain.set_rain(true);
+    assert!(rain.raining());
+    rain.advance(3 * HOUR);
+    twin.advance(3 * HOUR);
+    let rh = |c: &County| f64::from(reg(c, "farm-barn-1", Table::Input, 1)) / 10.0;
+    assert!(rh(&rain) > rh(&twin) + 10.0, "rain RH {} dry RH {}", rh(&rain), rh(&twin));
+    let turbidity = f32_cdab(&rain, ANALYSER, 6);
+    assert!(turbidity < 1.0, "{turbidity} NTU");
+}

@@ -1,0 +1,314 @@
+//! HTTP API of alerts, rules, silences and proposed broadcasts (docs/API.md, docs/ALERTS.md).
+//!
+//! Reads follow the API's read rule (public in the demo, else a token) and show only the
+//! tenants the caller may see. Every write needs an operator token (rule reload: admin)
+//! valid for the tenant of what it touches; a tenant the caller may not see is "not
+//! found", so ids do not leak across tenants.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Alerts;
+use super::manager::{ManagerError, NewSilence};
+use super::model::{Alert, AlertState, Matchers, ProposedBroadcast, Severity, Silence, SilenceKind};
+use crate::api::time::{parse, rfc3339};
+use crate::api::{ApiError, AppState, Reader};
+use crate::auth::{Authorized, Principal, Role};
+
+/// The routes, mounted under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/alerts", get(list))
+        .route("/alerts/{id}", get(one))
+        .route("/alerts/{id}/ack", post(ack))
+        .route("/silences", get(silences).post(create_silence))
+        .route("/silences/{id}", delete(expire_silence))
+        .route("/rules", get(rules))
+        .route("/rules/reload", post(reload))
+        .route("/proposed-broadcasts", get(proposals))
+        .route("/proposed-broadcasts/{id}/approve", post(approve))
+}
+
+fn alerts(s: &AppState) -> Result<&Alerts, ApiError> {
+    s.alerts.as_ref().ok_or_else(|| ApiError::NotFound("alerts are not enabled on this ingest".into()))
+}
+
+fn manager_error(e: ManagerError) -> ApiError {
+    match e {
+        ManagerError::NotFound(m) => ApiError::NotFound(m),
+        ManagerError::Invalid(m) => ApiError::Unprocessable(m),
+        ManagerError::Log(e) => ApiError::Internal(e.to_string()),
+    }
+}
+
+fn ts(t: Option<protocol::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
+}
+
+/// The JSON of an alert: the issue's fields first, then the rest.
+fn view(a: &Alert) -> Value {
+    json!({
+        "id": a.id,
+        "rule": a.rule,
+        "severity": a.severity,
+        "state": a.state,
+        "device": a.device,
+        "site": a.site,
+        "gateway": a.gateway,
+        "district": a.district,
+        "entity": a.entity,
+        "tenant": a.tenant,
+        "started_at": rfc3339(a.started_at),
+        "fired_at": ts(a.fired_at),
+        "resolved_at": ts(a.resolved_at),
+        "summary": a.summary,
+        "value": a.value,
+        "fingerprint": a.fingerprint,
+        "silenced_by": a.silenced_by,
+        "ack": a.ack.as_ref().map(|k| json!({ "by": k.by, "at": rfc3339(k.at), "note": k.note })),
+        "flaps": a.flaps,
+        "updated_at": rfc3339(a.updated_at),
+    })
+}
+
+fn silence_view(s: &Silence, now: protocol::Timestamp) -> Value {
+    json!({
+        "id": s.id,
+        "kind": s.kind,
+        "matchers": s.matchers,
+        "starts_at": rfc3339(s.starts_at),
+        "ends_at": rfc3339(s.ends_at),
+        "reason": s.reason,
+        "created_by": s.created_by,
+        "tenant": s.tenant,
+        "created_at": rfc3339(s.created_at),
+        "active": s.active(now),
+    })
+}
+
+fn proposal_view(p: &ProposedBroadcast) -> Value {
+    json!({
+        "id": p.id,
+        "alert": p.alert,
+        "tenant": p.tenant,
+        "villages": p.villages,
+        "text": p.text,
+        "level": p.level,
+        "state": p.state,
+        "created_at": rfc3339(p.created_at),
+        "approved_by": p.approved_by,
+        "approved_at": ts(p.approved_at),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AlertQuery {
+    state: Option<String>,
+    rule: Option<String>,
+    device: Option<String>,
+    site: Option<String>,
+    severity: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    reader: Reader,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let alerts = alerts(&s)?;
+    // `active` is every open state; a comma list picks several.
+    let states: Option<Vec<AlertState>> = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            let mut v = Vec::new();
+            for part in text.split(',') {
+                if part == "active" {
+                    v.extend([AlertState::Pending, AlertState::Firing, AlertState::Acknowledged]);
+                } else {
+                    v.push(part.parse::<AlertState>().map_err(ApiError::BadRequest)?);
+                }
+            }
+            Some(v)
+        }
+    };
+    let severity = q.severity.as_deref().map(str::parse::<Severity>).transpose().map_err(ApiError::BadRequest)?;
+    let from = q.from.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
+    let to = q.to.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let keep = |a: &Alert| {
+        reader.may_see(&a.tenant)
+            && states.as_ref().is_none_or(|v| v.contains(&a.state))
+            && q.rule.as_ref().is_none_or(|r| *r == a.rule)
+            && q.device.as_ref().is_none_or(|d| a.device.as_ref() == Some(d))
+            && q.site.as_ref().is_none_or(|x| a.site.as_ref() == Some(x))
+            && severity.is_none_or(|x| x == a.severity)
+            && from.is_none_or(|f| a.resolved_at.is_none_or(|r| r >= f))
+            && to.is_none_or(|t| a.started_at < t)
+    };
+    let list = alerts.with_manager(|m| m.alerts(keep, limit));
+    Ok(Json(list.iter().map(view).collect()))
+}
+
+async fn one(State(s): State<AppState>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+    let a = alerts(&s)?
+        .with_manager(|m| m.alert(id).cloned())
+        .filter(|a| reader.may_see(&a.tenant))
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    Ok(Json(view(&a)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AckBody {
+    #[serde(default)]
+    note: String,
+}
+
+fn operator(p: &Principal) -> Result<(), ApiError> {
+    p.require(Role::Operator)
+}
+
+async fn ack(
+    State(s): State<AppState>,
+    Authorized(p): Authorized,
+    Path(id): Path<u64>,
+    body: Option<Json<AckBody>>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&p)?;
+    let alerts = alerts(&s)?;
+    let note = body.map(|Json(b)| b.note).unwrap_or_default();
+    if note.len() > 2000 {
+        return Err(ApiError::BadRequest("note is longer than 2000 characters".into()));
+    }
+    let now = alerts.now();
+    let a = alerts.with_manager(|m| {
+        let tenant = m.alert(id).map(|a| a.tenant.clone());
+        match tenant {
+            Some(t) if p.may_access(&t) => m.ack(id, &p.name, note, now).map_err(manager_error),
+            _ => Err(ApiError::NotFound(format!("no alert {id}"))),
+        }
+    })?;
+    Ok(Json(view(&a)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SilenceBody {
+    matchers: Matchers,
+    #[serde(default)]
+    kind: SilenceKind,
+    starts_at: Option<String>,
+    ends_at: String,
+    reason: String,
+    tenant: Option<String>,
+}
+
+async fn silences(State(s): State<AppState>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
+    let alerts = alerts(&s)?;
+    let now = alerts.now();
+    let list = alerts.with_manager(|m| m.silences(|x| reader.may_see(&x.tenant)));
+    Ok(Json(list.iter().map(|x| silence_view(x, now)).collect()))
+}
+
+/// The tenant a write acts for: the one named, or the caller's only one.
+fn tenant_for(p: &Principal, named: Option<String>) -> Result<String, ApiError> {
+    match named {
+        Some(t) => {
+            p.require_tenant(&t)?;
+            Ok(t)
+        }
+        None if p.tenants.len() == 1 => Ok(p.tenants[0].clone()),
+        None => Err(ApiError::BadRequest("name the tenant the silence is for (\"tenant\": ...)".into())),
+    }
+}
+
+async fn create_silence(
+    State(s): State<AppState>,
+    Authorized(p): Authorized,
+    body: Result<Json<SilenceBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&p)?;
+    let alerts = alerts(&s)?;
+    let Json(b) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"matchers\": {{\"site\": ..}}, \"ends_at\": TIME, \"reason\": TEXT, \"tenant\": ID}}: {e}"
+        ))
+    })?;
+    let tenant = tenant_for(&p, b.tenant)?;
+    let starts_at = b.starts_at.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
+    let ends_at = parse(&b.ends_at).map_err(ApiError::BadRequest)?;
+    let now = alerts.now();
+    let new = NewSilence {
+        kind: b.kind,
+        matchers: b.matchers,
+        starts_at,
+        ends_at,
+        reason: b.reason,
+        created_by: p.name.clone(),
+        tenant,
+    };
+    let silence = alerts.with_manager(|m| m.silence(new, now)).map_err(manager_error)?;
+    Ok((StatusCode::CREATED, Json(silence_view(&silence, now))))
+}
+
+async fn expire_silence(
+    State(s): State<AppState>,
+    Authorized(p): Authorized,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&p)?;
+    let alerts = alerts(&s)?;
+    let now = alerts.now();
+    let silence = alerts.with_manager(|m| m.expire_silence(id, |t| p.may_access(t), now)).map_err(manager_error)?;
+    Ok(Json(silence_view(&silence, now)))
+}
+
+async fn rules(State(s): State<AppState>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
+    let alerts = alerts(&s)?;
+    let devices = crate::rules::eval::device_metas(alerts.inventory());
+    let out = alerts
+        .rules()
+        .iter()
+        .filter(|r| match &r.kind {
+            // A district rule is visible where its inflow meters are.
+            crate::rules::config::Kind::MassBalance { inflow, .. } => {
+                devices.values().any(|d| reader.may_see(&d.tenant) && r.select.matches(d) && inflow.matches(d))
+            }
+            _ => crate::rules::eval::selects_any(&r.select, &devices, |t| reader.may_see(t)),
+        })
+        .map(|r| serde_json::to_value(&**r).unwrap_or(Value::Null))
+        .collect();
+    Ok(Json(out))
+}
+
+async fn reload(State(s): State<AppState>, Authorized(p): Authorized) -> Result<Json<Value>, ApiError> {
+    p.require(Role::Admin)?;
+    match alerts(&s)?.reload().await {
+        Ok(n) => Ok(Json(json!({ "rules": n }))),
+        Err(errors) => Err(ApiError::Unprocessable(format!("rule packs refused; the running rules stay:\n{errors}"))),
+    }
+}
+
+async fn proposals(State(s): State<AppState>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
+    let list = alerts(&s)?.with_manager(|m| m.proposals(|p| reader.may_see(&p.tenant)));
+    Ok(Json(list.iter().map(proposal_view).collect()))
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    Authorized(p): Authorized,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&p)?;
+    let alerts = alerts(&s)?;
+    let now = alerts.now();
+    let proposal = alerts.with_manager(|m| m.approve(id, &p.name, |t| p.may_access(t), now)).map_err(manager_error)?;
+    Ok(Json(proposal_view(&proposal)))
+}
