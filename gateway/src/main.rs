@@ -47,7 +47,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    daemon::init_logging(&cli.log_format, "info");
     match cli.command {
         Command::GenerateConfig => {
             print!("{EXAMPLE}");
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
                 let gw = Gateway::new(cfg, lib, gateway::system_clock()).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    daemon::stop_signal().await;
                     stop.cancel();
                 });
                 gw.try_run(shutdown).await.context("the gateway stopped")
@@ -111,32 +111,4 @@ fn load(path: &std::path::Path) -> anyhow::Result<(GatewayConfig, Library)> {
     }
     let cfg = GatewayConfig::load(path, &lib).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((cfg, lib))
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -57,7 +57,7 @@ const KIND_BATCH: u8 = 1;
 const KIND_ACKED: u8 = 2;
 const KIND_DROPPED: u8 = 3;
 const KIND_START: u8 = 4;
-const HEADER: usize = 8;
+use frames::HEADER;
 /// A frame longer than this is corruption, not data (a batch is far smaller).
 const MAX_FRAME: u32 = 64 * 1024 * 1024;
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -201,7 +201,7 @@ impl Queue {
             file.read_to_end(&mut bytes).map_err(io_err(&path))?;
             let mut pos = 0usize;
             let mut last_seq = 0u64;
-            while let Some((body, next)) = frame_at(&bytes, pos) {
+            while let Some((body, next)) = frames::frame_at(&bytes, pos, MAX_FRAME) {
                 let Some((&kind, rest)) = body.split_first() else { break };
                 let seq = rest.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
                 let Some(seq) = seq else { break };
@@ -424,9 +424,7 @@ impl Queue {
     fn append(&mut self, start: u64, body: &[u8]) -> Result<u64, QueueError> {
         let Some(s) = self.segments.get_mut(&start) else { return Ok(0) };
         let mut frame = Vec::with_capacity(HEADER + body.len());
-        frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-        frame.extend_from_slice(body);
+        frames::append(&mut frame, body);
         let offset = s.size;
         (&*s.file).write_all(&frame).map_err(io_err(&s.path))?;
         s.size += frame.len() as u64;
@@ -455,19 +453,6 @@ impl Queue {
 
 fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join(format!("{start:020}{SEGMENT_SUFFIX}"))
-}
-
-/// The body of the intact frame at `pos`, and where the next frame starts.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(pos..pos + HEADER)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_FRAME {
-        return None;
-    }
-    let end = pos + HEADER + len as usize;
-    let body = bytes.get(pos + HEADER..end)?;
-    (crc32fast::hash(body) == crc).then_some((body, end))
 }
 
 #[cfg(test)]

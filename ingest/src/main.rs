@@ -73,7 +73,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    daemon::init_logging(&cli.log_format, "info,rumqttd=warn,rumqttd::router::routing=off");
     match cli.command {
         Command::GenerateConfig => {
             print!("{EXAMPLE}");
@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
             let running =
                 service::start(cfg, inv, Options { public_read: false, alerts, ..Options::default() }).await?;
             println!("ingest: HTTP on http://{}", running.http);
-            wait_for_signal().await;
+            daemon::stop_signal().await;
             running.stop().await;
             Ok(())
         }),
@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             let opts = DemoOptions { http, mqtt, data, admin_token, spec, alerts, ..DemoOptions::default() };
             let demo = Demo::start(opts).await?;
             println!("{}", demo.summary());
-            wait_for_signal().await;
+            daemon::stop_signal().await;
             println!("Stopping...");
             demo.stop().await;
             println!("Stopped.");
@@ -142,32 +142,4 @@ fn load(path: &std::path::Path) -> anyhow::Result<(IngestConfig, Inventory)> {
     let inv_path = cfg.inventory.clone().context("the config names no inventory")?;
     let inv = Inventory::load(&inv_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((cfg, inv))
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -45,7 +45,6 @@ const KIND_BATCH: u8 = 1;
 const KIND_READINGS: u8 = 2;
 /// Refuse absurd frame lengths instead of allocating them (a corrupt length field).
 const MAX_FRAME: u32 = 256 * 1024 * 1024;
-const HEADER: usize = 8;
 
 /// A reading as replayed: borrowed from the log's bytes.
 pub(crate) struct ReplayReading<'a> {
@@ -133,7 +132,7 @@ impl Wal {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).map_err(StoreError::io(&path))?;
             let mut pos = 0usize;
-            while let Some((payload, next)) = frame_at(&bytes, pos) {
+            while let Some((payload, next)) = frames::frame_at(&bytes, pos, MAX_FRAME) {
                 let Some(()) = decode_record(payload, &mut apply) else { break };
                 stats.records += 1;
                 pos = next;
@@ -198,14 +197,9 @@ impl Wal {
     }
 
     fn frame(&mut self, body: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; HEADER]);
+        let start = frames::begin(&mut self.buf);
         body(&mut self.buf);
-        let payload = &self.buf[start + HEADER..];
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let crc = crc32fast::hash(payload);
-        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        frames::finish(&mut self.buf, start);
     }
 
     /// Writes the group to the file, not yet durable: see [`Wal::sync_handle`].
@@ -328,19 +322,6 @@ fn put_readings(out: &mut Vec<u8>, readings: &[Reading]) {
         out.extend_from_slice(&r.value.to_le_bytes());
         out.push(r.quality.code());
     }
-}
-
-/// The payload of the intact frame at `pos`, and where the next frame starts.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(pos..pos + HEADER)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_FRAME {
-        return None;
-    }
-    let end = pos + HEADER + len as usize;
-    let payload = bytes.get(pos + HEADER..end)?;
-    (crc32fast::hash(payload) == crc).then_some((payload, end))
 }
 
 /// Decodes one record and hands it to `apply`; `None` if it does not decode.

@@ -174,8 +174,10 @@ async fn latency_from_publish_to_alert_at_half_of_the_maximum_load() {
     let plan = Plan::build(&county_15k());
     let (inventory, gateways, probes) = latency_inventory(&plan);
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        IngestConfig::new(dir.path().to_path_buf(), BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) });
+    let config = IngestConfig::new(
+        dir.path().to_path_buf(),
+        BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
+    );
     // A sink ahead of the rules notes when each probe became durable (sinks are fed in
     // order, the rules last), so the latency splits into the pipeline's part and the part
     // the rules add.
