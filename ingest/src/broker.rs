@@ -36,7 +36,7 @@ pub async fn start(listen: SocketAddr) -> Result<(), BrokerError> {
         })
         .map_err(|e| BrokerError::Config(e.to_string()))?;
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+        if answers_mqtt(listen).await {
             tracing::info!(message = "Embedded broker listening.", %listen);
             return Ok(());
         }
@@ -45,9 +45,56 @@ pub async fn start(listen: SocketAddr) -> Result<(), BrokerError> {
     Err(BrokerError::NotListening(listen))
 }
 
+/// MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id `ingest-probe`).
+const PROBE_CONNECT: &[u8] = &[
+    0x10, 24, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 12, b'i', b'n', b'g', b'e', b's', b't', b'-', b'p', b'r',
+    b'o', b'b', b'e',
+];
+/// MQTT DISCONNECT.
+const PROBE_DISCONNECT: &[u8] = &[0xE0, 0];
+
+/// Whether the broker completes an MQTT handshake on `addr`. A bare TCP connect that
+/// hangs up would do to see the port open, but rumqttd logs every such hang-up as an
+/// ERROR, and an operator's first log line should not be a false alarm.
+async fn answers_mqtt(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handshake = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(PROBE_CONNECT).await?;
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).await?;
+        s.write_all(PROBE_DISCONNECT).await?;
+        std::io::Result::Ok(connack[0] == 0x20 && connack[3] == 0)
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), handshake).await, Ok(Ok(true)))
+}
+
 /// A free TCP port on loopback (for tests and demos that must not collide). rumqttd
 /// cannot be told to bind port 0 and report it, so we find one and hand it over.
 pub fn free_local_addr() -> std::io::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     l.local_addr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_readiness_probe_wants_an_mqtt_answer_not_just_an_open_port() {
+        let listen = free_local_addr().unwrap();
+        start(listen).await.unwrap();
+        assert!(answers_mqtt(listen).await, "the embedded broker completes the handshake");
+
+        // Something that accepts connections but does not speak MQTT is not a broker.
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = mute.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = mute.accept().await {
+                held.push(s);
+            }
+        });
+        assert!(!answers_mqtt(addr).await);
+    }
 }
