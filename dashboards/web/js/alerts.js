@@ -15,6 +15,8 @@ import { ALERTS_SHOWN } from './config.js';
 export const SEVERITIES = ['critical', 'warning', 'info'];
 
 const TOKEN_KEY = 'vt-dashboard-token';
+/** Column headings of the table; the last (the button) is for screen readers only. */
+const COLUMNS = ['alertsSeverity', 'alertsWhere', 'alertsWhat', 'alertsStarted', 'alertsState', null];
 
 function rank(severity) {
   const i = SEVERITIES.indexOf(severity);
@@ -68,10 +70,11 @@ export function alertsPanel(state, model) {
     error,
     h('div', { class: 'alerts-scroll' }, h('table', { class: 'alerts' },
       h('caption', { class: 'sr' }, t('alertsCaption')),
-      h('thead', null, h('tr', null, ['alertsSeverity', 'alertsWhere', 'alertsWhat', 'alertsStarted', 'alertsState', null]
-        .map((key) => h('th', { scope: 'col' }, key ? t(key) : h('span', { class: 'sr' }, t('ack')))))),
+      h('thead', null, h('tr', null, COLUMNS.map((key) => h('th', { scope: 'col' },
+        key ? t(key) : h('span', { class: 'sr' }, t('ack')))))),
       h('tbody', null, shown.map((a) => alertRow(a, sites, model.now))))),
-    state.list.length > shown.length ? h('p', { class: 'hint' }, t('alertsMore', state.list.length - shown.length)) : null,
+    state.list.length > shown.length
+      ? h('p', { class: 'hint' }, t('alertsMore', state.list.length - shown.length)) : null,
   ];
 }
 

@@ -58,7 +58,8 @@ const en = {
   ackSending: 'Sending…',
   ackNoToken: 'Enter your operator token first.',
   ackErr401: (why) => `The token was not accepted (401: ${why}). Enter it again.`,
-  ackErr403: (why) => `This token may not acknowledge this alert (403: ${why}). It needs the operator role for the alert's tenant.`,
+  ackErr403: (why) => `This token may not acknowledge this alert (403: ${why}). ` +
+    "It needs the operator role for the alert's tenant.",
   ackErr404: (why) => `No such alert (404: ${why}). It may have been resolved, or this token cannot see it.`,
   ackErr422: (why) => `It cannot be acknowledged now (422: ${why}).`,
   ackErrOther: (status, why) => `Acknowledging failed (${status ?? 'no answer'}: ${why}).`,
@@ -294,7 +295,8 @@ const zh = {
   ackSending: '正在发送…',
   ackNoToken: '请先输入操作员令牌。',
   ackErr401: (why) => `令牌未被接受（401：${why}），请重新输入。`,
-  ackErr403: (why) => `此令牌无权确认这条告警（403：${why}），需要该告警所属租户的操作员角色。`,
+  ackErr403: (why) => `此令牌无权确认这条告警（403：${why}），` +
+    '需要该告警所属租户的操作员角色。',
   ackErr404: (why) => `没有这条告警（404：${why}），可能已恢复，或此令牌看不到它。`,
   ackErr422: (why) => `现在无法确认（422：${why}）。`,
   ackErrOther: (status, why) => `确认失败（${status ?? '无应答'}：${why}）。`,
