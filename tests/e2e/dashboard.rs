@@ -187,7 +187,8 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
     }
     assert!(row.contains("data-action=\"ack\""), "no acknowledge button for a firing alert: {row}");
     // Most severe first.
-    let rank = |r: &&str| ["critical", "warning", "info"].iter().position(|s| r.contains(&format!("data-severity=\"{s}\"")));
+    let rank =
+        |r: &&str| ["critical", "warning", "info"].iter().position(|s| r.contains(&format!("data-severity=\"{s}\"")));
     let ranks: Vec<_> = rows.iter().map(rank).collect();
     assert!(ranks.is_sorted(), "alerts are not most severe first: {ranks:?}");
 
@@ -213,7 +214,7 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
 /// The page ran: no JavaScript error, and it rendered from the API.
 fn assert_page_ran(dom: &str, log: &str) {
     let html_tag = &dom[dom.find("<html").expect("an <html> element")..];
-    let html_tag = &html_tag[..html_tag.find('>').unwrap()];
+    let html_tag = &html_tag[..html_tag.find('>').expect("the <html> tag ends")];
     assert!(html_tag.contains("data-errors=\"\""), "JavaScript errors on the page: {html_tag}");
     assert!(html_tag.contains("data-ready=\"true\""), "the page never rendered data: {html_tag}\n{log}");
     let uncaught: Vec<&str> = log.lines().filter(|l| l.contains("Uncaught")).collect();
