@@ -4,6 +4,12 @@
 //! with their units, one herd cell per cow with the sick ones first, a tripped pump and an
 //! offline speaker. A JavaScript error anywhere fails the test.
 //!
+//! Alerts: before any fault the alerts panel says plainly that nothing is firing and no
+//! marker carries an alert ring; after the pump trip (injected through the demo's
+//! `POST /api/v1/sim/faults`, and firing in the API before the page is loaded) the panel
+//! lists the `pump-trip` alert as critical and firing at the pump's site, and that site's
+//! marker is ringed in the critical colour.
+//!
 //! Needs `/usr/bin/chromium` (`.ci/setup` installs it); without it the test fails and says
 //! so. To refresh the screenshot in the docs, run it with `VT_DASHBOARD_SCREENSHOT` set:
 //!
@@ -33,7 +39,7 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(40);
 const SICK: [u16; 3] = [4060, 4030, 3990];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_and_the_faults_in_a_real_browser() {
+async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_and_their_alerts_in_a_real_browser() {
     let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
     let opts = DemoOptions {
@@ -46,16 +52,40 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_and_the_fau
     demo.county.set_random_outages(false);
     let base = format!("http://{}", demo.ingest.http);
     let plan = demo.county.plan().clone();
+    let url = format!("{base}/");
+    let pump = plan.devices().find(|d| d.kind == DeviceKind::PumpStation).unwrap().id.clone();
+    let pump_site = plan.devices().find(|d| d.id == pump).unwrap().site.clone();
+    let speaker = plan.devices().find(|d| d.kind == DeviceKind::Speaker).unwrap().id.clone();
 
-    // Faults the page must show: three sick cows, a tripped pump, a speaker gone.
+    // Before any fault: the pump reports, the rules have seen it, and no alert is open.
+    eventually("the pump's first reading and no open alert in the API", Duration::from_secs(30), || {
+        let (base, pump) = (&base, &pump);
+        async move {
+            let fault = get_json(base, &format!("/api/v1/latest?device={pump}&metric=fault_word")).await;
+            let open = get_json(base, "/api/v1/alerts?state=active").await;
+            (fault[0]["value"].as_f64()? == 0.0 && open.as_array()?.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let (quiet, log) = browse(&chromium, dir.path(), &["--dump-dom".into(), url.clone()]);
+    assert_page_ran(&quiet, &log);
+    let panel = element(&quiet, "<section id=\"alerts-panel\"", "</section>");
+    assert!(
+        panel.contains("class=\"alerts-empty") && panel.contains("No alerts: nothing is firing."),
+        "the alerts panel does not say that nothing is firing: {panel}"
+    );
+    assert!(!panel.contains("<table"), "an alert table with no alert open: {panel}");
+    let map = element(&quiet, "<svg class=\"county\"", "</svg>");
+    assert!(!map.contains("alert-ring"), "a marker has an alert ring with no alert open: {map}");
+
+    // Faults the page must show: three sick cows, a tripped pump, a speaker gone. The
+    // pump's through the demo's API, as an operator trying the demo would.
     let cows: Vec<String> = plan.devices().flat_map(|d| d.children.iter().cloned()).collect();
     let sick: Vec<&String> = cows.iter().skip(10).step_by(30).take(SICK.len()).collect();
     for (cow, centi) in sick.iter().zip(SICK) {
         demo.county.pin_register(cow, Table::Input, 2, &[centi]).unwrap();
     }
-    let pump = plan.devices().find(|d| d.kind == DeviceKind::PumpStation).unwrap().id.clone();
-    demo.county.inject(&pump, Fault::PumpTrip).unwrap();
-    let speaker = plan.devices().find(|d| d.kind == DeviceKind::Speaker).unwrap().id.clone();
+    inject(&base, &pump, "pump_trip").await;
     demo.county.inject(&speaker, Fault::SpeakerOffline).unwrap();
 
     let herd_size = cows.len();
@@ -82,19 +112,22 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_and_the_fau
         },
     )
     .await;
+    // Load the page only once the alert fires, so what it shows does not depend on timing.
+    let alert = eventually("the pump-trip alert firing in the API", Duration::from_secs(30), || {
+        let (base, pump) = (&base, &pump);
+        async move {
+            let firing = get_json(base, "/api/v1/alerts?state=firing&rule=pump-trip").await;
+            firing.as_array()?.iter().find(|a| a["device"] == pump.as_str()).cloned()
+        }
+    })
+    .await;
 
     let sites = get_json(&base, "/api/v1/sites").await;
     let sites = sites.as_array().unwrap().clone();
-    let url = format!("{base}/");
     let (dom, log) = browse(&chromium, dir.path(), &["--dump-dom".into(), url.clone()]);
-
-    // The page ran: no JS error, and it rendered from the API.
-    let html_tag = &dom[dom.find("<html").expect("an <html> element")..];
-    let html_tag = &html_tag[..html_tag.find('>').unwrap()];
-    assert!(html_tag.contains("data-errors=\"\""), "JavaScript errors on the page: {html_tag}");
-    assert!(html_tag.contains("data-ready=\"true\""), "the page never rendered data: {html_tag}\n{log}");
-    let uncaught: Vec<&str> = log.lines().filter(|l| l.contains("Uncaught")).collect();
-    assert!(uncaught.is_empty(), "JavaScript errors in the console: {uncaught:#?}");
+    assert_page_ran(&dom, &log);
+    // Alerts only end after minutes clear: every alert open during the page load is in here.
+    let open = get_json(&base, "/api/v1/alerts?state=firing,acknowledged").await;
 
     // Every site by name, and one marker per site on the map.
     let map = element(&dom, "<svg class=\"county\"", "</svg>");
@@ -130,17 +163,76 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_and_the_fau
     assert_eq!(herd.matches("class=\"cow fever\"").count(), SICK.len(), "only the sick cows have fever");
 
     // The tripped pump makes its site need attention, and says why; the speaker is a red dot.
-    let pump_site = plan.devices().find(|d| d.id == pump).unwrap().site.clone();
     let marker = map.split("<g ").find(|g| g.contains(&format!("data-site=\"{pump_site}\""))).unwrap();
     assert!(marker.contains("state-attention"), "the tripped pump's site is not marked: {marker}");
     assert!(dom.contains("fault: trip"), "the trip is not named on the page");
     assert!(dom.contains(&format!("{speaker}: offline")), "the offline speaker is not shown");
+
+    // The alerts panel: the pump trip, critical and firing, at the pump's site by name.
+    let panel = element(&dom, "<section id=\"alerts-panel\"", "</section>");
+    let rows: Vec<&str> = panel.split("<tr class=\"alert ").skip(1).collect();
+    let row = rows
+        .iter()
+        .find(|r| r.contains("data-rule=\"pump-trip\"") && r.contains(&format!("data-device=\"{pump}\"")))
+        .unwrap_or_else(|| panic!("no pump-trip alert for {pump} in the alerts panel: {panel}"));
+    assert!(row.contains("data-severity=\"critical\""), "the pump trip is not critical: {row}");
+    assert!(row.contains("<span class=\"sev\">Critical</span>"), "the severity is not written out: {row}");
+    assert!(row.contains("data-state=\"firing\"") && row.contains(">firing<"), "not shown as firing: {row}");
+    assert!(row.contains(&format!("data-alert=\"{}\"", alert["id"])), "not the API's alert {}: {row}", alert["id"]);
+    let summary = alert["summary"].as_str().unwrap().replace('&', "&amp;");
+    assert!(row.contains(&summary), "the summary {summary:?} is not shown: {row}");
+    let site_name = sites.iter().find(|x| x["id"] == pump_site.as_str()).unwrap()["name"].as_str().unwrap();
+    for part in site_name.split(' ') {
+        assert!(row.contains(&format!(">{part}<")), "the site is not named ({site_name}): {row}");
+    }
+    assert!(row.contains("data-action=\"ack\""), "no acknowledge button for a firing alert: {row}");
+    // Most severe first.
+    let rank =
+        |r: &&str| ["critical", "warning", "info"].iter().position(|s| r.contains(&format!("data-severity=\"{s}\"")));
+    let ranks: Vec<_> = rows.iter().map(rank).collect();
+    assert!(ranks.is_sorted(), "alerts are not most severe first: {ranks:?}");
+
+    // The map: the pump's site is ringed in the critical colour, and only sites with an
+    // open (firing or acknowledged) alert are ringed at all.
+    assert!(
+        marker.contains("alerting sev-critical") && marker.contains("class=\"alert-ring\""),
+        "the pump's site has no critical alert ring: {marker}"
+    );
+    let alerted: BTreeSet<&str> = open.as_array().unwrap().iter().filter_map(|a| a["site"].as_str()).collect();
+    for ringed in map.split("<g class=\"marker ").skip(1).filter(|g| g.contains("alert-ring")) {
+        let site = ringed.split("data-site=\"").nth(1).and_then(|x| x.split('"').next()).unwrap();
+        assert!(alerted.contains(site), "{site} is ringed but has no open alert: {open}");
+    }
 
     if let Some(path) = std::env::var_os("VT_DASHBOARD_SCREENSHOT") {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
         screenshot(&chromium, dir.path(), &url, &path);
     }
     demo.stop().await;
+}
+
+/// The page ran: no JavaScript error, and it rendered from the API.
+fn assert_page_ran(dom: &str, log: &str) {
+    let html_tag = &dom[dom.find("<html").expect("an <html> element")..];
+    let html_tag = &html_tag[..html_tag.find('>').expect("the <html> tag ends")];
+    assert!(html_tag.contains("data-errors=\"\""), "JavaScript errors on the page: {html_tag}");
+    assert!(html_tag.contains("data-ready=\"true\""), "the page never rendered data: {html_tag}\n{log}");
+    let uncaught: Vec<&str> = log.lines().filter(|l| l.contains("Uncaught")).collect();
+    assert!(uncaught.is_empty(), "JavaScript errors in the console: {uncaught:#?}");
+}
+
+/// Injects `fault` into `device` through the demo's API.
+async fn inject(base: &str, device: &str, fault: &str) {
+    let body = serde_json::json!({ "device": device, "fault": fault }).to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/sim/faults"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST /api/v1/sim/faults: {e}"));
+    let status = resp.status();
+    assert_eq!(status.as_u16(), 201, "injecting {fault} into {device}: {}", resp.text().await.unwrap_or_default());
 }
 
 /// The browser, or a failure that says how to get it.

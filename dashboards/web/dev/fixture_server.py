@@ -6,8 +6,10 @@ page without running ingest, and for checking it at scale:
 
 Not served by ingest (files under dev/ are not embedded). The API shapes follow docs/API.md;
 the values are plausible, not physics: use `ingest demo` for the real thing.
-Options --pump-trip, --chlorine-low and --gateway-down show the alarm states; --hostile
-adds a site and a device whose names are HTML and script, which must show as text.
+Options --pump-trip, --chlorine-low and --gateway-down show the alarm states (and the
+alerts the rules would raise, with the sick cows' fever alerts, one acknowledged); --hostile
+adds a site, a device and an alert whose names are HTML and script, which must show as text.
+Acknowledging takes the token `operator` (`viewer` is refused with 403, any other with 401).
 """
 
 import argparse
@@ -91,6 +93,40 @@ class County:
         self.sick = set(rnd.sample(self.cows, 3))
         self.latest_json, self.latest_at = b"[]", 0
         self.base = {c: rnd.gauss(38.6, 0.15) for c in self.cows}
+        self.alerts = self.make_alerts(time.time() * 1000)
+
+    def make_alerts(self, now):
+        """Open alerts as GET /api/v1/alerts?state=active gives them (docs/ALERTS.md)."""
+        out = []
+
+        def alert(rule, severity, device, site, summary, ago_ms, state="firing", gateway=None, ack=None):
+            entity = dict(type="gateway", id=gateway) if gateway and not device else dict(type="device", id=device)
+            out.append(dict(id=len(out) + 1, rule=rule, severity=severity, state=state, device=device, site=site,
+                            gateway=gateway or f"gw-{site}", district=None, entity=entity, tenant="county",
+                            started_at=rfc3339(now - ago_ms), fired_at=rfc3339(now - ago_ms), resolved_at=None,
+                            summary=summary, value=1.0, fingerprint=f"{rule}/{entity['type']}/{entity['id']}",
+                            silenced_by=None, ack=ack, flaps=0, updated_at=rfc3339(now - ago_ms)))
+
+        if self.args.pump_trip:
+            alert("pump-trip", "critical", "waterworks-pump-1", "waterworks",
+                  "Pump at waterworks tripped (motor protection): the pump is stopped until reset", 95_000)
+        if self.args.gateway_down:
+            alert("gateway-offline", "critical", None, "xicun",
+                  "Gateway gw-xicun at xicun is offline: nothing from its devices for 300 s", 420_000, gateway="gw-xicun")
+        if self.args.chlorine_low:
+            alert("chlorine-low", "critical", "waterworks-quality-1", "waterworks",
+                  "Free chlorine at waterworks 0.02 mg/L, below 0.05 mg/L (GB 5749-2022)", 600_000)
+        for i, cow in enumerate(sorted(self.sick)):
+            ack = dict(by="li.wei", at=rfc3339(now - 60_000), note="vet called") if i == 0 else None
+            alert("cow-fever", "critical", cow, "farm",
+                  f"{cow}: body temperature 1.2 °C above her own 10-day normal", 3_600_000 * (i + 1),
+                  state="acknowledged" if ack else "firing", ack=ack)
+        alert("barn-heat-stress", "warning", "farm-barn-1", "farm", "Heat stress in the barn: THI 74", 2_000_000,
+              state="pending")
+        if self.args.hostile:
+            evil = '<img src=x onerror="document.title=\'pwned\'">'
+            alert(f"rule-{evil}", "info", f"meter-{evil}", "x<b>", f"summary {evil}", 10_000)
+        return out
 
     def gateway(self, site):
         self.device(f"gw-{site}", "gateway", site)
@@ -183,6 +219,8 @@ class Handler(BaseHTTPRequestHandler):
             if now - c.latest_at > 4000:
                 c.latest_json, c.latest_at = json.dumps(c.latest(now)).encode(), now
             return self.send(200, c.latest_json)
+        if url.path == "/api/v1/alerts":
+            return self.send(200, [a for a in c.alerts if a["state"] in ("pending", "firing", "acknowledged")])
         if url.path == "/api/v1/series":
             to = float(q.get("to", now))
             frm = float(q.get("from", to - 86_400_000))
@@ -199,6 +237,27 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, dict(device=d["id"], metric=metric, unit=UNITS.get(metric, ""), from_=rfc3339(frm),
                                        to=rfc3339(to), points=points, truncated=False))
         return self.send(404, {"error": "not found"})
+
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 5 or parts[:3] != ["api", "v1", "alerts"] or parts[4] != "ack":
+            return self.send(404, {"error": "not found"})
+        token = self.headers.get("authorization", "").removeprefix("Token ").removeprefix("Bearer ")
+        if token == "viewer":
+            return self.send(403, {"error": "this token has role viewer; operator is needed"})
+        if token != "operator":
+            return self.send(401, {"error": "unknown token"})
+        alert = next((a for a in self.county.alerts if str(a["id"]) == parts[3]), None)
+        if alert is None:
+            return self.send(404, {"error": f"no alert {parts[3]}"})
+        if alert["state"] not in ("firing", "acknowledged"):
+            return self.send(422, {"error": f"alert {parts[3]} is {alert['state']}, not firing yet"})
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        alert.update(state="acknowledged", ack=dict(by="operator", at=rfc3339(time.time() * 1000),
+                                                     note=body.get("note", "")))
+        return self.send(200, alert)
 
 
 def main():

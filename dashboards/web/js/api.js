@@ -1,6 +1,7 @@
-// Role: the dashboard's only door to the ingest HTTP API (docs/API.md): JSON GETs with a
-// timeout and clear errors, and the server's clock (from the Date header), so ages are
-// right even when the operator's PC clock is off.
+// Role: the dashboard's only door to the ingest HTTP API (docs/API.md): JSON GETs, and the
+// one POST an operator makes (acknowledging an alert), with a timeout and clear errors, and
+// the server's clock (from the Date header), so ages are right even when the operator's PC
+// clock is off.
 
 import { FETCH_TIMEOUT_MS } from './config.js';
 
@@ -18,20 +19,37 @@ export class ApiError extends Error {
     super(`${path}: ${message}`);
     this.name = 'ApiError';
     this.status = status ?? null;
+    /** The server's own sentence (or what failed), without the path. */
+    this.why = message;
   }
 }
 
 /** GETs `path` (e.g. "/api/v1/latest") and returns its JSON. Throws ApiError. */
-export async function getJson(path, params) {
+export function getJson(path, params) {
   const url = params ? `${path}?${new URLSearchParams(params)}` : path;
+  return request(path, url, { headers: { accept: 'application/json' } });
+}
+
+/**
+ * POSTs `body` as JSON with an operator's `token` (`Authorization: Token ...`, the only
+ * place a token goes: never into the address). Returns the answer's JSON. Throws ApiError,
+ * whose `status` says what went wrong (401 token, 403 role or tenant, 404 no such thing).
+ */
+export function postJson(path, body, token) {
+  return request(path, path, {
+    method: 'POST',
+    headers: { accept: 'application/json', 'content-type': 'application/json', authorization: `Token ${token}` },
+    body: JSON.stringify(body),
+  });
+}
+
+async function request(path, url, init) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
   const sent = Date.now();
   let response;
   try {
-    response = await fetch(url, {
-      headers: { accept: 'application/json' }, cache: 'no-store', signal: controller.signal,
-    });
+    response = await fetch(url, { ...init, cache: 'no-store', signal: controller.signal });
   } catch (e) {
     const why = e.name === 'AbortError' ? `no answer within ${FETCH_TIMEOUT_MS / 1000} s` : e.message;
     throw new ApiError(path, why);
@@ -60,14 +78,29 @@ function noteServerClock(dateHeader, sent, received) {
   clockOffsetMs = Math.abs(offset) > 3_000 ? offset : 0;
 }
 
-/** Sites, devices and the newest value of every series, fetched together. */
+/** Sites, devices, the newest value of every series and the open alerts, fetched together. */
 export async function fetchState(withSites) {
-  const [sites, devices, latest] = await Promise.all([
+  const [sites, devices, latest, alerts] = await Promise.all([
     withSites ? getJson('/api/v1/sites') : Promise.resolve(null),
     getJson('/api/v1/devices'),
     getJson('/api/v1/latest'),
+    fetchAlerts(),
   ]);
-  return { sites, devices, latest };
+  return { sites, devices, latest, alerts };
+}
+
+/**
+ * The open alerts (pending, firing, acknowledged) as `{ list }`; `{ off: true }` when this
+ * ingest runs without rules (404); `{ error }` when they could not be read. Never throws an
+ * ApiError: the rest of the page still shows when only the alerts fail.
+ */
+async function fetchAlerts() {
+  try {
+    return { list: await getJson('/api/v1/alerts', { state: 'active' }) };
+  } catch (e) {
+    if (e.name !== 'ApiError') throw e;
+    return e.status === 404 ? { off: true } : { error: e.message };
+  }
 }
 
 /** Points of one series over [from, to) in ms. */

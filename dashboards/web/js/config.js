@@ -81,3 +81,5 @@ export const CARDS_PER_KIND_UP_TO = 12;
 export const MAP_LABELS_UP_TO = 40;
 /** Issues listed under the map; more are counted. */
 export const ATTENTION_ITEMS = 15;
+/** Alerts the panel lists; more are counted (the worst and newest are always listed). */
+export const ALERTS_SHOWN = 100;

@@ -1,6 +1,7 @@
-// Role: the page's entry point. Every 5 s it reads sites, devices and latest values,
-// builds the model and redraws the summary, the map and the cards in place (no flicker,
-// focus kept); it says when it last updated and, clearly, when the API cannot be reached.
+// Role: the page's entry point. Every 5 s it reads sites, devices, latest values and open
+// alerts, builds the model and redraws the summary, the alerts, the map and the cards in
+// place (no flicker, focus kept); it says when it last updated and, clearly, when the API
+// cannot be reached.
 // All clicks and keys are handled here by delegation on data-action attributes, so no
 // element carries an inline handler.
 
@@ -11,6 +12,7 @@ import { buildModel, STATES } from './model.js';
 import { countyMap, legendItems } from './map.js';
 import { siteCards } from './cards.js';
 import { Chart } from './chart.js';
+import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from './alerts.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
 
@@ -32,6 +34,8 @@ const ui = {
   onlyProblems: false,
   /** Which herd cell (by position) holds the grid's tab stop. */
   herdFocus: 0,
+  /** Open alerts, sorted (null until read); `off` without rules; `error` if the last read failed. */
+  alerts: { list: null, off: false, error: null },
 };
 
 const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls: $('chart-controls'),
@@ -42,13 +46,16 @@ async function refresh() {
   const t0 = performance.now();
   try {
     const withSites = !ui.sites || Date.now() - ui.sitesAt > SITES_REFRESH_MS;
-    const { sites, devices, latest } = await fetchState(withSites);
+    const { sites, devices, latest, alerts } = await fetchState(withSites);
     if (sites) {
       ui.sites = sites;
       ui.sitesAt = Date.now();
     }
     ui.devices = devices;
     ui.latest = latest;
+    // An unreadable alert list keeps the last one, marked as not current.
+    ui.alerts = { list: alerts.list ? sortAlerts(alerts.list) : alerts.off ? null : ui.alerts.list,
+      off: Boolean(alerts.off), error: alerts.error ?? null };
     ui.updatedAt = Date.now();
     ui.failure = null;
     ui.failingSince = null;
@@ -82,9 +89,18 @@ function render() {
   renderStatus();
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
-  morphChildrenOf($('map'), countyMap(ui.model, mapWidth));
+  renderAlerts();
+  morphChildrenOf($('map'), countyMap(ui.model, mapWidth, alertMarks(ui.alerts.list)));
   morphChildrenOf($('attention'), attentionList(ui.model));
   morphChildrenOf($('sites'), ...siteCards(ui.model, ui));
+}
+
+function renderAlerts() {
+  const list = ui.alerts.list ?? [];
+  $('alerts-count').textContent = list.length ? t('alertsCount', severityCounts(list)) : '';
+  const worst = list.find((a) => a.state !== 'pending')?.severity;
+  $('alerts-panel').className = `alerts-panel${worst ? ' sev-' + worst : ''}`;
+  morphChildrenOf($('alerts'), alertsPanel(ui.alerts, ui.model));
 }
 
 function renderStatus() {
@@ -146,7 +162,8 @@ function attentionList(model) {
 function renderLegend() {
   morphChildrenOf($('legend'), h('ul', null, legendItems().map((item) => h('li', { class: `state-${item.state}`,
     title: item.help }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), item.text, h('span', { class: 'sr' },
-    ': ' + item.help)))));
+    ': ' + item.help))),
+  h('li', { class: 'sev-critical' }, h('span', { class: 'ring', 'aria-hidden': 'true' }), t('legendAlert'))));
 }
 
 /** Static labels of the page (elements with data-i18n) in the current language. */
@@ -199,12 +216,34 @@ function showSite(id) {
     $('only-problems').checked = false;
     render();
   }
+  const marker = $('map').querySelector(`[data-site="${CSS.escape(id)}"]`);
+  if (marker) {
+    marker.classList.add('flash');
+    setTimeout(() => marker.classList.remove('flash'), 1200);
+  }
   const card = find();
   if (!card) return;
   card.scrollIntoView({ behavior: 'smooth', block: 'start' });
   card.focus({ preventScroll: true });
   card.classList.add('flash');
   setTimeout(() => card.classList.remove('flash'), 1200);
+}
+
+const ack = new AckDialog({ dialog: $('ack'), what: $('ack-what'), tokenRow: $('ack-token-row'), token: $('ack-token'),
+  tokenSaved: $('ack-token-saved'), note: $('ack-note'), error: $('ack-error'), submit: $('ack-submit') }, acked);
+
+function openAck(id) {
+  const alert = ui.alerts.list?.find((a) => a.id === id);
+  if (!alert) return;
+  const site = ui.model?.sites.find((x) => x.id === alert.site);
+  ack.open(alert, [site?.name, alert.device].filter(Boolean).join(', ') || alert.entity?.id || '');
+}
+
+/** The API's answer to an acknowledgement replaces the alert at once; the next refresh confirms it. */
+function acked(updated) {
+  if (!ui.alerts.list) return;
+  ui.alerts = { ...ui.alerts, list: sortAlerts(ui.alerts.list.map((a) => (a.id === updated.id ? updated : a))) };
+  render();
 }
 
 function activate(el) {
@@ -216,6 +255,9 @@ function activate(el) {
       rememberChart();
       break;
     case 'close-chart': chart.close(); break;
+    case 'ack': openAck(Number(el.dataset.alert)); break;
+    case 'close-ack': ack.close(); break;
+    case 'forget-token': ack.forgetToken(); break;
     case 'lang':
       setLang(otherLang());
       applyLanguage();
@@ -273,13 +315,18 @@ document.addEventListener('change', (event) => {
 // ---- the loop ------------------------------------------------------------------------
 
 $('chart').addEventListener('close', rememberChart);
+$('ack-form').addEventListener('submit', (event) => {
+  // Never a real form submission: the page sends the request itself (and CSP forbids one).
+  event.preventDefault();
+  ack.submit().catch(report);
+});
 
 // The map is drawn at the size it gets: redraw it when that changes.
 let resizeTimer = null;
 window.addEventListener('resize', () => {
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(() => {
-    if (ui.model) morphChildrenOf($('map'), countyMap(ui.model, $('map').clientWidth));
+    if (ui.model) morphChildrenOf($('map'), countyMap(ui.model, $('map').clientWidth, alertMarks(ui.alerts.list)));
   }, 150);
 });
 

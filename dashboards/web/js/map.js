@@ -3,6 +3,8 @@
 // a marker per site coloured by its state and shaped by its kind, names in Chinese and
 // pinyin, supply lines from each waterworks to the villages of its district, a scale bar
 // in km and a north arrow. A marker is a button that brings its site's card into view.
+// A site with a firing alert gets a ring in the alert's severity colour and a badge with
+// the count (dashed when every alert there is acknowledged), so where it is shows at a glance.
 
 import { s } from './dom.js';
 import { t } from './strings.js';
@@ -53,8 +55,11 @@ export function niceKm(maxKm) {
   return [5, 2, 1].map((m) => m * p).find((v) => v <= maxKm) ?? p;
 }
 
-/** The map as a fresh <svg>, for a container `width` px wide. */
-export function countyMap(model, width) {
+/**
+ * The map as a fresh <svg>, for a container `width` px wide. `marks`: per site id what its
+ * alerts put on its marker (alerts.alertMarks).
+ */
+export function countyMap(model, width, marks = new Map()) {
   const { W, H } = mapSize(width);
   const sites = model.sites.filter((p) => p.hasCoords);
   const proj = fit(sites, W, H);
@@ -64,7 +69,8 @@ export function countyMap(model, width) {
     s('rect', { class: 'land', x: 0, y: 0, width: W, height: H, rx: 8 }),
     s('g', { class: 'pipes', 'aria-hidden': 'true' }, pipes(sites, proj)),
     // Problems are drawn last, on top; in a crowded county fine sites shrink to dots.
-    s('g', { class: 'markers' }, [...sites].sort(byConcern).map((p) => marker(p, proj, labels))),
+    s('g', { class: 'markers' }, [...sites].sort(byConcern(marks)).map((p) => marker(p, proj, labels,
+      marks.get(p.id) ?? null))),
     scaleBar(proj, H),
     northArrow(W));
 }
@@ -81,23 +87,29 @@ function pipes(sites, proj) {
   return out;
 }
 
-/** Fine sites first, the worst last. */
-function byConcern(a, b) {
+/** Fine sites first, the worst last, and sites with a firing alert after all of them. */
+function byConcern(marks) {
   const order = ['nodata', 'ok', 'stale', 'attention', 'offline'];
-  return order.indexOf(a.state) - order.indexOf(b.state);
+  const alerting = (p) => (marks.get(p.id)?.firing ? 1 : 0);
+  return (a, b) => alerting(a) - alerting(b) || order.indexOf(a.state) - order.indexOf(b.state);
 }
 
-function marker(site, proj, withLabel) {
+function marker(site, proj, withLabel, mark) {
   const x = proj.x(site.lon);
   const y = proj.y(site.lat);
   const why = site.issues.map((i) => issueText(i)).join('; ');
-  const label = `${site.name}: ${t('state_' + site.state)}${why ? ' – ' + why : ''}`;
-  return s('g', { class: `marker state-${site.state} kind-${site.kind}`, 'data-key': site.id, 'data-site': site.id,
-    'data-action': 'site', transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})`, tabindex: 0, role: 'button',
-    'aria-label': label },
+  const alerts = mark ? alertText(mark) : '';
+  const label = `${site.name}: ${t('state_' + site.state)}${alerts ? ' – ' + alerts : ''}${why ? ' – ' + why : ''}`;
+  const full = withLabel || mark !== null || !['ok', 'nodata'].includes(site.state);
+  const alerting = mark ? ` alerting sev-${mark.severity}${mark.firing ? '' : ' acked'}` : '';
+  return s('g', { class: `marker state-${site.state} kind-${site.kind}${alerting}`, 'data-key': site.id,
+    'data-site': site.id, 'data-action': 'site', transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})`, tabindex: 0,
+    role: 'button', 'aria-label': label },
   s('title', null, label),
-  shape(site.kind, withLabel || !['ok', 'nodata'].includes(site.state) ? 1 : 0.5),
-  withLabel || !['ok', 'nodata'].includes(site.state) ? badge(site.state) : null,
+  mark ? s('circle', { class: 'alert-ring', r: 18 }) : null,
+  shape(site.kind, full ? 1 : 0.5),
+  full ? badge(site.state) : null,
+  mark ? alertBadge(mark) : null,
   withLabel ? s('text', { class: 'name', y: 24, 'text-anchor': 'middle' },
     site.zh ? [s('tspan', { class: 'zh', x: 0 }, site.zh), s('tspan', { class: 'py', x: 0, dy: 13 }, site.pinyin)]
       : site.name) : null);
@@ -117,6 +129,19 @@ function shape(kind, k) {
 function badge(state) {
   const glyph = { ok: '✓', attention: '!', stale: '…', offline: '×', nodata: '?' }[state] ?? '?';
   return s('text', { class: 'glyph', y: 4.5, 'text-anchor': 'middle', 'aria-hidden': 'true' }, glyph);
+}
+
+function alertText(mark) {
+  const firing = mark.firing ? t('mapAlerts', mark.firing, t('sev_' + mark.severity)) : '';
+  const acked = mark.acked ? t('mapAcked', mark.acked) : '';
+  return [firing, acked].filter(Boolean).join(', ');
+}
+
+/** The number of firing alerts (or acknowledged ones, when none fires) at the ring's top right. */
+function alertBadge(mark) {
+  return s('g', { class: 'alert-badge', transform: 'translate(14 -14)', 'aria-hidden': 'true' },
+    s('circle', { r: 8 }),
+    s('text', { y: 4, 'text-anchor': 'middle' }, String(mark.firing || mark.acked)));
 }
 
 function scaleBar(proj, H) {
@@ -141,7 +166,7 @@ function northArrow(W) {
     s('text', { class: 'north-text', y: 22, 'text-anchor': 'middle' }, t('northLetter')));
 }
 
-/** The legend of states, as HTML items. */
+/** The legend of states, as HTML items (main.js adds the alert ring's). */
 export function legendItems() {
   return ['ok', 'attention', 'stale', 'offline', 'nodata'].map((state) => ({ state, text: t('state_' + state),
     help: t('stateHelp_' + state) }));

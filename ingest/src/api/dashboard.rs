@@ -69,6 +69,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/widgets.js", JS),
     asset!("js/chart.js", JS),
     asset!("js/tables.js", JS),
+    asset!("js/alerts.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
