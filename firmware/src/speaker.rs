@@ -307,6 +307,87 @@ impl Reason {
     }
 }
 
+/// One command log slot as a gateway reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotReport {
+    /// The command id.
+    pub command: u64,
+    /// The broadcast it is about (0 if unknown).
+    pub broadcast: u64,
+    /// Where it stands.
+    pub state: CommandState,
+    /// Why (refused, failed, interrupted), else [`Reason::None`].
+    pub reason: Reason,
+    /// The log sequence at its last change.
+    pub seq: u16,
+    /// Repeat playing now.
+    pub repeat: u16,
+}
+
+/// The command log block (input [`LOG_BASE`], [`LOG_REGISTERS`] registers) decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBlock {
+    /// The log sequence (input 100).
+    pub seq: u16,
+    /// Verdict on the last envelope: `None` if none yet, `Some(Ok(id))` received,
+    /// `Some(Err((id, reason)))` refused (id 0 if unreadable).
+    pub verdict: Option<Result<u64, (u64, Reason)>>,
+    /// Used slots.
+    pub slots: Vec<SlotReport>,
+}
+
+/// Decodes the command log block; `None` if `regs` is not the whole block.
+pub fn decode_log(regs: &[u16]) -> Option<LogBlock> {
+    if regs.len() != usize::from(LOG_REGISTERS) {
+        return None;
+    }
+    let id = |w: &[u16]| words::to_u64([w[0], w[1], w[2], w[3]], ORDER);
+    let verdict_id = id(&regs[3..7]);
+    let verdict = match regs[1] {
+        1 => Some(Ok(verdict_id)),
+        2 => Some(Err((verdict_id, Reason::from_code(regs[2]).unwrap_or(Reason::Malformed)))),
+        _ => None,
+    };
+    let base = usize::from(SLOT_BASE - LOG_BASE);
+    let stride = usize::from(SLOT_STRIDE);
+    let slots = (0..SLOTS)
+        .filter_map(|i| {
+            let r = &regs[base + i * stride..base + (i + 1) * stride];
+            let command = id(&r[0..4]);
+            (command != 0).then_some(())?;
+            Some(SlotReport {
+                command,
+                broadcast: id(&r[4..8]),
+                state: CommandState::from_code(r[8])?,
+                reason: Reason::from_code(r[9]).unwrap_or(Reason::None),
+                seq: r[10],
+                repeat: r[11],
+            })
+        })
+        .collect();
+    Some(LogBlock { seq: regs[0], verdict, slots })
+}
+
+impl SlotReport {
+    /// The ack a gateway publishes for this slot: `(state, reason)`. The reason starts
+    /// with the firmware's reason code (`bad_signature`, `preempted`, `not_ready`...), which
+    /// is what ingest's dispatcher matches on.
+    pub fn ack(&self) -> (protocol::command::AckState, Option<&'static str>) {
+        use protocol::command::AckState as A;
+        let reason = (self.reason != Reason::None).then(|| self.reason.as_str());
+        match self.state {
+            CommandState::Received => (A::Delivered, None),
+            CommandState::Refused => (A::Refused, reason),
+            CommandState::Playing => (A::Playing, None),
+            CommandState::Played => (A::Played, None),
+            CommandState::Interrupted => (A::Interrupted, reason),
+            CommandState::Preempted => (A::Interrupted, Some(Reason::Preempted.as_str())),
+            CommandState::Failed => (A::Failed, reason),
+            CommandState::Done => (A::Done, None),
+        }
+    }
+}
+
 /// A request to play, from the terminal's own schedule (the routine programme).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlayRequest {
@@ -1230,6 +1311,21 @@ mod tests {
         deliver(&mut s, &play(70, 20, Level::Blue, 3, 1).sign(&issuer()));
         assert_eq!(state_of(&s, 70), (CommandState::Failed, Reason::QueueFull));
         assert_eq!(state_of(&s, 61).0, CommandState::Playing, "in-progress commands keep their slots");
+    }
+
+    #[test]
+    fn a_gateway_decodes_the_log_block_into_acks() {
+        let mut s = terminal();
+        deliver(&mut s, &play(90, 4, Level::Red, 3, 1).sign(&issuer()));
+        deliver(&mut s, &play(91, 5, Level::Red, 3, 1).sign(&SigningKey::from_bytes(&[9u8; 32])));
+        let mut regs = [0u16; LOG_REGISTERS as usize];
+        read_registers(&s, Table::Input, LOG_BASE, &mut regs).unwrap();
+        let block = decode_log(&regs).unwrap();
+        assert_eq!(block.verdict, Some(Err((91, Reason::BadSignature))));
+        let by_id = |id| block.slots.iter().find(|r| r.command == id).unwrap();
+        assert_eq!(by_id(90).ack(), (protocol::command::AckState::Playing, None));
+        assert_eq!(by_id(91).ack(), (protocol::command::AckState::Refused, Some("bad_signature")));
+        assert!(decode_log(&regs[1..]).is_none());
     }
 
     #[test]

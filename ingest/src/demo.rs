@@ -34,6 +34,11 @@ pub struct DemoOptions {
     pub data: Option<PathBuf>,
     /// The admin token the API accepts; `None` makes one.
     pub admin_token: Option<String>,
+    /// A second operator's token (holder `operator-2`), so that a red or orange broadcast
+    /// created with the admin token can be approved by a different person; `None` makes one.
+    pub operator_token: Option<String>,
+    /// The broadcast configuration (approvals, groups, retry timing); `None`: defaults.
+    pub broadcast: Option<crate::broadcast::config::BroadcastConfig>,
     /// The county to simulate.
     pub spec: CountySpec,
     /// Further sinks for durable readings (rules, InfluxDB).
@@ -47,6 +52,8 @@ impl Default for DemoOptions {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
             data: None,
             admin_token: None,
+            operator_token: None,
+            broadcast: None,
             spec: CountySpec::demo(),
             sinks: Vec::new(),
         }
@@ -61,8 +68,10 @@ pub struct Demo {
     pub county: County,
     /// The gateways' configs, as they run.
     pub gateways: Vec<GatewayConfig>,
-    /// The admin token.
+    /// The admin token (holder `admin`).
     pub admin_token: String,
+    /// The second operator's token (holder `operator-2`): approves what the admin creates.
+    pub operator_token: String,
     /// Where data goes.
     pub data_dir: PathBuf,
     gateway_stop: CancellationToken,
@@ -86,21 +95,28 @@ impl Demo {
         let endpoints = county.serve().await.context("starting the simulated devices")?;
         let inventory = Inventory::from_file(inventory_of(county.plan()));
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
+        let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
         let config = IngestConfig {
             data_dir: data_dir.clone(),
             broker: BrokerConfig::Embedded { listen: opts.mqtt },
             http: opts.http,
             inventory: None,
             limits: Limits::default(),
-            tokens: vec![TokenConfig {
-                token: admin_token.clone(),
-                role: Role::Admin,
-                tenants: vec![],
-                name: "admin".into(),
-            }],
+            tokens: vec![
+                TokenConfig { token: admin_token.clone(), role: Role::Admin, tenants: vec![], name: "admin".into() },
+                TokenConfig {
+                    token: operator_token.clone(),
+                    role: Role::Operator,
+                    tenants: vec![],
+                    name: "operator-2".into(),
+                },
+            ],
         };
-        let options = Options { sim: Some(county.clone()), sinks: opts.sinks, ..Options::default() };
+        let options =
+            Options { sim: Some(county.clone()), sinks: opts.sinks, broadcast: opts.broadcast, ..Options::default() };
         let ingest = service::start(config, inventory, options).await?;
+        // The installer's step: every speaker trusts ingest's command key.
+        county.provision_speakers(ingest.state.broadcasts.public_key()).context("provisioning the speakers")?;
         let broker = ingest.mqtt.context("the demo runs the embedded broker")?;
 
         let (library, errors) = gateway::Library::builtin();
@@ -114,7 +130,17 @@ impl Demo {
             gateway_tasks.spawn(gw.run(gateway_stop.child_token()));
             gateways.push(cfg);
         }
-        Ok(Demo { ingest, county, gateways, admin_token, data_dir, gateway_stop, gateway_tasks, _temp: temp })
+        Ok(Demo {
+            ingest,
+            county,
+            gateways,
+            admin_token,
+            operator_token,
+            data_dir,
+            gateway_stop,
+            gateway_tasks,
+            _temp: temp,
+        })
     }
 
     /// Stops gateways, then ingest, then the county.
@@ -146,6 +172,8 @@ impl Demo {
              \x20 API:        http://{}/api/v1/devices, /api/v1/latest, /api/v1/series\n\
              \x20 metrics:    http://{}/metrics\n\
              \x20 admin token: {}\n\
+             \x20 operator-2 token: {} (approves red and orange broadcasts the admin creates)\n\
+             Broadcast: curl -X POST http://{}/api/v1/broadcasts -H 'Authorization: Token <admin>' -H 'content-type: application/json' -d '{{\"level\":\"red\",\"text\":\"山洪预警：请立即撤离到高处。\",\"targets\":[\"all\"],\"expires_at\":\"<RFC 3339>\"}}'\n\
              Faults: curl -X POST http://{}/api/v1/sim/faults -H 'content-type: application/json' -d '{{\"device\":\"{}\",\"fault\":\"pump_trip\"}}'\n\
              Press Ctrl-C to stop.",
             plan.gateways.len(),
@@ -156,6 +184,8 @@ impl Demo {
             self.ingest.http,
             self.ingest.http,
             self.admin_token,
+            self.operator_token,
+            self.ingest.http,
             self.ingest.http,
             plan.devices().find(|d| d.kind == DeviceKind::PumpStation).map_or("", |d| d.id.as_str()),
         )

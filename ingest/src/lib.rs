@@ -8,11 +8,14 @@
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
 //! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
+//! - [`broadcast`]: emergency broadcasts: CAP 1.2, approvals, the dispatcher of signed
+//!   playback commands, the hash-chained audit log, live progress.
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
 
 pub mod api;
 pub mod auth;
+pub mod broadcast;
 pub mod broker;
 pub mod config;
 pub mod demo;

@@ -31,11 +31,13 @@ pub struct Options {
     pub public_read: bool,
     /// Further sinks to feed with durable readings.
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// The broadcast configuration; `None` reads `data_dir/broadcast.toml` or uses the defaults.
+    pub broadcast: Option<crate::broadcast::config::BroadcastConfig>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new() }
+        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new(), broadcast: None }
     }
 }
 
@@ -107,6 +109,19 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         clock: options.clock.clone(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
+    let broadcasts = crate::broadcast::Broadcasts::open(crate::broadcast::BroadcastOptions {
+        data_dir: config.data_dir.clone(),
+        config: options.broadcast,
+        inventory: inventory.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        clock: options.clock.clone(),
+        path: None,
+        downlink: source.downlink.clone(),
+        acks: source.command_acks.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .context("starting emergency broadcasts")?;
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {
@@ -119,6 +134,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         ready,
         sim: options.sim,
         clock: options.clock,
+        broadcasts,
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -214,7 +214,7 @@ impl County {
     }
 
     /// Turns the speakers' random link outages on (the default) or off, for tests that
-    /// need every device to answer.
+    /// need every device to answer; turning them off also ends the outages in progress.
     pub fn set_random_outages(&self, on: bool) {
         self.world().set_random_outages(on);
     }

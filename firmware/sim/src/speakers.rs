@@ -89,6 +89,11 @@ impl SpeakerSim {
         !self.offline && now_ms >= self.down_until_ms
     }
 
+    /// Ends a random link outage in progress (the `speaker_offline` fault stays).
+    pub(crate) fn end_outage(&mut self) {
+        self.down_until_ms = i64::MIN;
+    }
+
     /// How late it answers a request.
     pub(crate) fn answer_delay_ms(&self) -> u32 {
         match self.condition {

@@ -237,6 +237,12 @@ impl World {
 
     pub(crate) fn set_random_outages(&mut self, on: bool) {
         self.random_outages = on;
+        if !on {
+            // "Every device answers" from now: outages drawn during the warm-up end too.
+            for s in &mut self.speakers {
+                s.end_outage();
+            }
+        }
     }
 
     // --- speakers ---

@@ -52,6 +52,8 @@ pub struct AppState {
     pub sim: Option<simulator::County>,
     /// Ingest's clock.
     pub clock: Clock,
+    /// Emergency broadcasts: create, approve, cancel, follow.
+    pub broadcasts: crate::broadcast::Broadcasts,
 }
 
 /// An API error: a status and a sentence for the client.
@@ -154,7 +156,8 @@ pub fn app(state: AppState) -> Router {
         .route("/devices", get(read::devices))
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
-        .route("/rejections", get(read::rejections));
+        .route("/rejections", get(read::rejections))
+        .merge(crate::broadcast::routes());
     if state.sim.is_some() {
         api = api
             .route("/sim/faults", get(sim::list).post(sim::inject))
