@@ -1,68 +1,70 @@
 //! The embedded time-series store: what ingest keeps readings in by default.
 //!
+//! Readings arrive in a write-ahead log (`wal`, made durable by group commit in `commit`)
+//! and an in-memory head (`head`). A checkpoint seals the head into compressed blocks
+//! (`block`: pco with delta-of-delta timestamps) in one redb database (`disk`), one block
+//! per series and time partition, recomputes that partition's 1-minute and 1-hour roll-ups
+//! (`rollup`), and then deletes the log segments it covered. Retention drops whole partitions per metric family. The
+//! on-disk format is in `docs/STORE.md`.
+//!
 //! Design constraints:
 //! - Nothing acknowledged is ever lost: [`Store::append_batches`] returns only after the
-//!   batches are durable (written and fsynced to the write-ahead log). Ingest acks the
-//!   MQTT message and sends the gateway its delivery ack only after that.
-//! - Exactly-once effect: each gateway's highest stored `seq` is stored in the same log
-//!   record as its readings, so after any crash the store and its de-duplication memory
-//!   agree. A batch at or below that seq is reported as a duplicate and not stored again.
-//! - A torn write at the end of the log (power cut mid-append) is detected by length and
-//!   CRC, reported in [`OpenReport`], and cut off; it never stops the store from opening.
-//! - Group commit: callers pass every batch they have at hand, and one fsync covers them.
-//!
-//! This version keeps the series in memory and rebuilds them from the log at open; the
-//! on-disk format is in `docs/STORE.md`.
+//!   batches are durable (written and fdatasynced to the log). Ingest acks the MQTT message
+//!   and sends the gateway its delivery ack only after that.
+//! - Exactly-once effect: a batch's `(gateway, seq)` is in the same log record as its
+//!   readings and, after a checkpoint, in the same database commit as its blocks. A batch at
+//!   or below the gateway's stored seq is a duplicate and is not stored again, also when
+//!   the log is replayed.
+//! - A torn write at the end of the log (power cut, `kill -9` mid-append) is detected by
+//!   length and CRC, reported in [`OpenReport`] and a warning, and cut off; it never stops
+//!   the store from opening.
+//! - Group commit: callers pass every batch they have at hand, and one fsync covers them;
+//!   calls from several threads at once share fsyncs too (`commit`).
+//! - One point per `(series, timestamp)`: writing a timestamp again replaces the value (the
+//!   later write wins) and is counted once in roll-ups.
+//! - Open time is bounded by `checkpoint_points`: only the log after the last checkpoint
+//!   is replayed, never the whole history.
+//! - Queries read the head first and the database second, so a checkpoint committing in
+//!   between can show a point twice (merged away by timestamp) but never lose one.
 
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 
 use protocol::{Batch, Metric, Quality, Reading, Timestamp};
 
-mod memory;
+mod block;
+mod commit;
+mod config;
+mod disk;
+mod error;
+mod head;
+mod rollup;
+mod varint;
 mod wal;
 
-pub use wal::FsyncPolicy;
+pub use config::{FsyncPolicy, Retention, StoreConfig, default_retention};
+pub use disk::{CheckpointReport, RetentionReport};
+pub use error::StoreError;
+pub use rollup::{DAY_MS, HOUR_MS, MINUTE_MS, Resolution};
 
-/// Where and how the store keeps its data.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Directory of the store's files; created if missing.
-    pub dir: PathBuf,
-    /// When appends reach the disk.
-    pub fsync: FsyncPolicy,
-}
-
-impl StoreConfig {
-    /// A store in `dir` that fsyncs every append (the safe default).
-    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
-        StoreConfig { dir: dir.into(), fsync: FsyncPolicy::Always }
-    }
-}
-
-/// Errors of the store. I/O errors say which file.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Reading or writing a store file failed.
-    #[error("store file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// A query asked for something that cannot be answered.
-    #[error("bad query: {0}")]
-    BadQuery(String),
-}
+use block::Points;
+use head::Head;
+use rollup::Folder;
 
 /// What [`Store::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
-    /// Log records replayed.
+    /// Log records replayed (those after the last checkpoint).
     pub records: u64,
-    /// Bytes of a torn or corrupt tail that were cut off (0 after a clean shutdown).
+    /// Bytes of torn or corrupt log tails that were cut off (0 after a clean shutdown).
     pub torn_bytes: u64,
+    /// Log segments replayed.
+    pub wal_segments: u64,
+    /// Replayed batches skipped because their seq was already stored.
+    pub duplicates: u64,
+    /// Series known after opening.
+    pub series: usize,
 }
 
 /// What happened to one batch passed to [`Store::append_batches`].
@@ -99,60 +101,226 @@ pub struct LatestPoint {
     pub point: Point,
 }
 
-/// The embedded store. Cheap to share behind an `Arc`; methods take `&self`.
+/// One bucket of a bucketed query: what a chart draws for one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Start of the bucket, a multiple of the step since the epoch.
+    pub start: Timestamp,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Mean of the values.
+    pub mean: f64,
+    /// Points in the bucket (each timestamp once).
+    pub count: u64,
+    /// Value of the newest point.
+    pub last: f64,
+}
+
+/// Sizes of the store, for monitoring and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of the database file (sealed blocks and roll-ups).
+    pub database_bytes: u64,
+    /// Bytes of the current log segment.
+    pub wal_bytes: u64,
+    /// Series known.
+    pub series: usize,
+    /// Points in the head, not yet sealed.
+    pub head_points: usize,
+}
+
+/// Bytes of the sealed blocks per tier: what the data costs before the database's page
+/// overhead, for the benchmark's bytes-per-reading figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockBytes {
+    /// Raw point blocks.
+    pub raw: u64,
+    /// 1-minute roll-up blocks.
+    pub minute: u64,
+    /// 1-hour roll-up blocks.
+    pub hour: u64,
+}
+
+/// The embedded store. Share it behind an `Arc`; every method takes `&self`.
 pub struct Store {
-    wal: Mutex<wal::Wal>,
-    index: memory::Index,
+    shared: Arc<Shared>,
+    sealer: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    config: StoreConfig,
+    /// The log and the seqs written to it; its lock orders the log.
+    writer: Mutex<Writer>,
+    /// Group commit: durability and log-ordered application to the head.
+    commit: commit::Commit,
+    head: RwLock<Head>,
+    disk: disk::Disk,
+    /// One checkpoint or retention run at a time.
+    maintenance: Mutex<()>,
+    sealer: Mutex<SealerState>,
+    sealer_wake: Condvar,
+    /// Tells appenders held back by a full head that a checkpoint finished.
+    sealed: Condvar,
+}
+
+/// What the writer lock guards.
+struct Writer {
+    wal: wal::Wal,
+    /// Each gateway's highest seq written to the log, durable or not yet: duplicates are
+    /// judged against it, so two concurrent calls cannot both store one seq.
+    reserved: std::collections::HashMap<String, u64>,
+}
+
+#[derive(Default)]
+struct SealerState {
+    wanted: bool,
+    stop: bool,
+    /// The last background checkpoint failed: do not hold appenders back for it.
+    failing: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Store {
-    /// Opens (or creates) the store and replays its log.
+    /// Opens (or creates) the store: loads the sealed state and replays the log after the
+    /// last checkpoint.
     pub fn open(config: StoreConfig) -> Result<(Store, OpenReport), StoreError> {
-        let index = memory::Index::default();
-        let (wal, report) = wal::Wal::open(&config.dir, config.fsync, |record| index.apply(record))?;
+        config.validate().map_err(|errors| StoreError::Config(errors.join("; ")))?;
+        std::fs::create_dir_all(&config.dir).map_err(StoreError::io(&config.dir))?;
+        let (disk, loaded) = disk::Disk::open(&config)?;
+        let mut head = Head::default();
+        for (sid, info) in loaded.series {
+            head.load_series(sid, info).map_err(|e| StoreError::corrupt(disk.path(), e))?;
+        }
+        for (g, seq) in &loaded.gateways {
+            head.load_gateway(g, *seq);
+        }
+        for (sid, l) in loaded.latest {
+            head.load_latest(sid, l);
+        }
+        let mut report = OpenReport::default();
+        let wal_dir = config.dir.join("wal");
+        let (wal, stats) = wal::Wal::open(&wal_dir, config.fsync, loaded.wal_checkpoint, |rec| {
+            if let Some((gateway, seq)) = rec.batch {
+                if head.gateway_seq(gateway).is_some_and(|s| seq <= s) {
+                    report.duplicates += 1;
+                    return;
+                }
+                head.set_gateway_seq(gateway, seq);
+            }
+            let mut cache = None;
+            for r in rec.readings {
+                head.insert(r.device, &r.metric, r.ts, r.value, r.quality, &mut cache);
+            }
+        })?;
+        report.records = stats.records;
+        report.torn_bytes = stats.torn_bytes;
+        report.wal_segments = stats.segments;
+        report.series = head.series.len();
         if report.torn_bytes > 0 {
             tracing::warn!(
                 message = "Cut a torn tail off the write-ahead log.",
                 bytes = report.torn_bytes,
-                dir = %config.dir.display()
+                dir = %wal_dir.display()
             );
         }
-        Ok((Store { wal: Mutex::new(wal), index }, report))
+        let background = config.background_checkpoints;
+        let reserved = head.gateways().map(|(g, s)| (g.to_string(), s)).collect();
+        let commit = commit::Commit::new(wal.sync_handle(), wal.fsync_policy());
+        let shared = Arc::new(Shared {
+            config,
+            writer: Mutex::new(Writer { wal, reserved }),
+            commit,
+            head: RwLock::new(head),
+            disk,
+            maintenance: Mutex::new(()),
+            sealer: Mutex::new(SealerState::default()),
+            sealer_wake: Condvar::new(),
+            sealed: Condvar::new(),
+        });
+        let sealer = if background {
+            let s = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name("store-sealer".into())
+                .spawn(move || s.run_sealer())
+                .map_err(StoreError::io(&shared.config.dir))?;
+            shared.wake_sealer_if_full();
+            Some(handle)
+        } else {
+            None
+        };
+        Ok((Store { shared, sealer }, report))
     }
 
     /// Stores gateway batches durably, at most once per `(gateway, seq)`.
     ///
     /// Batches of one gateway must come in seq order; a batch at or below the gateway's
-    /// stored seq is a duplicate. One fsync covers the whole call.
+    /// stored seq (or one accepted earlier in the same call) is a duplicate. One fsync
+    /// covers the whole call.
     pub fn append_batches(&self, batches: &[Batch]) -> Result<Vec<AppendOutcome>, StoreError> {
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut fresh = Vec::with_capacity(batches.len());
-        // Seqs accepted earlier in this same call count too.
-        let mut pending: Vec<(&str, u64)> = Vec::new();
-        for b in batches {
-            let stored = pending
-                .iter()
-                .rev()
-                .find(|(g, _)| *g == b.gateway)
-                .map(|(_, s)| *s)
-                .or_else(|| self.index.gateway_seq(&b.gateway));
-            if stored.is_some_and(|s| b.seq <= s) {
-                outcomes.push(AppendOutcome::Duplicate);
-            } else {
-                pending.push((&b.gateway, b.seq));
-                outcomes.push(AppendOutcome::Stored { readings: b.readings.len() });
-                fresh.push(b);
+        let ticket = {
+            let mut w = lock(&s.writer);
+            w.wal.check()?;
+            w.wal.begin();
+            // Seqs accepted earlier in this same call count too.
+            let mut pending: Vec<(&str, u64)> = Vec::new();
+            for b in batches {
+                let stored = pending
+                    .iter()
+                    .rev()
+                    .find(|(g, _)| *g == b.gateway)
+                    .map(|(_, s)| *s)
+                    .or_else(|| w.reserved.get(&b.gateway).copied());
+                if stored.is_some_and(|s| b.seq <= s) {
+                    outcomes.push(AppendOutcome::Duplicate);
+                } else {
+                    pending.push((&b.gateway, b.seq));
+                    outcomes.push(AppendOutcome::Stored { readings: b.readings.len() });
+                    w.wal.push_batch(b);
+                }
             }
-        }
-        if fresh.is_empty() {
-            return Ok(outcomes);
-        }
-        let records: Vec<wal::Record<'_>> = fresh.iter().map(|b| wal::Record::Batch(b)).collect();
-        wal.append(&records)?;
-        for r in &records {
-            self.index.apply_ref(r);
-        }
+            if pending.is_empty() {
+                return Ok(outcomes);
+            }
+            w.wal.write()?;
+            for (g, seq) in pending {
+                match w.reserved.get_mut(g) {
+                    Some(s) => *s = (*s).max(seq),
+                    None => {
+                        w.reserved.insert(g.to_string(), seq);
+                    }
+                }
+            }
+            s.commit.issue(w.wal.sync_handle())
+        };
+        let durable = s.commit.wait_durable(ticket);
+        s.commit.apply_in_order(ticket, || {
+            if durable.is_ok() {
+                let mut head = write(&s.head);
+                for (b, o) in batches.iter().zip(&outcomes) {
+                    if let AppendOutcome::Stored { .. } = o {
+                        head.set_gateway_seq(&b.gateway, b.seq);
+                        insert_readings(&mut head, &b.readings);
+                    }
+                }
+            }
+        });
+        durable?;
+        s.after_append();
         Ok(outcomes)
     }
 
@@ -161,21 +329,44 @@ impl Store {
         if readings.is_empty() {
             return Ok(());
         }
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        let record = wal::Record::Readings(readings);
-        wal.append(std::slice::from_ref(&record))?;
-        self.index.apply_ref(&record);
+        let s = &*self.shared;
+        let ticket = {
+            let mut w = lock(&s.writer);
+            w.wal.check()?;
+            w.wal.begin();
+            w.wal.push_readings(readings);
+            w.wal.write()?;
+            s.commit.issue(w.wal.sync_handle())
+        };
+        let durable = s.commit.wait_durable(ticket);
+        s.commit.apply_in_order(ticket, || {
+            if durable.is_ok() {
+                insert_readings(&mut write(&s.head), readings);
+            }
+        });
+        durable?;
+        s.after_append();
         Ok(())
     }
 
     /// The highest seq of `gateway` that is durable, if any.
     pub fn gateway_seq(&self, gateway: &str) -> Option<u64> {
-        self.index.gateway_seq(gateway)
+        read(&self.shared.head).gateway_seq(gateway)
     }
 
-    /// The newest point of every series.
+    /// The newest point of every series, ordered by device and metric.
     pub fn latest(&self) -> Vec<LatestPoint> {
-        self.index.latest()
+        let head = read(&self.shared.head);
+        let mut out: Vec<LatestPoint> = head
+            .latest()
+            .map(|(info, (ts, value, q))| LatestPoint {
+                device: info.device.to_string(),
+                metric: info.metric.clone(),
+                point: Point { ts: Timestamp(ts), value, quality: Quality::from_code(q).unwrap_or(Quality::Bad) },
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.device, a.metric.name()).cmp(&(&b.device, b.metric.name())));
+        out
     }
 
     /// Points of one series with `from <= ts < to`, oldest first, at most `limit`.
@@ -190,50 +381,264 @@ impl Store {
         if from > to {
             return Err(StoreError::BadQuery(format!("from ({}) is after to ({})", from.0, to.0)));
         }
-        Ok(self.index.range(device, metric, from, to, limit))
+        let s = &*self.shared;
+        let Some((sid, family, head_points)) = s.head_points(device, metric, from.0, to.0) else {
+            return Ok(Vec::new());
+        };
+        let txn = s.disk.reader()?;
+        let sealed = s.disk.raw(&txn, sid, family, from.0, to.0)?;
+        let merged = Points::merge(&sealed, &head_points);
+        Ok((0..merged.len().min(limit))
+            .map(|i| Point {
+                ts: Timestamp(merged.ts[i]),
+                value: merged.values[i],
+                quality: Quality::from_code(merged.quality[i]).unwrap_or(Quality::Bad),
+            })
+            .collect())
+    }
+
+    /// Buckets of `step_ms` over `[from, to)` of one series: min, max, mean, count, last.
+    ///
+    /// Buckets are aligned to multiples of the step since the epoch; empty buckets are left
+    /// out. The answer comes from the coarsest data that gives it exactly (see
+    /// [`Resolution::for_query`]): 1-hour roll-ups when the step and both ends are whole
+    /// hours, 1-minute roll-ups when they are whole minutes, raw points otherwise.
+    pub fn range_bucketed(
+        &self,
+        device: &str,
+        metric: &str,
+        from: Timestamp,
+        to: Timestamp,
+        step_ms: i64,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        if step_ms <= 0 {
+            return Err(StoreError::BadQuery(format!("step_ms ({step_ms}) must be positive")));
+        }
+        if from > to {
+            return Err(StoreError::BadQuery(format!("from ({}) is after to ({})", from.0, to.0)));
+        }
+        let (from, to) = (from.0, to.0);
+        let s = &*self.shared;
+        let Some((sid, family, head_points)) = s.head_points(device, metric, from, to) else { return Ok(Vec::new()) };
+        let txn = s.disk.reader()?;
+        let mut folder = Folder::new(step_ms);
+        match Resolution::for_query(from, to, step_ms) {
+            Resolution::Raw => {
+                let sealed = s.disk.raw(&txn, sid, family, from, to)?;
+                if head_points.is_empty() {
+                    folder.add_points(&sealed);
+                } else {
+                    folder.add_points(&Points::merge(&sealed, &head_points));
+                }
+            }
+            tier => {
+                // Partitions with unsealed points: their sealed roll-ups are stale, so
+                // recompute them from raw (sealed + head, one point per timestamp). In
+                // between, the sealed roll-ups answer. Partition ends are whole hours, so
+                // the pieces line up with the tier's buckets.
+                let fresh: BTreeSet<i64> = head_points.ts.iter().map(|&t| s.disk.raw_partition_of(t)).collect();
+                let mut cursor = from;
+                for &part in &fresh {
+                    let (lo, hi) = (part.max(from), s.disk.raw_partition_end(part).min(to));
+                    if cursor < lo {
+                        s.disk.rollups(&txn, tier, sid, family, cursor..lo, &mut |a| folder.add(a))?;
+                    }
+                    let raw = s.disk.raw(&txn, sid, family, lo, hi)?;
+                    let a = head_points.ts.partition_point(|&t| t < lo);
+                    let b = head_points.ts.partition_point(|&t| t < hi);
+                    let mut unsealed = Points::default();
+                    unsealed.extend_from(&head_points, a..b);
+                    for agg in rollup::aggregate(&Points::merge(&raw, &unsealed), tier.width_ms()) {
+                        folder.add(&agg);
+                    }
+                    cursor = hi;
+                }
+                if cursor < to {
+                    s.disk.rollups(&txn, tier, sid, family, cursor..to, &mut |a| folder.add(a))?;
+                }
+            }
+        }
+        Ok(folder
+            .finish()
+            .into_iter()
+            .map(|a| Bucket {
+                start: Timestamp(a.start),
+                min: a.min,
+                max: a.max,
+                mean: a.sum / a.count as f64,
+                count: a.count,
+                last: a.last,
+            })
+            .collect())
+    }
+
+    /// Seals everything appended so far into compressed blocks and deletes the log it
+    /// covered. The background thread does this when the head holds `checkpoint_points`;
+    /// call it to control when (tests, a clean shutdown that wants a fast next open).
+    pub fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
+        self.shared.checkpoint()
+    }
+
+    /// Drops every partition that ends before `now` minus its family's retention for its
+    /// tier. Ingest calls it periodically with the wall clock; it takes the time as an
+    /// argument so that tests need no clock. Later points for dropped raw partitions are
+    /// discarded when sealed.
+    pub fn enforce_retention(&self, now: Timestamp) -> Result<RetentionReport, StoreError> {
+        let s = &*self.shared;
+        let _one = lock(&s.maintenance);
+        let report = s.disk.enforce_retention(&s.config, now.0)?;
+        if !report.dropped.is_empty() {
+            tracing::info!(message = "Dropped expired partitions.", partitions = report.dropped.len());
+        }
+        Ok(report)
+    }
+
+    /// Bytes of the sealed blocks per tier (reads every block's length: a diagnostic, not
+    /// for the hot path).
+    pub fn block_bytes(&self) -> Result<BlockBytes, StoreError> {
+        let [raw, minute, hour] = self.shared.disk.block_bytes()?;
+        Ok(BlockBytes { raw, minute, hour })
+    }
+
+    /// Shuts the store down cleanly: stops the background sealer, seals the head (so the
+    /// next open replays nothing) and compacts the database file, giving the pages freed by
+    /// earlier checkpoints back to the file system. Dropping the store without closing it
+    /// loses nothing either: the log has everything since the last checkpoint.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop_sealer();
+        self.shared.checkpoint()?;
+        let dir = self.shared.config.dir.clone();
+        let shared = Arc::get_mut(&mut self.shared).ok_or_else(|| {
+            StoreError::Config(format!("close of the store in {}: it is still in use", dir.display()))
+        })?;
+        shared.disk.compact()
+    }
+
+    fn stop_sealer(&mut self) {
+        lock(&self.shared.sealer).stop = true;
+        self.shared.sealer_wake.notify_all();
+        self.shared.sealed.notify_all();
+        if let Some(h) = self.sealer.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Sizes of the store's files and head.
+    pub fn usage(&self) -> Usage {
+        let s = &*self.shared;
+        let wal_bytes = lock(&s.writer).wal.segment_bytes();
+        let head = read(&s.head);
+        Usage {
+            database_bytes: s.disk.file_bytes(),
+            wal_bytes,
+            series: head.series.len(),
+            head_points: head.active_points(),
+        }
+    }
+}
+
+fn insert_readings(head: &mut Head, readings: &[Reading]) {
+    let mut cache = None;
+    for r in readings {
+        head.insert(r.device.as_str(), &r.metric, r.ts.0, r.value, r.quality.code(), &mut cache);
+    }
+}
+
+impl Shared {
+    /// The series id, family and head points of a series in `[from, to)`.
+    fn head_points(&self, device: &str, metric: &str, from: i64, to: i64) -> Option<(u32, protocol::Family, Points)> {
+        let head = read(&self.head);
+        let sid = head.lookup(device, &Metric::new(metric))?;
+        let family = head.series[sid as usize].family;
+        Some((sid, family, head.points(sid, from, to)))
+    }
+
+    fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
+        let _one = lock(&self.maintenance);
+        let (segment, cut) = {
+            let mut w = lock(&self.writer);
+            // Groups written but not yet in the head would be in the sealed segments and
+            // missing from the cut.
+            self.commit.wait_all_applied();
+            let mut head = write(&self.head);
+            if !head.is_dirty() {
+                return Ok(CheckpointReport::default());
+            }
+            let segment = w.wal.rotate()?;
+            self.commit.set_handle(w.wal.sync_handle());
+            (segment, head.begin_seal())
+        };
+        let result = self.disk.seal(&self.config, &cut, segment);
+        write(&self.head).end_seal(&cut, result.is_ok());
+        let report = result?;
+        lock(&self.writer).wal.remove_upto(segment);
+        if report.expired_points > 0 {
+            tracing::warn!(
+                message = "Discarded late points whose raw partition retention had already dropped.",
+                points = report.expired_points
+            );
+        }
+        Ok(report)
+    }
+
+    /// After an append: start a checkpoint when the head is full, and hold the caller back
+    /// while the head is far over its limit (the sealer cannot keep up).
+    fn after_append(&self) {
+        if !self.config.background_checkpoints {
+            return;
+        }
+        self.wake_sealer_if_full();
+        let limit = self.config.checkpoint_points.saturating_mul(4);
+        let mut state = lock(&self.sealer);
+        while !state.stop && !state.failing && read(&self.head).active_points() >= limit {
+            state = self.sealed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn wake_sealer_if_full(&self) {
+        let full = {
+            let head = read(&self.head);
+            head.active_points() >= self.config.checkpoint_points && !head.is_sealing()
+        };
+        if full {
+            lock(&self.sealer).wanted = true;
+            self.sealer_wake.notify_one();
+        }
+    }
+
+    fn run_sealer(&self) {
+        loop {
+            {
+                let mut state = lock(&self.sealer);
+                while !state.wanted && !state.stop {
+                    state = self.sealer_wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                if state.stop {
+                    return;
+                }
+                state.wanted = false;
+            }
+            let result = self.checkpoint();
+            if let Err(error) = &result {
+                tracing::error!(message = "Checkpoint failed; the log keeps the data.", %error);
+            }
+            let mut state = lock(&self.sealer);
+            state.failing = result.is_err();
+            self.sealed.notify_all();
+            drop(state);
+            // Points that arrived during the checkpoint may already fill the head again.
+            if result.is_ok() {
+                self.wake_sealer_if_full();
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop_sealer();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn batch(gw: &str, seq: u64, ts: i64, v: f64) -> Batch {
-        Batch { gateway: gw.into(), seq, readings: vec![Reading::new("dev-1", Metric::new("flow"), Timestamp(ts), v)] }
-    }
-
-    #[test]
-    fn a_stored_batch_survives_reopening_and_is_not_stored_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (s, _) = Store::open(StoreConfig::new(dir.path())).unwrap();
-            let out = s.append_batches(&[batch("g", 1, 1000, 1.5), batch("g", 2, 2000, 2.5)]).unwrap();
-            assert_eq!(out, vec![AppendOutcome::Stored { readings: 1 }; 2]);
-        }
-        let (s, report) = Store::open(StoreConfig::new(dir.path())).unwrap();
-        assert_eq!(report, OpenReport { records: 2, torn_bytes: 0 });
-        assert_eq!(s.gateway_seq("g"), Some(2));
-        assert_eq!(s.append_batches(&[batch("g", 2, 2000, 9.9)]).unwrap(), vec![AppendOutcome::Duplicate]);
-        let pts = s.range("dev-1", "flow", Timestamp(0), Timestamp(10_000), 100).unwrap();
-        assert_eq!(pts.iter().map(|p| p.value).collect::<Vec<_>>(), vec![1.5, 2.5]);
-    }
-
-    #[test]
-    fn duplicates_within_one_call_are_caught_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Store::open(StoreConfig::new(dir.path())).unwrap();
-        let out = s.append_batches(&[batch("g", 5, 1, 1.0), batch("g", 5, 1, 1.0), batch("h", 5, 1, 1.0)]).unwrap();
-        assert_eq!(out[1], AppendOutcome::Duplicate);
-        assert_eq!(out[2], AppendOutcome::Stored { readings: 1 });
-    }
-
-    #[test]
-    fn latest_is_the_newest_by_time_not_by_arrival() {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Store::open(StoreConfig::new(dir.path())).unwrap();
-        s.append_batches(&[batch("g", 1, 5000, 5.0), batch("g", 2, 1000, 1.0)]).unwrap();
-        let latest = s.latest();
-        assert_eq!(latest.len(), 1);
-        assert_eq!(latest[0].point.value, 5.0);
-    }
-}
+mod tests;

@@ -1,156 +1,390 @@
-//! The write-ahead log: an append-only file of framed, checksummed records.
+//! The write-ahead log: numbered segment files of framed, checksummed records.
 //!
-//! Frame: `len:u32 LE | crc32(payload):u32 LE | payload`. A payload is one record:
-//! `kind:u8` then either a binary-codec batch (kind 1: gateway, seq and readings, so the
-//! gateway's seq is durable together with its data) or a binary-codec batch with an
-//! empty gateway whose seq is ignored (kind 2: readings from line protocol).
+//! Files: `wal/<segment:016>.log`, numbered from 1. Appends go to the newest segment. A
+//! checkpoint rotates to a fresh segment, seals everything up to the old one into the
+//! database, records that segment number there, and then deletes the segments it covers.
 //!
-//! Invariants:
-//! - Records are only ever appended; a frame is durable once `append` returned (under
-//!   [`FsyncPolicy::Always`]).
-//! - At open, the first frame whose length runs past the end of the file or whose CRC does
-//!   not match ends the log: everything from there is a torn tail and is truncated.
+//! Frame: `len:u32 LE | crc32(payload):u32 LE | payload`. One record per frame:
+//!
+//! ```text
+//! record  = kind:u8 (1 batch, 2 readings) [gateway:bytes seq:varint] n:varint reading*
+//! reading = device:varint (0: same as previous, else len+1 then the bytes)
+//!           metric:varint (catalogue id, or 0 then name:bytes)
+//!           ts:zigzag varint (delta from the previous reading's ts; the first from 0)
+//!           value:f64 LE  quality:u8
+//! bytes   = len:varint then the bytes
+//! ```
+//!
+//! Design constraints:
+//! - A record of a batch carries the gateway and seq with the readings, so the seq memory
+//!   is durable exactly when the data is.
+//! - Records are only appended. Writing (`write`) and syncing are separate so that several
+//!   writers' frames can share one fdatasync (group commit, see `crate::commit`). A new
+//!   segment's directory entry is synced before anything is appended to it, and a segment
+//!   is synced before the log rotates away from it.
+//! - At open, in each segment the first frame that is short, too long, fails its CRC or
+//!   does not decode ends that segment: the rest is a torn tail. It is reported, cut off
+//!   (so it is reported once) and never a reason to refuse to open.
+//! - After a failed write or fsync the log is poisoned: what reached the disk is unknown
+//!   (the kernel may have dropped the dirty pages), so it refuses appends until reopened.
+//! - Encoding reuses one buffer: the hot path allocates nothing per reading.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use protocol::Batch;
-use protocol::codec::{self, Codec};
+use protocol::{Batch, Metric, Reading};
 
-use crate::{OpenReport, StoreError};
+use crate::config::FsyncPolicy;
+use crate::error::StoreError;
+use crate::varint::{self, Reader};
 
-const FILE_NAME: &str = "wal.log";
 const KIND_BATCH: u8 = 1;
 const KIND_READINGS: u8 = 2;
 /// Refuse absurd frame lengths instead of allocating them (a corrupt length field).
-const MAX_FRAME: u32 = 64 * 1024 * 1024;
+const MAX_FRAME: u32 = 256 * 1024 * 1024;
+const HEADER: usize = 8;
 
-/// When appends are forced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// fdatasync after every append call: nothing acknowledged is lost on power failure.
-    Always,
-    /// Leave it to the OS (tests and benchmarks that measure everything but the disk).
-    Never,
-}
-
-/// A record as appended.
-pub(crate) enum Record<'a> {
-    Batch(&'a Batch),
-    Readings(&'a [protocol::Reading]),
+/// A reading as replayed: borrowed from the log's bytes.
+pub(crate) struct ReplayReading<'a> {
+    pub(crate) device: &'a str,
+    pub(crate) metric: Metric,
+    pub(crate) ts: i64,
+    pub(crate) value: f64,
+    pub(crate) quality: u8,
 }
 
 /// A record as replayed.
-pub(crate) enum Owned {
-    Batch(Batch),
-    Readings(Vec<protocol::Reading>),
+pub(crate) struct ReplayRecord<'a> {
+    /// `(gateway, seq)` of a batch record; `None` for line-protocol readings.
+    pub(crate) batch: Option<(&'a str, u64)>,
+    pub(crate) readings: &'a [ReplayReading<'a>],
+}
+
+/// What replaying the log found.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayStats {
+    pub(crate) records: u64,
+    pub(crate) segments: u64,
+    pub(crate) torn_bytes: u64,
 }
 
 pub(crate) struct Wal {
-    file: File,
+    dir: PathBuf,
+    file: Arc<File>,
     path: PathBuf,
+    segment: u64,
     fsync: FsyncPolicy,
     buf: Vec<u8>,
+    /// Shared with the syncers, whose failed fsync poisons the log too.
+    poisoned: Arc<AtomicBool>,
+    /// Bytes in the current segment (for the checkpoint trigger and the report).
+    bytes: u64,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016}.log"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+}
+
+/// The segment numbers in `dir`, ascending. Files that are not segments are left alone.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))? {
+        let entry = entry.map_err(StoreError::io(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else { continue };
+        if let Ok(n) = stem.parse::<u64>() {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 impl Wal {
-    /// Opens the log, replays every intact record into `apply`, and truncates a torn tail.
+    /// Opens the log in `dir`, deletes segments up to `checkpointed` (already sealed), and
+    /// replays the rest in order into `apply`. Torn tails are cut off. Appends then go to a
+    /// fresh segment.
     pub(crate) fn open(
         dir: &Path,
         fsync: FsyncPolicy,
-        mut apply: impl FnMut(Owned),
-    ) -> Result<(Wal, OpenReport), StoreError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(FILE_NAME);
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
-
-        let mut report = OpenReport::default();
-        let mut pos = 0usize;
-        while let Some((payload, next)) = frame_at(&bytes, pos) {
-            match decode_record(payload) {
-                Some(record) => apply(record),
-                None => break,
+        checkpointed: u64,
+        mut apply: impl FnMut(&ReplayRecord<'_>),
+    ) -> Result<(Wal, ReplayStats), StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        let mut stats = ReplayStats::default();
+        let mut last = checkpointed;
+        for n in list_segments(dir)? {
+            let path = segment_path(dir, n);
+            if n <= checkpointed {
+                // Sealed by a checkpoint that committed before it could delete them.
+                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+                continue;
             }
-            report.records += 1;
-            pos = next;
+            last = last.max(n);
+            stats.segments += 1;
+            let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(StoreError::io(&path))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(StoreError::io(&path))?;
+            let mut pos = 0usize;
+            while let Some((payload, next)) = frame_at(&bytes, pos) {
+                let Some(()) = decode_record(payload, &mut apply) else { break };
+                stats.records += 1;
+                pos = next;
+            }
+            let torn = (bytes.len() - pos) as u64;
+            if torn > 0 {
+                tracing::warn!(
+                    message = "Cut a torn tail off a write-ahead log segment.",
+                    bytes = torn,
+                    file = %path.display()
+                );
+                stats.torn_bytes += torn;
+                file.set_len(pos as u64).map_err(StoreError::io(&path))?;
+                file.sync_all().map_err(StoreError::io(&path))?;
+            }
         }
-        report.torn_bytes = (bytes.len() - pos) as u64;
-        if report.torn_bytes > 0 {
-            file.set_len(pos as u64).map_err(io(&path))?;
-            file.sync_all().map_err(io(&path))?;
-        }
-        file.seek(SeekFrom::End(0)).map_err(io(&path))?;
-        Ok((Wal { file, path, fsync, buf: Vec::new() }, report))
+        let segment = last + 1;
+        let (file, path) = create_segment(dir, segment)?;
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            path,
+            segment,
+            fsync,
+            buf: Vec::new(),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            bytes: 0,
+        };
+        Ok((wal, stats))
     }
 
-    /// Appends records and makes them durable with one sync.
-    pub(crate) fn append(&mut self, records: &[Record<'_>]) -> Result<(), StoreError> {
+    /// Refuses to go on after a failed write.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(StoreError::Poisoned { path: self.path.clone() })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Starts a group of records to commit together.
+    pub(crate) fn begin(&mut self) {
         self.buf.clear();
-        for r in records {
-            let payload = encode_record(r);
-            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-            self.buf.extend_from_slice(&len.to_le_bytes());
-            self.buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            self.buf.extend_from_slice(&payload);
+    }
+
+    /// Adds a batch record to the group.
+    pub(crate) fn push_batch(&mut self, b: &Batch) {
+        self.frame(|out| {
+            out.push(KIND_BATCH);
+            put_bytes(out, b.gateway.as_bytes());
+            varint::put_u64(out, b.seq);
+            put_readings(out, &b.readings);
+        });
+    }
+
+    /// Adds a line-protocol readings record to the group.
+    pub(crate) fn push_readings(&mut self, readings: &[Reading]) {
+        self.frame(|out| {
+            out.push(KIND_READINGS);
+            put_readings(out, readings);
+        });
+    }
+
+    fn frame(&mut self, body: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; HEADER]);
+        body(&mut self.buf);
+        let payload = &self.buf[start + HEADER..];
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let crc = crc32fast::hash(payload);
+        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Writes the group to the file, not yet durable: see [`Wal::sync_handle`].
+    pub(crate) fn write(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        if self.buf.is_empty() {
+            return Ok(());
         }
-        let io = |source| StoreError::Io { path: self.path.clone(), source };
-        self.file.write_all(&self.buf).map_err(io)?;
-        if self.fsync == FsyncPolicy::Always {
-            self.file.sync_data().map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+        if let Err(source) = (&*self.file).write_all(&self.buf) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(StoreError::Io { path: self.path.clone(), source });
         }
+        self.bytes += self.buf.len() as u64;
         Ok(())
+    }
+
+    /// Writes the group and makes it durable with one fdatasync (single-writer use).
+    #[cfg(test)]
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        self.write()?;
+        let SyncHandle { file, path, poisoned } = self.sync_handle();
+        sync(&file, &path, &poisoned, self.fsync)
+    }
+
+    /// What a syncer needs to make everything written so far durable.
+    pub(crate) fn sync_handle(&self) -> SyncHandle {
+        SyncHandle { file: self.file.clone(), path: self.path.clone(), poisoned: self.poisoned.clone() }
+    }
+
+    pub(crate) fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
+    /// Starts a new segment; returns the number of the one it closed. Everything appended
+    /// so far is in segments up to that number, and durable.
+    pub(crate) fn rotate(&mut self) -> Result<u64, StoreError> {
+        self.check()?;
+        sync(&self.file, &self.path, &self.poisoned, self.fsync)?;
+        let closed = self.segment;
+        let (file, path) = create_segment(&self.dir, closed + 1)?;
+        self.file = Arc::new(file);
+        self.path = path;
+        self.segment = closed + 1;
+        self.bytes = 0;
+        Ok(closed)
+    }
+
+    /// Deletes the segments up to `upto`, which a committed checkpoint covers. A failure is
+    /// only logged: the next open deletes them, as the checkpoint says they are sealed.
+    pub(crate) fn remove_upto(&self, upto: u64) {
+        let Ok(segments) = list_segments(&self.dir) else { return };
+        for n in segments.into_iter().filter(|&n| n <= upto) {
+            let path = segment_path(&self.dir, n);
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(message = "Could not delete a sealed log segment.", %error, file = %path.display());
+            }
+        }
+    }
+
+    /// Bytes appended to the current segment.
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The file a group was written to, for the fdatasync that makes it durable.
+#[derive(Clone)]
+pub(crate) struct SyncHandle {
+    pub(crate) file: Arc<File>,
+    pub(crate) path: PathBuf,
+    pub(crate) poisoned: Arc<AtomicBool>,
+}
+
+/// fdatasync under `policy`; a failure poisons the log.
+pub(crate) fn sync(file: &File, path: &Path, poisoned: &AtomicBool, policy: FsyncPolicy) -> Result<(), StoreError> {
+    if policy == FsyncPolicy::Never {
+        return Ok(());
+    }
+    file.sync_data().map_err(|source| {
+        poisoned.store(true, Ordering::Release);
+        StoreError::Io { path: path.to_path_buf(), source }
+    })
+}
+
+fn create_segment(dir: &Path, n: u64) -> Result<(File, PathBuf), StoreError> {
+    let path = segment_path(dir, n);
+    let file = OpenOptions::new().create(true).append(true).open(&path).map_err(StoreError::io(&path))?;
+    // The new file's name must survive a crash before anything durable is written to it.
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    varint::put_u64(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn put_readings(out: &mut Vec<u8>, readings: &[Reading]) {
+    varint::put_u64(out, readings.len() as u64);
+    let mut prev_device: Option<&str> = None;
+    let mut prev_ts = 0i64;
+    for r in readings {
+        let device = r.device.as_str();
+        if prev_device == Some(device) {
+            out.push(0);
+        } else {
+            varint::put_u64(out, device.len() as u64 + 1);
+            out.extend_from_slice(device.as_bytes());
+            prev_device = Some(device);
+        }
+        match r.metric.def() {
+            Some(def) => varint::put_u64(out, u64::from(def.id)),
+            None => {
+                out.push(0);
+                put_bytes(out, r.metric.name().as_bytes());
+            }
+        }
+        varint::put_i64(out, r.ts.0.wrapping_sub(prev_ts));
+        prev_ts = r.ts.0;
+        out.extend_from_slice(&r.value.to_le_bytes());
+        out.push(r.quality.code());
     }
 }
 
 /// The payload of the intact frame at `pos`, and where the next frame starts.
 fn frame_at(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(pos..pos + 8)?;
+    let header = bytes.get(pos..pos + HEADER)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len > MAX_FRAME {
         return None;
     }
-    let end = pos + 8 + len as usize;
-    let payload = bytes.get(pos + 8..end)?;
+    let end = pos + HEADER + len as usize;
+    let payload = bytes.get(pos + HEADER..end)?;
     (crc32fast::hash(payload) == crc).then_some((payload, end))
 }
 
-fn encode_record(r: &Record<'_>) -> Vec<u8> {
-    match r {
-        Record::Batch(b) => {
-            let mut out = vec![KIND_BATCH];
-            out.extend_from_slice(&codec::encode(b, Codec::Binary));
-            out
+/// Decodes one record and hands it to `apply`; `None` if it does not decode.
+fn decode_record(payload: &[u8], apply: &mut impl FnMut(&ReplayRecord<'_>)) -> Option<()> {
+    let mut r = Reader::new(payload);
+    let batch = match r.u8()? {
+        KIND_BATCH => {
+            let gateway = std::str::from_utf8(r.bytes()?).ok()?;
+            Some((gateway, r.u64()?))
         }
-        Record::Readings(readings) => {
-            let b = Batch { gateway: String::new(), seq: 0, readings: readings.to_vec() };
-            let mut out = vec![KIND_READINGS];
-            out.extend_from_slice(&codec::encode(&b, Codec::Binary));
-            out
+        KIND_READINGS => None,
+        _ => return None,
+    };
+    let n = usize::try_from(r.u64()?).ok()?;
+    // Replay is not the hot path: one vector per record is fine.
+    let mut readings = Vec::with_capacity(n.min(payload.len()));
+    let mut device: Option<&str> = None;
+    let mut ts = 0i64;
+    for _ in 0..n {
+        let d = r.u64()?;
+        if d > 0 {
+            let len = usize::try_from(d - 1).ok()?;
+            device = Some(std::str::from_utf8(r.take(len)?).ok()?);
         }
+        let metric = match r.u64()? {
+            0 => Metric::new(std::str::from_utf8(r.bytes()?).ok()?),
+            id => Metric::from_id(u16::try_from(id).ok()?)?,
+        };
+        ts = ts.wrapping_add(r.i64()?);
+        let value = r.f64()?;
+        let quality = r.u8()?;
+        protocol::Quality::from_code(quality)?;
+        readings.push(ReplayReading { device: device?, metric, ts, value, quality });
     }
-}
-
-fn decode_record(payload: &[u8]) -> Option<Owned> {
-    let (kind, rest) = payload.split_first()?;
-    let batch = codec::binary::decode(rest).ok()?;
-    match *kind {
-        KIND_BATCH => Some(Owned::Batch(batch)),
-        KIND_READINGS => Some(Owned::Readings(batch.readings)),
-        _ => None,
+    if !r.is_empty() {
+        return None;
     }
+    apply(&ReplayRecord { batch, readings: &readings });
+    Some(())
 }
 
 #[cfg(test)]
 mod tests {
-    use protocol::{Metric, Reading, Timestamp};
+    use protocol::{Quality, Timestamp};
 
     use super::*;
 
@@ -158,61 +392,96 @@ mod tests {
         Batch {
             gateway: "g".into(),
             seq,
-            readings: vec![Reading::new("d", Metric::new("ph"), Timestamp(seq as i64), 7.1)],
+            readings: vec![
+                Reading::new("d", Metric::new("ph"), Timestamp(seq as i64), 7.1),
+                Reading { quality: Quality::Bad, ..Reading::new("d", Metric::new("my_custom"), Timestamp(-5), -0.0) },
+                Reading::new("e", Metric::new("ph"), Timestamp(i64::MAX), f64::MAX),
+            ],
         }
     }
 
+    /// Replayed records: seq and `(device, metric, ts, value bits, quality)` of each reading.
+    type Seen = Vec<(Option<u64>, Vec<(String, String, i64, u64, u8)>)>;
+
+    fn replay(dir: &Path, checkpointed: u64) -> (Seen, ReplayStats) {
+        let mut seen = Vec::new();
+        let (_, stats) = Wal::open(dir, FsyncPolicy::Always, checkpointed, |rec| {
+            seen.push((
+                rec.batch.map(|b| b.1),
+                rec.readings
+                    .iter()
+                    .map(|r| (r.device.to_string(), r.metric.name().to_string(), r.ts, r.value.to_bits(), r.quality))
+                    .collect(),
+            ))
+        })
+        .unwrap();
+        (seen, stats)
+    }
+
+    fn append(dir: &Path, batches: &[Batch]) -> u64 {
+        let (mut wal, _) = Wal::open(dir, FsyncPolicy::Always, 0, |_| {}).unwrap();
+        wal.begin();
+        batches.iter().for_each(|b| wal.push_batch(b));
+        wal.commit().unwrap();
+        wal.segment
+    }
+
     #[test]
-    fn a_torn_tail_is_cut_off_and_reported_and_the_log_keeps_working() {
+    fn records_round_trip_with_custom_metrics_extremes_and_quality() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut wal, _) = Wal::open(dir.path(), FsyncPolicy::Always, |_| {}).unwrap();
-            wal.append(&[Record::Batch(&batch(1)), Record::Batch(&batch(2))]).unwrap();
-        }
+        append(dir.path(), &[batch(1)]);
+        let (seen, stats) = replay(dir.path(), 0);
+        assert_eq!(stats.records, 1);
+        let b = batch(1);
+        let expect: Vec<_> = b
+            .readings
+            .iter()
+            .map(|r| (r.device.to_string(), r.metric.name().to_string(), r.ts.0, r.value.to_bits(), r.quality.code()))
+            .collect();
+        assert_eq!(seen, vec![(Some(1), expect)]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_reported_once_and_the_log_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = append(dir.path(), &[batch(1), batch(2)]);
         // A power cut in the middle of the third frame.
-        let path = dir.path().join(FILE_NAME);
+        let path = segment_path(dir.path(), seg);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 1, 2]).unwrap();
         drop(f);
 
-        let mut seqs = vec![];
-        let (mut wal, report) = Wal::open(dir.path(), FsyncPolicy::Always, |r| {
-            if let Owned::Batch(b) = r {
-                seqs.push(b.seq)
-            }
-        })
-        .unwrap();
-        assert_eq!(seqs, vec![1, 2]);
-        assert_eq!(report.torn_bytes, 10);
-        wal.append(&[Record::Batch(&batch(3))]).unwrap();
-        drop(wal);
-
-        let mut seqs = vec![];
-        let (_, report) = Wal::open(dir.path(), FsyncPolicy::Always, |r| {
-            if let Owned::Batch(b) = r {
-                seqs.push(b.seq)
-            }
-        })
-        .unwrap();
-        assert_eq!(seqs, vec![1, 2, 3]);
-        assert_eq!(report.torn_bytes, 0);
+        let (seen, stats) = replay(dir.path(), 0);
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![Some(1), Some(2)]);
+        assert_eq!(stats.torn_bytes, 10);
+        append(dir.path(), &[batch(3)]);
+        let (seen, stats) = replay(dir.path(), 0);
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![Some(1), Some(2), Some(3)]);
+        assert_eq!(stats.torn_bytes, 0);
     }
 
     #[test]
-    fn a_flipped_bit_ends_the_log_at_the_damaged_record() {
+    fn a_flipped_bit_ends_the_segment_at_the_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut wal, _) = Wal::open(dir.path(), FsyncPolicy::Always, |_| {}).unwrap();
-            wal.append(&[Record::Batch(&batch(1)), Record::Batch(&batch(2))]).unwrap();
-        }
-        let path = dir.path().join(FILE_NAME);
+        let seg = append(dir.path(), &[batch(1), batch(2)]);
+        let path = segment_path(dir.path(), seg);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let mut n = 0;
-        let (_, report) = Wal::open(dir.path(), FsyncPolicy::Always, |_| n += 1).unwrap();
-        assert_eq!(n, 1);
-        assert!(report.torn_bytes > 0);
+        let (seen, stats) = replay(dir.path(), 0);
+        assert_eq!(seen.len(), 1);
+        assert!(stats.torn_bytes > 0);
+    }
+
+    #[test]
+    fn checkpointed_segments_are_deleted_and_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = append(dir.path(), &[batch(1)]);
+        append(dir.path(), &[batch(2)]);
+        let (seen, stats) = replay(dir.path(), first);
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![Some(2)]);
+        assert_eq!(stats.segments, 1);
+        assert!(!segment_path(dir.path(), first).exists());
     }
 }
