@@ -590,7 +590,12 @@ impl Dispatcher {
                     by = %broadcast.created_by
                 );
                 let keys: Vec<String> = speakers.keys().cloned().collect();
-                self.emit(st, now, AuditEvent::Created { broadcast: Box::new(broadcast), needs_approval, speakers }, fx);
+                self.emit(
+                    st,
+                    now,
+                    AuditEvent::Created { broadcast: Box::new(broadcast), needs_approval, speakers },
+                    fx,
+                );
                 if !needs_approval {
                     for s in keys {
                         st.due.insert((id, s), now);
