@@ -47,6 +47,13 @@ impl Health {
         });
     }
 
+    /// Forgets devices that are no longer configured (after a configuration change).
+    pub fn retain<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let keep: std::collections::HashSet<&str> = ids.collect();
+        let mut d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        d.retain(|id, _| keep.contains(id.as_str()));
+    }
+
     /// Records a poll outcome. Returns the health readings to publish now (on a change of
     /// online state, or when `interval` has passed since the last report), and whether
     /// the online state changed (the first poll counts as a change, so that a device that

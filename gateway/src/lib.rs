@@ -5,20 +5,25 @@
 //! Read top-down:
 //! - [`config`]: the gateway's TOML config, validated with file and line.
 //! - [`profile`]: device profiles (one TOML per device model) and the built-in library.
-//! - [`modbus`]: value decoding, read planning, links and device reads.
-//! - [`poll`]: one polling task per endpoint.
+//! - [`modbus`]: value decoding, read planning, TCP and RTU links, device reads, writes.
+//! - [`poll`]: one polling task per endpoint (TCP address or RS-485 bus).
 //! - [`health`]: per-device success ratio, last error, response time, online.
-//! - [`queue`]: store-and-forward of sealed batches until the delivery ack.
-//! - [`uplink`]: MQTT: batches out, retained status, delivery acks in.
-//! - [`agent`]: wires it all together.
+//! - [`queue`]: the on-disk store-and-forward queue of sealed batches until the delivery ack.
+//! - [`uplink`]: MQTT (TLS): batches out, retained status, delivery acks, commands and
+//!   configurations in.
+//! - [`command`]: signed commands verified before they act, and their acks.
+//! - [`rules`]: local rules that act while the uplink is down.
+//! - [`agent`]: wires it all together, and applies configurations from the config topic.
 
 pub mod agent;
+pub mod command;
 pub mod config;
 pub mod health;
 pub mod modbus;
 pub mod poll;
 pub mod profile;
 pub mod queue;
+pub mod rules;
 pub mod uplink;
 
 use std::sync::Arc;

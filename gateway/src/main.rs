@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// Village telemetry gateway: polls Modbus devices as their profiles say and forwards
 /// their readings to ingest over MQTT, keeping every batch until ingest has stored it.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,8 +87,7 @@ fn main() -> anyhow::Result<()> {
                     wait_for_signal().await;
                     stop.cancel();
                 });
-                gw.run(shutdown).await;
-                Ok(())
+                gw.try_run(shutdown).await.context("the gateway stopped")
             })
         }
     }

@@ -1,5 +1,8 @@
-//! Polling: one task per Modbus endpoint, devices on it polled one at a time on their
-//! own intervals; endpoints run in parallel.
+//! Polling: one task per Modbus endpoint (a TCP address or an RS-485 bus), devices on it
+//! polled one at a time on their own intervals; endpoints run in parallel.
+//!
+//! The task owns its link, so writes ([`Job`]s from commands and local rules) are queued
+//! to it and run between polls, before the next due poll: one request at a time per bus.
 //!
 //! A poll that is late (the endpoint was busy with a slow device) runs at once and the
 //! device's schedule moves on from its due time, skipping missed cycles rather than
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Clock;
 use crate::health::Health;
-use crate::modbus::{DeviceReader, Link};
+use crate::modbus::{DeviceReader, Job, Link};
 
 /// One device on an endpoint, with its schedule.
 #[derive(Debug)]
@@ -35,10 +38,12 @@ pub enum PollEvent {
     HealthChanged,
 }
 
-/// Polls the devices of one endpoint until `shutdown`.
+/// Polls the devices of one endpoint and runs its jobs until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_endpoint(
     mut link: Link,
     devices: Vec<Scheduled>,
+    mut jobs: mpsc::Receiver<Job>,
     health: Arc<Health>,
     health_interval: Duration,
     clock: Clock,
@@ -59,7 +64,13 @@ pub async fn run_endpoint(
             None => return,
         };
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
+            Some(job) = jobs.recv() => {
+                let result = link.run_job(job.unit, &job.ops, job.attempts).await;
+                let _ = job.reply.send(result);
+                continue;
+            }
             _ = tokio::time::sleep_until(when) => {}
         }
         let dev = &devices[i];
@@ -70,7 +81,7 @@ pub async fn run_endpoint(
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = &result {
-            tracing::debug!(message = "Poll failed.", device = %dev.reader.id, endpoint = %link.addr(), error = %e);
+            tracing::debug!(message = "Poll failed.", device = %dev.reader.id, endpoint = %link.endpoint(), error = %e);
         }
         let (mut readings, changed) = health.record(&dev.reader.id, outcome, Instant::now(), clock(), health_interval);
         if changed {

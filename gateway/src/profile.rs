@@ -3,7 +3,9 @@
 //! A profile maps registers to catalogue metrics (address, table, type, word order, scale,
 //! offset, unit), may describe a table of repeating slots that are devices of their own
 //! (a collar hub's animals), and lists the registers a command may write with their
-//! allowed range. The format is documented in `docs/PROFILES.md`; the library ships in
+//! allowed range. A point may take its quality from a status register (`quality`), and a
+//! device with a signed-command mailbox says where it is (`[mailbox]`, docs/GATEWAY.md).
+//! The format is documented in `docs/PROFILES.md`; the library ships in
 //! `gateway/profiles/` and is built into the binary.
 //!
 //! Invariants (checked at load, every problem reported with file and line):
@@ -41,6 +43,44 @@ pub struct Profile {
     pub slots: Option<Slots>,
     /// Registers a command may write.
     pub writable: Vec<Writable>,
+    /// Where signed commands for the device's own verification (broadcasts) are written.
+    pub mailbox: Option<Mailbox>,
+}
+
+/// A block of holding registers into which the gateway writes a whole signed command
+/// envelope for the device to verify itself: register 0 the length in bytes, then the
+/// bytes packed big-endian, two a register (docs/GATEWAY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Always holding (only holding registers can be written in blocks).
+    pub table: Table,
+    /// First register: the length word.
+    pub address: u16,
+    /// Registers in the block, the length word included.
+    pub size: u16,
+}
+
+impl Mailbox {
+    /// Largest envelope the mailbox holds, in bytes.
+    pub fn capacity(&self) -> usize {
+        usize::from(self.size.saturating_sub(1)) * 2
+    }
+}
+
+/// How a status register's value maps to the quality of a point's readings (OPC UA style:
+/// an analyser that reports over-range gives an uncertain value, a reading error a bad one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualityMap {
+    /// Table of the status register.
+    pub table: Table,
+    /// Its address.
+    pub address: u16,
+    /// Values that mean a normal measurement.
+    pub good: Vec<u16>,
+    /// Values that mean a flagged measurement.
+    pub uncertain: Vec<u16>,
+    /// Values that mean a measurement error.
+    pub bad: Vec<u16>,
 }
 
 /// One register (or register group) that becomes one metric.
@@ -62,6 +102,8 @@ pub struct Point {
     pub offset: f64,
     /// Take only this bit of the raw integer (status and fault words).
     pub bit: Option<u8>,
+    /// Where the quality of its readings comes from (otherwise always good).
+    pub quality: Option<QualityMap>,
 }
 
 impl Point {
@@ -142,6 +184,30 @@ struct ProfileSpec {
     slots: Option<Spanned<SlotsSpec>>,
     #[serde(default)]
     writable: Vec<Spanned<WritableSpec>>,
+    mailbox: Option<Spanned<MailboxSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MailboxSpec {
+    #[serde(default)]
+    table: Table,
+    address: u32,
+    size: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QualitySpec {
+    #[serde(default)]
+    table: Table,
+    address: u32,
+    #[serde(default)]
+    good: Vec<u16>,
+    #[serde(default)]
+    uncertain: Vec<u16>,
+    #[serde(default)]
+    bad: Vec<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +227,7 @@ struct PointSpec {
     offset: OffsetOrAddress,
     unit: Option<String>,
     bit: Option<u8>,
+    quality: Option<QualitySpec>,
 }
 
 /// In a slot point `offset` is the register offset within the slot (an integer); in a
@@ -240,6 +307,7 @@ impl Profile {
             }
             names.push(&w.name);
         }
+        let mailbox = spec.mailbox.as_ref().and_then(|m| mailbox(src, m, &mut problems));
         if spec.points.is_empty() && spec.slots.is_none() {
             problems.push(src.error_at(None, "profile has no points and no slots: nothing to read"));
         }
@@ -251,6 +319,7 @@ impl Profile {
             max_gap: spec.max_gap,
             slots,
             writable,
+            mailbox,
         })
     }
 
@@ -367,6 +436,29 @@ fn point(src: &Source, spanned: &Spanned<PointSpec>, place: PointPlace, problems
     {
         fail(at(format!("bit {bit} does not exist in a {}", spec.ty)));
     }
+    let quality = spec.quality.as_ref().map(|q| {
+        if matches!(place, PointPlace::Slot { .. }) {
+            fail(at("slot points cannot take quality from a status register".into()));
+        }
+        if q.table.is_bits() || q.address > 65_535 {
+            fail(at(format!("quality register {} {} must be a word register within 0..65535", q.table, q.address)));
+        }
+        if q.good.is_empty() {
+            fail(at("quality needs at least one `good` value".into()));
+        }
+        let mut all: Vec<u16> = q.good.iter().chain(&q.uncertain).chain(&q.bad).copied().collect();
+        all.sort_unstable();
+        if all.windows(2).any(|w| w[0] == w[1]) {
+            fail(at("a status value is listed under two qualities".into()));
+        }
+        QualityMap {
+            table: q.table,
+            address: u16::try_from(q.address).unwrap_or(u16::MAX),
+            good: q.good.clone(),
+            uncertain: q.uncertain.clone(),
+            bad: q.bad.clone(),
+        }
+    });
     if !errors.is_empty() {
         errors.into_iter().for_each(|e| problems.push(e));
         return None;
@@ -380,6 +472,28 @@ fn point(src: &Source, spanned: &Spanned<PointSpec>, place: PointPlace, problems
         scale: spec.scale,
         offset: value_offset,
         bit: spec.bit,
+        quality,
+    })
+}
+
+fn mailbox(src: &Source, spanned: &Spanned<MailboxSpec>, problems: &mut Problems) -> Option<Mailbox> {
+    let m = spanned.get_ref();
+    let mut ok = true;
+    if m.table != Table::Holding {
+        problems.push(src.error(spanned, format!("mailbox: must be holding registers, not {}", m.table)));
+        ok = false;
+    }
+    if m.size < 2 || m.address + m.size > 65_536 {
+        problems.push(src.error(
+            spanned,
+            format!("mailbox: {} registers from {} must be at least 2 and end by 65535", m.size, m.address),
+        ));
+        ok = false;
+    }
+    ok.then(|| Mailbox {
+        table: m.table,
+        address: u16::try_from(m.address).unwrap_or(u16::MAX),
+        size: u16::try_from(m.size).unwrap_or(u16::MAX),
     })
 }
 
@@ -646,6 +760,21 @@ unit = "°C"
         assert_eq!(errors.len(), 1);
         assert!(errors[0].to_string().contains("bad.toml:1:9"), "{}", errors[0]);
         assert!(lib.get("m1").is_some());
+    }
+
+    #[test]
+    fn quality_maps_and_mailboxes_are_checked_at_their_line() {
+        let good = format!("{METER}\n[mailbox]\naddress = 1000\nsize = 10\n");
+        let p = parse(&good).unwrap();
+        assert_eq!(p.mailbox.unwrap().capacity(), 18);
+        let text = METER.replace(
+            "unit = \"bits\"",
+            "unit = \"bits\"\nquality = { table = \"input\", address = 9, good = [1], bad = [1] }",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("p.toml:14:") && e.contains("listed under two qualities"), "{e}");
+        let e = parse(&format!("{METER}\n[mailbox]\ntable = \"input\"\naddress = 1\nsize = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("mailbox: must be holding registers"), "{e}");
     }
 
     #[test]

@@ -1,27 +1,39 @@
-//! The MQTT uplink: publishes queued batches, keeps the retained status, and takes
-//! ingest's delivery acks off the downlink.
+//! The MQTT uplink: publishes queued batches, keeps the retained status, takes ingest's
+//! delivery acks, commands and configurations off the downlink, and sends command acks.
 //!
 //! Design constraints:
 //! - The queue decides what is sent; this module only moves bytes. A batch is forgotten
 //!   when a delivery ack covers its seq, never on PUBACK.
 //! - After every (re)connect: publish the retained online status, subscribe to the
-//!   downlink, and resend every unconfirmed batch oldest first. The last will marks the
-//!   gateway offline if the link dies without a goodbye.
-//! - At most `max_inflight` batches are out without a delivery ack.
-//! - Reconnects back off exponentially (1 s to 60 s) with jitter, so that a county's
-//!   gateways do not all hit the broker in the same second after it restarts.
+//!   downlink, and resend every unconfirmed batch oldest first. The last will (retained)
+//!   marks the gateway offline if the link dies without a goodbye.
+//! - After every (re)connect only the oldest batch goes out until a delivery ack comes
+//!   back; then up to `max_inflight`. A broker that restarted without persistence accepts
+//!   publishes before ingest has subscribed again and drops them; if a later batch reached
+//!   ingest before an earlier one, ingest would refuse the earlier as a duplicate (it keeps
+//!   the highest seq per gateway). One batch at a time until ingest answers rules that out.
+//! - At most `max_inflight` batches are out without a delivery ack, and at most
+//!   `max_batches_per_sec` are published a second (a token bucket), so the drain of a
+//!   backlog after an outage leaves the cellular link room for status, acks and commands.
+//! - Reconnects back off exponentially (1 s up to `reconnect_max`) with jitter, so that a
+//!   county's gateways do not all hit the broker in the same second after it restarts.
+//! - TLS is rustls with the ring provider, chosen explicitly (never a process-wide
+//!   default), trusting the configured CA file or the system's roots, with an optional
+//!   client certificate.
 
+use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::delivery::DeliveryAck;
-use protocol::status::GatewayStatus;
+use protocol::status::{ConfigReport, GatewayStatus};
 use protocol::topic::{self, Channel, Topic};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::Notify;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, TlsConfig};
 use crate::health::Health;
 use crate::queue::Queue;
 use crate::{Clock, VERSION};
@@ -29,24 +41,70 @@ use crate::{Clock, VERSION};
 /// Largest MQTT packet the gateway sends or accepts.
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 
-/// Shared between the batcher and the uplink.
+/// Shared between the agent, the batcher and the uplink.
 pub struct Shared {
     /// The queue of sealed batches.
     pub queue: Mutex<Queue>,
     /// Woken when a batch is sealed or health changed.
     pub wake: Notify,
-    /// Set by pollers when the retained status should be republished.
-    pub status_dirty: std::sync::atomic::AtomicBool,
+    /// Set when the retained status should be republished.
+    pub status_dirty: AtomicBool,
+    /// True while connected to the broker (local rules that run only offline read it).
+    pub connected: AtomicBool,
+    /// What became of the last remote configuration, for the status.
+    pub config_report: Mutex<Option<ConfigReport>>,
+}
+
+impl Shared {
+    /// State around a queue.
+    pub fn new(queue: Queue) -> Shared {
+        Shared {
+            queue: Mutex::new(queue),
+            wake: Notify::new(),
+            status_dirty: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            config_report: Mutex::new(None),
+        }
+    }
+}
+
+/// What arrived on the downlink for the agent: signed commands and configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Downlink {
+    /// A signed command envelope.
+    Command(Vec<u8>),
+    /// A configuration (TOML text) from the retained config topic.
+    Config(Vec<u8>),
+}
+
+/// A message for the uplink to publish (command acks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why the uplink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// A TLS file could not be read or parsed.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Runs the uplink until `shutdown`, then publishes an offline status and disconnects.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: GatewayConfig,
     shared: Arc<Shared>,
     health: Arc<Health>,
     clock: Clock,
+    downlink: mpsc::Sender<Downlink>,
+    mut outbox: mpsc::Receiver<Outgoing>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), UplinkError> {
     let status_topic = topic::topic(&config.tenant, &config.gateway, Channel::Status);
     let telemetry_topic = topic::topic(&config.tenant, &config.gateway, Channel::Telemetry);
     let offline = serde_json::to_vec(&GatewayStatus::offline(&config.gateway)).unwrap_or_default();
@@ -62,13 +120,19 @@ pub async fn run(
     if let Some((u, p)) = &m.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
+    if let Some(tls) = &m.tls {
+        opts.set_transport(Transport::tls_with_config(tls_config(tls)?));
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, usize::from(m.max_inflight) * 2 + 16);
 
     let mut connected = false;
+    // True from a connect until the first delivery ack of the connection (see the module doc).
+    let mut probing = true;
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_every = tokio::time::interval(config.health_interval);
+    let mut bucket = Bucket::new(config.publish.max_batches_per_sec);
 
     loop {
         tokio::select! {
@@ -76,15 +140,21 @@ pub async fn run(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
+                    probing = true;
+                    shared.connected.store(true, Ordering::Relaxed);
                     failures = 0;
-                    tracing::info!(message = "Connected to the broker.", gateway = %config.gateway, broker = %format!("{}:{}", m.host, m.port));
-                    let status = status_json(&config, &health, &clock);
+                    tracing::info!(message = "Connected to the broker.", gateway = %config.gateway, broker = %format!("{}:{}", m.host, m.port), tls = m.tls.is_some());
+                    let status = status_json(&config, &shared, &health, &clock);
                     let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status);
                     let _ = client.try_subscribe(topic::downlink_filter(&config.tenant, &config.gateway), QoS::AtLeastOnce);
                     lock(&shared.queue).resend_all();
-                    publish_due(&config, &client, &shared, &telemetry_topic);
+                    publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => downlink(&config, &shared, &p.topic, &p.payload),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if downlink_message(&config, &shared, &downlink, &p.topic, &p.payload).await {
+                        probing = false;
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     if connected {
@@ -93,8 +163,9 @@ pub async fn run(
                         tracing::warn!(message = "Cannot reach the broker.", gateway = %config.gateway, error = %e);
                     }
                     connected = false;
+                    shared.connected.store(false, Ordering::Relaxed);
                     failures = failures.saturating_add(1);
-                    let delay = backoff(failures, &config.gateway);
+                    let delay = backoff(failures, &config.gateway).min(jitter_cap(m.reconnect_max, failures, &config.gateway));
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -102,17 +173,23 @@ pub async fn run(
                 }
             },
             _ = shared.wake.notified(), if connected => {
-                publish_due(&config, &client, &shared, &telemetry_topic);
-                if shared.status_dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                    let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &health, &clock));
+                publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing);
+                if shared.status_dirty.swap(false, Ordering::Relaxed) {
+                    let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
                 }
             }
-            _ = tick.tick(), if connected => publish_due(&config, &client, &shared, &telemetry_topic),
+            Some(out) = outbox.recv(), if connected => {
+                if let Err(e) = client.try_publish(&out.topic, QoS::AtLeastOnce, false, out.payload) {
+                    tracing::warn!(message = "Could not publish a command ack.", error = %e);
+                }
+            }
+            _ = tick.tick(), if connected => publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing),
             _ = status_every.tick(), if connected => {
-                let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &health, &clock));
+                let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
             }
         }
     }
+    shared.connected.store(false, Ordering::Relaxed);
     if connected {
         let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, offline);
         let _ = client.try_disconnect();
@@ -126,20 +203,110 @@ pub async fn run(
         })
         .await;
     }
+    Ok(())
+}
+
+/// Checks that the uplink can be set up (TLS files readable and valid), so that a gateway
+/// with a broken certificate stops at start with the reason instead of never connecting.
+pub fn check(config: &GatewayConfig) -> Result<(), UplinkError> {
+    config.mqtt.tls.as_ref().map(tls_config).transpose().map(|_| ())
+}
+
+/// A rustls client config with the ring provider, the configured roots and client cert.
+fn tls_config(tls: &TlsConfig) -> Result<TlsConfiguration, UplinkError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| UplinkError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(ca) => {
+            let pem = read(ca)?;
+            for cert in rustls_pemfile::certs(&mut BufReader::new(&pem[..])) {
+                let cert = cert.map_err(|e| UplinkError::Tls(format!("{}: {e}", ca.display())))?;
+                roots.add(cert).map_err(|e| UplinkError::Tls(format!("{}: {e}", ca.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(UplinkError::Tls(format!("{}: no certificate in the file", ca.display())));
+            }
+        }
+        None => {
+            for dir in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"] {
+                if let Ok(pem) = std::fs::read(dir) {
+                    for cert in rustls_pemfile::certs(&mut BufReader::new(&pem[..])).flatten() {
+                        let _ = roots.add(cert);
+                    }
+                }
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UplinkError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match &tls.client_auth {
+        Some((cert, key)) => {
+            let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(&read(cert)?[..]))
+                .collect::<Result<_, _>>()
+                .map_err(|e| UplinkError::Tls(format!("{}: {e}", cert.display())))?;
+            let key = rustls_pemfile::private_key(&mut BufReader::new(&read(key)?[..]))
+                .map_err(|e| UplinkError::Tls(format!("{}: {e}", key.display())))?
+                .ok_or_else(|| UplinkError::Tls(format!("{}: no private key in the file", key.display())))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| UplinkError::Tls(e.to_string()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn publish_due(config: &GatewayConfig, client: &AsyncClient, shared: &Shared, topic: &str) {
+/// A token bucket: `rate` tokens a second, at most one second's worth saved up.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        Bucket { rate, tokens: rate, last: Instant::now() }
+    }
+
+    fn available(&mut self) -> usize {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        self.tokens.floor() as usize
+    }
+
+    fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+}
+
+fn publish_due(
+    config: &GatewayConfig,
+    client: &AsyncClient,
+    shared: &Shared,
+    topic: &str,
+    bucket: &mut Bucket,
+    probing: bool,
+) {
     let now = Instant::now();
     let mut q = lock(&shared.queue);
-    let room = usize::from(config.mqtt.max_inflight).saturating_sub(q.in_flight(now, config.publish.resend_after));
+    let window = if probing { 1 } else { usize::from(config.mqtt.max_inflight) };
+    let room = window.saturating_sub(q.in_flight(now, config.publish.resend_after));
+    let room = room.min(bucket.available());
     if room == 0 {
         return;
     }
-    for (seq, payload) in q.due(now, config.publish.resend_after, room) {
+    let due = q.due(now, config.publish.resend_after, room);
+    bucket.take(due.len());
+    for (seq, payload) in due {
         if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()) {
             tracing::debug!(message = "Publish deferred.", seq, error = %e);
             q.resend_all();
@@ -148,10 +315,17 @@ fn publish_due(config: &GatewayConfig, client: &AsyncClient, shared: &Shared, to
     }
 }
 
-fn downlink(config: &GatewayConfig, shared: &Shared, topic: &str, payload: &[u8]) {
-    let Ok(t) = Topic::parse(topic) else { return };
+/// Handles one downlink message; true if it was a delivery ack.
+async fn downlink_message(
+    config: &GatewayConfig,
+    shared: &Shared,
+    downlink: &mpsc::Sender<Downlink>,
+    topic: &str,
+    payload: &[u8],
+) -> bool {
+    let Ok(t) = Topic::parse(topic) else { return false };
     if t.gateway != config.gateway || t.tenant != config.tenant {
-        return;
+        return false;
     }
     match t.channel {
         Channel::Delivery => match DeliveryAck::from_json(payload) {
@@ -159,35 +333,57 @@ fn downlink(config: &GatewayConfig, shared: &Shared, topic: &str, payload: &[u8]
                 let n = lock(&shared.queue).ack(ack.seq);
                 tracing::debug!(message = "Delivery ack.", seq = ack.seq, released = n);
                 shared.wake.notify_one();
+                return true;
             }
             Err(e) => tracing::warn!(message = "Bad delivery ack.", error = %e),
         },
-        other => tracing::debug!(message = "Downlink message not handled yet.", channel = ?other),
+        Channel::Command => {
+            if downlink.try_send(Downlink::Command(payload.to_vec())).is_err() {
+                tracing::warn!(message = "Command dropped: too many commands waiting.");
+            }
+        }
+        Channel::Config if !payload.is_empty() => {
+            if downlink.try_send(Downlink::Config(payload.to_vec())).is_err() {
+                tracing::warn!(message = "Configuration dropped: the agent is busy.");
+            }
+        }
+        other => tracing::debug!(message = "Downlink message ignored.", channel = ?other),
     }
+    false
 }
 
-fn status_json(config: &GatewayConfig, health: &Health, clock: &Clock) -> Vec<u8> {
+fn status_json(config: &GatewayConfig, shared: &Shared, health: &Health, clock: &Clock) -> Vec<u8> {
     let status = GatewayStatus {
         gateway: config.gateway.clone(),
         online: true,
         ts: Some(clock()),
         version: VERSION.to_string(),
         devices: health.snapshot(),
+        config: lock(&shared.config_report).clone(),
     };
     serde_json::to_vec(&status).unwrap_or_default()
 }
 
 /// Exponential backoff from 1 s to 60 s, with up to 50% jitter derived from the gateway
-/// id and the attempt (no random source needed, and gateways still spread out).
+/// id, the attempt and the clock's nanoseconds, so gateways spread out.
 pub fn backoff(attempt: u32, gateway: &str) -> Duration {
     let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(60_000);
+    Duration::from_millis(base / 2 + jitter(attempt, gateway) % (base / 2 + 1))
+}
+
+/// The same backoff capped at `max` (still jittered within its lower half).
+fn jitter_cap(max: Duration, attempt: u32, gateway: &str) -> Duration {
+    let max = max.as_millis().max(2) as u64;
+    Duration::from_millis(max / 2 + jitter(attempt, gateway) % (max / 2 + 1))
+}
+
+fn jitter(attempt: u32, gateway: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in gateway.bytes().chain(attempt.to_le_bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    h ^= since_epoch.subsec_nanos() as u64;
-    Duration::from_millis(base / 2 + h % (base / 2 + 1))
+    h ^ u64::from(since_epoch.subsec_nanos())
 }
 
 #[cfg(test)]
@@ -202,5 +398,21 @@ mod tests {
             let base = base.min(60_000);
             assert!(d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base), "{attempt}: {d:?}");
         }
+        let capped = backoff(10, "gw").min(jitter_cap(Duration::from_secs(4), 10, "gw"));
+        assert!(capped <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn the_bucket_limits_publishes_a_second() {
+        let mut b = Bucket::new(5);
+        assert_eq!(b.available(), 5);
+        b.take(5);
+        assert_eq!(b.available(), 0);
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let e = tls_config(&TlsConfig { ca_file: Some("/nonexistent/ca.pem".into()), client_auth: None }).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 }

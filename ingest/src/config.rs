@@ -28,6 +28,46 @@ pub struct IngestConfig {
     pub limits: Limits,
     /// API tokens.
     pub tokens: Vec<TokenConfig>,
+    /// The embedded store: durability, checkpoints, retention.
+    pub store: StoreSettings,
+    /// Destinations besides the embedded store (InfluxDB).
+    pub sinks: Vec<crate::sinks::SinkConfig>,
+}
+
+/// How ingest runs its embedded store (`[store]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// fdatasync before acknowledging (`always`), or leave it to the OS (`never`: survives
+    /// a killed ingest, not a power cut).
+    pub fsync: store::FsyncPolicy,
+    /// Seal the log into compressed blocks once this many points are unsealed.
+    pub checkpoint_points: usize,
+    /// Retention per metric family that overrides `store::default_retention`.
+    pub retention: std::collections::BTreeMap<protocol::Family, store::Retention>,
+    /// How often expired partitions are dropped.
+    pub retention_interval: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            fsync: store::FsyncPolicy::Always,
+            checkpoint_points: default_checkpoint_points(),
+            retention: Default::default(),
+            retention_interval: Duration::from_secs(default_retention_interval_secs()),
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The store's own configuration for a store in `dir`.
+    pub fn store_config(&self, dir: PathBuf) -> store::StoreConfig {
+        let mut c = store::StoreConfig::new(dir);
+        c.fsync = self.fsync;
+        c.checkpoint_points = self.checkpoint_points;
+        c.retention = self.retention.clone();
+        c
+    }
 }
 
 /// Which broker ingest subscribes through.
@@ -58,6 +98,8 @@ pub struct Limits {
     pub max_future: Duration,
     /// How old a reading may be (a gateway's queue after a long outage).
     pub max_age: Duration,
+    /// Largest `/api/v2/write` body, before and after gzip.
+    pub max_write_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +108,7 @@ impl Default for Limits {
             max_payload_bytes: default_max_payload_bytes(),
             max_future: Duration::from_secs(default_max_future_secs()),
             max_age: Duration::from_secs(default_max_age_days() * 86_400),
+            max_write_body_bytes: default_max_write_body_bytes(),
         }
     }
 }
@@ -85,6 +128,41 @@ struct Spec {
     limits: LimitsSpec,
     #[serde(default)]
     tokens: Vec<Spanned<TokenSpec>>,
+    #[serde(default)]
+    store: Option<Spanned<StoreSpec>>,
+    #[serde(default)]
+    sinks: Vec<Spanned<crate::sinks::SinkSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSpec {
+    #[serde(default = "default_fsync")]
+    fsync: String,
+    #[serde(default = "default_checkpoint_points")]
+    checkpoint_points: usize,
+    #[serde(default = "default_retention_interval_secs")]
+    retention_interval_secs: u64,
+    #[serde(default)]
+    retention: std::collections::BTreeMap<String, RetentionSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSpec {
+    raw_days: i64,
+    minute_days: i64,
+    hour_days: i64,
+}
+
+fn default_fsync() -> String {
+    "always".into()
+}
+const fn default_checkpoint_points() -> usize {
+    2_000_000
+}
+const fn default_retention_interval_secs() -> u64 {
+    3_600
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +194,8 @@ struct LimitsSpec {
     max_future_secs: u64,
     #[serde(default = "default_max_age_days")]
     max_age_days: u64,
+    #[serde(default = "default_max_write_body_bytes")]
+    max_write_body_bytes: usize,
 }
 
 impl Default for LimitsSpec {
@@ -124,6 +204,7 @@ impl Default for LimitsSpec {
             max_payload_bytes: default_max_payload_bytes(),
             max_future_secs: default_max_future_secs(),
             max_age_days: default_max_age_days(),
+            max_write_body_bytes: default_max_write_body_bytes(),
         }
     }
 }
@@ -154,8 +235,27 @@ const fn default_max_future_secs() -> u64 {
 const fn default_max_age_days() -> u64 {
     30
 }
+const fn default_max_write_body_bytes() -> usize {
+    32 * 1024 * 1024
+}
 
 impl IngestConfig {
+    /// A config with every default: no inventory file, no tokens, default limits and store,
+    /// no sinks; HTTP on a free local port. Tests and embedders start here and change
+    /// what they care about, so a new setting does not break every caller.
+    pub fn new(data_dir: PathBuf, broker: BrokerConfig) -> IngestConfig {
+        IngestConfig {
+            data_dir,
+            broker,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            inventory: None,
+            limits: Limits::default(),
+            tokens: Vec::new(),
+            store: StoreSettings::default(),
+            sinks: Vec::new(),
+        }
+    }
+
     /// Reads and validates a config file; relative paths are relative to the file.
     pub fn load(path: &Path) -> Result<IngestConfig, ConfigErrors> {
         let src = Source::read(path)?;
@@ -212,19 +312,64 @@ impl IngestConfig {
                 name: ts.name.clone(),
             });
         }
+        let data_dir = base.join(spec.data_dir);
+        let store = match spec.store {
+            None => StoreSettings::default(),
+            Some(st) => store_settings(src, &st, &mut problems),
+        };
+        let sinks = crate::sinks::from_specs(spec.sinks, src, &data_dir, &mut problems);
         problems.finish(IngestConfig {
-            data_dir: base.join(spec.data_dir),
+            data_dir,
+            store,
+            sinks,
             broker,
             http,
             inventory: Some(base.join(spec.inventory)),
             limits: Limits {
                 max_payload_bytes: spec.limits.max_payload_bytes,
                 max_future: Duration::from_secs(spec.limits.max_future_secs),
-                max_age: Duration::from_secs(spec.limits.max_age_days * 86_400),
+                max_age: Duration::from_secs(spec.limits.max_age_days.saturating_mul(86_400)),
+                max_write_body_bytes: spec.limits.max_write_body_bytes,
             },
             tokens,
         })
     }
+}
+
+/// Validates `[store]`: the fsync policy, and retention per family (a known family,
+/// `raw_days <= minute_days <= hour_days`), through the store's own validation.
+fn store_settings(src: &Source, st: &Spanned<StoreSpec>, problems: &mut Problems) -> StoreSettings {
+    let spec = st.get_ref();
+    let mut out = StoreSettings {
+        checkpoint_points: spec.checkpoint_points,
+        retention_interval: Duration::from_secs(spec.retention_interval_secs.max(1)),
+        ..StoreSettings::default()
+    };
+    out.fsync = match spec.fsync.as_str() {
+        "always" => store::FsyncPolicy::Always,
+        "never" => store::FsyncPolicy::Never,
+        other => {
+            problems.push(src.error(st, format!("store.fsync '{other}' must be \"always\" or \"never\"")));
+            store::FsyncPolicy::Always
+        }
+    };
+    for (name, r) in &spec.retention {
+        match serde_json::from_value::<protocol::Family>(serde_json::Value::String(name.clone())) {
+            Ok(family) => {
+                out.retention.insert(family, store::Retention::days(r.raw_days, r.minute_days, r.hour_days));
+            }
+            Err(_) => problems.push(src.error(
+                st,
+                format!("store.retention.{name}: no such metric family (water, water_quality, pump, animal, barn, speaker, health, external)"),
+            )),
+        }
+    }
+    if let Err(errors) = out.store_config(PathBuf::from(".")).validate() {
+        for e in errors {
+            problems.push(src.error(st, format!("store: {e}")));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -245,5 +390,28 @@ mod tests {
         let e = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("i.toml:3:8: http 'localhost' is not an address"), "{e}");
         assert!(e.contains("i.toml:4:1: token must be at least 16 characters"), "{e}");
+    }
+
+    #[test]
+    fn store_retention_and_an_influxdb_sink_are_read_and_checked() {
+        let text = "data_dir = \"d\"\ninventory = \"i.toml\"\n[store]\nfsync = \"never\"\n[store.retention.health]\nraw_days = 7\nminute_days = 30\nhour_days = 365\n[[sinks]]\ntype = \"influxdb\"\nurl = \"http://127.0.0.1:8428/\"\n";
+        let cfg = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new("/srv"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.store.fsync, store::FsyncPolicy::Never);
+        assert_eq!(cfg.store.retention[&protocol::Family::Health], store::Retention::days(7, 30, 365));
+        let crate::sinks::SinkConfig::Influxdb(sink) = &cfg.sinks[0];
+        assert_eq!(sink.url, "http://127.0.0.1:8428");
+        assert_eq!(sink.spill_dir, Path::new("/srv/d/spill/influxdb"));
+
+        let bad = "data_dir = \"d\"\ninventory = \"i.toml\"\n[store]\nfsync = \"sometimes\"\n[store.retention.cows]\nraw_days = 1\nminute_days = 1\nhour_days = 1\n[store.retention.health]\nraw_days = 9\nminute_days = 1\nhour_days = 1\n[[sinks]]\ntype = \"influxdb\"\nurl = \"localhost:8086\"\nbatch_max_readings = 0\n";
+        let e = IngestConfig::from_source(&Source::from_text("i.toml", bad), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("i.toml:3:1: store.fsync 'sometimes'"), "{e}");
+        assert!(e.contains("store.retention.cows: no such metric family"), "{e}");
+        assert!(e.contains("retention of Health must satisfy"), "{e}");
+        assert!(
+            e.contains("i.toml:13:1: influxdb sink 'influxdb': url 'localhost:8086' must start with http://"),
+            "{e}"
+        );
+        assert!(e.contains("batch_max_readings must be at least 1"), "{e}");
     }
 }

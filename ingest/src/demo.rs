@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gateway::config::{DeviceConfig, GatewayConfig, MqttConfig, PublishConfig, QueueConfig, Transport};
+use gateway::config::{DeviceConfig, GatewayConfig, MqttConfig, PublishConfig, QueueConfig};
 use protocol::DeviceKind;
 use protocol::codec::Codec;
 use simulator::{County, CountySpec, Plan};
@@ -111,6 +111,8 @@ impl Demo {
                     name: "operator-2".into(),
                 },
             ],
+            store: Default::default(),
+            sinks: Vec::new(),
         };
         let options =
             Options { sim: Some(county.clone()), sinks: opts.sinks, broadcast: opts.broadcast, ..Options::default() };
@@ -124,7 +126,11 @@ impl Demo {
         let gateway_stop = CancellationToken::new();
         let mut gateway_tasks = tokio::task::JoinSet::new();
         let mut gateways = Vec::new();
-        for cfg in gateway_configs(county.plan(), &endpoints, broker) {
+        for mut cfg in gateway_configs(county.plan(), &endpoints, broker) {
+            // Each gateway keeps its queue (and command replay window) on disk, as in the
+            // field, and trusts ingest's command key.
+            cfg.queue.dir = Some(data_dir.join("gateways").join(&cfg.gateway).join("queue"));
+            cfg.command_key = Some(ingest.state.commands.public_key());
             let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
                 .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
             gateway_tasks.spawn(gw.run(gateway_stop.child_token()));
@@ -250,42 +256,35 @@ pub fn gateway_configs(plan: &Plan, endpoints: &[(String, SocketAddr)], broker: 
         .iter()
         .map(|g| {
             let endpoint = endpoints.iter().find(|(id, _)| *id == g.id).map(|(_, a)| *a);
-            GatewayConfig {
-                gateway: g.id.clone(),
-                tenant: g.tenant.clone(),
-                mqtt: MqttConfig {
+            let mut cfg = GatewayConfig::new(
+                &g.id,
+                &g.tenant,
+                MqttConfig {
                     host: broker.ip().to_string(),
                     port: broker.port(),
                     client_id: g.id.clone(),
-                    credentials: None,
                     codec: Codec::Binary,
                     keep_alive: Duration::from_secs(30),
                     max_inflight: 32,
+                    ..MqttConfig::default()
                 },
-                publish: PublishConfig {
-                    interval: Duration::from_secs(1),
-                    max_readings: 1000,
-                    resend_after: Duration::from_secs(10),
-                },
-                queue: QueueConfig { dir: None, max_bytes: 16 * 1024 * 1024 },
-                profile_dirs: Vec::new(),
-                health_interval: Duration::from_secs(30),
-                devices: g
-                    .devices
-                    .iter()
-                    .filter_map(|d| {
-                        Some(DeviceConfig {
-                            id: d.id.clone(),
-                            profile: d.model.clone(),
-                            site: Some(d.site.clone()),
-                            interval: Duration::from_millis(d.interval_ms),
-                            transport: Transport::Tcp(endpoint?),
-                            unit: d.unit,
-                            timeout: Duration::from_millis(500),
-                        })
-                    })
-                    .collect(),
-            }
+            );
+            cfg.publish = PublishConfig { resend_after: Duration::from_secs(10), ..PublishConfig::default() };
+            cfg.queue = QueueConfig { dir: None, max_bytes: 16 * 1024 * 1024 };
+            cfg.health_interval = Duration::from_secs(30);
+            cfg.devices = g
+                .devices
+                .iter()
+                .filter_map(|d| {
+                    let mut dev = DeviceConfig::tcp(&d.id, &d.model, endpoint?, d.unit);
+                    dev.site = Some(d.site.clone());
+                    dev.interval = Duration::from_millis(d.interval_ms);
+                    dev.timeout = Duration::from_millis(500);
+                    dev.retries = 0;
+                    Some(dev)
+                })
+                .collect();
+            cfg
         })
         .collect()
 }

@@ -6,10 +6,12 @@
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`mqtt`]: the MQTT source: groups of messages in, acks out only when durable.
 //! - [`pipeline`]: decode -> validate -> de-duplicate -> store -> sinks.
-//! - [`api`]: the HTTP API (`/api/v1`), `/metrics`, and the dashboard.
+//! - [`sinks`]: destinations besides the store (InfluxDB), fed with durable readings.
+//! - [`api`]: the HTTP API (`/api/v1`), line protocol in (`/api/v2/write`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
 //! - [`broadcast`]: emergency broadcasts: CAP 1.2, approvals, the dispatcher of signed
 //!   playback commands, the hash-chained audit log, live progress.
+//! - [`command`]: signed commands to gateways, their acks, and the audit log.
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
 
@@ -17,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod broadcast;
 pub mod broker;
+pub mod command;
 pub mod config;
 pub mod demo;
 pub mod inventory;
@@ -24,3 +27,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod service;
+pub mod sinks;

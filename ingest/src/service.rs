@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
-use store::{Store, StoreConfig};
+use store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -53,6 +53,8 @@ pub struct Running {
     pub source: Source,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// Sink workers: they spill what they hold when stopped.
+    sink_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -60,6 +62,19 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.server.await;
+        for task in self.sink_tasks {
+            let _ = task.await;
+        }
+        // Seal the log so that the next start replays nothing (a crash instead loses
+        // nothing either: the log has it).
+        let store = self.state.store.clone();
+        match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(message = "Checkpoint at shutdown failed; the log keeps the data.", %error)
+            }
+            Err(error) => tracing::warn!(message = "Checkpoint at shutdown failed.", %error),
+        }
     }
 
     /// A token that is cancelled when the service stops.
@@ -71,12 +86,22 @@ impl Running {
 /// Starts ingest.
 pub async fn start(config: IngestConfig, inventory: Inventory, options: Options) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
-    let store_dir = config.data_dir.join("store");
-    let (store, report) = tokio::task::spawn_blocking(move || Store::open(StoreConfig::new(store_dir)))
-        .await
-        .context("opening the store")??;
-    tracing::info!(message = "Store open.", records = report.records, torn_bytes = report.torn_bytes);
+    let store_config = config.store.store_config(config.data_dir.join("store"));
+    let (store, report) =
+        tokio::task::spawn_blocking(move || Store::open(store_config)).await.context("opening the store")??;
+    tracing::info!(
+        message = "Store open.",
+        records = report.records,
+        torn_bytes = report.torn_bytes,
+        duplicates = report.duplicates,
+        series = report.series
+    );
     let store = Arc::new(store);
+    spawn_retention(store.clone(), options.clock.clone(), config.store.retention_interval, shutdown.clone());
+    let metrics = Arc::new(Metrics::default());
+    let built = crate::sinks::build(&config.sinks, &metrics, &shutdown)?;
+    let mut sinks = options.sinks;
+    sinks.extend(built.sinks);
 
     let (conn, mqtt_addr) = match &config.broker {
         BrokerConfig::Embedded { listen } => {
@@ -97,7 +122,16 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     };
 
     let inventory = Arc::new(inventory);
-    let metrics = Arc::new(Metrics::default());
+    let line_protocol = Arc::new(crate::api::write::LineProtocolIn::new(
+        Some(config.data_dir.clone()),
+        sinks.clone(),
+        config.limits,
+        &metrics,
+    ));
+    let restored = line_protocol.restore(&inventory).context("reading the external devices' registrations")?;
+    if restored > 0 {
+        tracing::info!(message = "Restored devices first seen through line protocol.", devices = restored);
+    }
     let rejections = Arc::new(Rejections::default());
     let pipeline = Arc::new(Pipeline {
         store: store.clone(),
@@ -105,8 +139,9 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         metrics: metrics.clone(),
         rejections: rejections.clone(),
         limits: config.limits,
-        sinks: options.sinks,
+        sinks,
         clock: options.clock.clone(),
+        gaps: Default::default(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
     let broadcasts = crate::broadcast::Broadcasts::open(crate::broadcast::BroadcastOptions {
@@ -122,6 +157,13 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         shutdown: shutdown.clone(),
     })
     .context("starting emergency broadcasts")?;
+    let commands = crate::command::Commander::open(
+        &config.data_dir,
+        source.downlink.clone(),
+        &source.command_acks,
+        options.clock.clone(),
+    )
+    .context("opening the command signing key and audit log")?;
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {
@@ -135,6 +177,8 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         sim: options.sim,
         clock: options.clock,
         broadcasts,
+        commands,
+        line_protocol,
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -149,5 +193,28 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         }
     });
     tracing::info!(message = "Ingest started.", %http);
-    Ok(Running { http, mqtt: mqtt_addr, state, source, shutdown, server })
+    Ok(Running { http, mqtt: mqtt_addr, state, source, shutdown, server, sink_tasks: built.tasks })
+}
+
+/// Drops expired partitions now and then every `interval`, with ingest's clock.
+fn spawn_retention(
+    store: Arc<Store>,
+    clock: crate::pipeline::Clock,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let (s, now) = (store.clone(), clock());
+            match tokio::task::spawn_blocking(move || s.enforce_retention(now)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(message = "Retention run failed.", %error),
+                Err(error) => tracing::error!(message = "Retention task failed.", %error),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
 }

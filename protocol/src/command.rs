@@ -354,6 +354,19 @@ pub fn open(
     now: Timestamp,
     window: &mut ReplayWindow,
 ) -> Result<Command, CommandError> {
+    let cmd = check(wire, key, gateway, now)?;
+    if !window.is_fresh(cmd.id) {
+        return Err(CommandError::Replayed);
+    }
+    window.mark(cmd.id);
+    Ok(cmd)
+}
+
+/// Every check of [`open`] except replay: envelope, signature, target gateway, expiry and
+/// issue time. For a verifier that forwards a command to where the replay check happens
+/// (a gateway delivering a prepared broadcast into a speaker's mailbox, where the speaker
+/// keeps its own window).
+pub fn check(wire: &[u8], key: &VerifyingKey, gateway: &str, now: Timestamp) -> Result<Command, CommandError> {
     let (body, signature) = split(wire)?;
     key.verify_strict(&signed_message(body), &signature).map_err(|_| CommandError::BadSignature)?;
     let cmd = Command::from_bytes(body)?;
@@ -366,10 +379,6 @@ pub fn open(
     if cmd.issued_at.0 > now.0.saturating_add(MAX_CLOCK_SKEW_MS) {
         return Err(CommandError::IssuedInFuture);
     }
-    if !window.is_fresh(cmd.id) {
-        return Err(CommandError::Replayed);
-    }
-    window.mark(cmd.id);
     Ok(cmd)
 }
 

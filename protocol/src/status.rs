@@ -29,6 +29,23 @@ pub struct GatewayStatus {
     /// Devices behind the gateway: what they are and how they answer.
     #[serde(default)]
     pub devices: Vec<DeviceHealth>,
+    /// What became of the last configuration received on the config topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReport>,
+}
+
+/// The outcome of a configuration received on `vt/{tenant}/{gateway}/down/config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReport {
+    /// A hash of the configuration text (hex), so an operator can tell which one it was.
+    pub digest: String,
+    /// True if it runs now; false if it was refused and the previous one keeps running.
+    pub applied: bool,
+    /// Every problem, as `file:line:column: reason`, when refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// When it was received.
+    pub ts: Timestamp,
 }
 
 /// One device as the gateway sees it.
@@ -55,6 +72,13 @@ pub struct DeviceHealth {
 impl GatewayStatus {
     /// The status a gateway leaves as its last will.
     pub fn offline(gateway: &str) -> GatewayStatus {
-        GatewayStatus { gateway: gateway.into(), online: false, ts: None, version: String::new(), devices: Vec::new() }
+        GatewayStatus {
+            gateway: gateway.into(),
+            online: false,
+            ts: None,
+            version: String::new(),
+            devices: Vec::new(),
+            config: None,
+        }
     }
 }

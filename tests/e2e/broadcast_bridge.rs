@@ -74,9 +74,9 @@ pub(crate) async fn start(demo: &Demo, scan_all: bool) -> Bridge {
             .devices
             .iter()
             .filter(|d| d.profile == "vt-sim-speaker")
-            .map(|d| {
-                let gateway::config::Transport::Tcp(addr) = d.transport;
-                (d.id.clone(), Route { addr, unit: d.unit })
+            .filter_map(|d| match d.transport {
+                gateway::config::Transport::Tcp(addr) => Some((d.id.clone(), Route { addr, unit: d.unit })),
+                gateway::config::Transport::Rtu(_) => None,
             })
             .collect();
         if routes.is_empty() {

@@ -2,13 +2,21 @@
 //!
 //! - [`value`]: tables, types, word orders, and words <-> engineering values.
 //! - [`plan`]: covering a device's points with as few requests as possible.
-//! - [`Link`]: one connection to a Modbus TCP endpoint (a device, or an RS-485 converter
-//!   with many devices behind it by unit id). Requests on a link go one at a time, as on
-//!   the bus behind it.
-//! - [`read_device`]: one poll of one device: planned reads, decoded into readings.
+//! - [`Link`]: one connection to a Modbus endpoint: a TCP device, an RS-485 converter with
+//!   many devices behind it by unit id, or an RS-485 bus on a serial port (RTU). Requests
+//!   on a link go one at a time, as on the bus behind it; on a serial bus the link keeps
+//!   the inter-frame silence the baud rate needs (3.5 character times) plus the bus's
+//!   turnaround for slow devices.
+//! - [`DeviceReader::read`]: one poll of one device: planned reads, decoded into readings,
+//!   with quality from the device's status registers where its profile maps them.
+//! - [`Job`]: writes (commands, local rules, mailbox deliveries) queued to the task that
+//!   owns a link, so they share the bus with polls instead of colliding with them.
 //!
 //! Errors are named ([`PollError`]): a timeout, a Modbus exception by its name, or a
-//! transport failure, so an operator reading a device's last error knows which it was.
+//! transport failure, so an operator reading a device's last error knows which it was. A
+//! request that timed out or broke is retried with doubling backoff (`retries` per
+//! device: some meters wake only on the second request); an exception is an answer and is
+//! not retried, except "busy" and "acknowledge".
 
 pub mod plan;
 pub mod value;
@@ -18,13 +26,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use protocol::{DeviceId, Quality, Reading, Timestamp};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::slave::{Slave, SlaveContext};
 
-use crate::profile::{Point, Profile, Slots};
+use crate::config::{BusConfig, Parity};
+use crate::profile::{Point, Profile, QualityMap, Slots};
 use plan::{Plan, Read};
 use value::Table;
+
+/// Most registers one write may carry (Modbus application protocol, function 16).
+pub const MAX_WRITE_REGISTERS: usize = 123;
 
 /// Why a poll or a write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +72,15 @@ impl PollError {
             PollError::Protocol(_) => "protocol",
         }
     }
+
+    /// True if trying again may help: no answer, a broken link, or a device that said it
+    /// is busy. Other exceptions are answers and are not retried.
+    fn retryable(&self) -> bool {
+        match self {
+            PollError::Exception { code, .. } => matches!(code, 0x05 | 0x06),
+            _ => true,
+        }
+    }
 }
 
 /// Name of a Modbus exception code.
@@ -76,37 +99,120 @@ pub fn exception_name(e: ExceptionCode) -> &'static str {
     }
 }
 
-/// One connection to a Modbus TCP endpoint, opened on demand and dropped on any doubt.
+/// Where a link goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Modbus TCP.
+    Tcp(SocketAddr),
+    /// Modbus RTU on a serial RS-485 bus.
+    Rtu(BusConfig),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::Rtu(b) => write!(f, "rtu://{}@{}", b.port.display(), b.baud),
+        }
+    }
+}
+
+/// How hard to try one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// How long to wait for each answer.
+    pub timeout: Duration,
+    /// Retries after the first attempt.
+    pub retries: u8,
+    /// Wait before the first retry; doubles for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for Attempts {
+    fn default() -> Attempts {
+        Attempts { timeout: Duration::from_secs(1), retries: 0, backoff: Duration::from_millis(100) }
+    }
+}
+
+/// One write or read-back in a [`Job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Write words (or bits as 0/1) from `address`.
+    Write {
+        /// Coil or holding.
+        table: Table,
+        /// First register or coil.
+        address: u16,
+        /// What to write (at most [`MAX_WRITE_REGISTERS`]).
+        words: Vec<u16>,
+    },
+    /// Read `count` registers (or bits) back, returning them in the job's result.
+    Read {
+        /// Which table.
+        table: Table,
+        /// First register or bit.
+        address: u16,
+        /// How many.
+        count: u16,
+    },
+}
+
+/// A sequence of operations on one device, carried out by the task that owns its link,
+/// between polls. It stops at the first error.
+#[derive(Debug)]
+pub struct Job {
+    /// The device's unit id.
+    pub unit: u8,
+    /// What to do, in order.
+    pub ops: Vec<Op>,
+    /// How hard to try each operation.
+    pub attempts: Attempts,
+    /// The words of every `Read`, in order, or the first error.
+    pub reply: oneshot::Sender<Result<Vec<Vec<u16>>, PollError>>,
+}
+
+/// One connection to a Modbus endpoint, opened on demand and dropped on any doubt.
 pub struct Link {
-    addr: SocketAddr,
-    timeout: Duration,
+    endpoint: Endpoint,
     ctx: Option<Context>,
+    /// Silence to keep after each exchange before the next request (serial buses).
+    gap: Duration,
+    last_exchange: Option<Instant>,
 }
 
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link").field("addr", &self.addr).field("connected", &self.ctx.is_some()).finish()
+        f.debug_struct("Link").field("endpoint", &self.endpoint).field("connected", &self.ctx.is_some()).finish()
     }
 }
 
 impl Link {
-    /// A link to `addr`; nothing is connected until the first request.
-    pub fn new(addr: SocketAddr, timeout: Duration) -> Link {
-        Link { addr, timeout, ctx: None }
+    /// A link to `endpoint`; nothing is connected until the first request.
+    pub fn new(endpoint: Endpoint) -> Link {
+        let gap = match &endpoint {
+            Endpoint::Tcp(_) => Duration::ZERO,
+            Endpoint::Rtu(bus) => bus.frame_gap(),
+        };
+        Link { endpoint, ctx: None, gap, last_exchange: None }
     }
 
     /// The endpoint.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
-    async fn ctx(&mut self, unit: u8) -> Result<&mut Context, PollError> {
+    async fn ctx(&mut self, unit: u8, timeout: Duration) -> Result<&mut Context, PollError> {
         if self.ctx.is_none() {
-            let connect = tokio_modbus::client::tcp::connect(self.addr);
-            let ctx = tokio::time::timeout(self.timeout, connect)
-                .await
-                .map_err(|_| PollError::Timeout(self.timeout.as_millis() as u64))?
-                .map_err(|e| PollError::Transport(format!("connect {}: {e}", self.addr)))?;
+            let ctx = match &self.endpoint {
+                Endpoint::Tcp(addr) => {
+                    let connect = tokio_modbus::client::tcp::connect(*addr);
+                    tokio::time::timeout(timeout, connect)
+                        .await
+                        .map_err(|_| PollError::Timeout(timeout.as_millis() as u64))?
+                        .map_err(|e| PollError::Transport(format!("connect {addr}: {e}")))?
+                }
+                Endpoint::Rtu(bus) => tokio_modbus::client::rtu::attach(open_serial(bus)?),
+            };
             self.ctx = Some(ctx);
         }
         let ctx = self.ctx.as_mut().ok_or_else(|| PollError::Transport("not connected".into()))?;
@@ -114,10 +220,32 @@ impl Link {
         Ok(ctx)
     }
 
-    /// Reads registers (bits come back as 0/1 words).
-    pub async fn read(&mut self, unit: u8, read: Read) -> Result<Vec<u16>, PollError> {
-        let timeout = self.timeout;
-        let ctx = self.ctx(unit).await?;
+    /// Waits out the inter-frame silence of a serial bus.
+    async fn quiet(&mut self) {
+        if let Some(t) = self.last_exchange
+            && !self.gap.is_zero()
+        {
+            tokio::time::sleep_until(t + self.gap).await;
+        }
+    }
+
+    /// Reads registers (bits come back as 0/1 words), retrying as `attempts` says.
+    pub async fn read(&mut self, unit: u8, read: Read, attempts: Attempts) -> Result<Vec<u16>, PollError> {
+        let mut tries = 0u8;
+        loop {
+            match self.read_once(unit, read, attempts.timeout).await {
+                Err(e) if e.retryable() && tries < attempts.retries => {
+                    tokio::time::sleep(attempts.backoff * 2u32.saturating_pow(u32::from(tries))).await;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_once(&mut self, unit: u8, read: Read, timeout: Duration) -> Result<Vec<u16>, PollError> {
+        self.quiet().await;
+        let ctx = self.ctx(unit, timeout).await?;
         let fut = async {
             match read.table {
                 Table::Holding => ctx.read_holding_registers(read.start, read.count).await,
@@ -133,27 +261,72 @@ impl Link {
             }
         };
         let result = tokio::time::timeout(timeout, fut).await;
-        let words = self.settle(result)?;
+        let words = self.settle(result, timeout)?;
         if words.len() < usize::from(read.count) {
             return Err(PollError::Protocol(format!("asked for {} registers, got {}", read.count, words.len())));
         }
         Ok(words)
     }
 
-    /// Writes registers or a coil.
-    pub async fn write(&mut self, unit: u8, table: Table, address: u16, words: &[u16]) -> Result<(), PollError> {
-        let timeout = self.timeout;
-        let ctx = self.ctx(unit).await?;
+    /// Writes registers or coils, retrying as `attempts` says.
+    pub async fn write(
+        &mut self,
+        unit: u8,
+        table: Table,
+        address: u16,
+        words: &[u16],
+        attempts: Attempts,
+    ) -> Result<(), PollError> {
+        let mut tries = 0u8;
+        loop {
+            match self.write_once(unit, table, address, words, attempts.timeout).await {
+                Err(e) if e.retryable() && tries < attempts.retries => {
+                    tokio::time::sleep(attempts.backoff * 2u32.saturating_pow(u32::from(tries))).await;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_once(
+        &mut self,
+        unit: u8,
+        table: Table,
+        address: u16,
+        words: &[u16],
+        timeout: Duration,
+    ) -> Result<(), PollError> {
+        self.quiet().await;
+        let ctx = self.ctx(unit, timeout).await?;
         let fut = async {
             match (table, words) {
                 (Table::Coil, [w]) => ctx.write_single_coil(address, *w != 0).await,
+                (Table::Coil, ws) => {
+                    let bits: Vec<bool> = ws.iter().map(|w| *w != 0).collect();
+                    ctx.write_multiple_coils(address, &bits).await
+                }
                 (Table::Holding, [w]) => ctx.write_single_register(address, *w).await,
                 (Table::Holding, ws) => ctx.write_multiple_registers(address, ws).await,
                 _ => Ok(Err(ExceptionCode::IllegalFunction)),
             }
         };
         let result = tokio::time::timeout(timeout, fut).await;
-        self.settle(result)
+        self.settle(result, timeout)
+    }
+
+    /// Carries out a job's operations in order.
+    pub async fn run_job(&mut self, unit: u8, ops: &[Op], attempts: Attempts) -> Result<Vec<Vec<u16>>, PollError> {
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                Op::Write { table, address, words } => self.write(unit, *table, *address, words, attempts).await?,
+                Op::Read { table, address, count } => {
+                    out.push(self.read(unit, Read { table: *table, start: *address, count: *count }, attempts).await?)
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Turns a request's outcome into ours, dropping the connection when its state is in
@@ -161,7 +334,9 @@ impl Link {
     fn settle<T>(
         &mut self,
         result: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+        timeout: Duration,
     ) -> Result<T, PollError> {
+        self.last_exchange = Some(Instant::now());
         match result {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(code))) => Err(PollError::Exception { name: exception_name(code), code: u8::from(code) }),
@@ -174,10 +349,27 @@ impl Link {
             }
             Err(_) => {
                 self.ctx = None;
-                Err(PollError::Timeout(self.timeout.as_millis() as u64))
+                Err(PollError::Timeout(timeout.as_millis() as u64))
             }
         }
     }
+}
+
+fn open_serial(bus: &BusConfig) -> Result<tokio_serial::SerialStream, PollError> {
+    use tokio_serial::SerialPortBuilderExt as _;
+    let parity = match bus.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
+    };
+    let data_bits = if bus.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight };
+    let stop_bits = if bus.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+    tokio_serial::new(bus.port.to_string_lossy(), bus.baud)
+        .parity(parity)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .open_native_async()
+        .map_err(|e| PollError::Transport(format!("open {}: {e}", bus.port.display())))
 }
 
 /// A device prepared for polling: its profile and the planned reads.
@@ -189,15 +381,29 @@ pub struct DeviceReader {
     pub unit: u8,
     /// The profile.
     pub profile: std::sync::Arc<Profile>,
+    /// How hard to try each request.
+    pub attempts: Attempts,
     plan: Plan,
+    /// For each point with a status register: where that register lands in the responses.
+    quality: Vec<Option<plan::Location>>,
 }
 
 impl DeviceReader {
-    /// Plans the reads of a device.
-    pub fn new(id: &str, unit: u8, profile: std::sync::Arc<Profile>) -> DeviceReader {
-        let spans: Vec<_> = profile.points.iter().map(|p| (p.table, p.address, p.width())).collect();
+    /// Plans the reads of a device: its points and the status registers their quality
+    /// comes from, coalesced.
+    pub fn new(id: &str, unit: u8, profile: std::sync::Arc<Profile>, attempts: Attempts) -> DeviceReader {
+        let mut spans: Vec<_> = profile.points.iter().map(|p| (p.table, p.address, p.width())).collect();
+        let n = spans.len();
+        let mut quality_span = Vec::with_capacity(n);
+        for p in &profile.points {
+            quality_span.push(p.quality.as_ref().map(|q| {
+                spans.push((q.table, q.address, 1));
+                spans.len() - 1
+            }));
+        }
         let plan = plan::plan(&spans, profile.max_gap);
-        DeviceReader { id: DeviceId::new(id), unit, profile, plan }
+        let quality = quality_span.iter().map(|i| i.map(|i| plan.locations[i])).collect();
+        DeviceReader { id: DeviceId::new(id), unit, profile, attempts, plan, quality }
     }
 
     /// Requests one poll takes (without slot tables, whose size is read at run time).
@@ -209,13 +415,17 @@ impl DeviceReader {
     pub async fn read(&self, link: &mut Link, ts: impl Fn() -> Timestamp) -> Result<Vec<Reading>, PollError> {
         let mut responses = Vec::with_capacity(self.plan.reads.len());
         for r in &self.plan.reads {
-            responses.push(link.read(self.unit, *r).await?);
+            responses.push(link.read(self.unit, *r, self.attempts).await?);
         }
         let now = ts();
         let mut out = Vec::with_capacity(self.profile.points.len());
-        for (point, loc) in self.profile.points.iter().zip(&self.plan.locations) {
+        for ((point, loc), q) in self.profile.points.iter().zip(&self.plan.locations).zip(&self.quality) {
             let words = &responses[loc.read][usize::from(loc.offset)..];
-            out.push(reading(&self.id, point, words, now));
+            let mut r = reading(&self.id, point, words, now);
+            if let (Some(map), Some(q)) = (&point.quality, q) {
+                r.quality = map.quality(responses[q.read][usize::from(q.offset)]);
+            }
+            out.push(r);
         }
         if let Some(slots) = &self.profile.slots {
             self.read_slots(link, slots, &ts, &mut out).await?;
@@ -230,7 +440,8 @@ impl DeviceReader {
         ts: &impl Fn() -> Timestamp,
         out: &mut Vec<Reading>,
     ) -> Result<(), PollError> {
-        let count = link.read(self.unit, Read { table: slots.table, start: slots.count_address, count: 1 }).await?;
+        let count_read = Read { table: slots.table, start: slots.count_address, count: 1 };
+        let count = link.read(self.unit, count_read, self.attempts).await?;
         let count = count.first().copied().unwrap_or(0).min(slots.max);
         if count == 0 || slots.stride == 0 {
             return Ok(());
@@ -242,7 +453,8 @@ impl DeviceReader {
         while done < count {
             let n = per_read.min(count - done);
             let start = slots.base + done * slots.stride;
-            words.extend(link.read(self.unit, Read { table: slots.table, start, count: n * slots.stride }).await?);
+            let read = Read { table: slots.table, start, count: n * slots.stride };
+            words.extend(link.read(self.unit, read, self.attempts).await?);
             done += n;
         }
         let now = ts();
@@ -264,4 +476,18 @@ fn reading(device: &DeviceId, point: &Point, words: &[u16], ts: Timestamp) -> Re
     let raw = value::decode(&words[..usize::from(point.width())], point.ty, point.order);
     let value = value::engineering(raw, point.scale, point.offset, point.bit);
     Reading { device: device.clone(), metric: point.metric.clone(), ts, value, quality: Quality::Good }
+}
+
+impl QualityMap {
+    /// The quality a status register value stands for; a value the profile does not list
+    /// is uncertain (the device said something we cannot interpret).
+    pub fn quality(&self, status: u16) -> Quality {
+        if self.good.contains(&status) {
+            Quality::Good
+        } else if self.bad.contains(&status) {
+            Quality::Bad
+        } else {
+            Quality::Uncertain
+        }
+    }
 }

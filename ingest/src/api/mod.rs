@@ -12,6 +12,7 @@ mod dashboard;
 mod read;
 mod sim;
 pub mod time;
+pub mod write;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 use store::Store;
 
@@ -54,6 +55,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Emergency broadcasts: create, approve, cancel, follow.
     pub broadcasts: crate::broadcast::Broadcasts,
+    /// Signs, sends and tracks commands to gateways.
+    pub commands: crate::command::Commander,
+    /// Line protocol in (`/api/v2/write`): its sinks, limits and counters.
+    pub line_protocol: Arc<write::LineProtocolIn>,
 }
 
 /// An API error: a status and a sentence for the client.
@@ -157,13 +162,19 @@ pub fn app(state: AppState) -> Router {
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
         .route("/rejections", get(read::rejections))
-        .merge(crate::broadcast::routes());
+        .merge(crate::broadcast::routes())
+        .merge(crate::command::routes());
     if state.sim.is_some() {
         api = api
             .route("/sim/faults", get(sim::list).post(sim::inject))
             .route("/sim/faults/{device}", delete(sim::clear));
     }
-    Router::new().merge(dashboard::routes()).route("/metrics", get(metrics)).nest("/api/v1", api).with_state(state)
+    Router::new()
+        .merge(dashboard::routes())
+        .route("/metrics", get(metrics))
+        .route("/api/v2/write", post(write::write))
+        .nest("/api/v1", api)
+        .with_state(state)
 }
 
 async fn health(State(s): State<AppState>) -> Response {

@@ -171,6 +171,28 @@ pub(super) struct SeriesQuery {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
+    /// Bucket width: milliseconds, or a number with `ms`, `s`, `m`, `h` or `d`.
+    step: Option<String>,
+}
+
+/// Parses a step: `60000`, `500ms`, `30s`, `5m`, `1h`, `1d`.
+fn parse_step(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits.parse().map_err(|_| format!("step '{text}' is not a number with ms, s, m, h or d"))?;
+    let unit_ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("step '{text}': unit '{unit}' is not ms, s, m, h or d")),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!("step '{text}' must be positive and at most a few thousand years")),
+    }
 }
 
 pub(super) async fn series(
@@ -192,10 +214,13 @@ pub(super) async fn series(
         Some(t) => parse(t).map_err(ApiError::BadRequest)?,
         None => Timestamp(to.0 - 24 * 3_600_000),
     };
+    let unit = protocol::Metric::new(&q.metric).unit();
+    if let Some(step) = &q.step {
+        return bucketed(&s, &q, from, to, parse_step(step).map_err(ApiError::BadRequest)?, unit).await;
+    }
     let limit = q.limit.unwrap_or(DEFAULT_POINTS).min(MAX_POINTS);
     let points = s.store.range(&q.device, &q.metric, from, to, limit + 1)?;
     let truncated = points.len() > limit;
-    let unit = protocol::Metric::new(&q.metric).unit();
     let points: Vec<Value> = points
         .iter()
         .take(limit)
@@ -209,6 +234,49 @@ pub(super) async fn series(
         "to": rfc3339(to),
         "points": points,
         "truncated": truncated,
+    })))
+}
+
+/// `step=`: buckets with min, max, mean, count and last, from the coarsest roll-up that
+/// answers exactly (see `store::Store::range_bucketed`), so a year costs what its hour or
+/// minute roll-ups cost to read, not a year of raw points.
+async fn bucketed(
+    s: &AppState,
+    q: &SeriesQuery,
+    from: Timestamp,
+    to: Timestamp,
+    step_ms: i64,
+    unit: &str,
+) -> Result<Json<Value>, ApiError> {
+    let buckets = (i128::from(to.0) - i128::from(from.0)) / i128::from(step_ms);
+    if buckets > MAX_POINTS as i128 {
+        return Err(ApiError::BadRequest(format!(
+            "{buckets} buckets of {step_ms} ms between from and to; at most {MAX_POINTS}: use a wider step"
+        )));
+    }
+    let store = s.store.clone();
+    let (device, metric) = (q.device.clone(), q.metric.clone());
+    let buckets = tokio::task::spawn_blocking(move || store.range_bucketed(&device, &metric, from, to, step_ms))
+        .await
+        .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
+    let points: Vec<Value> = buckets
+        .iter()
+        .map(|b| {
+            json!({
+                "ts": rfc3339(b.start), "min": b.min, "max": b.max, "mean": b.mean,
+                "count": b.count, "last": b.last,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "device": q.device,
+        "metric": q.metric,
+        "unit": unit,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "step_ms": step_ms,
+        "points": points,
+        "truncated": false,
     })))
 }
 
@@ -226,4 +294,23 @@ pub(super) async fn rejections(State(s): State<AppState>, _reader: Reader) -> Js
         })
         .collect();
     Json(json!({ "counts": counts, "recent": recent }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_step;
+
+    #[test]
+    fn steps_take_milliseconds_or_a_unit() {
+        assert_eq!(parse_step("60000"), Ok(60_000));
+        assert_eq!(parse_step("500ms"), Ok(500));
+        assert_eq!(parse_step("30s"), Ok(30_000));
+        assert_eq!(parse_step("5m"), Ok(300_000));
+        assert_eq!(parse_step("9h"), Ok(32_400_000));
+        assert_eq!(parse_step("1d"), Ok(86_400_000));
+        assert!(parse_step("0").is_err());
+        assert!(parse_step("5w").unwrap_err().contains("unit 'w'"));
+        assert!(parse_step("fast").is_err());
+        assert!(parse_step("99999999999999999d").is_err());
+    }
 }

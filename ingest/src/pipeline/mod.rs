@@ -12,6 +12,7 @@
 //!   acknowledged (redelivering it would not make it better).
 //! - Sinks (rules, InfluxDB) see readings only after they are durable.
 
+pub mod gaps;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,22 @@ pub struct Pipeline {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Ingest's clock.
     pub clock: Clock,
+    /// Batches that skip unstored seqs, held back (see [`gaps`]).
+    pub gaps: gaps::SeqGaps,
+}
+
+/// A group of messages decoded and validated, waiting to be committed.
+#[derive(Debug)]
+pub struct Prepared {
+    now: Timestamp,
+    /// The tenant of each accepted batch.
+    tenants: Vec<String>,
+    /// Telemetry batches that passed their envelope checks (refused readings removed).
+    batches: Vec<Batch>,
+    /// `(tenant, gateway)` of every telemetry message, accepted or not: each gets a
+    /// delivery ack.
+    gateways: std::collections::BTreeSet<(String, String)>,
+    command_acks: Vec<(String, CommandAck)>,
 }
 
 /// A telemetry batch that passed its envelope checks.
@@ -86,14 +103,26 @@ struct Accepted {
 }
 
 impl Pipeline {
-    /// Processes a group of messages. Returns `Err` only if the store failed, in which case
-    /// nothing of the group may be acknowledged.
+    /// Processes a group of messages: [`Pipeline::prepare`], then [`Pipeline::commit`].
+    /// Returns `Err` only if the store failed, in which case nothing of the group may be
+    /// acknowledged.
     pub fn process(&self, group: &[Message]) -> Result<Outcome, store::StoreError> {
-        let now = (self.clock)();
-        let mut outcome = Outcome::default();
-        let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
-        let mut gateways: BTreeMap<(String, String), ()> = BTreeMap::new();
+        let prepared = self.prepare(group);
+        self.commit(&prepared)
+    }
 
+    /// Decodes and validates a group (status and command acks take effect here). Touches
+    /// no stored state, so the MQTT writer prepares the next group while the previous one
+    /// is being committed.
+    pub fn prepare(&self, group: &[Message]) -> Prepared {
+        let now = (self.clock)();
+        let mut p = Prepared {
+            now,
+            tenants: Vec::new(),
+            batches: Vec::new(),
+            gateways: Default::default(),
+            command_acks: Vec::new(),
+        };
         for msg in group {
             let Ok(topic) = Topic::parse(&msg.topic) else {
                 self.count_message("other");
@@ -102,9 +131,10 @@ impl Pipeline {
             match topic.channel {
                 Channel::Telemetry => {
                     self.count_message("telemetry");
-                    gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()), ());
+                    p.gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()));
                     if let Some(a) = self.decode_and_validate(&topic, msg, now) {
-                        accepted.push(a);
+                        p.tenants.push(a.tenant);
+                        p.batches.push(a.batch);
                     }
                 }
                 Channel::Status => {
@@ -114,22 +144,71 @@ impl Pipeline {
                 Channel::CommandAck => {
                     self.count_message("ack");
                     match serde_json::from_slice::<CommandAck>(&msg.payload) {
-                        Ok(ack) => outcome.command_acks.push((topic.gateway.to_string(), ack)),
+                        Ok(ack) => p.command_acks.push((topic.gateway.to_string(), ack)),
                         Err(e) => tracing::warn!(message = "Bad command ack.", topic = %msg.topic, error = %e),
                     }
                 }
                 _ => self.count_message("other"),
             }
         }
+        p
+    }
 
-        self.store(&accepted)?;
-        for (tenant, gateway) in gateways.into_keys() {
-            if let Some(seq) = self.store.gateway_seq(&gateway) {
-                let topic = topic::topic(&tenant, &gateway, Channel::Delivery);
+    /// Stores a prepared group with one durable append (after holding back seq gaps), feeds
+    /// the sinks, and says which delivery acks to send. Groups must be committed in the
+    /// order they arrived; a failed commit may be retried with the same `Prepared`.
+    pub fn commit(&self, p: &Prepared) -> Result<Outcome, store::StoreError> {
+        let keep = self.hold_gaps(&p.tenants, &p.batches, p.now);
+        if keep.iter().all(|&k| k) {
+            self.store(&p.tenants, &p.batches)?;
+        } else {
+            let (tenants, batches): (Vec<String>, Vec<Batch>) = p
+                .tenants
+                .iter()
+                .zip(&p.batches)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((t, b), _)| (t.clone(), b.clone()))
+                .unzip();
+            self.store(&tenants, &batches)?;
+        }
+        let mut outcome = Outcome { command_acks: p.command_acks.clone(), ..Outcome::default() };
+        for (tenant, gateway) in &p.gateways {
+            if let Some(seq) = self.store.gateway_seq(gateway) {
+                let topic = topic::topic(tenant, gateway, Channel::Delivery);
                 outcome.delivery_acks.push((topic, DeliveryAck { seq }.to_json()));
             }
         }
         Ok(outcome)
+    }
+
+    /// Which batches to store now: not those that skip over seqs not stored yet (see
+    /// [`gaps`]), which are refused with reason `seq_gap`.
+    fn hold_gaps(&self, tenants: &[String], batches: &[Batch], now: Timestamp) -> Vec<bool> {
+        let started = std::time::Instant::now();
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut keep = Vec::with_capacity(batches.len());
+        for (tenant, b) in tenants.iter().zip(batches) {
+            let gw = b.gateway.as_str();
+            let mark = last.get(gw).copied().or_else(|| self.store.gateway_seq(gw));
+            match self.gaps.judge(gw, b.seq, mark, started) {
+                gaps::Verdict::Store => {
+                    let m = last.entry(gw).or_insert(b.seq);
+                    *m = (*m).max(b.seq);
+                    keep.push(true);
+                }
+                gaps::Verdict::Hold { after } => {
+                    let detail = format!(
+                        "batch {} of '{gw}' skips batches after {after} that are not stored: not stored, awaiting the resend of the missing ones",
+                        b.seq
+                    );
+                    let topic = topic::topic(tenant, gw, Channel::Telemetry);
+                    self.reject(Reason::SeqGap, &topic, None, detail, now);
+                    keep.push(false);
+                }
+            }
+        }
+        keep
     }
 
     fn count_message(&self, channel: &'static str) {
@@ -171,34 +250,54 @@ impl Pipeline {
             return None;
         }
         let gateway = batch.gateway.clone();
-        batch.readings.retain(|r| match validate::check_reading(&gateway, r, &self.inventory, &self.limits, now) {
-            Ok(()) => true,
-            Err((reason, detail)) => {
-                self.reject(reason, &msg.topic, Some(&r.device), detail, now);
-                false
+        // A poll's readings come grouped by device: look the owner up once per device.
+        let mut owner: Option<(protocol::DeviceId, validate::Checked)> = None;
+        batch.readings.retain(|r| {
+            let owned = match &owner {
+                Some((d, result)) if *d == r.device => result.clone(),
+                _ => {
+                    let result = validate::check_owner(&gateway, &r.device, &self.inventory);
+                    owner = Some((r.device.clone(), result.clone()));
+                    result
+                }
+            };
+            match owned.and_then(|()| validate::check_value(r, &self.limits, now)) {
+                Ok(()) => true,
+                Err((reason, detail)) => {
+                    self.reject(reason, &msg.topic, Some(&r.device), detail, now);
+                    false
+                }
             }
         });
         Some(Accepted { tenant: topic.tenant.to_string(), batch })
     }
 
     /// One durable append for the whole group, then bookkeeping and sinks.
-    fn store(&self, accepted: &[Accepted]) -> Result<(), store::StoreError> {
-        if accepted.is_empty() {
+    fn store(&self, tenants: &[String], batches: &[Batch]) -> Result<(), store::StoreError> {
+        if batches.is_empty() {
             return Ok(());
         }
-        let batches: Vec<Batch> = accepted.iter().map(|a| a.batch.clone()).collect();
+        let messages = batches.len();
         let started = Instant::now();
-        let outcomes = self.store.append_batches(&batches)?;
+        let outcomes = self.store.append_batches(batches)?;
         self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.group_size.observe(accepted.len() as f64);
-        for (a, o) in accepted.iter().zip(outcomes) {
+        self.metrics.group_size.observe(messages as f64);
+        // Newest time per device, one entry per run of a device's readings: one inventory
+        // lock per group instead of a map update per reading.
+        let mut seen: Vec<(&str, Timestamp)> = Vec::new();
+        for ((tenant, batch), o) in tenants.iter().zip(batches).zip(outcomes) {
             match o {
                 AppendOutcome::Stored { readings } => {
                     self.metrics.batches_stored.inc();
                     self.metrics.readings_stored.inc_by(readings as u64);
-                    self.inventory.seen_many(a.batch.readings.iter().map(|r| (r.device.as_str(), r.ts)));
+                    for r in &batch.readings {
+                        match seen.last_mut() {
+                            Some((d, ts)) if *d == r.device.as_str() => *ts = (*ts).max(r.ts),
+                            _ => seen.push((r.device.as_str(), r.ts)),
+                        }
+                    }
                     for sink in &self.sinks {
-                        sink.accept(&a.tenant, &a.batch.readings);
+                        sink.accept(tenant, &batch.readings);
                     }
                 }
                 AppendOutcome::Duplicate => {
@@ -206,6 +305,7 @@ impl Pipeline {
                 }
             }
         }
+        self.inventory.seen_many(seen);
         Ok(())
     }
 

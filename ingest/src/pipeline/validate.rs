@@ -46,11 +46,14 @@ pub enum Reason {
     TimestampFuture,
     /// Older than the accepted age.
     TimestampPast,
+    /// The batch's seq skips past batches of its gateway that were not stored: held back
+    /// until the missing ones arrive (or the hold expires), see `crate::pipeline::gaps`.
+    SeqGap,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Malformed,
         Reason::Oversized,
         Reason::TopicMismatch,
@@ -62,6 +65,7 @@ impl Reason {
         Reason::OutOfRange,
         Reason::TimestampFuture,
         Reason::TimestampPast,
+        Reason::SeqGap,
     ];
 
     /// Stable snake_case name.
@@ -78,6 +82,7 @@ impl Reason {
             Reason::OutOfRange => "out_of_range",
             Reason::TimestampFuture => "timestamp_future",
             Reason::TimestampPast => "timestamp_past",
+            Reason::SeqGap => "seq_gap",
         }
     }
 }
@@ -124,6 +129,9 @@ impl Rejections {
     }
 }
 
+/// The result of a check: `Ok`, or the reason and a sentence.
+pub type Checked = Result<(), (Reason, String)>;
+
 /// Checks a batch's envelope against its topic and the inventory.
 pub fn check_envelope(topic: &Topic<'_>, batch: &Batch, inventory: &Inventory) -> Result<(), (Reason, String)> {
     if batch.gateway != topic.gateway {
@@ -158,20 +166,24 @@ pub fn check_reading(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<(), (Reason, String)> {
-    match inventory.ownership(gateway, &r.device) {
-        Ownership::Own => {}
-        Ownership::Foreign => {
-            let owner = inventory.device(&r.device).map(|d| d.gateway).unwrap_or_default();
-            return Err((
-                Reason::ForeignDevice,
-                format!("gateway '{gateway}' sent a reading of '{}', which belongs to gateway '{owner}'", r.device),
-            ));
-        }
-        Ownership::Unknown => {
-            return Err((Reason::UnknownDevice, format!("device '{}' is not in the inventory", r.device)));
-        }
-    }
+    check_owner(gateway, &r.device, inventory)?;
     check_value(r, limits, now)
+}
+
+/// Checks that `device` may be published by `gateway` (the part of [`check_reading`] that
+/// depends only on the device, so a batch checks it once per device, not per reading).
+pub fn check_owner(gateway: &str, device: &str, inventory: &Inventory) -> Checked {
+    match inventory.ownership(gateway, device) {
+        Ownership::Own => Ok(()),
+        Ownership::Foreign => {
+            let owner = inventory.device(device).map(|d| d.gateway).unwrap_or_default();
+            Err((
+                Reason::ForeignDevice,
+                format!("gateway '{gateway}' sent a reading of '{device}', which belongs to gateway '{owner}'"),
+            ))
+        }
+        Ownership::Unknown => Err((Reason::UnknownDevice, format!("device '{device}' is not in the inventory"))),
+    }
 }
 
 /// Checks a reading's metric, value and time (shared with the line-protocol endpoint,

@@ -1,0 +1,69 @@
+//! `vt-bench`: the benchmarks of docs/BENCHMARKS.md ("Store" and "Ingest pipeline").
+//!
+//! - `dataset county|noisy`: writes a line-protocol data set: the simulated county (the
+//!   simulator's physics read through the gateway's device profiles, as a gateway would)
+//!   or noisy full-precision floats.
+//! - `compare`: feeds one line-protocol file over HTTP, with the same batch size and
+//!   connections, to ingest's `/api/v2/write`, VictoriaMetrics and InfluxDB 1.6's `/write`,
+//!   one after the other in one run; reports readings/s and bytes per reading on disk.
+//! - `query`: a year of one series at 1-minute resolution in each server, then the time of
+//!   a query bucketed to about 1,000 points.
+//! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
+//!   de-duplicate, store): readings/s and CPU.
+//!
+//! Each server runs as its own process in a fresh directory; ingest is the release binary
+//! (`cargo build --release -p ingest`). Long steps print progress. Nothing here asserts a
+//! timing: these are measurements, not tests.
+#![allow(clippy::print_stdout)]
+
+mod compare;
+mod dataset;
+mod pipeline;
+mod query;
+mod servers;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Village telemetry benchmarks.
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a line-protocol data set.
+    Dataset {
+        #[command(subcommand)]
+        kind: dataset::Kind,
+    },
+    /// Feed line-protocol files to ingest, VictoriaMetrics and InfluxDB 1.6 and compare.
+    Compare(compare::Args),
+    /// Time a year-long bucketed query of one series in each server.
+    Query(query::Args),
+    /// Push batches of 50 readings through ingest's embedded broker and measure.
+    Pipeline(pipeline::Args),
+}
+
+/// Where the release ingest binary is (next to this one).
+pub(crate) fn ingest_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("ingest");
+    anyhow::ensure!(bin.exists(), "{} is missing: cargo build --release -p ingest", bin.display());
+    Ok(bin)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Dataset { kind } => dataset::run(kind),
+        Command::Compare(args) => rt.block_on(compare::run(args)),
+        Command::Query(args) => rt.block_on(query::run(args)),
+        Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
+    }
+}

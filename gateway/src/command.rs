@@ -1,0 +1,333 @@
+//! Downlink commands: verified before they act, carried out on the device's own bus, and
+//! always answered with an ack.
+//!
+//! Design constraints:
+//! - Nothing acts before [`protocol::command::open`] passed: ingest's Ed25519 signature,
+//!   this gateway as the target, expiry, issue time, and the replay window. The window is
+//!   persisted (written to a temporary file, fsynced, renamed) before the command acts, so
+//!   that neither a restart nor a power cut reopens it to a replay.
+//! - A write may only name a writable point of the device's profile and only a value
+//!   within its `min..=max`; the profile maps the point to a register, so a command can
+//!   never name a raw register. A broadcast (`play`, `stop`) is delivered whole into the
+//!   device's mailbox, where the device verifies the signature again itself.
+//! - Every command gets exactly one ack from here: `refused` (with the check that failed)
+//!   before acting, `failed` (with the Modbus error by name) if the device did not take
+//!   it, `done` for a write carried out and read back, `delivered` for a mailbox delivery.
+//! - Writes go to the task that owns the device's link ([`crate::modbus::Job`]), so they
+//!   wait their turn on an RS-485 bus instead of colliding with a poll.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ed25519_dalek::VerifyingKey;
+use protocol::command::{self, AckState, Action, CommandAck, ReplayWindow};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Clock;
+use crate::modbus::value::{self, Table};
+use crate::modbus::{Attempts, Job, MAX_WRITE_REGISTERS, Op};
+use crate::profile::{Mailbox, Profile};
+
+/// File of the persisted replay window, in the queue directory.
+pub const REPLAY_FILE: &str = "commands.window";
+
+/// How to reach one device: its profile and the queue of the task that owns its link.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The device's profile (writable points, mailbox).
+    pub profile: Arc<Profile>,
+    /// Its unit id.
+    pub unit: u8,
+    /// How hard to try.
+    pub attempts: Attempts,
+    /// Jobs for its link's task.
+    pub jobs: mpsc::Sender<Job>,
+}
+
+/// Why a command did not act: refused before acting, or failed on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Refused before acting; the reason names the check.
+    Refused(String),
+    /// Accepted but the device did not take it.
+    Failed(String),
+}
+
+/// Verifies and carries out commands.
+pub struct Executor {
+    gateway: String,
+    key: Option<VerifyingKey>,
+    window: Mutex<ReplayWindow>,
+    window_path: Option<PathBuf>,
+    routes: RwLock<HashMap<String, Route>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("gateway", &self.gateway).field("has_key", &self.key.is_some()).finish()
+    }
+}
+
+impl Executor {
+    /// An executor for `gateway`. `key` is ingest's public key (without it every command
+    /// is refused); the replay window is kept in `state_dir` (in memory if `None`).
+    pub fn new(gateway: &str, key: Option<[u8; 32]>, state_dir: Option<&Path>, clock: Clock) -> Executor {
+        let key = key.and_then(|k| VerifyingKey::from_bytes(&k).ok());
+        let window_path = state_dir.map(|d| d.join(REPLAY_FILE));
+        let now = u64::try_from(clock().0).unwrap_or(0);
+        let window = window_path.as_deref().map(|p| load_window(p, now)).unwrap_or_default();
+        Executor {
+            gateway: gateway.into(),
+            key,
+            window: Mutex::new(window),
+            window_path,
+            routes: RwLock::new(HashMap::new()),
+            clock,
+        }
+    }
+
+    /// Replaces the device routes (at start and after a configuration change).
+    pub fn set_routes(&self, routes: HashMap<String, Route>) {
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+    }
+
+    fn route(&self, device: &str) -> Option<Route> {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).get(device).cloned()
+    }
+
+    /// Verifies a signed command from the downlink, carries it out, and says how it ended.
+    pub async fn handle(&self, wire: &[u8]) -> CommandAck {
+        let now = (self.clock)();
+        let ack = |id: u64, device: String, state: AckState, reason: Option<String>| CommandAck {
+            id,
+            device,
+            ts: (self.clock)(),
+            state,
+            reason,
+        };
+        let Some(key) = self.key else {
+            let id = command::peek_id(wire).unwrap_or(0);
+            return ack(id, String::new(), AckState::Refused, Some("no_key: this gateway has no command_key".into()));
+        };
+        let opened = {
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            let before = *window;
+            let opened = command::open(wire, &key, &self.gateway, now, &mut window);
+            if opened.is_ok()
+                && let Some(path) = &self.window_path
+                && let Err(error) = save_window(path, &window)
+            {
+                *window = before;
+                tracing::error!(message = "Cannot persist the command replay window.", file = %path.display(), %error);
+                let id = command::peek_id(wire).unwrap_or(0);
+                return ack(
+                    id,
+                    String::new(),
+                    AckState::Failed,
+                    Some(format!("cannot persist replay window: {error}")),
+                );
+            }
+            opened
+        };
+        let cmd = match opened {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let id = command::peek_id(wire).unwrap_or(0);
+                tracing::warn!(message = "Command refused.", id, reason = e.code(), detail = %e);
+                return ack(id, String::new(), AckState::Refused, Some(format!("{}: {e}", e.code())));
+            }
+        };
+        tracing::info!(message = "Command verified.", id = cmd.id, device = %cmd.device, action = ?cmd.action);
+        let result = match &cmd.action {
+            Action::Write { point, value } => {
+                self.write_point(&cmd.device, point, *value).await.map(|note| (AckState::Done, note))
+            }
+            Action::Play(_) | Action::Stop { .. } => {
+                self.deliver(&cmd.device, wire).await.map(|()| (AckState::Delivered, None))
+            }
+        };
+        match result {
+            Ok((state, note)) => ack(cmd.id, cmd.device, state, note),
+            Err(Outcome::Refused(r)) => {
+                tracing::warn!(message = "Command refused by the profile.", id = cmd.id, reason = %r);
+                ack(cmd.id, cmd.device, AckState::Refused, Some(r))
+            }
+            Err(Outcome::Failed(r)) => {
+                tracing::warn!(message = "Command failed on the device.", id = cmd.id, reason = %r);
+                ack(cmd.id, cmd.device, AckState::Failed, Some(r))
+            }
+        }
+    }
+
+    /// Writes a writable point of a device within its profile's range, then reads it back.
+    /// Returns a note when the read-back differs (a momentary coil, a device that limits
+    /// the value itself).
+    pub async fn write_point(&self, device: &str, point: &str, value: f64) -> Result<Option<String>, Outcome> {
+        let route = self
+            .route(device)
+            .ok_or_else(|| Outcome::Refused(format!("unknown_device: '{device}' is not behind this gateway")))?;
+        let w = route.profile.writable(point).ok_or_else(|| {
+            Outcome::Refused(format!("not_writable: '{point}' is not a writable point of {}", route.profile.model))
+        })?;
+        if !(value >= w.min && value <= w.max) {
+            return Err(Outcome::Refused(format!(
+                "out_of_range: {value} is outside the allowed {}..={} {} of '{point}'",
+                w.min, w.max, w.unit
+            )));
+        }
+        let words = value::encode(value, w.ty, w.order, w.scale, w.offset)
+            .map_err(|e| Outcome::Refused(format!("out_of_range: {e}")))?;
+        let count = u16::try_from(words.len()).unwrap_or(u16::MAX);
+        let ops = vec![
+            Op::Write { table: w.table, address: w.address, words: words.clone() },
+            Op::Read { table: w.table, address: w.address, count },
+        ];
+        let back = run(&route, ops).await?;
+        let read = back.first().cloned().unwrap_or_default();
+        let same = if w.table == Table::Coil {
+            read.first().map(|v| *v != 0) == words.first().map(|v| *v != 0)
+        } else {
+            read == words
+        };
+        tracing::info!(message = "Wrote a point.", device, point, value, read_back_matches = same);
+        Ok((!same).then(|| format!("wrote {words:?}, read back {read:?}")))
+    }
+
+    /// Delivers a signed envelope into a device's mailbox (see [`mailbox_ops`]).
+    pub async fn deliver(&self, device: &str, envelope: &[u8]) -> Result<(), Outcome> {
+        let route = self
+            .route(device)
+            .ok_or_else(|| Outcome::Refused(format!("unknown_device: '{device}' is not behind this gateway")))?;
+        let mailbox = route
+            .profile
+            .mailbox
+            .ok_or_else(|| Outcome::Refused(format!("no_mailbox: {} has no command mailbox", route.profile.model)))?;
+        let ops = mailbox_ops(&mailbox, envelope).map_err(Outcome::Refused)?;
+        run(&route, ops).await?;
+        tracing::info!(message = "Delivered a signed command into a mailbox.", device, bytes = envelope.len());
+        Ok(())
+    }
+
+    /// Checks a prepared envelope (a local rule's announcement) without the replay window,
+    /// which the receiving device keeps, and delivers it.
+    pub async fn deliver_prepared(&self, device: &str, envelope: &[u8]) -> Result<(), Outcome> {
+        let key = self.key.ok_or_else(|| Outcome::Refused("no_key: this gateway has no command_key".into()))?;
+        let cmd = command::check(envelope, &key, &self.gateway, (self.clock)())
+            .map_err(|e| Outcome::Refused(format!("{}: {e}", e.code())))?;
+        if cmd.device != device {
+            return Err(Outcome::Refused(format!("wrong_device: the envelope is for '{}'", cmd.device)));
+        }
+        self.deliver(device, envelope).await
+    }
+}
+
+async fn run(route: &Route, ops: Vec<Op>) -> Result<Vec<Vec<u16>>, Outcome> {
+    let (reply, rx) = oneshot::channel();
+    let job = Job { unit: route.unit, ops, attempts: route.attempts, reply };
+    route.jobs.send(job).await.map_err(|_| Outcome::Failed("the device's link is not running".into()))?;
+    match rx.await {
+        Ok(Ok(words)) => Ok(words),
+        Ok(Err(e)) => Err(Outcome::Failed(e.to_string())),
+        Err(_) => Err(Outcome::Failed("the device's link stopped before answering".into())),
+    }
+}
+
+/// The writes that put `envelope` into `mailbox`: the bytes packed big-endian two to a
+/// register from the mailbox's second register, in writes of at most 123 registers, then
+/// the length in bytes into its first register, last, as the commit.
+pub fn mailbox_ops(mailbox: &Mailbox, envelope: &[u8]) -> Result<Vec<Op>, String> {
+    if envelope.is_empty() || envelope.len() > mailbox.capacity() || envelope.len() > usize::from(u16::MAX) {
+        return Err(format!(
+            "too_large: a {}-byte command does not fit a mailbox of {} bytes",
+            envelope.len(),
+            mailbox.capacity()
+        ));
+    }
+    let words: Vec<u16> =
+        envelope.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+    let mut ops: Vec<Op> = words
+        .chunks(MAX_WRITE_REGISTERS)
+        .enumerate()
+        .map(|(i, chunk)| Op::Write {
+            table: mailbox.table,
+            address: mailbox.address + 1 + (i * MAX_WRITE_REGISTERS) as u16,
+            words: chunk.to_vec(),
+        })
+        .collect();
+    ops.push(Op::Write { table: mailbox.table, address: mailbox.address, words: vec![envelope.len() as u16] });
+    Ok(ops)
+}
+
+/// The persisted window. A damaged file is not trusted: the window then starts at `now_ms`
+/// with every older id taken, which refuses every command issued before now (ingest's ids
+/// are at least its clock in milliseconds, see `ingest::command`) and nothing newer.
+fn load_window(path: &Path, now_ms: u64) -> ReplayWindow {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 20 && crc32fast::hash(&bytes[..16]).to_le_bytes() == bytes[16..20] => {
+            let highest = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+            let seen = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
+            ReplayWindow::from_state(highest, seen)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReplayWindow::new(),
+        other => {
+            tracing::error!(
+                message = "The command replay window is damaged; refusing every command issued before now.",
+                file = %path.display(),
+                detail = ?other.map(|b| b.len())
+            );
+            ReplayWindow::from_state(now_ms, u64::MAX)
+        }
+    }
+}
+
+fn save_window(path: &Path, window: &ReplayWindow) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let (highest, seen) = window.state();
+    let mut bytes = Vec::with_capacity(20);
+    bytes.extend_from_slice(&highest.to_le_bytes());
+    bytes.extend_from_slice(&seen.to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_goes_into_the_mailbox_data_first_and_length_last() {
+        let mb = Mailbox { table: Table::Holding, address: 1000, size: 1000 };
+        let env: Vec<u8> = (0..=255u8).cycle().take(301).collect();
+        let ops = mailbox_ops(&mb, &env).unwrap();
+        let Op::Write { address, words, .. } = &ops[0] else { panic!() };
+        assert_eq!((*address, words.len(), words[0]), (1001, 123, 0x0001));
+        let Op::Write { address, words, .. } = &ops[1] else { panic!() };
+        assert_eq!((*address, words.len()), (1124, 28));
+        assert_eq!(*words.last().unwrap(), 0x2C00, "an odd last byte is padded with zero");
+        assert_eq!(ops[2], Op::Write { table: Table::Holding, address: 1000, words: vec![301] });
+        assert!(mailbox_ops(&Mailbox { size: 10, ..mb }, &env).unwrap_err().starts_with("too_large"));
+    }
+
+    #[test]
+    fn the_replay_window_survives_a_restart_and_a_damaged_file_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REPLAY_FILE);
+        let mut w = ReplayWindow::new();
+        w.mark(42);
+        save_window(&path, &w).unwrap();
+        assert_eq!(load_window(&path, 5000), w);
+        std::fs::write(&path, b"garbage").unwrap();
+        let w = load_window(&path, 5000);
+        assert!(!w.is_fresh(4999) && !w.is_fresh(5000) && w.is_fresh(5001));
+    }
+}

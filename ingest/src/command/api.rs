@@ -1,0 +1,107 @@
+//! HTTP calls for commands: issue a write, see a command and its acks, get the public key.
+//!
+//! | call | what |
+//! |---|---|
+//! | `POST /api/v1/devices/{id}/commands` `{"point","value","ttl_secs"}` | operator token of the device's tenant; 202 `{"id", "status": "sent"}` |
+//! | `GET /api/v1/commands/{id}` | the command, who issued it, and its acks (token of the tenant, or public reads) |
+//! | `GET /api/v1/keys/commands` | `{"algorithm": "ed25519", "public_key": HEX}`: the gateways' `command_key` |
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use protocol::command::Action;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Issue;
+use crate::api::{ApiError, AppState, Reader};
+use crate::auth::{Authorized, Role};
+
+/// Longest a command may wait to be carried out.
+const MAX_TTL_SECS: u64 = 24 * 3600;
+
+/// The command routes, to nest under `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/devices/{id}/commands", post(issue_write))
+        .route("/commands/{id}", get(get_command))
+        .route("/keys/commands", get(public_key))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteRequest {
+    point: String,
+    value: f64,
+    #[serde(default = "default_ttl_secs")]
+    ttl_secs: u64,
+}
+
+const fn default_ttl_secs() -> u64 {
+    60
+}
+
+async fn issue_write(
+    State(s): State<AppState>,
+    Authorized(principal): Authorized,
+    Path(device): Path<String>,
+    body: Result<Json<WriteRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(Role::Operator)?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::BadRequest(format!("expected {{\"point\": NAME, \"value\": NUMBER, \"ttl_secs\": N}}: {e}"))
+    })?;
+    let d = s.inventory.device(&device).ok_or_else(|| ApiError::NotFound(format!("no device '{device}'")))?;
+    let gw = s
+        .inventory
+        .gateway(&d.gateway)
+        .ok_or_else(|| ApiError::Unprocessable(format!("device '{device}' has no known gateway")))?;
+    principal.require_tenant(&gw.tenant)?;
+    if !req.value.is_finite() {
+        return Err(ApiError::BadRequest("value must be a finite number".into()));
+    }
+    if req.ttl_secs == 0 || req.ttl_secs > MAX_TTL_SECS {
+        return Err(ApiError::BadRequest(format!("ttl_secs must be 1..={MAX_TTL_SECS}")));
+    }
+    let issue = Issue {
+        tenant: gw.tenant.clone(),
+        gateway: gw.id.clone(),
+        device: device.clone(),
+        action: Action::Write { point: req.point.clone(), value: req.value },
+        ttl: Duration::from_secs(req.ttl_secs),
+        issued_by: principal.name.clone(),
+    };
+    let id = s.commands.issue(issue).await.map_err(|e| match e {
+        super::CommandError::Publish(_) => ApiError::Unavailable(format!("cannot reach the broker: {e}")),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "id": id, "status": "sent", "device": device, "gateway": gw.id, "point": req.point, "value": req.value }),
+        ),
+    ))
+}
+
+async fn get_command(State(s): State<AppState>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+    let r = s.commands.get(id).ok_or_else(|| ApiError::NotFound(format!("no command {id} since ingest started")))?;
+    if !reader.may_see(&r.command.tenant) {
+        return Err(ApiError::NotFound(format!("no command {id} since ingest started")));
+    }
+    let state = r.acks.last().map_or(json!("sent"), |a| json!(a.state));
+    Ok(Json(json!({
+        "id": r.command.id,
+        "state": state,
+        "issued_by": r.issued_by,
+        "command": r.command,
+        "acks": r.acks,
+    })))
+}
+
+async fn public_key(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "algorithm": "ed25519", "public_key": s.commands.public_key_hex() }))
+}
