@@ -144,19 +144,6 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         gaps: Default::default(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
-    let broadcasts = crate::broadcast::Broadcasts::open(crate::broadcast::BroadcastOptions {
-        data_dir: config.data_dir.clone(),
-        config: options.broadcast,
-        inventory: inventory.clone(),
-        store: store.clone(),
-        metrics: metrics.clone(),
-        clock: options.clock.clone(),
-        path: None,
-        downlink: source.downlink.clone(),
-        acks: source.command_acks.clone(),
-        shutdown: shutdown.clone(),
-    })
-    .context("starting emergency broadcasts")?;
     let commands = crate::command::Commander::open(
         &config.data_dir,
         source.downlink.clone(),
@@ -164,6 +151,18 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         options.clock.clone(),
     )
     .context("opening the command signing key and audit log")?;
+    // Broadcasts go through the same Commander: one key, one id sequence, one ack stream.
+    let broadcasts = crate::broadcast::Broadcasts::open(crate::broadcast::BroadcastOptions {
+        data_dir: config.data_dir.clone(),
+        config: options.broadcast,
+        inventory: inventory.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        clock: options.clock.clone(),
+        path: Arc::new(commands.clone()),
+        shutdown: shutdown.clone(),
+    })
+    .context("starting emergency broadcasts")?;
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {

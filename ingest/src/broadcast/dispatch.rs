@@ -963,11 +963,10 @@ impl Dispatcher {
         if sends.is_empty() {
             return;
         }
-        let mut results = Vec::with_capacity(sends.len());
-        for s in sends {
-            let r = self.path.send(s.request.clone()).await;
-            results.push((s, r));
-        }
+        // One batch: signed and audited with one fsync, then published.
+        let requests = sends.iter().map(|s| s.request.clone()).collect();
+        let sent = self.path.send_all(requests).await;
+        let results: Vec<_> = sends.into_iter().zip(sent).collect();
         let now = (self.clock)();
         let mut fx = Effects::default();
         {

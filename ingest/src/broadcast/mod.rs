@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use protocol::command::{Action, Command, CommandAck, Level, Playback};
+use protocol::command::{Action, Command, Level, Playback};
 use protocol::{DeviceKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -53,11 +53,10 @@ use self::model::{
     Broadcast, BroadcastId, BroadcastState, CapInfo, Content, DELIVERY_STATES, Feedback, level_name, parse_level,
     parse_sha256, time,
 };
-use self::path::{CommandPath, MqttPath, PathError};
+use self::path::CommandPath;
 use crate::auth::{Principal, Role};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::mqtt::Downlink;
 use crate::pipeline::Clock;
 
 /// Bytes of a speaker's command mailbox (`firmware::mailbox`: 999 data registers).
@@ -102,9 +101,6 @@ pub enum OpenError {
     /// The audit log cannot be read, or does not verify.
     #[error(transparent)]
     Audit(#[from] AuditError),
-    /// The signing key cannot be read or made.
-    #[error(transparent)]
-    Path(#[from] PathError),
     /// A verified line is not an event this version knows.
     #[error("{path}: line {seq}: {reason}")]
     Replay {
@@ -131,12 +127,9 @@ pub struct BroadcastOptions {
     pub metrics: Arc<Metrics>,
     /// Ingest's clock.
     pub clock: Clock,
-    /// Where commands go; `None` signs on ingest's MQTT downlink ([`MqttPath`]).
-    pub path: Option<Arc<dyn CommandPath>>,
-    /// The MQTT downlink (for the default path).
-    pub downlink: Downlink,
-    /// Command acks from the MQTT source (for the default path).
-    pub acks: broadcast::Sender<(String, CommandAck)>,
+    /// Where commands go: ingest's [`Commander`](crate::command::Commander) in production,
+    /// so broadcasts share its key, id sequence, audit log and acks.
+    pub path: Arc<dyn CommandPath>,
     /// Stops the dispatcher.
     pub shutdown: CancellationToken,
 }
@@ -346,8 +339,7 @@ impl Broadcasts {
     /// Loads the configuration, verifies and replays the audit log, and starts the
     /// dispatcher.
     pub fn open(options: BroadcastOptions) -> Result<Broadcasts, OpenError> {
-        let BroadcastOptions { data_dir, config, inventory, store, metrics, clock, path, downlink, acks, shutdown } =
-            options;
+        let BroadcastOptions { data_dir, config, inventory, store, metrics, clock, path, shutdown } = options;
         let config = match config {
             Some(c) => c,
             None => BroadcastConfig::load_or_default(&data_dir)?,
@@ -366,10 +358,7 @@ impl Broadcasts {
         }
         let now = clock();
         state.resume(now, &config.dispatch);
-        let path: Arc<dyn CommandPath> = match path {
-            Some(p) => p,
-            None => Arc::new(MqttPath::open(&data_dir, downlink, acks, clock.clone(), state.last_command)?),
-        };
+        path.ids_above(state.last_command);
         tracing::info!(
             message = "Broadcasts ready.",
             replayed_events = events.len(),
