@@ -6,6 +6,7 @@
 //!      ^  \--> health ------------------------------------------------------/ (status)
 //!      |   \--> local rules --+
 //!      +-- Jobs <-- executor <-+-- downlink commands (verified) --> acks --> uplink
+//!                  (writes, mailbox deliveries, speakers' command logs followed until final)
 //!                                   downlink config --> validated --> pollers restarted
 //! ```
 //! The batcher seals what the pollers produced every `publish.interval` (or at
@@ -125,6 +126,20 @@ impl Gateway {
 
         let ack_topic = topic::topic(&config.tenant, &config.gateway, Channel::CommandAck);
         let mut actions = JoinSet::new();
+        // Every ack (a write's, a speaker's progress, a refusal seen in a speaker's log)
+        // goes to the uplink through one forwarder.
+        let (ack_tx, mut ack_rx) = mpsc::channel::<protocol::command::CommandAck>(256);
+        {
+            let (out, topic) = (out_tx.clone(), ack_topic.clone());
+            actions.spawn(async move {
+                while let Some(ack) = ack_rx.recv().await {
+                    let payload = serde_json::to_vec(&ack).unwrap_or_default();
+                    if out.send(Outgoing { topic: topic.clone(), payload }).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut pending: Vec<Reading> = Vec::new();
         let mut seal_every = tokio::time::interval(config.publish.interval);
         let mut stats_every = tokio::time::interval(config.health_interval);
@@ -146,16 +161,18 @@ impl Gateway {
                         shared.status_dirty.store(true, Ordering::Relaxed);
                         shared.wake.notify_one();
                     }
+                    Some(PollEvent::CommandLog { device, words }) => {
+                        for ack in executor.on_log(&device, &words) {
+                            let _ = ack_tx.try_send(ack);
+                        }
+                    }
                     None => break,
                 },
                 Some(message) = down_rx.recv() => match message {
                     Downlink::Command(wire) => {
-                        let (executor, out, topic) = (executor.clone(), out_tx.clone(), ack_topic.clone());
-                        actions.spawn(async move {
-                            let ack = executor.handle(&wire).await;
-                            let payload = serde_json::to_vec(&ack).unwrap_or_default();
-                            let _ = out.send(Outgoing { topic, payload }).await;
-                        });
+                        // Its own task: a broadcast is followed on its speaker until final.
+                        let (executor, acks) = (executor.clone(), ack_tx.clone());
+                        actions.spawn(async move { executor.handle(&wire, &acks).await });
                     }
                     Downlink::Config(text) => {
                         if let Some(new) = reconfigure(&config, &library, &shared, &clock, &text) {
