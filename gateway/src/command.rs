@@ -40,8 +40,8 @@ use crate::report;
 
 /// File of the persisted replay window, in the queue directory.
 pub const REPLAY_FILE: &str = "commands.window";
-/// Command ids per device remembered as written by this gateway, so that the device's
-/// refusal of one of them is not also reported as someone else's envelope.
+/// Refusals per device remembered as reported by a follow, so that the regular poll does
+/// not report them a second time.
 const REMEMBERED_PER_DEVICE: usize = 32;
 
 /// How to reach one device: its profile and the queue of the task that owns its link.
@@ -66,6 +66,15 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What the follows of one device report themselves.
+#[derive(Debug, Clone, Default)]
+struct Told {
+    /// Commands being followed now.
+    following: Vec<u64>,
+    /// `(command, log sequence)` of refusals a follow reported, newest last.
+    refusals: VecDeque<(u64, u16)>,
+}
+
 /// Verifies and carries out commands.
 pub struct Executor {
     gateway: String,
@@ -74,8 +83,9 @@ pub struct Executor {
     window_path: Option<PathBuf>,
     routes: RwLock<HashMap<String, Route>>,
     clock: Clock,
-    /// Per device: ids of the commands this gateway wrote into its mailbox, newest last.
-    ours: Mutex<HashMap<String, VecDeque<u64>>>,
+    /// Per device: commands being followed now (they report their own refusal) and
+    /// `(command, log sequence)` of refusals a follow reported, newest last.
+    told: Mutex<HashMap<String, Told>>,
     /// Per device: the command log sequence last looked at by [`Executor::on_log`].
     log_seen: Mutex<HashMap<String, u16>>,
 }
@@ -101,7 +111,7 @@ impl Executor {
             window_path,
             routes: RwLock::new(HashMap::new()),
             clock,
-            ours: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
             log_seen: Mutex::new(HashMap::new()),
         }
     }
@@ -214,10 +224,11 @@ impl Executor {
         };
         let read = Op::Read { table: log.table, address: log.address, count: log.count() };
         ops.push(read.clone());
-        self.remember(&device, cmd.id);
+        self.with_told(&device, |t| t.following.push(cmd.id));
         let first = match run(route, ops).await {
             Ok(mut words) => words.pop().unwrap_or_default(),
             Err(Outcome::Failed(e) | Outcome::Refused(e)) => {
+                self.done_following(&device, cmd.id, &report::Ending::Silent(e.clone()));
                 tracing::warn!(message = "The speaker did not take a broadcast command.", id = cmd.id, %device, error = %e);
                 return send(AckState::Failed, Some(format!("the speaker did not answer: {e} (gateway)"))).await;
             }
@@ -237,16 +248,26 @@ impl Executor {
             }
         };
         let ending = report::follow(cmd.id, first, reread, send, deadline).await;
+        self.done_following(&device, cmd.id, &ending);
         tracing::info!(message = "Followed a broadcast command to its end.", id = cmd.id, %device, ending = ?ending);
     }
 
-    fn remember(&self, device: &str, id: u64) {
-        let mut ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
-        let ids = ours.entry(device.to_string()).or_default();
-        ids.push_back(id);
-        while ids.len() > REMEMBERED_PER_DEVICE {
-            ids.pop_front();
-        }
+    fn with_told<T>(&self, device: &str, f: impl FnOnce(&mut Told) -> T) -> T {
+        let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        f(told.entry(device.to_string()).or_default())
+    }
+
+    /// The follow of `id` ended: it no longer reports, and a refusal it reported is told.
+    fn done_following(&self, device: &str, id: u64, ending: &report::Ending) {
+        self.with_told(device, |t| {
+            t.following.retain(|c| *c != id);
+            if let report::Ending::Final { state: firmware::speaker::CommandState::Refused, seq } = ending {
+                t.refusals.push_back((id, *seq));
+                while t.refusals.len() > REMEMBERED_PER_DEVICE {
+                    t.refusals.pop_front();
+                }
+            }
+        });
     }
 
     /// A device's command log as a regular poll read it: acks for the envelopes it refused
@@ -256,14 +277,11 @@ impl Executor {
         let Some(block) = firmware::speaker::decode_log(words) else { return Vec::new() };
         let since = self.log_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(device.to_string(), block.seq);
         let Some(since) = since else { return Vec::new() };
-        let ours: Vec<u64> = self
-            .ours
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(device)
-            .map(|v| v.iter().copied().collect())
-            .unwrap_or_default();
-        report::foreign_refusals(&block, since, &ours)
+        let told = self.with_told(device, |t| t.clone());
+        let told = |slot: &firmware::speaker::SlotReport| {
+            told.following.contains(&slot.command) || told.refusals.contains(&(slot.command, slot.seq))
+        };
+        report::foreign_refusals(&block, since, told)
             .into_iter()
             .map(|slot| {
                 let (state, reason) = slot.ack();

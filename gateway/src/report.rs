@@ -52,8 +52,13 @@ pub fn acks_for(before: Option<CommandState>, slot: &SlotReport) -> Vec<(AckStat
 /// How following a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
-    /// The device reported a final state.
-    Final(CommandState),
+    /// The device reported a final state, at this log sequence.
+    Final {
+        /// The state.
+        state: CommandState,
+        /// The slot's log sequence at that change.
+        seq: u16,
+    },
     /// The device refused it (seen in the verdict registers, without a slot).
     Refused,
     /// The device stopped answering; the error of the last read.
@@ -92,7 +97,7 @@ where
                             }
                             last = Some(slot.state);
                             if slot.state.is_final() {
-                                return Ending::Final(slot.state);
+                                return Ending::Final { state: slot.state, seq: slot.seq };
                             }
                         }
                         Found::Refused(reason) => {
@@ -141,16 +146,17 @@ fn find(block: &LogBlock, command: u64) -> Found {
     }
 }
 
-/// Refusals in a command log that nobody asked the gateway about: envelopes written into
-/// the mailbox by someone else (a cable on the bus), which the device refused. Only slots
-/// changed after `since` (the log sequence last looked at) and not in `ours` count.
-pub fn foreign_refusals(block: &LogBlock, since: u16, ours: &[u64]) -> Vec<SlotReport> {
+/// Refusals in a command log that no follow of the gateway's reports: envelopes written
+/// into the mailbox by someone else (a cable on the bus: forged, tampered, or a replay of
+/// a real command), which the device refused. Only slots changed after `since` (the log
+/// sequence last looked at) count, and not those `told` says were reported already.
+pub fn foreign_refusals(block: &LogBlock, since: u16, told: impl Fn(&SlotReport) -> bool) -> Vec<SlotReport> {
     block
         .slots
         .iter()
         .filter(|s| s.state == CommandState::Refused)
         .filter(|s| (s.seq.wrapping_sub(since) as i16) > 0 && (block.seq.wrapping_sub(s.seq) as i16) >= 0)
-        .filter(|s| !ours.contains(&s.command))
+        .filter(|s| !told(s))
         .copied()
         .collect()
 }
@@ -255,7 +261,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let (ending, acks, reads) =
             run(received, vec![Ok(playing.clone()), Ok(playing), Ok(played)], Duration::from_secs(600)).await;
-        assert_eq!(ending, Ending::Final(S::Played));
+        assert_eq!(ending, Ending::Final { state: S::Played, seq: 3 });
         assert_eq!(reads, 3, "no read after the final state");
         let states: Vec<AckState> = acks.lock().unwrap().iter().map(|(s, _)| *s).collect();
         assert_eq!(states, vec![AckState::Delivered, AckState::Playing, AckState::Played]);
@@ -268,7 +274,7 @@ mod tests {
         // Refused in the first read: one ack, no further read.
         let refused = block(1, &[(7, S::Refused, Reason::Replayed, 1)]);
         let (ending, acks, reads) = run(refused, vec![], Duration::from_secs(600)).await;
-        assert_eq!((ending, reads), (Ending::Final(S::Refused), 0));
+        assert_eq!((ending, reads), (Ending::Final { state: S::Refused, seq: 1 }, 0));
         assert_eq!(acks.lock().unwrap()[0], (AckState::Refused, Some("replayed (speaker)".into())));
 
         // Refused without a slot: the verdict registers name the command.
@@ -316,8 +322,8 @@ mod tests {
             ],
         );
         let b = decode_log(&regs).unwrap();
-        let found: Vec<u64> = foreign_refusals(&b, 10, &[7]).iter().map(|s| s.command).collect();
-        assert_eq!(found, vec![6], "5 is older than the last look, 7 is the gateway's own, 8 not refused");
-        assert!(foreign_refusals(&b, 12, &[]).is_empty());
+        let found: Vec<u64> = foreign_refusals(&b, 10, |s| s.command == 7).iter().map(|s| s.command).collect();
+        assert_eq!(found, vec![6], "5 is older than the last look, 7 was told already, 8 not refused");
+        assert!(foreign_refusals(&b, 12, |_| false).is_empty());
     }
 }
