@@ -75,7 +75,9 @@ pub struct Demo {
     /// Where data goes.
     pub data_dir: PathBuf,
     gateway_stop: CancellationToken,
-    gateway_tasks: tokio::task::JoinSet<()>,
+    /// Per gateway: what stops it alone, and its task.
+    gateway_tasks: std::collections::BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>,
+    library: gateway::Library,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -124,16 +126,15 @@ impl Demo {
         let (library, errors) = gateway::Library::builtin();
         anyhow::ensure!(errors.is_empty(), "built-in profiles refused: {errors:?}");
         let gateway_stop = CancellationToken::new();
-        let mut gateway_tasks = tokio::task::JoinSet::new();
+        let mut gateway_tasks = std::collections::BTreeMap::new();
         let mut gateways = Vec::new();
         for mut cfg in gateway_configs(county.plan(), &endpoints, broker) {
             // Each gateway keeps its queue (and command replay window) on disk, as in the
             // field, and trusts ingest's command key.
             cfg.queue.dir = Some(data_dir.join("gateways").join(&cfg.gateway).join("queue"));
             cfg.command_key = Some(ingest.state.commands.public_key());
-            let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
-                .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
-            gateway_tasks.spawn(gw.run(gateway_stop.child_token()));
+            let task = spawn_gateway(&cfg, &library, &gateway_stop)?;
+            gateway_tasks.insert(cfg.gateway.clone(), task);
             gateways.push(cfg);
         }
         Ok(Demo {
@@ -145,14 +146,32 @@ impl Demo {
             data_dir,
             gateway_stop,
             gateway_tasks,
+            library,
             _temp: temp,
         })
+    }
+
+    /// Restarts one gateway with a changed configuration, as an installer who
+    /// re-provisions it in the field would (its queue and replay window stay on disk).
+    /// Tests use it for a gateway configured with a key that is not ingest's.
+    pub async fn restart_gateway(&mut self, id: &str, change: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<()> {
+        let at = self.gateways.iter().position(|g| g.gateway == id).context("no such gateway")?;
+        if let Some((stop, task)) = self.gateway_tasks.remove(id) {
+            stop.cancel();
+            let _ = task.await;
+        }
+        change(&mut self.gateways[at]);
+        let task = spawn_gateway(&self.gateways[at], &self.library, &self.gateway_stop)?;
+        self.gateway_tasks.insert(id.to_string(), task);
+        Ok(())
     }
 
     /// Stops gateways, then ingest, then the county.
     pub async fn stop(mut self) {
         self.gateway_stop.cancel();
-        while self.gateway_tasks.join_next().await.is_some() {}
+        for (_, (_, task)) in std::mem::take(&mut self.gateway_tasks) {
+            let _ = task.await;
+        }
         self.county.shutdown();
         self.ingest.stop().await;
     }
@@ -248,6 +267,18 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
         }
     }
     InventoryFile { sites, gateways, devices }
+}
+
+/// Starts one gateway agent under `stop`; returns what stops it alone, and its task.
+fn spawn_gateway(
+    cfg: &GatewayConfig,
+    library: &gateway::Library,
+    stop: &CancellationToken,
+) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
+        .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
+    let own = stop.child_token();
+    Ok((own.clone(), tokio::spawn(gw.run(own))))
 }
 
 /// The gateway configs of a simulated county, pointed at its Modbus servers and a broker.

@@ -57,8 +57,10 @@ fn batch(gw: &str, seq: u64, readings: Vec<Reading>) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        IngestConfig::new(dir.path().to_path_buf(), BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) });
+    let config = IngestConfig::new(
+        dir.path().to_path_buf(),
+        BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
+    );
     let ingest = service::start(config, inventory(), Options::default()).await.unwrap();
     let base = format!("http://{}", ingest.http);
     let broker = ingest.mqtt.unwrap();

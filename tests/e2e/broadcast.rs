@@ -1,6 +1,8 @@
 //! Emergency broadcast end to end: the real ingest (API, dispatcher, audit log), the real
-//! embedded broker, the simulated county whose speakers run the firmware terminal, and
-//! between them the speaker command path of a gateway (`broadcast_bridge`).
+//! embedded broker, the demo's real gateway agents (which verify each command, write it
+//! into the speaker's mailbox over Modbus TCP and ack from the speaker's command log), and
+//! the simulated county whose speakers run the firmware terminal. Nothing on the path of a
+//! broadcast is a stand-in.
 //!
 //! - `broadcast_flow`: approvals, delivery to `played`, pre-emption, cancel, offline
 //!   speakers catching up, validation, restart, live progress.
@@ -9,8 +11,6 @@
 //! - `broadcast_cap`: a real CAP 1.2 alert imports; exports pass the OASIS schema.
 //! - `broadcast_county`: 1,000 speakers behind 50 gateways, approval to 99 % playing.
 
-#[path = "broadcast_bridge.rs"]
-mod bridge;
 #[path = "broadcast_cap.rs"]
 mod cap;
 #[path = "broadcast_county.rs"]
@@ -61,7 +61,17 @@ pub(crate) async fn start(spec: CountySpec, dir: &std::path::Path) -> Demo {
     };
     let demo = Demo::start(opts).await.expect("demo starts");
     demo.county.set_random_outages(false);
+    gateways_online(&demo, 30).await;
     demo
+}
+
+/// Waits until every gateway of the demo has told ingest it is online (it is connected
+/// and subscribed to its command topic), so that the first command is not lost.
+pub(crate) async fn gateways_online(demo: &Demo, secs: u64) {
+    eventually("every gateway online", Duration::from_secs(secs), || async {
+        demo.gateways.iter().all(|g| demo.ingest.state.inventory.gateway_online(&g.gateway) == Some(true)).then_some(())
+    })
+    .await;
 }
 
 /// Base URL of the demo's API.

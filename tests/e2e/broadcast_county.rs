@@ -1,4 +1,5 @@
-//! The must-show at county scale: 1,000 speakers behind 50 village gateways, a realistic
+//! The must-show at county scale: 1,000 speakers behind 50 village gateways (the demo's
+//! real gateway agents, each one Modbus TCP link to its village's speakers), a realistic
 //! share of them offline, slow or with a failed amplifier. A red broadcast, approved by a
 //! second operator, reaches `played` on every online speaker that can play; the offline
 //! ones show `queued` and catch up when they return. The time from approval to 99 % of
@@ -11,7 +12,7 @@ use ingest::demo::{Demo, DemoOptions};
 use serde_json::{Value, json};
 use simulator::{CountySpec, Fault, SpeakerCondition, SpeakerMix};
 
-use super::{base, bridge, call, count, create, in_secs, wait_for};
+use super::{base, call, count, create, gateways_online, in_secs, wait_for};
 
 fn ms(t: &Value) -> i64 {
     t.as_str().and_then(|s| ingest::api::time::parse(s).ok()).map_or(i64::MAX, |t| t.0)
@@ -40,8 +41,8 @@ async fn a_red_broadcast_reaches_every_online_speaker_of_a_1000_speaker_county_a
     };
     let demo = Demo::start(opts).await.expect("demo starts");
     demo.county.set_random_outages(false);
+    gateways_online(&demo, 120).await;
     let booted = started.elapsed();
-    let _bridge = bridge::start(&demo, false).await;
 
     let conditions = demo.county.speaker_conditions();
     assert_eq!(conditions.len(), 1000);

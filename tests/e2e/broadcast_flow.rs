@@ -1,5 +1,5 @@
-//! A broadcast's life on a small simulated county: approval, delivery to `played` from the
-//! speakers' own acks, pre-emption and resume, cancel, an offline speaker catching up,
+//! A broadcast's life on a small simulated county, through the demo's real gateways:
+//! approval, delivery to `played` from the speakers' own acks, pre-emption and resume, cancel, an offline speaker catching up,
 //! validation, restart, and live progress.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use simulator::{Fault, Table};
 
-use super::{audit_lines, base, bridge, call, count, create, get, in_secs, small, start, state_of, wait_for};
+use super::{audit_lines, base, call, count, create, get, in_secs, small, start, state_of, wait_for};
 
 /// Text that a speaker reads for about `secs` seconds (4 CJK characters a second).
 fn text_of(secs: usize) -> String {
@@ -18,7 +18,6 @@ fn text_of(secs: usize) -> String {
 async fn a_red_broadcast_waits_for_a_second_operator_then_plays_on_every_speaker_with_proof_in_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start(small(2), dir.path()).await;
-    let _bridge = bridge::start(&demo, false).await;
     let url = format!("{}/api/v1/broadcasts", base(&demo));
     let body = json!({
         "level": "red", "text": "山洪预警：请立即撤离到高处。", "targets": ["all"],
@@ -96,7 +95,6 @@ async fn requests_with_bad_fields_are_refused_naming_every_field() {
 async fn a_higher_level_preempts_a_playing_broadcast_which_then_resumes_and_ends_played() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start(small(1), dir.path()).await;
-    let _bridge = bridge::start(&demo, false).await;
     let speaker = "dongcun-speaker-1";
     let blue = create(
         &demo,
@@ -127,7 +125,6 @@ async fn a_higher_level_preempts_a_playing_broadcast_which_then_resumes_and_ends
 async fn cancel_stops_a_broadcast_on_every_speaker_and_each_confirms() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start(small(1), dir.path()).await;
-    let _bridge = bridge::start(&demo, false).await;
     let id = create(
         &demo,
         &demo.admin_token,
@@ -155,7 +152,6 @@ async fn cancel_stops_a_broadcast_on_every_speaker_and_each_confirms() {
 async fn an_offline_speaker_shows_queued_and_catches_up_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start(small(1), dir.path()).await;
-    let _bridge = bridge::start(&demo, false).await;
     demo.county.inject("xicun-speaker-1", Fault::SpeakerOffline).unwrap();
     let id = create(
         &demo,
@@ -180,7 +176,6 @@ async fn an_offline_speaker_shows_queued_and_catches_up_when_it_returns() {
 async fn broadcasts_survive_an_ingest_restart_and_a_tampered_audit_log_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start(small(1), dir.path()).await;
-    let bridge = bridge::start(&demo, false).await;
     let id = create(
         &demo,
         &demo.admin_token,
@@ -194,7 +189,6 @@ async fn broadcasts_survive_an_ingest_restart_and_a_tampered_audit_log_is_refuse
         json!({"level": "orange", "text": text_of(2), "targets": ["dongcun"], "expires_at": in_secs(600)}),
     )
     .await;
-    drop(bridge);
     demo.stop().await;
 
     let demo = start(small(1), dir.path()).await;
@@ -227,7 +221,6 @@ async fn broadcasts_survive_an_ingest_restart_and_a_tampered_audit_log_is_refuse
 async fn live_progress_streams_as_server_sent_events() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start(small(1), dir.path()).await;
-    let _bridge = bridge::start(&demo, false).await;
     let id = create(
         &demo,
         &demo.admin_token,

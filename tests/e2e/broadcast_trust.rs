@@ -1,6 +1,6 @@
 //! A forged broadcast must be impossible even for someone who controls the broker: forged,
-//! tampered, expired and replayed commands are refused by the gateway and by the speaker,
-//! and each refusal shows in the delivery state and in the audit log.
+//! tampered, expired and replayed commands are refused by the demo's real gateway and by
+//! the speaker, and each refusal shows in the delivery state and in the audit log.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use simulator::Table;
 use tokio_modbus::prelude::*;
 
-use super::{audit_lines, base, bridge, call, create, get, in_secs, small, start, state_of, wait_for};
+use super::{audit_lines, base, call, create, get, in_secs, small, start, state_of, wait_for};
 use crate::common::eventually;
 
 /// An MQTT client on the demo's broker: the attacker, who sees and sends anything.
@@ -75,8 +75,7 @@ fn refusals(demo: &ingest::demo::Demo) -> Vec<(String, u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tampered_expired_and_replayed_commands_are_refused_by_gateway_and_speaker_and_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = start(small(2), dir.path()).await;
-    let bridge = bridge::start(&demo, true).await;
+    let mut demo = start(small(2), dir.path()).await;
     let (mallory, mut overheard) = attacker(&demo).await;
     let topic = "vt/county/gw-dongcun/down/cmd";
     let s1 = "dongcun-speaker-1";
@@ -193,25 +192,64 @@ async fn forged_tampered_expired_and_replayed_commands_are_refused_by_gateway_an
     .await;
     assert!(by_speaker.iter().any(|(r, c, _)| r.contains("(speaker)") && *c == cid), "{by_speaker:?}");
 
-    // A command altered on its way to the gateway: refused, and the delivery says so.
-    bridge.tampering.lock().unwrap().tamper_next_for = Some("dongcun-speaker-2".into());
+    // A signature that does not verify, refused by the speaker, shows in the delivery:
+    // the terminal trusts another key (a mis-provisioned one), so ingest's command is to it
+    // what a tampered one is. The gateway verified it and wrote it; the speaker refused it.
+    let s2 = "dongcun-speaker-2";
+    let mallory_key = SigningKey::from_bytes(&[66u8; 32]).verifying_key().to_bytes();
+    demo.county.provision_speakers(mallory_key).unwrap();
     let altered = create(
         &demo,
         &demo.admin_token,
-        json!({"level": "blue", "text": "检修通知。", "targets": ["dongcun-speaker-2"], "expires_at": in_secs(600)}),
+        json!({"level": "blue", "text": "检修通知。", "targets": [s2], "expires_at": in_secs(600)}),
     )
     .await;
     let v =
-        wait_for(&demo, altered, "the tampered delivery failed", 20, |v| state_of(v, "dongcun-speaker-2") == "failed")
-            .await;
+        wait_for(&demo, altered, "the delivery the speaker refused failed", 20, |v| state_of(v, s2) == "failed").await;
     let d: &Value = &v["deliveries"][0];
-    assert!(d["reason"].as_str().unwrap_or("").starts_with("bad_signature"), "{d}");
+    let reason = d["reason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("bad_signature") && reason.contains("(speaker)"), "{d}");
     assert!(v["feedback"]["4"] == 1, "feedback 4 (failed): {v}");
-    assert_ne!(demo.county.read("dongcun-speaker-2", Table::Input, 0, 1).unwrap()[0], 1);
+    assert_ne!(demo.county.read(s2, Table::Input, 0, 1).unwrap()[0], 1);
+    demo.county.provision_speakers(demo.ingest.state.broadcasts.public_key()).unwrap();
+
+    // The same at the gateway: one configured with a key that is not ingest's refuses the
+    // command before it touches the speaker, and the delivery says so.
+    demo.restart_gateway("gw-dongcun", |c| c.command_key = Some(mallory_key)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = create(
+        &demo,
+        &demo.admin_token,
+        json!({"level": "blue", "text": "检修通知。", "targets": [s2], "expires_at": in_secs(600)}),
+    )
+    .await;
+    let v =
+        wait_for(&demo, refused, "the delivery the gateway refused failed", 30, |v| state_of(v, s2) == "failed").await;
+    let d: &Value = &v["deliveries"][0];
+    let reason = d["reason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("bad_signature") && reason.contains("(gateway)"), "{d}");
+    assert_ne!(demo.county.read(s2, Table::Input, 0, 1).unwrap()[0], 1);
+    let audited = refusals(&demo);
+    assert!(
+        audited.iter().any(|(r, _, who)| who == s2 && r.starts_with("bad_signature") && r.contains("(speaker)"))
+            && audited.iter().any(|(r, _, who)| who == s2 && r.starts_with("bad_signature") && r.contains("(gateway)")),
+        "both refusals in the audit log: {audited:?}"
+    );
+
+    // Re-provisioned with ingest's key, the same gateway and speaker play again.
+    let key = demo.ingest.state.commands.public_key();
+    demo.restart_gateway("gw-dongcun", |c| c.command_key = Some(key)).await.unwrap();
+    super::gateways_online(&demo, 30).await;
+    let again = create(
+        &demo,
+        &demo.admin_token,
+        json!({"level": "blue", "text": "恢复供水。", "targets": [s2], "expires_at": in_secs(600)}),
+    )
+    .await;
+    wait_for(&demo, again, "played after re-provisioning", 60, |v| state_of(v, s2) == "played").await;
 
     let (_, audit) =
         call("GET", &format!("{}/api/v1/broadcasts/audit", base(&demo)), Some(&demo.admin_token), None).await;
     assert_eq!(audit["verified"], true, "{audit}");
-    drop(bridge);
     demo.stop().await;
 }
