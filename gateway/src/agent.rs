@@ -128,7 +128,7 @@ impl Gateway {
         let mut actions = JoinSet::new();
         // Every ack (a write's, a speaker's progress, a refusal seen in a speaker's log)
         // goes to the uplink through one forwarder.
-        let (ack_tx, mut ack_rx) = mpsc::channel::<protocol::command::CommandAck>(256);
+        let (ack_tx, mut ack_rx) = mpsc::channel::<protocol::command::CommandAck>(1024);
         {
             let (out, topic) = (out_tx.clone(), ack_topic.clone());
             actions.spawn(async move {
@@ -168,13 +168,34 @@ impl Gateway {
                     }
                     None => break,
                 },
-                Some(message) = down_rx.recv() => match message {
-                    Downlink::Command(wire) => {
-                        // Its own task: a broadcast is followed on its speaker until final.
-                        let (executor, acks) = (executor.clone(), ack_tx.clone());
-                        actions.spawn(async move { executor.handle(&wire, &acks).await });
+                Some(message) = down_rx.recv() => {
+                    // Commands that arrived together are verified together, in order, with
+                    // one fsync of the replay window; each is then carried out on its own
+                    // task, where a broadcast is followed on its speaker until final.
+                    tokio::task::yield_now().await;
+                    let mut wires = Vec::new();
+                    let mut configs = Vec::new();
+                    let mut next = Some(message);
+                    while let Some(m) = next.take().or_else(|| down_rx.try_recv().ok()) {
+                        match m {
+                            Downlink::Command(wire) => wires.push(wire),
+                            Downlink::Config(text) => configs.push(text),
+                        }
                     }
-                    Downlink::Config(text) => {
+                    let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+                    let admitted = executor.admit_all(&refs);
+                    for (wire, result) in wires.into_iter().zip(admitted) {
+                        match result {
+                            Ok(cmd) => {
+                                let (executor, acks) = (executor.clone(), ack_tx.clone());
+                                actions.spawn(async move { executor.carry_out(cmd, &wire, &acks).await });
+                            }
+                            Err(refusal) => {
+                                let _ = ack_tx.try_send(refusal);
+                            }
+                        }
+                    }
+                    for text in configs {
                         if let Some(new) = reconfigure(&config, &library, &shared, &clock, &text) {
                             pollers.stop.cancel();
                             pollers.tasks.shutdown().await;
@@ -187,7 +208,7 @@ impl Gateway {
                         shared.status_dirty.store(true, Ordering::Relaxed);
                         shared.wake.notify_one();
                     }
-                },
+                }
                 Some(_) = actions.join_next(), if !actions.is_empty() => {}
                 _ = seal_every.tick() => seal(&config, &shared, &clock, &mut pending).await,
                 _ = stats_every.tick() => pending.extend(queue_readings(&config, &shared, &clock)),

@@ -17,7 +17,7 @@
 //! - A device whose mailbox has a command log (a speaker) is not taken at its word that
 //!   the write succeeded: the gateway reads the log in the same job as the write and acks
 //!   the device's own verdict and progress (`delivered`, `playing`, `played`,
-//!   `interrupted`, `refused`, `failed`, `done`), following the command every 250 ms until
+//!   `interrupted`, `refused`, `failed`, `done`), following the command every 400 ms until
 //!   it is final ([`crate::report`]). Refusals in the log of envelopes the gateway never
 //!   wrote (someone on the bus) are acked too, from the regular polls ([`Executor::on_log`]).
 //! - Writes and reads go to the task that owns the device's link ([`crate::modbus::Job`]),
@@ -127,22 +127,84 @@ impl Executor {
 
     /// Verifies a signed command from the downlink, carries it out, and sends its acks to
     /// `acks`: one for a write, one or more for a broadcast (the speaker's own progress,
-    /// until the command is final).
+    /// until the command is final). Commands must be admitted in the order they arrived:
+    /// the agent calls [`Executor::admit`] in order and runs [`Executor::carry_out`] as
+    /// a task; this is both in one, for a caller with one command at a time.
     pub async fn handle(&self, wire: &[u8], acks: &mpsc::Sender<CommandAck>) {
+        match self.admit(wire) {
+            Ok(cmd) => self.carry_out(cmd, wire, acks).await,
+            Err(refusal) => {
+                let _ = acks.send(refusal).await;
+            }
+        }
+    }
+
+    /// The gateway's own checks on a command from the downlink: the command to carry out,
+    /// or the ack that refuses it. See [`Executor::admit_all`].
+    pub fn admit(&self, wire: &[u8]) -> Result<command::Command, CommandAck> {
+        self.admit_all(std::slice::from_ref(&wire))
+            .pop()
+            .unwrap_or_else(|| Err(self.refusal(wire, AckState::Failed, "nothing admitted (gateway)".into())))
+    }
+
+    /// The gateway's own checks on commands that arrived together, in the order they
+    /// arrived: for each, the command to carry out or the ack that refuses it. Order
+    /// matters: the replay window refuses an id more than 63 below the highest it has seen,
+    /// so commands verified out of order (a burst to twenty speakers, each on its own task)
+    /// would refuse good ones. The window is persisted once for the whole group (one fsync
+    /// instead of one per command) before any of them acts; if that fails, none acts.
+    pub fn admit_all(&self, wires: &[&[u8]]) -> Vec<Result<command::Command, CommandAck>> {
+        let now = (self.clock)();
+        let Some(key) = self.key else {
+            let why = "no_key: this gateway has no command_key (gateway)";
+            return wires.iter().map(|w| Err(self.refusal(w, AckState::Refused, why.into()))).collect();
+        };
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let before = *window;
+        let out: Vec<_> = wires
+            .iter()
+            .map(|wire| {
+                command::open(wire, &key, &self.gateway, now, &mut window).map_err(|e| {
+                    let id = command::peek_id(wire).unwrap_or(0);
+                    tracing::warn!(message = "Command refused.", id, reason = e.code(), detail = %e);
+                    self.refusal(wire, AckState::Refused, format!("{}: {e} (gateway)", e.code()))
+                })
+            })
+            .collect();
+        if out.iter().any(Result::is_ok)
+            && let Some(path) = &self.window_path
+            && let Err(error) = save_window(path, &window)
+        {
+            *window = before;
+            tracing::error!(message = "Cannot persist the command replay window.", file = %path.display(), %error);
+            let why = format!("cannot persist replay window: {error} (gateway)");
+            return wires
+                .iter()
+                .zip(out)
+                .map(|(w, r)| r.and_then(|_| Err(self.refusal(w, AckState::Failed, why.clone()))))
+                .collect();
+        }
+        out
+    }
+
+    fn refusal(&self, wire: &[u8], state: AckState, reason: String) -> CommandAck {
+        CommandAck {
+            id: command::peek_id(wire).unwrap_or(0),
+            device: String::new(),
+            ts: (self.clock)(),
+            state,
+            reason: Some(reason),
+        }
+    }
+
+    /// Carries out an admitted command and sends its acks to `acks`.
+    pub async fn carry_out(&self, cmd: command::Command, wire: &[u8], acks: &mpsc::Sender<CommandAck>) {
         let ack = |id: u64, device: String, state: AckState, reason: Option<String>| CommandAck {
             id,
             device,
             ts: (self.clock)(),
             state,
             reason,
-        };
-        let cmd = match self.verify(wire) {
-            Ok(cmd) => cmd,
-            Err((state, reason)) => {
-                let id = command::peek_id(wire).unwrap_or(0);
-                let _ = acks.send(ack(id, String::new(), state, Some(reason))).await;
-                return;
-            }
         };
         tracing::info!(message = "Command verified.", id = cmd.id, device = %cmd.device, action = ?cmd.action);
         let result = match &cmd.action {
@@ -169,34 +231,6 @@ impl Executor {
             }
         };
         let _ = acks.send(ack).await;
-    }
-
-    /// The gateway's own checks ([`command::open`] with the persisted replay window);
-    /// the refusal or failure as `(state, reason)`.
-    fn verify(&self, wire: &[u8]) -> Result<command::Command, (AckState, String)> {
-        let now = (self.clock)();
-        let Some(key) = self.key else {
-            return Err((AckState::Refused, "no_key: this gateway has no command_key (gateway)".into()));
-        };
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let before = *window;
-        match command::open(wire, &key, &self.gateway, now, &mut window) {
-            Ok(cmd) => {
-                if let Some(path) = &self.window_path
-                    && let Err(error) = save_window(path, &window)
-                {
-                    *window = before;
-                    tracing::error!(message = "Cannot persist the command replay window.", file = %path.display(), %error);
-                    return Err((AckState::Failed, format!("cannot persist replay window: {error} (gateway)")));
-                }
-                Ok(cmd)
-            }
-            Err(e) => {
-                let id = command::peek_id(wire).unwrap_or(0);
-                tracing::warn!(message = "Command refused.", id, reason = e.code(), detail = %e);
-                Err((AckState::Refused, format!("{}: {e} (gateway)", e.code())))
-            }
-        }
     }
 
     /// Writes a broadcast envelope into a speaker's mailbox and reads its command log in
@@ -237,14 +271,23 @@ impl Executor {
         let now = (self.clock)();
         let left = u64::try_from(cmd.expires_at.0.saturating_sub(now.0)).unwrap_or(0);
         let deadline = Duration::from_millis(left) + report::EXPIRY_GRACE;
+        // Each look reads the sequence register; the whole log only when it moved.
+        let seen = Arc::new(Mutex::new(first.first().copied()));
+        let seq_read = Op::Read { table: log.table, address: log.address, count: 1 };
         let reread = || {
-            let route = route.clone();
-            let read = read.clone();
+            let (route, read, seq_read, seen) = (route.clone(), read.clone(), seq_read.clone(), seen.clone());
             async move {
-                match run(&route, vec![read]).await {
-                    Ok(mut words) => Ok(words.pop().unwrap_or_default()),
-                    Err(Outcome::Failed(e) | Outcome::Refused(e)) => Err(e),
+                let err = |o: Outcome| match o {
+                    Outcome::Failed(e) | Outcome::Refused(e) => e,
+                };
+                let seq = run(&route, vec![seq_read]).await.map_err(err)?;
+                let seq = seq.first().and_then(|w| w.first()).copied();
+                if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
+                    return Ok(None);
                 }
+                let words = run(&route, vec![read]).await.map_err(err)?.pop().unwrap_or_default();
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = words.first().copied();
+                Ok(Some(words))
             }
         };
         let ending = report::follow(cmd.id, first, reread, send, deadline).await;
