@@ -280,12 +280,12 @@ impl Executor {
                 let err = |o: Outcome| match o {
                     Outcome::Failed(e) | Outcome::Refused(e) => e,
                 };
-                let seq = run(&route, vec![seq_read]).await.map_err(err)?;
+                let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
                 let seq = seq.first().and_then(|w| w.first()).copied();
                 if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
                     return Ok(None);
                 }
-                let words = run(&route, vec![read]).await.map_err(err)?.pop().unwrap_or_default();
+                let words = run_job(&route, vec![read], true).await.map_err(err)?.pop().unwrap_or_default();
                 *seen.lock().unwrap_or_else(|e| e.into_inner()) = words.first().copied();
                 Ok(Some(words))
             }
@@ -408,8 +408,13 @@ impl Executor {
 }
 
 async fn run(route: &Route, ops: Vec<Op>) -> Result<Vec<Vec<u16>>, Outcome> {
+    run_job(route, ops, false).await
+}
+
+/// Runs `ops` on the device's link; a `background` job waits behind every other.
+async fn run_job(route: &Route, ops: Vec<Op>, background: bool) -> Result<Vec<Vec<u16>>, Outcome> {
     let (reply, rx) = oneshot::channel();
-    let job = Job { unit: route.unit, ops, attempts: route.attempts, reply };
+    let job = Job { unit: route.unit, ops, attempts: route.attempts, background, reply };
     route.jobs.send(job).await.map_err(|_| Outcome::Failed("the device's link is not running".into()))?;
     match rx.await {
         Ok(Ok(words)) => Ok(words),

@@ -3,6 +3,7 @@
 //!
 //! The task owns its link, so writes ([`Job`]s from commands and local rules) are queued
 //! to it and run between polls, before the next due poll: one request at a time per bus.
+//! Background jobs (looks at a command already delivered) run after every other job.
 //!
 //! A poll that is late (the endpoint was busy with a slow device) runs at once and the
 //! device's schedule moves on from its due time, skipping missed cycles rather than
@@ -14,6 +15,7 @@
 //! ([`PollEvent::CommandLog`]), so that a refusal of an envelope someone else wrote into
 //! the mailbox reaches ingest within one poll interval.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,17 +75,30 @@ pub async fn run_endpoint(
         (0..devices.len()).map(|i| start + Duration::from_millis((i as u64 * 1000) / devices.len() as u64)).collect();
     let mut first_poll = vec![true; devices.len()];
     let mut log_seq: Vec<Option<u16>> = vec![None; devices.len()];
+    let mut waiting: VecDeque<Job> = VecDeque::new();
     loop {
         let (i, when) = match due.iter().enumerate().min_by_key(|(_, t)| **t) {
             Some((i, t)) => (i, *t),
             None => return,
         };
+        while let Ok(job) = jobs.try_recv() {
+            waiting.push_back(job);
+        }
+        // Jobs before polls; background jobs after every other job.
+        let next = waiting.iter().position(|j| !j.background).or((!waiting.is_empty()).then_some(0));
+        if let Some(job) = next.and_then(|at| waiting.remove(at)) {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let result = link.run_job(job.unit, &job.ops, job.attempts).await;
+            let _ = job.reply.send(result);
+            continue;
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             Some(job) = jobs.recv() => {
-                let result = link.run_job(job.unit, &job.ops, job.attempts).await;
-                let _ = job.reply.send(result);
+                waiting.push_back(job);
                 continue;
             }
             _ = tokio::time::sleep_until(when) => {}

@@ -109,6 +109,16 @@ async fn a_red_broadcast_reaches_every_online_speaker_of_a_1000_speaker_county_a
         demo.county.clear(o).unwrap();
     }
     let v = wait_for(&demo, id, "the returning speakers played too", 120, |v| {
+        if std::env::var_os("VT_TRACE").is_some() {
+            let waiting: Vec<String> = v["deliveries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["state"] != "played" && d["state"] != "failed")
+                .map(|d| format!("{} {} {} {}", d["speaker"], d["state"], d["attempts"], d["reason"]))
+                .collect();
+            eprintln!("{:.1}s back: counts {} waiting {waiting:?}", back.elapsed().as_secs_f64(), v["counts"]);
+        }
         count(v, "played") as usize + failing_online.len()
             == 1000 - failing.iter().filter(|f| offline.contains(f)).count()
     })

@@ -13,7 +13,8 @@
 //!   refuses an id more than 63 below the highest it has seen.
 //! - Deliberate and audited: every issue is appended to `data_dir/commands.audit.jsonl`
 //!   (one JSON object a line, fsynced) before the command is published, with who issued
-//!   it; every ack that comes back is appended too. The log is append-only.
+//!   it; every ack that comes back is appended too (after it is passed on to subscribers:
+//!   it reports what already happened). The log is append-only.
 //! - Generic: [`Commander::issue`] takes any [`Action`] (a write, a broadcast `play`, a
 //!   `stop`). The broadcast dispatcher issues through the same Commander (it implements
 //!   `broadcast::path::CommandPath`), so one key, one id sequence and one ack stream serve
@@ -307,8 +308,10 @@ impl Commander {
         self.inner.acks.subscribe()
     }
 
-    /// Writes acks to the audit log (one fsync), attaches them to their commands, and
-    /// passes them on to subscribers.
+    /// Attaches acks to their commands, passes them on to subscribers, and appends them
+    /// to the audit log (one fsync for the batch). An ack reports what already happened at
+    /// the gateway, so subscribers (the broadcast dispatcher, which makes its own record
+    /// durable before it acts) need not wait for this fsync; the next batch does.
     fn record_acks(&self, batch: Vec<(String, CommandAck)>) {
         let ts = (self.inner.clock)();
         let lines: Vec<AuditLine> = batch
@@ -319,9 +322,6 @@ impl Commander {
                 ack: serde_json::to_value(ack).unwrap_or_default(),
             })
             .collect();
-        if let Err(error) = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).append_all(&lines) {
-            tracing::error!(message = "Cannot write command acks to the audit log.", %error, acks = lines.len());
-        }
         let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
         for (gateway, ack) in &batch {
             match records.0.get_mut(&ack.id) {
@@ -334,6 +334,9 @@ impl Commander {
         drop(records);
         for item in batch {
             let _ = self.inner.acks.send(item);
+        }
+        if let Err(error) = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).append_all(&lines) {
+            tracing::error!(message = "Cannot write command acks to the audit log.", %error, acks = lines.len());
         }
     }
 }
