@@ -26,6 +26,9 @@ struct Profile {
     #[allow(dead_code)]
     description: String,
     #[serde(default)]
+    #[allow(dead_code)]
+    max_gap: u16,
+    #[serde(default)]
     points: Vec<Point>,
     slots: Option<Slots>,
     #[serde(default)]
