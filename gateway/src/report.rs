@@ -200,7 +200,8 @@ mod tests {
     fn every_slot_state_maps_to_the_ack_of_the_table() {
         use AckState as A;
         use CommandState as S;
-        let cases: [(S, Reason, Vec<(A, Option<&str>)>); 8] = [
+        type Case = (S, Reason, Vec<(A, Option<&'static str>)>);
+        let cases: [Case; 8] = [
             (S::Received, Reason::None, vec![(A::Delivered, None)]),
             (S::Playing, Reason::None, vec![(A::Delivered, None), (A::Playing, None)]),
             (S::Played, Reason::None, vec![(A::Delivered, None), (A::Played, None)]),
