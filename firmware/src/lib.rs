@@ -13,6 +13,8 @@
 //! - [`rtu`]: a Modbus RTU slave (frame in, frame out) over any register map.
 //! - [`crc`]: Modbus CRC-16.
 //! - [`words`]: 32- and 64-bit values over 16-bit registers in the four word orders.
+//! - [`mailbox`]: a signed-command mailbox in holding registers (length word, then the
+//!   envelope's bytes), the thin transport a gateway writes signed commands through.
 //! - [`prng`]: a small deterministic PRNG, seeded per device, for noise and jitter.
 //! - devices: [`water_meter`], [`pump_station`], [`water_quality`], [`barn_climate`],
 //!   [`collar_hub`], [`speaker`]. Each module opens with its register map as a table;
@@ -31,6 +33,7 @@ extern crate alloc;
 pub mod barn_climate;
 pub mod collar_hub;
 pub mod crc;
+pub mod mailbox;
 pub mod modbus;
 pub mod prng;
 pub mod pump_station;

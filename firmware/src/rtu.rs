@@ -186,7 +186,7 @@ mod tests {
         let mut s = Speaker::new(70);
         let (out, _) = ask(5, &mut s, &[5, 6, 0, 0, 0, 101]).unwrap();
         assert_eq!(&out[..3], &[5, 0x86, 3]);
-        let (out, _) = ask(5, &mut s, &[5, 3, 0x03, 0xE8, 0, 1]).unwrap();
+        let (out, _) = ask(5, &mut s, &[5, 3, 0x07, 0xD0, 0, 1]).unwrap();
         assert_eq!(&out[..3], &[5, 0x83, 2]);
         let (out, _) = ask(5, &mut s, &[5, 0x2B, 0x0E, 1, 0]).unwrap();
         assert_eq!(&out[..3], &[5, 0xAB, 1]);

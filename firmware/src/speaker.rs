@@ -1,25 +1,53 @@
-//! Village loudspeaker terminal: ready state, volume, and the playback state machine.
+//! Village loudspeaker terminal: ready state, volume, signed broadcast commands, and the
+//! playback state machine with level pre-emption.
 //!
 //! A playback is a broadcast id, a warning level, a clip duration and a repeat count. The
 //! terminal plays the clip `repeat` times with a short gap and then the playback ends in
-//! *played*. A playback of a higher level (a lower number: 1 red is the highest,
-//! Emergency Response Law art. 42) pre-empts a lower one, which ends *interrupted*; an
-//! equal or lower level is refused while one plays. A fault of the amplifier or the horn
-//! line interrupts what plays and shows as state 3 until it clears.
+//! *played*. Levels follow the Emergency Response Law art. 42: 1 red is the highest.
+//!
+//! Design constraints:
+//! - The terminal trusts nobody on its bus. A broadcast reaches it only as a command
+//!   envelope signed by ingest, written into its mailbox (holding 1000..=1999, see
+//!   [`crate::mailbox`]); it verifies the envelope itself with
+//!   [`protocol::command::open`] (signature with the issuer's public key it was
+//!   provisioned with, its own gateway id, expiry, issue time, replay window) and then
+//!   checks that the command names this terminal. A gateway, a broker or anyone with a
+//!   Modbus cable cannot make it play what ingest did not sign.
+//! - Every envelope gets exactly one verdict, *received* or *refused* with a reason code,
+//!   and every accepted playback is then reported as it moves (*playing*, *preempted*,
+//!   *played*, *interrupted*, *failed*) in the command log registers, keyed by the
+//!   command's id, so the gateway turns them into acks without guessing.
+//! - A higher level pre-empts a lower one that is playing; the lower one is suspended and
+//!   resumes (from the start of the repeat it was in) when the higher one ends, unless it
+//!   expired meanwhile, in which case it is reported *interrupted* (reason `expired`). An
+//!   equal or lower level waits its turn in a queue of [`QUEUE`] playbacks, ordered by
+//!   level and then arrival. Local playbacks (the routine programme, [`Speaker::play`])
+//!   are not resumed: they end *interrupted*.
+//! - A playback never starts after its command's expiry or before its `start_at`; one
+//!   that has started plays to its end.
+//! - The same broadcast arriving again (a retry whose first copy did arrive) is not
+//!   played twice: the new command id takes over the reports of the one already held.
+//! - No allocation on the register path except the envelope's decoded strings; no panics
+//!   on any input.
 //!
 //! States (`playback_state`, catalogue: 0 idle, 1 playing, 2 interrupted, 3 fault):
 //!
 //! ```text
 //!   idle --play--> playing --all repeats done--> idle      (outcome: played)
-//!   playing --stop / pre-empted--> interrupted --play--> playing
+//!   playing --stop--> interrupted --play--> playing
+//!   playing --higher level--> playing (the higher one; the lower one waits to resume)
 //!   any --amplifier or line fault--> fault --fault clears--> idle
 //! ```
 //!
-//! Signed commands: playbacks and stops will arrive through a mailbox of holding registers
-//! 1000..=1999, where a gateway writes a signed command that the terminal verifies with
-//! `protocol::command::open` before it calls [`Speaker::play`] or [`Speaker::stop`].
-//! The block is reserved and not built yet: reads and writes of it answer
-//! `IllegalDataAddress`.
+//! Per command (command log slot `state`):
+//!
+//! ```text
+//!   envelope --verified--> received --starts--> playing --done--> played
+//!            \--refused (reason)          \           \--higher level--> preempted --> playing
+//!                                          \           \--stop / fault--> interrupted
+//!                                           \--expired before it started, not ready, queue full--> failed
+//!   stop envelope --verified--> done (and the playback it names goes interrupted, reason stopped)
+//! ```
 //!
 //! # Register map
 //!
@@ -35,20 +63,73 @@
 //! | input | 9 | u16 | | | | outcome of the last playback: 0 none, 1 played, 2 interrupted |
 //! | input | 10-13 | u64 | ABCD | | | broadcast id of the last playback |
 //! | input | 14 | u16 | | 1 | s | heartbeat: seconds since power-up (wraps) |
+//! | input | 15 | u16 | | | | playbacks waiting (queued or suspended) |
+//! | input | 16 | u16 | | | bool | 1 when a command key is provisioned |
+//! | input | 100 | u16 | | | | command log sequence: +1 (wrapping) on every change below; poll this one register to see that something changed |
+//! | input | 101 | u16 | | | | verdict on the last mailbox envelope: 0 none yet, 1 received, 2 refused |
+//! | input | 102 | u16 | | | | reason code of that verdict (table below; 0 when received) |
+//! | input | 103-106 | u64 | ABCD | | | command id of that envelope (as the envelope claims, for refused ones; 0 if unreadable) |
+//! | input | 107 | u16 | | | | number of command log slots ([`SLOTS`]) |
+//! | input | 108-109 | u16 | | | | reserved, read 0 |
+//! | input | 110 + 12 s + 0-3 | u64 | ABCD | | | slot s (0..8): command id (0: empty slot) |
+//! | input | 110 + 12 s + 4-7 | u64 | ABCD | | | slot s: broadcast id the command is about (0 if unknown) |
+//! | input | 110 + 12 s + 8 | u16 | | | | slot s: state ([`CommandState`]: 1 received, 2 refused, 3 playing, 4 played, 5 interrupted, 6 preempted, 7 failed, 8 done) |
+//! | input | 110 + 12 s + 9 | u16 | | | | slot s: reason code |
+//! | input | 110 + 12 s + 10 | u16 | | | | slot s: the log sequence (input 100) at its last change |
+//! | input | 110 + 12 s + 11 | u16 | | | | slot s: repeat playing now (1-based; 0 when not playing) |
 //! | holding | 0 | u16 | | 1 | % | volume 0-100 (read-write; more is `IllegalDataValue`) |
-//! | holding | 1000-1999 | | | | | reserved: signed-command mailbox (not built yet) |
+//! | holding | 1000 | u16 | | | B | mailbox: envelope length in bytes; writing it commits (see [`crate::mailbox`]); reads 0 |
+//! | holding | 1001-1999 | | | | | mailbox: envelope bytes, big-endian, two a register |
+//!
+//! Input 100..=205 is one read of 106 registers: a gateway that saw input 100 change reads
+//! the block and acks every slot whose sequence is newer than what it last saw.
+//!
+//! Reason codes ([`Reason`]): 0 none, 1 malformed, 2 too_large, 3 bad_signature,
+//! 4 wrong_gateway, 5 expired, 6 issued_in_future, 7 replayed, 8 wrong_device,
+//! 9 not_provisioned, 10 unsupported_action, 11 not_ready, 12 queue_full, 13 invalid,
+//! 14 preempted, 15 stopped, 16 fault. Codes 1-7 are `protocol::command::CommandError`'s
+//! checks in the order [`protocol::command::open`] makes them.
+//!
+//! The replay window lives in RAM here; a board keeps [`Speaker::replay_state`] in flash
+//! and restores it at boot with [`Speaker::restore_replay_state`], or a power cycle would
+//! reopen the window to commands that have not expired.
 
-use protocol::command::Level;
+use alloc::string::String;
+use alloc::vec::Vec;
 
+use ed25519_dalek::VerifyingKey;
+use protocol::Timestamp;
+use protocol::command::{self, Action, CommandError, Content, Level, Playback, ReplayWindow};
+
+use crate::mailbox::{self, Mailbox, Written};
 use crate::modbus::{Exception, RegisterMap, Table};
 use crate::words::{self, WordOrder};
 
-/// Word order of the 64-bit broadcast ids.
+/// Word order of the 64-bit ids.
 pub const ORDER: WordOrder = WordOrder::Abcd;
 /// Pause between repeats of a clip (s).
 pub const REPEAT_GAP_S: f32 = 2.0;
-/// First and last address of the reserved signed-command mailbox.
-pub const MAILBOX: (u16, u16) = (1000, 1999);
+/// First and last address of the signed-command mailbox (holding registers).
+pub const MAILBOX: (u16, u16) = (1000, 1000 + mailbox::REGISTERS - 1);
+/// Playbacks that may wait (queued, or suspended by a higher level) besides the one playing.
+pub const QUEUE: usize = 4;
+/// Slots of the command log.
+pub const SLOTS: usize = 8;
+/// First input register of the command log block.
+pub const LOG_BASE: u16 = 100;
+/// First input register of slot 0.
+pub const SLOT_BASE: u16 = 110;
+/// Registers per slot.
+pub const SLOT_STRIDE: u16 = 12;
+/// Input registers of the whole command log block (100..=205), one read.
+pub const LOG_REGISTERS: u16 = SLOT_BASE - LOG_BASE + SLOT_STRIDE * SLOTS as u16;
+/// Text-to-speech speed for CJK characters (characters per second), to size a clip.
+pub const TTS_CJK_PER_S: f32 = 4.0;
+/// Text-to-speech speed for other characters (characters per second).
+pub const TTS_OTHER_PER_S: f32 = 12.0;
+/// Assumed length of an audio clip (s): the terminal learns the real one only when it
+/// has fetched the file.
+pub const AUDIO_CLIP_S: f32 = 30.0;
 
 /// Fault bit: amplifier fault.
 pub const FAULT_AMPLIFIER: u16 = 1 << 0;
@@ -62,7 +143,7 @@ pub enum PlaybackState {
     Idle = 0,
     /// A playback is under way.
     Playing = 1,
-    /// The last playback was cut short (stopped or pre-empted).
+    /// The last playback was stopped.
     Interrupted = 2,
     /// The amplifier or line is faulty.
     Fault = 3,
@@ -79,7 +160,235 @@ pub enum Outcome {
     Interrupted = 2,
 }
 
-/// A request to play.
+/// Where one command stands, as the command log reports it (slot register +8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CommandState {
+    /// Verified and accepted; waiting to play (queued, or its start time not reached).
+    Received = 1,
+    /// Refused before acting; the reason says which check failed.
+    Refused = 2,
+    /// Playing now.
+    Playing = 3,
+    /// Every repeat played.
+    Played = 4,
+    /// Cut short for good: stopped, a fault, or expired while suspended.
+    Interrupted = 5,
+    /// Suspended by a higher level; resumes when that one ends.
+    Preempted = 6,
+    /// Accepted but could not play: not ready, queue full, or expired before it started.
+    Failed = 7,
+    /// A stop command carried out.
+    Done = 8,
+}
+
+impl CommandState {
+    /// From the register value.
+    pub const fn from_code(code: u16) -> Option<CommandState> {
+        Some(match code {
+            1 => CommandState::Received,
+            2 => CommandState::Refused,
+            3 => CommandState::Playing,
+            4 => CommandState::Played,
+            5 => CommandState::Interrupted,
+            6 => CommandState::Preempted,
+            7 => CommandState::Failed,
+            8 => CommandState::Done,
+            _ => return None,
+        })
+    }
+
+    /// True once nothing more will happen to the command.
+    pub const fn is_final(self) -> bool {
+        !matches!(self, CommandState::Received | CommandState::Playing | CommandState::Preempted)
+    }
+}
+
+/// Why a command was refused, failed or interrupted (slot register +9, input 102).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Reason {
+    /// No reason (received, playing, played, done).
+    None = 0,
+    /// Not a signed command envelope, or a body that does not decode.
+    Malformed = 1,
+    /// Larger than the protocol's limit.
+    TooLarge = 2,
+    /// The signature does not verify with the issuer's key: forged or tampered.
+    BadSignature = 3,
+    /// Addressed to another gateway.
+    WrongGateway = 4,
+    /// Past its expiry (refused), or expired before it could start or resume.
+    Expired = 5,
+    /// Issued further in the future than clock skew explains.
+    IssuedInFuture = 6,
+    /// Its id was already used.
+    Replayed = 7,
+    /// Signed for another device behind the same gateway.
+    WrongDevice = 8,
+    /// The terminal has no command key: it refuses every command.
+    NotProvisioned = 9,
+    /// Not a broadcast action (a speaker has no writable points by command).
+    UnsupportedAction = 10,
+    /// Amplifier or horn line faulty.
+    NotReady = 11,
+    /// Too many playbacks waiting.
+    QueueFull = 12,
+    /// A value out of range (volume over 100).
+    Invalid = 13,
+    /// A higher level took over.
+    Preempted = 14,
+    /// A stop command for this broadcast.
+    Stopped = 15,
+    /// A fault of the amplifier or line cut the playback.
+    Fault = 16,
+}
+
+impl Reason {
+    /// Every reason, by code.
+    pub const ALL: [Reason; 17] = [
+        Reason::None,
+        Reason::Malformed,
+        Reason::TooLarge,
+        Reason::BadSignature,
+        Reason::WrongGateway,
+        Reason::Expired,
+        Reason::IssuedInFuture,
+        Reason::Replayed,
+        Reason::WrongDevice,
+        Reason::NotProvisioned,
+        Reason::UnsupportedAction,
+        Reason::NotReady,
+        Reason::QueueFull,
+        Reason::Invalid,
+        Reason::Preempted,
+        Reason::Stopped,
+        Reason::Fault,
+    ];
+
+    /// From the register value.
+    pub fn from_code(code: u16) -> Option<Reason> {
+        Reason::ALL.get(usize::from(code)).copied()
+    }
+
+    /// A short stable name, the same as `CommandError::code` for the protocol's checks.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::Malformed => "malformed",
+            Reason::TooLarge => "too_large",
+            Reason::BadSignature => "bad_signature",
+            Reason::WrongGateway => "wrong_gateway",
+            Reason::Expired => "expired",
+            Reason::IssuedInFuture => "issued_in_future",
+            Reason::Replayed => "replayed",
+            Reason::WrongDevice => "wrong_device",
+            Reason::NotProvisioned => "not_provisioned",
+            Reason::UnsupportedAction => "unsupported_action",
+            Reason::NotReady => "not_ready",
+            Reason::QueueFull => "queue_full",
+            Reason::Invalid => "invalid",
+            Reason::Preempted => "preempted",
+            Reason::Stopped => "stopped",
+            Reason::Fault => "fault",
+        }
+    }
+
+    fn of(e: &CommandError) -> Reason {
+        match e {
+            CommandError::Malformed(_) => Reason::Malformed,
+            CommandError::TooLarge(_) => Reason::TooLarge,
+            CommandError::BadSignature => Reason::BadSignature,
+            CommandError::WrongGateway => Reason::WrongGateway,
+            CommandError::Expired => Reason::Expired,
+            CommandError::IssuedInFuture => Reason::IssuedInFuture,
+            CommandError::Replayed => Reason::Replayed,
+        }
+    }
+}
+
+/// One command log slot as a gateway reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotReport {
+    /// The command id.
+    pub command: u64,
+    /// The broadcast it is about (0 if unknown).
+    pub broadcast: u64,
+    /// Where it stands.
+    pub state: CommandState,
+    /// Why (refused, failed, interrupted), else [`Reason::None`].
+    pub reason: Reason,
+    /// The log sequence at its last change.
+    pub seq: u16,
+    /// Repeat playing now.
+    pub repeat: u16,
+}
+
+/// The command log block (input [`LOG_BASE`], [`LOG_REGISTERS`] registers) decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBlock {
+    /// The log sequence (input 100).
+    pub seq: u16,
+    /// Verdict on the last envelope: `None` if none yet, `Some(Ok(id))` received,
+    /// `Some(Err((id, reason)))` refused (id 0 if unreadable).
+    pub verdict: Option<Result<u64, (u64, Reason)>>,
+    /// Used slots.
+    pub slots: Vec<SlotReport>,
+}
+
+/// Decodes the command log block; `None` if `regs` is not the whole block.
+pub fn decode_log(regs: &[u16]) -> Option<LogBlock> {
+    if regs.len() != usize::from(LOG_REGISTERS) {
+        return None;
+    }
+    let id = |w: &[u16]| words::to_u64([w[0], w[1], w[2], w[3]], ORDER);
+    let verdict_id = id(&regs[3..7]);
+    let verdict = match regs[1] {
+        1 => Some(Ok(verdict_id)),
+        2 => Some(Err((verdict_id, Reason::from_code(regs[2]).unwrap_or(Reason::Malformed)))),
+        _ => None,
+    };
+    let base = usize::from(SLOT_BASE - LOG_BASE);
+    let stride = usize::from(SLOT_STRIDE);
+    let slots = (0..SLOTS)
+        .filter_map(|i| {
+            let r = &regs[base + i * stride..base + (i + 1) * stride];
+            let command = id(&r[0..4]);
+            (command != 0).then_some(())?;
+            Some(SlotReport {
+                command,
+                broadcast: id(&r[4..8]),
+                state: CommandState::from_code(r[8])?,
+                reason: Reason::from_code(r[9]).unwrap_or(Reason::None),
+                seq: r[10],
+                repeat: r[11],
+            })
+        })
+        .collect();
+    Some(LogBlock { seq: regs[0], verdict, slots })
+}
+
+impl SlotReport {
+    /// The ack a gateway publishes for this slot: `(state, reason)`. The reason starts
+    /// with the firmware's reason code (`bad_signature`, `preempted`, `not_ready`...), which
+    /// is what ingest's dispatcher matches on.
+    pub fn ack(&self) -> (protocol::command::AckState, Option<&'static str>) {
+        use protocol::command::AckState as A;
+        let reason = (self.reason != Reason::None).then(|| self.reason.as_str());
+        match self.state {
+            CommandState::Received => (A::Delivered, None),
+            CommandState::Refused => (A::Refused, reason),
+            CommandState::Playing => (A::Playing, None),
+            CommandState::Played => (A::Played, None),
+            CommandState::Interrupted => (A::Interrupted, reason),
+            CommandState::Preempted => (A::Interrupted, Some(Reason::Preempted.as_str())),
+            CommandState::Failed => (A::Failed, reason),
+            CommandState::Done => (A::Done, None),
+        }
+    }
+}
+
+/// A request to play, from the terminal's own schedule (the routine programme).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlayRequest {
     /// Broadcast id (the same on every speaker it goes to).
@@ -94,7 +403,7 @@ pub struct PlayRequest {
     pub volume: Option<u8>,
 }
 
-/// Why a play request was refused.
+/// Why a local play request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlayError {
     /// A playback of the same or a higher level is playing.
@@ -105,6 +414,19 @@ pub enum PlayError {
     Invalid,
 }
 
+/// A refused envelope: the id it claimed (if readable) and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The command id as the envelope claims it.
+    pub id: Option<u64>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The key is not a valid Ed25519 public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadKey;
+
 /// What the terminal's self-test sees during one update.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpeakerInputs {
@@ -114,13 +436,98 @@ pub struct SpeakerInputs {
     pub line_ok: bool,
 }
 
+/// Who the terminal is and whom it trusts, set at installation.
+#[derive(Debug, Clone)]
+struct Identity {
+    key: VerifyingKey,
+    gateway: String,
+    device: String,
+}
+
+/// A playback held by the terminal: playing, queued or suspended.
 #[derive(Debug, Clone, Copy)]
-struct Current {
-    request: PlayRequest,
+struct Entry {
+    /// The command reporting on it (0 for a local playback).
+    command: u64,
+    /// Its command log slot.
+    slot: Option<usize>,
+    broadcast: u64,
+    level: Level,
+    duration_s: f32,
+    repeat: u8,
+    volume: Option<u8>,
+    /// Not before (ms); `i64::MIN` for now.
+    start_at_ms: i64,
+    /// Never start or resume from here on (ms); `i64::MAX` for never.
+    expires_at_ms: i64,
+    /// Commanded playbacks resume after a pre-emption; local ones do not.
+    resumable: bool,
+    /// Arrival order, for equal levels.
+    arrival: u32,
+    started: bool,
     /// 1-based repeat now playing.
     repeat_now: u8,
     /// Seconds into the current repeat (negative during the gap before it).
     elapsed_s: f32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Slot {
+    command: u64,
+    broadcast: u64,
+    state: u16,
+    reason: u16,
+    seq: u16,
+    repeat: u16,
+}
+
+/// The command log: the last [`SLOTS`] commands and where each stands.
+#[derive(Debug, Clone, Default)]
+struct CommandLog {
+    slots: [Slot; SLOTS],
+    seq: u16,
+}
+
+impl CommandLog {
+    /// Takes a slot for a new command: an empty one, else the one whose command is final
+    /// and changed longest ago. Commands still in progress keep their slots (there are
+    /// more slots than playbacks that can be held).
+    fn open(&mut self, command: u64, broadcast: u64, state: CommandState, reason: Reason) -> usize {
+        let seq = self.seq;
+        let age = |s: &Slot| seq.wrapping_sub(s.seq);
+        let free = |s: &Slot| s.command == 0 || CommandState::from_code(s.state).is_none_or(CommandState::is_final);
+        let victim = (0..SLOTS)
+            .filter(|&i| free(&self.slots[i]))
+            .max_by_key(|&i| (self.slots[i].command == 0, age(&self.slots[i])))
+            .unwrap_or_else(|| (0..SLOTS).max_by_key(|&i| age(&self.slots[i])).unwrap_or(0));
+        self.slots[victim] = Slot { command, broadcast, ..Slot::default() };
+        self.set(victim, command, state, reason, 0);
+        victim
+    }
+
+    /// Updates a command's slot, if it still holds that command.
+    fn set(&mut self, slot: usize, command: u64, state: CommandState, reason: Reason, repeat: u8) {
+        if let Some(s) = self.slots.get_mut(slot).filter(|s| s.command == command && command != 0) {
+            self.seq = self.seq.wrapping_add(1);
+            *s = Slot { state: state as u16, reason: reason as u16, seq: self.seq, repeat: u16::from(repeat), ..*s };
+        }
+    }
+}
+
+/// How a broadcast that left the terminal ended, to answer a late copy of it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Finished {
+    broadcast: u64,
+    state: u16,
+    reason: u16,
+}
+
+/// The verdict on the last mailbox envelope (input 101..=106).
+#[derive(Debug, Clone, Copy, Default)]
+struct Verdict {
+    result: u16,
+    reason: u16,
+    id: u64,
 }
 
 /// The terminal.
@@ -129,24 +536,88 @@ pub struct Speaker {
     volume: u8,
     faults: u16,
     state: PlaybackState,
-    current: Option<Current>,
     outcome: Outcome,
     last_broadcast: u64,
     uptime_s: f64,
+    /// The terminal's clock (ms since the Unix epoch), kept by [`Speaker::set_clock`]
+    /// and advanced by [`Speaker::update`].
+    clock_ms: i64,
+    identity: Option<Identity>,
+    window: ReplayWindow,
+    mailbox: Mailbox,
+    current: Option<Entry>,
+    waiting: Vec<Entry>,
+    arrivals: u32,
+    finished: [Finished; SLOTS],
+    finished_next: usize,
+    log: CommandLog,
+    verdict: Verdict,
+}
+
+/// Seconds one play of `content` takes.
+pub fn clip_seconds(content: &Content) -> f32 {
+    match content {
+        Content::Tts { text } => {
+            let (cjk, other) = text
+                .chars()
+                .fold((0u32, 0u32), |(c, o), ch| if u32::from(ch) >= 0x2E80 { (c + 1, o) } else { (c, o + 1) });
+            (cjk as f32 / TTS_CJK_PER_S + other as f32 / TTS_OTHER_PER_S).max(2.0)
+        }
+        Content::Audio { .. } => AUDIO_CLIP_S,
+    }
 }
 
 impl Speaker {
-    /// An idle, healthy terminal at `volume` percent (clamped to 100).
+    /// An idle, healthy terminal at `volume` percent (clamped to 100), not provisioned:
+    /// it refuses every command until [`Speaker::provision`].
     pub fn new(volume: u8) -> Speaker {
         Speaker {
             volume: volume.min(100),
             faults: 0,
             state: PlaybackState::Idle,
-            current: None,
             outcome: Outcome::None,
             last_broadcast: 0,
             uptime_s: 0.0,
+            clock_ms: 0,
+            identity: None,
+            window: ReplayWindow::new(),
+            mailbox: Mailbox::new(MAILBOX.0),
+            current: None,
+            waiting: Vec::with_capacity(QUEUE + 1),
+            arrivals: 0,
+            finished: [Finished::default(); SLOTS],
+            finished_next: 0,
+            log: CommandLog::default(),
+            verdict: Verdict::default(),
         }
+    }
+
+    /// Installs the issuer's public key and the terminal's own gateway and device ids, as
+    /// an installer does once. Keeps the replay window.
+    pub fn provision(&mut self, issuer_key: [u8; 32], gateway: &str, device: &str) -> Result<(), BadKey> {
+        let key = VerifyingKey::from_bytes(&issuer_key).map_err(|_| BadKey)?;
+        self.identity = Some(Identity { key, gateway: gateway.into(), device: device.into() });
+        Ok(())
+    }
+
+    /// Sets the terminal's clock (from NTP, GNSS or the simulator).
+    pub fn set_clock(&mut self, now: Timestamp) {
+        self.clock_ms = now.0;
+    }
+
+    /// The terminal's clock.
+    pub fn clock(&self) -> Timestamp {
+        Timestamp(self.clock_ms)
+    }
+
+    /// The replay window's state, for a board to keep in flash.
+    pub fn replay_state(&self) -> (u64, u64) {
+        self.window.state()
+    }
+
+    /// Restores a replay window saved with [`Speaker::replay_state`].
+    pub fn restore_replay_state(&mut self, (highest, seen): (u64, u64)) {
+        self.window = ReplayWindow::from_state(highest, seen);
     }
 
     /// Amplifier and line are OK.
@@ -166,7 +637,12 @@ impl Speaker {
 
     /// The broadcast playing, if any.
     pub fn playing(&self) -> Option<u64> {
-        self.current.map(|c| c.request.broadcast)
+        self.current.map(|c| c.broadcast)
+    }
+
+    /// Broadcasts waiting: queued, or suspended by a higher level.
+    pub fn waiting(&self) -> impl Iterator<Item = u64> + '_ {
+        self.waiting.iter().map(|e| e.broadcast)
     }
 
     /// Volume (%).
@@ -174,7 +650,14 @@ impl Speaker {
         self.volume
     }
 
-    /// Starts a playback, pre-empting a lower-level one.
+    /// Where command `id` stands, if it is still in the command log.
+    pub fn command_state(&self, id: u64) -> Option<(CommandState, Reason)> {
+        let s = self.log.slots.iter().find(|s| s.command == id && id != 0)?;
+        Some((CommandState::from_code(s.state)?, Reason::from_code(s.reason)?))
+    }
+
+    /// Starts a local playback (the routine programme), pre-empting a lower-level one.
+    /// A local playback is not signed, not reported in the command log and not resumed.
     pub fn play(&mut self, request: PlayRequest) -> Result<(), PlayError> {
         if !(request.duration_s.is_finite() && request.duration_s > 0.0) || request.volume.is_some_and(|v| v > 100) {
             return Err(PlayError::Invalid);
@@ -182,35 +665,242 @@ impl Speaker {
         if !self.ready() {
             return Err(PlayError::NotReady);
         }
-        if let Some(c) = self.current {
-            if !request.level.preempts(c.request.level) {
-                return Err(PlayError::Busy);
-            }
-            self.finish(Outcome::Interrupted);
+        if self.current.is_some_and(|c| !request.level.preempts(c.level)) {
+            return Err(PlayError::Busy);
         }
-        if let Some(v) = request.volume {
-            self.volume = v;
+        let entry = self.entry(0, None, request.broadcast, request.level, request.duration_s, request.repeat);
+        let entry = Entry { volume: request.volume, resumable: false, ..entry };
+        if let Some(c) = self.current.take() {
+            self.suspend(c);
         }
-        let request = PlayRequest { repeat: request.repeat.max(1), ..request };
-        self.current = Some(Current { request, repeat_now: 1, elapsed_s: 0.0 });
-        self.state = PlaybackState::Playing;
+        self.start(entry);
         Ok(())
     }
 
-    /// Stops `broadcast` if it is the one playing; true if it was.
+    /// Stops `broadcast` if it plays or waits; true if it did.
     pub fn stop(&mut self, broadcast: u64) -> bool {
-        if self.playing() != Some(broadcast) {
-            return false;
-        }
-        self.finish(Outcome::Interrupted);
-        self.state = PlaybackState::Interrupted;
-        true
+        let found = self.drop_broadcast(broadcast, Reason::Stopped);
+        self.schedule();
+        found
     }
 
-    fn finish(&mut self, outcome: Outcome) {
-        if let Some(c) = self.current.take() {
-            self.last_broadcast = c.request.broadcast;
-            self.outcome = outcome;
+    /// Verifies a signed command envelope and carries it out: what the mailbox calls on a
+    /// commit, and what any other transport (a serial console, a test) calls directly.
+    /// `now` is the terminal's clock. Returns the command id, or the refusal, which is
+    /// also in the registers.
+    pub fn accept_envelope(&mut self, bytes: &[u8], now: Timestamp) -> Result<u64, Refusal> {
+        self.clock_ms = self.clock_ms.max(now.0);
+        let result = self.verify(bytes, now);
+        match result {
+            Ok(id) => self.verdict = Verdict { result: 1, reason: 0, id },
+            Err(r) => {
+                self.verdict = Verdict { result: 2, reason: r.reason as u16, id: r.id.unwrap_or(0) };
+                if let Some(id) = r.id.filter(|&id| id != 0) {
+                    self.log.open(id, 0, CommandState::Refused, r.reason);
+                } else {
+                    self.log.seq = self.log.seq.wrapping_add(1);
+                }
+            }
+        }
+        result
+    }
+
+    fn verify(&mut self, bytes: &[u8], now: Timestamp) -> Result<u64, Refusal> {
+        let refuse = |reason| Refusal { id: command::peek_id(bytes), reason };
+        let Some(identity) = &self.identity else { return Err(refuse(Reason::NotProvisioned)) };
+        // Check on a copy of the window and keep it only if the device matches too, so a
+        // misrouted command does not burn its id for the speaker it was meant for.
+        let mut window = self.window;
+        let cmd = command::open(bytes, &identity.key, &identity.gateway, now, &mut window)
+            .map_err(|e| refuse(Reason::of(&e)))?;
+        if cmd.device != identity.device {
+            return Err(Refusal { id: Some(cmd.id), reason: Reason::WrongDevice });
+        }
+        self.window = window;
+        let expires_at_ms = cmd.expires_at.0;
+        match cmd.action {
+            Action::Play(p) => self.enqueue(cmd.id, p, expires_at_ms),
+            Action::Stop { broadcast } => {
+                let found = self.drop_broadcast(broadcast, Reason::Stopped);
+                if !found {
+                    // A stop that overtook its play: remember the broadcast as stopped
+                    // so the play is not started when it arrives.
+                    self.remember(broadcast, CommandState::Interrupted, Reason::Stopped);
+                }
+                self.log.open(cmd.id, broadcast, CommandState::Done, Reason::None);
+                self.schedule();
+            }
+            Action::Write { .. } => return Err(Refusal { id: Some(cmd.id), reason: Reason::UnsupportedAction }),
+        }
+        Ok(cmd.id)
+    }
+
+    fn enqueue(&mut self, id: u64, p: Playback, expires_at_ms: i64) {
+        if p.volume.is_some_and(|v| v > 100) {
+            self.log.open(id, p.broadcast, CommandState::Refused, Reason::Invalid);
+            return;
+        }
+        // A copy of a broadcast already held: the new command reports on it.
+        let playing = self.current.is_some_and(|c| c.broadcast == p.broadcast);
+        let suspended = self.waiting.iter().find(|e| e.broadcast == p.broadcast).map(|e| e.started);
+        if playing || suspended.is_some() {
+            let state = match (playing, suspended) {
+                (true, _) => CommandState::Playing,
+                (false, Some(true)) => CommandState::Preempted,
+                _ => CommandState::Received,
+            };
+            let slot = self.log.open(id, p.broadcast, state, Reason::None);
+            let held = if playing {
+                self.current.as_mut()
+            } else {
+                self.waiting.iter_mut().find(|e| e.broadcast == p.broadcast)
+            };
+            if let Some(e) = held {
+                e.command = id;
+                e.slot = Some(slot);
+            }
+            return;
+        }
+        if let Some(f) = self.finished.iter().find(|f| f.broadcast == p.broadcast && f.broadcast != 0).copied() {
+            let state = CommandState::from_code(f.state).unwrap_or(CommandState::Played);
+            self.log.open(id, p.broadcast, state, Reason::from_code(f.reason).unwrap_or(Reason::None));
+            return;
+        }
+        if !self.ready() {
+            self.log.open(id, p.broadcast, CommandState::Failed, Reason::NotReady);
+            return;
+        }
+        if self.waiting.len() >= QUEUE {
+            self.log.open(id, p.broadcast, CommandState::Failed, Reason::QueueFull);
+            return;
+        }
+        let slot = self.log.open(id, p.broadcast, CommandState::Received, Reason::None);
+        let entry = self.entry(id, Some(slot), p.broadcast, p.level, clip_seconds(&p.content), p.repeat);
+        let entry =
+            Entry { volume: p.volume, start_at_ms: p.start_at.map_or(i64::MIN, |t| t.0), expires_at_ms, ..entry };
+        self.waiting.push(entry);
+        self.schedule();
+    }
+
+    fn entry(
+        &mut self,
+        command: u64,
+        slot: Option<usize>,
+        broadcast: u64,
+        level: Level,
+        duration_s: f32,
+        repeat: u8,
+    ) -> Entry {
+        self.arrivals = self.arrivals.wrapping_add(1);
+        Entry {
+            command,
+            slot,
+            broadcast,
+            level,
+            duration_s,
+            repeat: repeat.max(1),
+            volume: None,
+            start_at_ms: i64::MIN,
+            expires_at_ms: i64::MAX,
+            resumable: true,
+            arrival: self.arrivals,
+            started: false,
+            repeat_now: 1,
+            elapsed_s: 0.0,
+        }
+    }
+
+    fn report(&mut self, e: &Entry, state: CommandState, reason: Reason) {
+        if let Some(slot) = e.slot {
+            let repeat = if state == CommandState::Playing { e.repeat_now } else { 0 };
+            self.log.set(slot, e.command, state, reason, repeat);
+        }
+    }
+
+    fn remember(&mut self, broadcast: u64, state: CommandState, reason: Reason) {
+        self.finished[self.finished_next] = Finished { broadcast, state: state as u16, reason: reason as u16 };
+        self.finished_next = (self.finished_next + 1) % SLOTS;
+    }
+
+    /// Ends an entry for good.
+    fn end(&mut self, e: Entry, state: CommandState, reason: Reason) {
+        self.report(&e, state, reason);
+        self.remember(e.broadcast, state, reason);
+        if e.started {
+            self.last_broadcast = e.broadcast;
+            self.outcome = if state == CommandState::Played { Outcome::Played } else { Outcome::Interrupted };
+        }
+    }
+
+    /// Takes the current playback off the amplifier for a higher one.
+    fn suspend(&mut self, c: Entry) {
+        if c.resumable {
+            self.report(&c, CommandState::Preempted, Reason::Preempted);
+            self.waiting.push(Entry { elapsed_s: 0.0, ..c });
+        } else {
+            self.end(c, CommandState::Interrupted, Reason::Preempted);
+        }
+    }
+
+    fn start(&mut self, e: Entry) {
+        if let Some(v) = e.volume {
+            self.volume = v;
+        }
+        let e = Entry { started: true, ..e };
+        self.report(&e, CommandState::Playing, Reason::None);
+        self.current = Some(e);
+        self.state = PlaybackState::Playing;
+    }
+
+    /// Removes `broadcast` wherever it is held; true if it was.
+    fn drop_broadcast(&mut self, broadcast: u64, reason: Reason) -> bool {
+        let mut found = false;
+        if let Some(c) = self.current.filter(|c| c.broadcast == broadcast) {
+            self.current = None;
+            self.end(c, CommandState::Interrupted, reason);
+            self.state = PlaybackState::Interrupted;
+            found = true;
+        }
+        while let Some(i) = self.waiting.iter().position(|e| e.broadcast == broadcast) {
+            let e = self.waiting.remove(i);
+            let state = if e.started { CommandState::Interrupted } else { CommandState::Failed };
+            self.end(e, state, reason);
+            found = true;
+        }
+        found
+    }
+
+    /// Expires what waits too long, then starts or pre-empts as levels say.
+    fn schedule(&mut self) {
+        let now = self.clock_ms;
+        while let Some(i) = self.waiting.iter().position(|e| now >= e.expires_at_ms) {
+            let e = self.waiting.remove(i);
+            let state = if e.started { CommandState::Interrupted } else { CommandState::Failed };
+            self.end(e, state, Reason::Expired);
+        }
+        if !self.ready() {
+            return;
+        }
+        let best = self
+            .waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.start_at_ms <= now)
+            .min_by_key(|(_, e)| (e.level as u8, e.arrival))
+            .map(|(i, e)| (i, e.level));
+        let Some((i, level)) = best else { return };
+        match self.current {
+            None => {
+                let e = self.waiting.remove(i);
+                self.start(e);
+            }
+            Some(c) if level.preempts(c.level) => {
+                let e = self.waiting.remove(i);
+                self.current = None;
+                self.suspend(c);
+                self.start(e);
+            }
+            Some(_) => {}
         }
     }
 
@@ -218,11 +908,15 @@ impl Speaker {
     pub fn update(&mut self, inputs: &SpeakerInputs, dt_s: f32) {
         let dt_s = if dt_s.is_finite() { dt_s.max(0.0) } else { 0.0 };
         self.uptime_s += f64::from(dt_s);
+        self.clock_ms = self.clock_ms.saturating_add((f64::from(dt_s) * 1000.0) as i64);
         let bit = |fault: bool, mask: u16| if fault { mask } else { 0 };
         self.faults = bit(!inputs.amplifier_ok, FAULT_AMPLIFIER) | bit(!inputs.line_ok, FAULT_LINE);
         if !self.ready() {
-            self.finish(Outcome::Interrupted);
+            if let Some(c) = self.current.take() {
+                self.end(c, CommandState::Interrupted, Reason::Fault);
+            }
             self.state = PlaybackState::Fault;
+            self.schedule();
             return;
         }
         if self.state == PlaybackState::Fault {
@@ -230,21 +924,49 @@ impl Speaker {
         }
         let mut left = dt_s;
         while let Some(mut c) = self.current {
-            let remaining = c.request.duration_s - c.elapsed_s;
+            let remaining = c.duration_s - c.elapsed_s;
             if left < remaining {
                 c.elapsed_s += left;
                 self.current = Some(c);
                 break;
             }
             left -= remaining;
-            if c.repeat_now >= c.request.repeat {
-                self.finish(Outcome::Played);
+            if c.repeat_now >= c.repeat {
+                self.current = None;
+                self.end(c, CommandState::Played, Reason::None);
                 self.state = PlaybackState::Idle;
-                break;
+                self.schedule();
+                continue;
             }
             c.repeat_now += 1;
             c.elapsed_s = -REPEAT_GAP_S;
             self.current = Some(c);
+            self.report(&c, CommandState::Playing, Reason::None);
+        }
+        self.schedule();
+    }
+
+    fn log_register(&self, address: u16) -> Option<u16> {
+        let id = |v: u64, i: u16| words::part(words::from_u64(v, ORDER), i);
+        match address {
+            100 => Some(self.log.seq),
+            101 => Some(self.verdict.result),
+            102 => Some(self.verdict.reason),
+            103..=106 => id(self.verdict.id, address - 103),
+            107 => Some(SLOTS as u16),
+            108..=109 => Some(0),
+            _ => {
+                let offset = address.checked_sub(SLOT_BASE)?;
+                let slot = self.log.slots.get(usize::from(offset / SLOT_STRIDE))?;
+                match offset % SLOT_STRIDE {
+                    i @ 0..=3 => id(slot.command, i),
+                    i @ 4..=7 => id(slot.broadcast, i - 4),
+                    8 => Some(slot.state),
+                    9 => Some(slot.reason),
+                    10 => Some(slot.seq),
+                    _ => Some(slot.repeat),
+                }
+            }
         }
     }
 }
@@ -255,14 +977,18 @@ impl RegisterMap for Speaker {
         match (table, address) {
             (Table::Input, 0) => Some(self.state as u16),
             (Table::Input, 1..=4) => words::part(words::from_u64(self.playing().unwrap_or(0), ORDER), address - 1),
-            (Table::Input, 5) => Some(c.map_or(0, |c| c.request.level as u16)),
+            (Table::Input, 5) => Some(c.map_or(0, |c| c.level as u16)),
             (Table::Input, 6) => Some(c.map_or(0, |c| u16::from(c.repeat_now))),
-            (Table::Input, 7) => Some(c.map_or(0, |c| u16::from(c.request.repeat))),
+            (Table::Input, 7) => Some(c.map_or(0, |c| u16::from(c.repeat))),
             (Table::Input, 8) => Some(self.faults),
             (Table::Input, 9) => Some(self.outcome as u16),
             (Table::Input, 10..=13) => words::part(words::from_u64(self.last_broadcast, ORDER), address - 10),
             (Table::Input, 14) => Some((libm::floor(self.uptime_s) as u64 & 0xFFFF) as u16),
+            (Table::Input, 15) => Some(self.waiting.len() as u16),
+            (Table::Input, 16) => Some(u16::from(self.identity.is_some())),
+            (Table::Input, a) if (LOG_BASE..LOG_BASE + LOG_REGISTERS).contains(&a) => self.log_register(a),
             (Table::Holding, 0) => Some(u16::from(self.volume)),
+            (Table::Holding, a) => self.mailbox.register(a),
             _ => None,
         }
     }
@@ -278,6 +1004,17 @@ impl RegisterMap for Speaker {
                 Ok(())
             }
             (0, &[_]) => Err(Exception::IllegalDataValue),
+            (a, w) if self.mailbox.contains(a) => {
+                if let Written::Commit(n) = self.mailbox.write(a, w)? {
+                    let mut bytes = alloc::vec![0u8; n];
+                    let n = self.mailbox.envelope(n, &mut bytes).len();
+                    bytes.truncate(n);
+                    let now = self.clock();
+                    // The verdict goes to the registers; the write itself succeeded.
+                    let _ = self.accept_envelope(&bytes, now);
+                }
+                Ok(())
+            }
             _ => Err(Exception::IllegalDataAddress),
         }
     }
@@ -287,11 +1024,73 @@ impl RegisterMap for Speaker {
 mod tests {
     use super::*;
     use crate::modbus::{read_bits, read_registers, write_registers};
+    use ed25519_dalek::SigningKey;
+    use protocol::command::Command;
 
     const OK: SpeakerInputs = SpeakerInputs { amplifier_ok: true, line_ok: true };
+    const NOW: i64 = 1_700_000_000_000;
 
     fn req(broadcast: u64, level: Level, repeat: u8) -> PlayRequest {
         PlayRequest { broadcast, level, duration_s: 30.0, repeat, volume: None }
+    }
+
+    fn issuer() -> SigningKey {
+        SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    fn terminal() -> Speaker {
+        let mut s = Speaker::new(70);
+        s.provision(issuer().verifying_key().to_bytes(), "gw-dongcun", "dongcun-speaker-1").unwrap();
+        s.set_clock(Timestamp(NOW));
+        s
+    }
+
+    fn command(id: u64, action: Action) -> Command {
+        Command {
+            id,
+            tenant: "county".into(),
+            gateway: "gw-dongcun".into(),
+            device: "dongcun-speaker-1".into(),
+            issued_at: Timestamp(NOW - 1000),
+            expires_at: Timestamp(NOW + 600_000),
+            action,
+        }
+    }
+
+    /// A TTS broadcast whose clip lasts `seconds` (4 CJK characters a second).
+    fn play(id: u64, broadcast: u64, level: Level, seconds: usize, repeat: u8) -> Command {
+        let text: String = core::iter::repeat_n('警', seconds * 4).collect();
+        let content = Content::Tts { text };
+        command(id, Action::Play(Playback { broadcast, level, content, repeat, volume: Some(90), start_at: None }))
+    }
+
+    /// Writes an envelope through the mailbox as a gateway does: data, then length.
+    fn deliver(s: &mut Speaker, wire: &[u8]) {
+        let words: Vec<u16> =
+            wire.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+        for (i, chunk) in words.chunks(123).enumerate() {
+            write_registers(s, MAILBOX.0 + 1 + (i * 123) as u16, chunk).unwrap();
+        }
+        write_registers(s, MAILBOX.0, &[wire.len() as u16]).unwrap();
+    }
+
+    /// The command log block as a gateway reads it: `(command, broadcast, state, reason)` per used slot.
+    fn slots(s: &Speaker) -> Vec<(u64, u64, u16, u16)> {
+        let mut regs = [0u16; LOG_REGISTERS as usize];
+        read_registers(s, Table::Input, LOG_BASE, &mut regs).unwrap();
+        let base = usize::from(SLOT_BASE - LOG_BASE);
+        (0..SLOTS)
+            .map(|i| &regs[base + i * 12..base + i * 12 + 12])
+            .filter(|r| r[..4] != [0; 4])
+            .map(|r| {
+                let id = |w: &[u16]| words::to_u64([w[0], w[1], w[2], w[3]], ORDER);
+                (id(&r[0..4]), id(&r[4..8]), r[8], r[9])
+            })
+            .collect()
+    }
+
+    fn state_of(s: &Speaker, id: u64) -> (CommandState, Reason) {
+        s.command_state(id).unwrap()
     }
 
     #[test]
@@ -300,11 +1099,12 @@ mod tests {
         s.play(req(42, Level::Blue, 2)).unwrap();
         s.update(&OK, 31.0);
         assert_eq!(s.state(), PlaybackState::Playing);
-        let mut regs = [0u16; 15];
+        let mut regs = [0u16; 17];
         read_registers(&s, Table::Input, 0, &mut regs).unwrap();
         assert_eq!(regs[0], 1);
         assert_eq!(words::to_u64([regs[1], regs[2], regs[3], regs[4]], ORDER), 42);
         assert_eq!(regs[6], 2, "second repeat");
+        assert_eq!(regs[16], 0, "not provisioned");
         s.update(&OK, 30.0); // 30 s + 2 s gap + 30 s = 62 s: one second to go
         assert_eq!(s.state(), PlaybackState::Playing);
         s.update(&OK, 1.0);
@@ -316,14 +1116,15 @@ mod tests {
     }
 
     #[test]
-    fn a_higher_level_preempts_and_an_equal_level_is_refused() {
+    fn a_higher_level_preempts_a_local_playback_and_an_equal_level_is_refused() {
         let mut s = Speaker::new(70);
         s.play(req(1, Level::Yellow, 1)).unwrap();
         assert_eq!(s.play(req(2, Level::Yellow, 1)), Err(PlayError::Busy));
         assert_eq!(s.play(req(3, Level::Blue, 1)), Err(PlayError::Busy));
         s.play(req(4, Level::Red, 1)).unwrap();
         assert_eq!(s.playing(), Some(4));
-        assert_eq!(s.outcome(), Outcome::Interrupted);
+        assert_eq!(s.outcome(), Outcome::Interrupted, "a local playback is not resumed");
+        assert_eq!(s.waiting().count(), 0);
     }
 
     #[test]
@@ -353,14 +1154,195 @@ mod tests {
     }
 
     #[test]
-    fn volume_is_writable_within_0_to_100_and_the_mailbox_is_reserved() {
+    fn volume_is_writable_within_0_to_100() {
         let mut s = Speaker::new(70);
         write_registers(&mut s, 0, &[85]).unwrap();
         assert_eq!(s.volume(), 85);
         assert_eq!(write_registers(&mut s, 0, &[101]), Err(Exception::IllegalDataValue));
-        assert_eq!(write_registers(&mut s, MAILBOX.0, &[1]), Err(Exception::IllegalDataAddress));
-        let mut one = [0u16; 1];
-        assert_eq!(read_registers(&s, Table::Holding, MAILBOX.0, &mut one), Err(Exception::IllegalDataAddress));
+        assert_eq!(write_registers(&mut s, 2000, &[1]), Err(Exception::IllegalDataAddress));
         assert_eq!(s.play(PlayRequest { volume: Some(120), ..req(1, Level::Blue, 1) }), Err(PlayError::Invalid));
+    }
+
+    #[test]
+    fn a_signed_play_through_the_mailbox_is_received_plays_and_is_reported_played() {
+        let mut s = terminal();
+        deliver(&mut s, &play(100, 7, Level::Red, 3, 2).sign(&issuer()));
+        let mut v = [0u16; 7];
+        read_registers(&s, Table::Input, 100, &mut v).unwrap();
+        assert_eq!(&v[1..3], &[1, 0], "received, no reason");
+        assert_eq!(words::to_u64([v[3], v[4], v[5], v[6]], ORDER), 100);
+        assert_eq!(slots(&s), [(100, 7, CommandState::Playing as u16, 0)]);
+        assert_eq!(s.playing(), Some(7));
+        assert_eq!(s.volume(), 90);
+        let mut length = [9u16];
+        read_registers(&s, Table::Holding, MAILBOX.0, &mut length).unwrap();
+        assert_eq!(length, [0], "the mailbox reads empty once taken");
+        s.update(&OK, 3.0 + REPEAT_GAP_S + 3.0);
+        assert_eq!(state_of(&s, 100), (CommandState::Played, Reason::None));
+        assert_eq!(s.outcome(), Outcome::Played);
+    }
+
+    #[test]
+    fn forged_tampered_expired_replayed_and_misaddressed_envelopes_are_refused_with_their_reason() {
+        let mut s = terminal();
+        let forged = play(1, 1, Level::Red, 3, 1).sign(&SigningKey::from_bytes(&[8u8; 32]));
+        let mut tampered = play(2, 1, Level::Red, 3, 1).sign(&issuer());
+        let at = tampered.len() - 67; // the repeat count, just before volume and start time
+        tampered[at] ^= 0x20;
+        let expired = Command { expires_at: Timestamp(NOW - 1), ..play(3, 1, Level::Red, 3, 1) }.sign(&issuer());
+        let other_gw = Command { gateway: "gw-xicun".into(), ..play(4, 1, Level::Red, 3, 1) }.sign(&issuer());
+        let other_dev = Command { device: "dongcun-speaker-2".into(), ..play(5, 1, Level::Red, 3, 1) }.sign(&issuer());
+        let write = command(6, Action::Write { point: "volume".into(), value: 100.0 }).sign(&issuer());
+        let good = play(7, 1, Level::Blue, 3, 1).sign(&issuer());
+        for (wire, id, reason) in [
+            (&forged, 1, Reason::BadSignature),
+            (&tampered, 2, Reason::BadSignature),
+            (&expired, 3, Reason::Expired),
+            (&other_gw, 4, Reason::WrongGateway),
+            (&other_dev, 5, Reason::WrongDevice),
+            (&write, 6, Reason::UnsupportedAction),
+        ] {
+            deliver(&mut s, wire);
+            assert_eq!(state_of(&s, id), (CommandState::Refused, reason), "command {id}");
+            assert_eq!(s.playing(), None, "command {id} must not play");
+        }
+        deliver(&mut s, &good);
+        assert_eq!(state_of(&s, 7).0, CommandState::Playing);
+        s.stop(1);
+        deliver(&mut s, &good);
+        let mut v = [0u16; 3];
+        read_registers(&s, Table::Input, 100, &mut v).unwrap();
+        assert_eq!((v[1], v[2]), (2, Reason::Replayed as u16), "the second copy is a replay");
+        assert_eq!(s.accept_envelope(&[0xC5, 9], s.clock()), Err(Refusal { id: None, reason: Reason::Malformed }));
+        let mut bare = Speaker::new(70);
+        assert_eq!(bare.accept_envelope(&good, Timestamp(NOW)).unwrap_err().reason, Reason::NotProvisioned);
+    }
+
+    #[test]
+    fn a_higher_level_preempts_a_commanded_playback_which_then_resumes() {
+        let mut s = terminal();
+        deliver(&mut s, &play(10, 1, Level::Yellow, 10, 1).sign(&issuer()));
+        s.update(&OK, 4.0);
+        deliver(&mut s, &play(11, 2, Level::Red, 3, 1).sign(&issuer()));
+        assert_eq!(s.playing(), Some(2));
+        assert_eq!(state_of(&s, 10), (CommandState::Preempted, Reason::Preempted));
+        assert_eq!(s.waiting().collect::<Vec<_>>(), [1]);
+        s.update(&OK, 3.0);
+        assert_eq!(state_of(&s, 11).0, CommandState::Played);
+        assert_eq!(s.playing(), Some(1), "the yellow one resumes");
+        assert_eq!(state_of(&s, 10).0, CommandState::Playing);
+        s.update(&OK, 10.0);
+        assert_eq!(state_of(&s, 10).0, CommandState::Played, "resumed from the start of its repeat");
+    }
+
+    #[test]
+    fn a_suspended_playback_that_expires_is_reported_interrupted() {
+        let mut s = terminal();
+        let yellow = Command { expires_at: Timestamp(NOW + 5_000), ..play(20, 1, Level::Yellow, 10, 1) };
+        deliver(&mut s, &yellow.sign(&issuer()));
+        s.update(&OK, 1.0);
+        deliver(&mut s, &play(21, 2, Level::Orange, 8, 1).sign(&issuer()));
+        s.update(&OK, 8.0);
+        assert_eq!(state_of(&s, 21).0, CommandState::Played);
+        assert_eq!(state_of(&s, 20), (CommandState::Interrupted, Reason::Expired));
+        assert_eq!(s.playing(), None);
+    }
+
+    #[test]
+    fn an_equal_level_waits_its_turn_and_a_start_time_is_kept() {
+        let mut s = terminal();
+        deliver(&mut s, &play(30, 1, Level::Orange, 3, 1).sign(&issuer()));
+        deliver(&mut s, &play(31, 2, Level::Orange, 3, 1).sign(&issuer()));
+        assert_eq!(state_of(&s, 31).0, CommandState::Received);
+        let later = match play(32, 3, Level::Red, 3, 1).action {
+            Action::Play(p) => Action::Play(Playback { start_at: Some(Timestamp(NOW + 60_000)), ..p }),
+            a => a,
+        };
+        deliver(&mut s, &command(32, later).sign(&issuer()));
+        assert_eq!(state_of(&s, 32).0, CommandState::Received, "not before its start time");
+        s.update(&OK, 3.0);
+        assert_eq!(s.playing(), Some(2));
+        s.update(&OK, 56.0);
+        assert_eq!(s.playing(), None);
+        s.update(&OK, 1.0);
+        assert_eq!(s.playing(), Some(3), "red starts on time");
+        assert_eq!(state_of(&s, 31).0, CommandState::Played);
+    }
+
+    #[test]
+    fn a_stop_command_interrupts_its_broadcast_and_a_late_play_of_it_does_not_start() {
+        let mut s = terminal();
+        deliver(&mut s, &play(40, 5, Level::Red, 10, 3).sign(&issuer()));
+        deliver(&mut s, &command(41, Action::Stop { broadcast: 5 }).sign(&issuer()));
+        assert_eq!(state_of(&s, 41).0, CommandState::Done);
+        assert_eq!(state_of(&s, 40), (CommandState::Interrupted, Reason::Stopped));
+        assert_eq!(s.state(), PlaybackState::Interrupted);
+        deliver(&mut s, &command(42, Action::Stop { broadcast: 6 }).sign(&issuer()));
+        deliver(&mut s, &play(43, 6, Level::Red, 3, 1).sign(&issuer()));
+        assert_eq!(state_of(&s, 43), (CommandState::Interrupted, Reason::Stopped));
+        assert_eq!(s.playing(), None);
+    }
+
+    #[test]
+    fn a_retried_copy_of_a_broadcast_takes_over_its_reports_instead_of_playing_twice() {
+        let mut s = terminal();
+        deliver(&mut s, &play(50, 8, Level::Blue, 5, 1).sign(&issuer()));
+        s.update(&OK, 1.0);
+        deliver(&mut s, &play(51, 8, Level::Blue, 5, 1).sign(&issuer()));
+        assert_eq!(state_of(&s, 51).0, CommandState::Playing);
+        s.update(&OK, 4.0);
+        assert_eq!(state_of(&s, 51).0, CommandState::Played);
+        deliver(&mut s, &play(52, 8, Level::Blue, 5, 1).sign(&issuer()));
+        assert_eq!(state_of(&s, 52).0, CommandState::Played);
+        assert_eq!(s.playing(), None);
+    }
+
+    #[test]
+    fn a_faulty_amplifier_fails_a_play_and_a_full_queue_refuses_more() {
+        let mut s = terminal();
+        s.update(&SpeakerInputs { amplifier_ok: false, line_ok: true }, 1.0);
+        deliver(&mut s, &play(60, 1, Level::Red, 3, 1).sign(&issuer()));
+        assert_eq!(state_of(&s, 60), (CommandState::Failed, Reason::NotReady));
+        s.update(&OK, 1.0);
+        deliver(&mut s, &play(61, 2, Level::Red, 30, 1).sign(&issuer()));
+        for i in 0..QUEUE as u64 {
+            deliver(&mut s, &play(62 + i, 3 + i, Level::Blue, 3, 1).sign(&issuer()));
+        }
+        deliver(&mut s, &play(70, 20, Level::Blue, 3, 1).sign(&issuer()));
+        assert_eq!(state_of(&s, 70), (CommandState::Failed, Reason::QueueFull));
+        assert_eq!(state_of(&s, 61).0, CommandState::Playing, "in-progress commands keep their slots");
+    }
+
+    #[test]
+    fn a_gateway_decodes_the_log_block_into_acks() {
+        let mut s = terminal();
+        deliver(&mut s, &play(90, 4, Level::Red, 3, 1).sign(&issuer()));
+        deliver(&mut s, &play(91, 5, Level::Red, 3, 1).sign(&SigningKey::from_bytes(&[9u8; 32])));
+        let mut regs = [0u16; LOG_REGISTERS as usize];
+        read_registers(&s, Table::Input, LOG_BASE, &mut regs).unwrap();
+        let block = decode_log(&regs).unwrap();
+        assert_eq!(block.verdict, Some(Err((91, Reason::BadSignature))));
+        let by_id = |id| block.slots.iter().find(|r| r.command == id).unwrap();
+        assert_eq!(by_id(90).ack(), (protocol::command::AckState::Playing, None));
+        assert_eq!(by_id(91).ack(), (protocol::command::AckState::Refused, Some("bad_signature")));
+        assert!(decode_log(&regs[1..]).is_none());
+    }
+
+    #[test]
+    fn the_command_log_block_is_one_read_and_its_sequence_moves_on_every_change() {
+        let mut s = terminal();
+        let mut seq = [0u16];
+        read_registers(&s, Table::Input, LOG_BASE, &mut seq).unwrap();
+        deliver(&mut s, &play(80, 1, Level::Red, 2, 1).sign(&issuer()));
+        let mut after = [0u16];
+        read_registers(&s, Table::Input, LOG_BASE, &mut after).unwrap();
+        assert_ne!(seq, after);
+        let mut all = [0u16; LOG_REGISTERS as usize];
+        assert!(LOG_REGISTERS as usize <= crate::modbus::MAX_READ_REGISTERS);
+        read_registers(&s, Table::Input, LOG_BASE, &mut all).unwrap();
+        assert_eq!(all[7], SLOTS as u16);
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r as u16), Some(r));
+        }
     }
 }

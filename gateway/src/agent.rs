@@ -6,6 +6,7 @@
 //!      ^  \--> health ------------------------------------------------------/ (status)
 //!      |   \--> local rules --+
 //!      +-- Jobs <-- executor <-+-- downlink commands (verified) --> acks --> uplink
+//!                  (writes, mailbox deliveries, speakers' command logs followed until final)
 //!                                   downlink config --> validated --> pollers restarted
 //! ```
 //! The batcher seals what the pollers produced every `publish.interval` (or at
@@ -125,6 +126,20 @@ impl Gateway {
 
         let ack_topic = topic::topic(&config.tenant, &config.gateway, Channel::CommandAck);
         let mut actions = JoinSet::new();
+        // Every ack (a write's, a speaker's progress, a refusal seen in a speaker's log)
+        // goes to the uplink through one forwarder.
+        let (ack_tx, mut ack_rx) = mpsc::channel::<protocol::command::CommandAck>(1024);
+        {
+            let (out, topic) = (out_tx.clone(), ack_topic.clone());
+            actions.spawn(async move {
+                while let Some(ack) = ack_rx.recv().await {
+                    let payload = serde_json::to_vec(&ack).unwrap_or_default();
+                    if out.send(Outgoing { topic: topic.clone(), payload }).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut pending: Vec<Reading> = Vec::new();
         let mut seal_every = tokio::time::interval(config.publish.interval);
         let mut stats_every = tokio::time::interval(config.health_interval);
@@ -146,18 +161,41 @@ impl Gateway {
                         shared.status_dirty.store(true, Ordering::Relaxed);
                         shared.wake.notify_one();
                     }
+                    Some(PollEvent::CommandLog { device, words }) => {
+                        for ack in executor.on_log(&device, &words) {
+                            let _ = ack_tx.try_send(ack);
+                        }
+                    }
                     None => break,
                 },
-                Some(message) = down_rx.recv() => match message {
-                    Downlink::Command(wire) => {
-                        let (executor, out, topic) = (executor.clone(), out_tx.clone(), ack_topic.clone());
-                        actions.spawn(async move {
-                            let ack = executor.handle(&wire).await;
-                            let payload = serde_json::to_vec(&ack).unwrap_or_default();
-                            let _ = out.send(Outgoing { topic, payload }).await;
-                        });
+                Some(message) = down_rx.recv() => {
+                    // Commands that arrived together are verified together, in order, with
+                    // one fsync of the replay window; each is then carried out on its own
+                    // task, where a broadcast is followed on its speaker until final.
+                    tokio::task::yield_now().await;
+                    let mut wires = Vec::new();
+                    let mut configs = Vec::new();
+                    let mut next = Some(message);
+                    while let Some(m) = next.take().or_else(|| down_rx.try_recv().ok()) {
+                        match m {
+                            Downlink::Command(wire) => wires.push(wire),
+                            Downlink::Config(text) => configs.push(text),
+                        }
                     }
-                    Downlink::Config(text) => {
+                    let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+                    let admitted = executor.admit_all(&refs);
+                    for (wire, result) in wires.into_iter().zip(admitted) {
+                        match result {
+                            Ok(cmd) => {
+                                let (executor, acks) = (executor.clone(), ack_tx.clone());
+                                actions.spawn(async move { executor.carry_out(cmd, &wire, &acks).await });
+                            }
+                            Err(refusal) => {
+                                let _ = ack_tx.try_send(refusal);
+                            }
+                        }
+                    }
+                    for text in configs {
                         if let Some(new) = reconfigure(&config, &library, &shared, &clock, &text) {
                             pollers.stop.cancel();
                             pollers.tasks.shutdown().await;
@@ -170,7 +208,7 @@ impl Gateway {
                         shared.status_dirty.store(true, Ordering::Relaxed);
                         shared.wake.notify_one();
                     }
-                },
+                }
                 Some(_) = actions.join_next(), if !actions.is_empty() => {}
                 _ = seal_every.tick() => seal(&config, &shared, &clock, &mut pending).await,
                 _ = stats_every.tick() => pending.extend(queue_readings(&config, &shared, &clock)),

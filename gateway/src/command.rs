@@ -10,15 +10,23 @@
 //!   within its `min..=max`; the profile maps the point to a register, so a command can
 //!   never name a raw register. A broadcast (`play`, `stop`) is delivered whole into the
 //!   device's mailbox, where the device verifies the signature again itself.
-//! - Every command gets exactly one ack from here: `refused` (with the check that failed)
-//!   before acting, `failed` (with the Modbus error by name) if the device did not take
-//!   it, `done` for a write carried out and read back, `delivered` for a mailbox delivery.
-//! - Writes go to the task that owns the device's link ([`crate::modbus::Job`]), so they
-//!   wait their turn on an RS-485 bus instead of colliding with a poll.
+//! - Every command gets an ack from here: `refused` (with the check that failed) before
+//!   acting, `failed` (with the Modbus error by name) if the device did not take it,
+//!   `done` for a write carried out and read back, `delivered` for a mailbox delivery.
+//!   Reasons the gateway gives end in `(gateway)`.
+//! - A device whose mailbox has a command log (a speaker) is not taken at its word that
+//!   the write succeeded: the gateway reads the log in the same job as the write and acks
+//!   the device's own verdict and progress (`delivered`, `playing`, `played`,
+//!   `interrupted`, `refused`, `failed`, `done`), following the command every 400 ms until
+//!   it is final ([`crate::report`]). Refusals in the log of envelopes the gateway never
+//!   wrote (someone on the bus) are acked too, from the regular polls ([`Executor::on_log`]).
+//! - Writes and reads go to the task that owns the device's link ([`crate::modbus::Job`]),
+//!   so they wait their turn on an RS-485 bus instead of colliding with a poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use protocol::command::{self, AckState, Action, CommandAck, ReplayWindow};
@@ -28,9 +36,13 @@ use crate::Clock;
 use crate::modbus::value::{self, Table};
 use crate::modbus::{Attempts, Job, MAX_WRITE_REGISTERS, Op};
 use crate::profile::{Mailbox, Profile};
+use crate::report;
 
 /// File of the persisted replay window, in the queue directory.
 pub const REPLAY_FILE: &str = "commands.window";
+/// Refusals per device remembered as reported by a follow, so that the regular poll does
+/// not report them a second time.
+const REMEMBERED_PER_DEVICE: usize = 32;
 
 /// How to reach one device: its profile and the queue of the task that owns its link.
 #[derive(Debug, Clone)]
@@ -54,6 +66,15 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// What the follows of one device report themselves.
+#[derive(Debug, Clone, Default)]
+struct Told {
+    /// Commands being followed now.
+    following: Vec<u64>,
+    /// `(command, log sequence)` of refusals a follow reported, newest last.
+    refusals: VecDeque<(u64, u16)>,
+}
+
 /// Verifies and carries out commands.
 pub struct Executor {
     gateway: String,
@@ -62,6 +83,11 @@ pub struct Executor {
     window_path: Option<PathBuf>,
     routes: RwLock<HashMap<String, Route>>,
     clock: Clock,
+    /// Per device: commands being followed now (they report their own refusal) and
+    /// `(command, log sequence)` of refusals a follow reported, newest last.
+    told: Mutex<HashMap<String, Told>>,
+    /// Per device: the command log sequence last looked at by [`Executor::on_log`].
+    log_seen: Mutex<HashMap<String, u16>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -85,6 +111,8 @@ impl Executor {
             window_path,
             routes: RwLock::new(HashMap::new()),
             clock,
+            told: Mutex::new(HashMap::new()),
+            log_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,9 +125,80 @@ impl Executor {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).get(device).cloned()
     }
 
-    /// Verifies a signed command from the downlink, carries it out, and says how it ended.
-    pub async fn handle(&self, wire: &[u8]) -> CommandAck {
+    /// Verifies a signed command from the downlink, carries it out, and sends its acks to
+    /// `acks`: one for a write, one or more for a broadcast (the speaker's own progress,
+    /// until the command is final). Commands must be admitted in the order they arrived:
+    /// the agent calls [`Executor::admit`] in order and runs [`Executor::carry_out`] as
+    /// a task; this is both in one, for a caller with one command at a time.
+    pub async fn handle(&self, wire: &[u8], acks: &mpsc::Sender<CommandAck>) {
+        match self.admit(wire) {
+            Ok(cmd) => self.carry_out(cmd, wire, acks).await,
+            Err(refusal) => {
+                let _ = acks.send(refusal).await;
+            }
+        }
+    }
+
+    /// The gateway's own checks on a command from the downlink: the command to carry out,
+    /// or the ack that refuses it. See [`Executor::admit_all`].
+    pub fn admit(&self, wire: &[u8]) -> Result<command::Command, CommandAck> {
+        self.admit_all(std::slice::from_ref(&wire))
+            .pop()
+            .unwrap_or_else(|| Err(self.refusal(wire, AckState::Failed, "nothing admitted (gateway)".into())))
+    }
+
+    /// The gateway's own checks on commands that arrived together, in the order they
+    /// arrived: for each, the command to carry out or the ack that refuses it. Order
+    /// matters: the replay window refuses an id more than 63 below the highest it has seen,
+    /// so commands verified out of order (a burst to twenty speakers, each on its own task)
+    /// would refuse good ones. The window is persisted once for the whole group (one fsync
+    /// instead of one per command) before any of them acts; if that fails, none acts.
+    pub fn admit_all(&self, wires: &[&[u8]]) -> Vec<Result<command::Command, CommandAck>> {
         let now = (self.clock)();
+        let Some(key) = self.key else {
+            let why = "no_key: this gateway has no command_key (gateway)";
+            return wires.iter().map(|w| Err(self.refusal(w, AckState::Refused, why.into()))).collect();
+        };
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let before = *window;
+        let out: Vec<_> = wires
+            .iter()
+            .map(|wire| {
+                command::open(wire, &key, &self.gateway, now, &mut window).map_err(|e| {
+                    let id = command::peek_id(wire).unwrap_or(0);
+                    tracing::warn!(message = "Command refused.", id, reason = e.code(), detail = %e);
+                    self.refusal(wire, AckState::Refused, format!("{}: {e} (gateway)", e.code()))
+                })
+            })
+            .collect();
+        if out.iter().any(Result::is_ok)
+            && let Some(path) = &self.window_path
+            && let Err(error) = save_window(path, &window)
+        {
+            *window = before;
+            tracing::error!(message = "Cannot persist the command replay window.", file = %path.display(), %error);
+            let why = format!("cannot persist replay window: {error} (gateway)");
+            return wires
+                .iter()
+                .zip(out)
+                .map(|(w, r)| r.and_then(|_| Err(self.refusal(w, AckState::Failed, why.clone()))))
+                .collect();
+        }
+        out
+    }
+
+    fn refusal(&self, wire: &[u8], state: AckState, reason: String) -> CommandAck {
+        CommandAck {
+            id: command::peek_id(wire).unwrap_or(0),
+            device: String::new(),
+            ts: (self.clock)(),
+            state,
+            reason: Some(reason),
+        }
+    }
+
+    /// Carries out an admitted command and sends its acks to `acks`.
+    pub async fn carry_out(&self, cmd: command::Command, wire: &[u8], acks: &mpsc::Sender<CommandAck>) {
         let ack = |id: u64, device: String, state: AckState, reason: Option<String>| CommandAck {
             id,
             device,
@@ -107,58 +206,143 @@ impl Executor {
             state,
             reason,
         };
-        let Some(key) = self.key else {
-            let id = command::peek_id(wire).unwrap_or(0);
-            return ack(id, String::new(), AckState::Refused, Some("no_key: this gateway has no command_key".into()));
-        };
-        let opened = {
-            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-            let before = *window;
-            let opened = command::open(wire, &key, &self.gateway, now, &mut window);
-            if opened.is_ok()
-                && let Some(path) = &self.window_path
-                && let Err(error) = save_window(path, &window)
-            {
-                *window = before;
-                tracing::error!(message = "Cannot persist the command replay window.", file = %path.display(), %error);
-                let id = command::peek_id(wire).unwrap_or(0);
-                return ack(
-                    id,
-                    String::new(),
-                    AckState::Failed,
-                    Some(format!("cannot persist replay window: {error}")),
-                );
-            }
-            opened
-        };
-        let cmd = match opened {
-            Ok(cmd) => cmd,
-            Err(e) => {
-                let id = command::peek_id(wire).unwrap_or(0);
-                tracing::warn!(message = "Command refused.", id, reason = e.code(), detail = %e);
-                return ack(id, String::new(), AckState::Refused, Some(format!("{}: {e}", e.code())));
-            }
-        };
         tracing::info!(message = "Command verified.", id = cmd.id, device = %cmd.device, action = ?cmd.action);
         let result = match &cmd.action {
             Action::Write { point, value } => {
                 self.write_point(&cmd.device, point, *value).await.map(|note| (AckState::Done, note))
             }
-            Action::Play(_) | Action::Stop { .. } => {
-                self.deliver(&cmd.device, wire).await.map(|()| (AckState::Delivered, None))
-            }
+            Action::Play(_) | Action::Stop { .. } => match self.route(&cmd.device) {
+                Some(route) if route.profile.mailbox.is_some_and(|m| m.log.is_some()) => {
+                    self.deliver_and_follow(&cmd, &route, wire, acks).await;
+                    return;
+                }
+                _ => self.deliver(&cmd.device, wire).await.map(|()| (AckState::Delivered, None)),
+            },
         };
-        match result {
+        let ack = match result {
             Ok((state, note)) => ack(cmd.id, cmd.device, state, note),
             Err(Outcome::Refused(r)) => {
                 tracing::warn!(message = "Command refused by the profile.", id = cmd.id, reason = %r);
-                ack(cmd.id, cmd.device, AckState::Refused, Some(r))
+                ack(cmd.id, cmd.device, AckState::Refused, Some(format!("{r} (gateway)")))
             }
             Err(Outcome::Failed(r)) => {
                 tracing::warn!(message = "Command failed on the device.", id = cmd.id, reason = %r);
-                ack(cmd.id, cmd.device, AckState::Failed, Some(r))
+                ack(cmd.id, cmd.device, AckState::Failed, Some(format!("{r} (gateway)")))
             }
-        }
+        };
+        let _ = acks.send(ack).await;
+    }
+
+    /// Writes a broadcast envelope into a speaker's mailbox and reads its command log in
+    /// the same job, then acks what the speaker reports until the command is final.
+    async fn deliver_and_follow(
+        &self,
+        cmd: &command::Command,
+        route: &Route,
+        wire: &[u8],
+        acks: &mpsc::Sender<CommandAck>,
+    ) {
+        let device = cmd.device.clone();
+        let send = |state: AckState, reason: Option<String>| {
+            let ack = CommandAck { id: cmd.id, device: device.clone(), ts: (self.clock)(), state, reason };
+            async move {
+                let _ = acks.send(ack).await;
+            }
+        };
+        let (Some(mailbox), Some(log)) = (route.profile.mailbox, route.profile.mailbox.and_then(|m| m.log)) else {
+            return;
+        };
+        let mut ops = match mailbox_ops(&mailbox, wire) {
+            Ok(ops) => ops,
+            Err(r) => return send(AckState::Refused, Some(format!("{r} (gateway)"))).await,
+        };
+        let read = Op::Read { table: log.table, address: log.address, count: log.count() };
+        ops.push(read.clone());
+        self.with_told(&device, |t| t.following.push(cmd.id));
+        let first = match run(route, ops).await {
+            Ok(mut words) => words.pop().unwrap_or_default(),
+            Err(Outcome::Failed(e) | Outcome::Refused(e)) => {
+                self.done_following(&device, cmd.id, &report::Ending::Silent(e.clone()));
+                tracing::warn!(message = "The speaker did not take a broadcast command.", id = cmd.id, %device, error = %e);
+                return send(AckState::Failed, Some(format!("the speaker did not answer: {e} (gateway)"))).await;
+            }
+        };
+        tracing::info!(message = "Wrote a broadcast command into a speaker's mailbox.", id = cmd.id, %device, bytes = wire.len());
+        let now = (self.clock)();
+        let left = u64::try_from(cmd.expires_at.0.saturating_sub(now.0)).unwrap_or(0);
+        let deadline = Duration::from_millis(left) + report::EXPIRY_GRACE;
+        // Each look reads the sequence register; the whole log only when it moved.
+        let seen = Arc::new(Mutex::new(first.first().copied()));
+        let seq_read = Op::Read { table: log.table, address: log.address, count: 1 };
+        let reread = || {
+            let (route, read, seq_read, seen) = (route.clone(), read.clone(), seq_read.clone(), seen.clone());
+            async move {
+                let err = |o: Outcome| match o {
+                    Outcome::Failed(e) | Outcome::Refused(e) => e,
+                };
+                let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
+                let seq = seq.first().and_then(|w| w.first()).copied();
+                if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
+                    return Ok(None);
+                }
+                let words = run_job(&route, vec![read], true).await.map_err(err)?.pop().unwrap_or_default();
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = words.first().copied();
+                Ok(Some(words))
+            }
+        };
+        let ending = report::follow(cmd.id, first, reread, send, deadline).await;
+        self.done_following(&device, cmd.id, &ending);
+        tracing::info!(message = "Followed a broadcast command to its end.", id = cmd.id, %device, ending = ?ending);
+    }
+
+    fn with_told<T>(&self, device: &str, f: impl FnOnce(&mut Told) -> T) -> T {
+        let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        f(told.entry(device.to_string()).or_default())
+    }
+
+    /// The follow of `id` ended: it no longer reports, and a refusal it reported is told.
+    fn done_following(&self, device: &str, id: u64, ending: &report::Ending) {
+        self.with_told(device, |t| {
+            t.following.retain(|c| *c != id);
+            if let report::Ending::Final { state: firmware::speaker::CommandState::Refused, seq } = ending {
+                t.refusals.push_back((id, *seq));
+                while t.refusals.len() > REMEMBERED_PER_DEVICE {
+                    t.refusals.pop_front();
+                }
+            }
+        });
+    }
+
+    /// A device's command log as a regular poll read it: acks for the envelopes it refused
+    /// that this gateway did not write (forged, tampered or replayed ones put on its bus by
+    /// someone else), each once. The first log seen of a device only sets where to start.
+    pub fn on_log(&self, device: &str, words: &[u16]) -> Vec<CommandAck> {
+        let Some(block) = firmware::speaker::decode_log(words) else { return Vec::new() };
+        let since = self.log_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(device.to_string(), block.seq);
+        let Some(since) = since else { return Vec::new() };
+        let told = self.with_told(device, |t| t.clone());
+        let told = |slot: &firmware::speaker::SlotReport| {
+            told.following.contains(&slot.command) || told.refusals.contains(&(slot.command, slot.seq))
+        };
+        report::foreign_refusals(&block, since, told)
+            .into_iter()
+            .map(|slot| {
+                let (state, reason) = slot.ack();
+                tracing::warn!(
+                    message = "A speaker refused an envelope this gateway did not write.",
+                    device,
+                    id = slot.command,
+                    reason = reason.unwrap_or("refused")
+                );
+                CommandAck {
+                    id: slot.command,
+                    device: device.to_string(),
+                    ts: (self.clock)(),
+                    state,
+                    reason: Some(format!("{} (speaker)", reason.unwrap_or("refused"))),
+                }
+            })
+            .collect()
     }
 
     /// Writes a writable point of a device within its profile's range, then reads it back.
@@ -224,8 +408,13 @@ impl Executor {
 }
 
 async fn run(route: &Route, ops: Vec<Op>) -> Result<Vec<Vec<u16>>, Outcome> {
+    run_job(route, ops, false).await
+}
+
+/// Runs `ops` on the device's link; a `background` job waits behind every other.
+async fn run_job(route: &Route, ops: Vec<Op>, background: bool) -> Result<Vec<Vec<u16>>, Outcome> {
     let (reply, rx) = oneshot::channel();
-    let job = Job { unit: route.unit, ops, attempts: route.attempts, reply };
+    let job = Job { unit: route.unit, ops, attempts: route.attempts, background, reply };
     route.jobs.send(job).await.map_err(|_| Outcome::Failed("the device's link is not running".into()))?;
     match rx.await {
         Ok(Ok(words)) => Ok(words),
@@ -236,7 +425,8 @@ async fn run(route: &Route, ops: Vec<Op>) -> Result<Vec<Vec<u16>>, Outcome> {
 
 /// The writes that put `envelope` into `mailbox`: the bytes packed big-endian two to a
 /// register from the mailbox's second register, in writes of at most 123 registers, then
-/// the length in bytes into its first register, last, as the commit.
+/// the length in bytes into its first register, last, as the commit. An envelope of at
+/// most 122 registers goes in one write, the length word first.
 pub fn mailbox_ops(mailbox: &Mailbox, envelope: &[u8]) -> Result<Vec<Op>, String> {
     if envelope.is_empty() || envelope.len() > mailbox.capacity() || envelope.len() > usize::from(u16::MAX) {
         return Err(format!(
@@ -247,6 +437,14 @@ pub fn mailbox_ops(mailbox: &Mailbox, envelope: &[u8]) -> Result<Vec<Op>, String
     }
     let words: Vec<u16> =
         envelope.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+    if words.len() < MAX_WRITE_REGISTERS {
+        // Length and data in one write, one request on the bus: the device stores every
+        // word of a write before it commits (docs/BROADCAST.md, "Mailbox").
+        let mut all = Vec::with_capacity(words.len() + 1);
+        all.push(envelope.len() as u16);
+        all.extend(words);
+        return Ok(vec![Op::Write { table: mailbox.table, address: mailbox.address, words: all }]);
+    }
     let mut ops: Vec<Op> = words
         .chunks(MAX_WRITE_REGISTERS)
         .enumerate()
@@ -306,7 +504,7 @@ mod tests {
 
     #[test]
     fn an_envelope_goes_into_the_mailbox_data_first_and_length_last() {
-        let mb = Mailbox { table: Table::Holding, address: 1000, size: 1000 };
+        let mb = Mailbox { table: Table::Holding, address: 1000, size: 1000, log: None };
         let env: Vec<u8> = (0..=255u8).cycle().take(301).collect();
         let ops = mailbox_ops(&mb, &env).unwrap();
         let Op::Write { address, words, .. } = &ops[0] else { panic!() };
@@ -316,6 +514,10 @@ mod tests {
         assert_eq!(*words.last().unwrap(), 0x2C00, "an odd last byte is padded with zero");
         assert_eq!(ops[2], Op::Write { table: Table::Holding, address: 1000, words: vec![301] });
         assert!(mailbox_ops(&Mailbox { size: 10, ..mb }, &env).unwrap_err().starts_with("too_large"));
+        let short = mailbox_ops(&mb, &env[..243]).unwrap();
+        assert_eq!(short.len(), 1, "one write: {short:?}");
+        let Op::Write { address, words, .. } = &short[0] else { panic!() };
+        assert_eq!((*address, words.len(), words[0], words[1]), (1000, 123, 243, 0x0001), "length first, then data");
     }
 
     #[test]

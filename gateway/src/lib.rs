@@ -12,6 +12,7 @@
 //! - [`uplink`]: MQTT (TLS): batches out, retained status, delivery acks, commands and
 //!   configurations in.
 //! - [`command`]: signed commands verified before they act, and their acks.
+//! - [`report`]: a speaker's own verdicts from its command log, turned into acks.
 //! - [`rules`]: local rules that act while the uplink is down.
 //! - [`agent`]: wires it all together, and applies configurations from the config topic.
 
@@ -23,6 +24,7 @@ pub mod modbus;
 pub mod poll;
 pub mod profile;
 pub mod queue;
+pub mod report;
 pub mod rules;
 pub mod uplink;
 

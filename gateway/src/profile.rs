@@ -4,7 +4,8 @@
 //! offset, unit), may describe a table of repeating slots that are devices of their own
 //! (a collar hub's animals), and lists the registers a command may write with their
 //! allowed range. A point may take its quality from a status register (`quality`), and a
-//! device with a signed-command mailbox says where it is (`[mailbox]`, docs/GATEWAY.md).
+//! device with a signed-command mailbox says where it is (`[mailbox]`, docs/GATEWAY.md),
+//! and where it reports its own verdict on each command (`log`, docs/BROADCAST.md).
 //! The format is documented in `docs/PROFILES.md`; the library ships in
 //! `gateway/profiles/` and is built into the binary.
 //!
@@ -58,6 +59,28 @@ pub struct Mailbox {
     pub address: u16,
     /// Registers in the block, the length word included.
     pub size: u16,
+    /// Where the device reports its own verdict and progress per command, if it does
+    /// (the speaker terminal's command log); the gateway then acks from it instead of
+    /// acking `delivered` once the write succeeded.
+    pub log: Option<CommandLog>,
+}
+
+/// A command log block in the layout of the speaker terminal (`firmware::speaker`,
+/// [`firmware::speaker::LOG_REGISTERS`] registers: sequence, last verdict, eight slots),
+/// read in one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandLog {
+    /// Input (or holding) registers.
+    pub table: Table,
+    /// First register: the log sequence, which changes on every report.
+    pub address: u16,
+}
+
+impl CommandLog {
+    /// Registers in the block.
+    pub const fn count(&self) -> u16 {
+        firmware::speaker::LOG_REGISTERS
+    }
 }
 
 impl Mailbox {
@@ -194,6 +217,19 @@ struct MailboxSpec {
     table: Table,
     address: u32,
     size: u32,
+    log: Option<LogSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSpec {
+    #[serde(default = "input_table")]
+    table: Table,
+    address: u32,
+}
+
+fn input_table() -> Table {
+    Table::Input
 }
 
 #[derive(Debug, Deserialize)]
@@ -490,10 +526,31 @@ fn mailbox(src: &Source, spanned: &Spanned<MailboxSpec>, problems: &mut Problems
         ));
         ok = false;
     }
+    let count = u32::from(firmware::speaker::LOG_REGISTERS);
+    let log = m.log.as_ref().and_then(|l| {
+        let mut fine = true;
+        if !matches!(l.table, Table::Input | Table::Holding) {
+            problems
+                .push(src.error(spanned, format!("mailbox: log must be input or holding registers, not {}", l.table)));
+            fine = false;
+        }
+        if l.address + count > 65_536 {
+            problems.push(
+                src.error(
+                    spanned,
+                    format!("mailbox: the log's {count} registers from {} must end by 65535", l.address),
+                ),
+            );
+            fine = false;
+        }
+        ok &= fine;
+        fine.then(|| CommandLog { table: l.table, address: u16::try_from(l.address).unwrap_or(u16::MAX) })
+    });
     ok.then(|| Mailbox {
         table: m.table,
         address: u16::try_from(m.address).unwrap_or(u16::MAX),
         size: u16::try_from(m.size).unwrap_or(u16::MAX),
+        log,
     })
 }
 
@@ -775,6 +832,15 @@ unit = "°C"
         assert!(e.contains("p.toml:14:") && e.contains("listed under two qualities"), "{e}");
         let e = parse(&format!("{METER}\n[mailbox]\ntable = \"input\"\naddress = 1\nsize = 1\n")).unwrap_err();
         assert!(e.to_string().contains("mailbox: must be holding registers"), "{e}");
+        let with_log = format!("{METER}\n[mailbox]\naddress = 1000\nsize = 1000\nlog = {{ address = 100 }}\n");
+        let log = parse(&with_log).unwrap().mailbox.unwrap().log.unwrap();
+        assert_eq!((log.table, log.address, log.count()), (Table::Input, 100, 106));
+        let e = parse(&format!(
+            "{METER}\n[mailbox]\naddress = 1000\nsize = 10\nlog = {{ table = \"coil\", address = 65500 }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("log must be input or holding") && e.contains("must end by 65535"), "{e}");
     }
 
     #[test]

@@ -15,12 +15,16 @@
 //! - At most `max_inflight` batches are out without a delivery ack, and at most
 //!   `max_batches_per_sec` are published a second (a token bucket), so the drain of a
 //!   backlog after an outage leaves the cellular link room for status, acks and commands.
+//! - Command acks are never dropped for want of room: one that the MQTT client's request
+//!   queue cannot take now waits in order in `pending` and goes out as the event loop
+//!   drains (a speaker broadcast brings a burst of acks from every speaker of a village).
 //! - Reconnects back off exponentially (1 s up to `reconnect_max`) with jitter, so that a
 //!   county's gateways do not all hit the broker in the same second after it restarts.
 //! - TLS is rustls with the ring provider, chosen explicitly (never a process-wide
 //!   default), trusting the configured CA file or the system's roots, with an optional
 //!   client certificate.
 
+use std::collections::VecDeque;
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,8 +137,12 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_every = tokio::time::interval(config.health_interval);
     let mut bucket = Bucket::new(config.publish.max_batches_per_sec);
+    let mut pending: VecDeque<Outgoing> = VecDeque::new();
 
     loop {
+        if connected {
+            flush(&client, &mut pending);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             event = eventloop.poll() => match event {
@@ -178,11 +186,7 @@ pub async fn run(
                     let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
                 }
             }
-            Some(out) = outbox.recv(), if connected => {
-                if let Err(e) = client.try_publish(&out.topic, QoS::AtLeastOnce, false, out.payload) {
-                    tracing::warn!(message = "Could not publish a command ack.", error = %e);
-                }
-            }
+            Some(out) = outbox.recv(), if connected && pending.len() < MAX_PENDING => pending.push_back(out),
             _ = tick.tick(), if connected => publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing),
             _ = status_every.tick(), if connected => {
                 let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
@@ -261,6 +265,25 @@ fn tls_config(tls: &TlsConfig) -> Result<TlsConfiguration, UplinkError> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Command acks waiting for room in the MQTT client before the outbox is read again.
+const MAX_PENDING: usize = 1024;
+
+/// Publishes waiting command acks in order until the client's request queue is full.
+fn flush(client: &AsyncClient, pending: &mut VecDeque<Outgoing>) {
+    while let Some(out) = pending.front() {
+        match client.try_publish(&out.topic, QoS::AtLeastOnce, false, out.payload.clone()) {
+            Ok(()) => {
+                pending.pop_front();
+            }
+            Err(rumqttc::ClientError::TryRequest(_)) => return,
+            Err(error) => {
+                tracing::warn!(message = "Could not publish a command ack.", %error);
+                pending.pop_front();
+            }
+        }
+    }
 }
 
 /// A token bucket: `rate` tokens a second, at most one second's worth saved up.

@@ -47,8 +47,8 @@ pub async fn start(listen: SocketAddr) -> Result<(), BrokerError> {
 
 /// MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id `ingest-probe`).
 const PROBE_CONNECT: &[u8] = &[
-    0x10, 24, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 12, b'i', b'n', b'g', b'e', b's', b't', b'-', b'p', b'r',
-    b'o', b'b', b'e',
+    0x10, 24, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 12, b'i', b'n', b'g', b'e', b's', b't', b'-', b'p',
+    b'r', b'o', b'b', b'e',
 ];
 /// MQTT DISCONNECT.
 const PROBE_DISCONNECT: &[u8] = &[0xE0, 0];

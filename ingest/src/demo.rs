@@ -34,6 +34,11 @@ pub struct DemoOptions {
     pub data: Option<PathBuf>,
     /// The admin token the API accepts; `None` makes one.
     pub admin_token: Option<String>,
+    /// A second operator's token (holder `operator-2`), so that a red or orange broadcast
+    /// created with the admin token can be approved by a different person; `None` makes one.
+    pub operator_token: Option<String>,
+    /// The broadcast configuration (approvals, groups, retry timing); `None`: defaults.
+    pub broadcast: Option<crate::broadcast::config::BroadcastConfig>,
     /// The county to simulate.
     pub spec: CountySpec,
     /// Further sinks for durable readings (rules, InfluxDB).
@@ -49,6 +54,8 @@ impl Default for DemoOptions {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
             data: None,
             admin_token: None,
+            operator_token: None,
+            broadcast: None,
             spec: CountySpec::demo(),
             sinks: Vec::new(),
             alerts: Some(crate::alerts::AlertsOptions::default()),
@@ -64,12 +71,16 @@ pub struct Demo {
     pub county: County,
     /// The gateways' configs, as they run.
     pub gateways: Vec<GatewayConfig>,
-    /// The admin token.
+    /// The admin token (holder `admin`).
     pub admin_token: String,
+    /// The second operator's token (holder `operator-2`): approves what the admin creates.
+    pub operator_token: String,
     /// Where data goes.
     pub data_dir: PathBuf,
     gateway_stop: CancellationToken,
-    gateway_tasks: tokio::task::JoinSet<()>,
+    /// Per gateway: what stops it alone, and its task.
+    gateway_tasks: std::collections::BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>,
+    library: gateway::Library,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -89,48 +100,86 @@ impl Demo {
         let endpoints = county.serve().await.context("starting the simulated devices")?;
         let inventory = Inventory::from_file(inventory_of(county.plan()));
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
+        let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
         let config = IngestConfig {
             data_dir: data_dir.clone(),
             broker: BrokerConfig::Embedded { listen: opts.mqtt },
             http: opts.http,
             inventory: None,
             limits: Limits::default(),
-            tokens: vec![TokenConfig {
-                token: admin_token.clone(),
-                role: Role::Admin,
-                tenants: vec![],
-                name: "admin".into(),
-            }],
+            tokens: vec![
+                TokenConfig { token: admin_token.clone(), role: Role::Admin, tenants: vec![], name: "admin".into() },
+                TokenConfig {
+                    token: operator_token.clone(),
+                    role: Role::Operator,
+                    tenants: vec![],
+                    name: "operator-2".into(),
+                },
+            ],
             store: Default::default(),
             sinks: Vec::new(),
         };
-        let options =
-            Options { sim: Some(county.clone()), sinks: opts.sinks, alerts: opts.alerts, ..Options::default() };
+        let options = Options {
+            sim: Some(county.clone()),
+            sinks: opts.sinks,
+            alerts: opts.alerts,
+            broadcast: opts.broadcast,
+            ..Options::default()
+        };
         let ingest = service::start(config, inventory, options).await?;
+        // The installer's step: every speaker trusts ingest's command key.
+        county.provision_speakers(ingest.state.broadcasts.public_key()).context("provisioning the speakers")?;
         let broker = ingest.mqtt.context("the demo runs the embedded broker")?;
 
         let (library, errors) = gateway::Library::builtin();
         anyhow::ensure!(errors.is_empty(), "built-in profiles refused: {errors:?}");
         let gateway_stop = CancellationToken::new();
-        let mut gateway_tasks = tokio::task::JoinSet::new();
+        let mut gateway_tasks = std::collections::BTreeMap::new();
         let mut gateways = Vec::new();
         for mut cfg in gateway_configs(county.plan(), &endpoints, broker) {
             // Each gateway keeps its queue (and command replay window) on disk, as in the
             // field, and trusts ingest's command key.
             cfg.queue.dir = Some(data_dir.join("gateways").join(&cfg.gateway).join("queue"));
             cfg.command_key = Some(ingest.state.commands.public_key());
-            let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
-                .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
-            gateway_tasks.spawn(gw.run(gateway_stop.child_token()));
+            let task = spawn_gateway(&cfg, &library, &gateway_stop)?;
+            gateway_tasks.insert(cfg.gateway.clone(), task);
             gateways.push(cfg);
         }
-        Ok(Demo { ingest, county, gateways, admin_token, data_dir, gateway_stop, gateway_tasks, _temp: temp })
+        Ok(Demo {
+            ingest,
+            county,
+            gateways,
+            admin_token,
+            operator_token,
+            data_dir,
+            gateway_stop,
+            gateway_tasks,
+            library,
+            _temp: temp,
+        })
+    }
+
+    /// Restarts one gateway with a changed configuration, as an installer who
+    /// re-provisions it in the field would (its queue and replay window stay on disk).
+    /// Tests use it for a gateway configured with a key that is not ingest's.
+    pub async fn restart_gateway(&mut self, id: &str, change: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<()> {
+        let at = self.gateways.iter().position(|g| g.gateway == id).context("no such gateway")?;
+        if let Some((stop, task)) = self.gateway_tasks.remove(id) {
+            stop.cancel();
+            let _ = task.await;
+        }
+        change(&mut self.gateways[at]);
+        let task = spawn_gateway(&self.gateways[at], &self.library, &self.gateway_stop)?;
+        self.gateway_tasks.insert(id.to_string(), task);
+        Ok(())
     }
 
     /// Stops gateways, then ingest, then the county.
     pub async fn stop(mut self) {
         self.gateway_stop.cancel();
-        while self.gateway_tasks.join_next().await.is_some() {}
+        for (_, (_, task)) in std::mem::take(&mut self.gateway_tasks) {
+            let _ = task.await;
+        }
         self.county.shutdown();
         self.ingest.stop().await;
     }
@@ -156,6 +205,8 @@ impl Demo {
              \x20 API:        http://{}/api/v1/devices, /api/v1/latest, /api/v1/series\n\
              \x20 metrics:    http://{}/metrics\n\
              \x20 admin token: {}\n\
+             \x20 operator-2 token: {} (approves red and orange broadcasts the admin creates)\n\
+             Broadcast: curl -X POST http://{}/api/v1/broadcasts -H 'Authorization: Token <admin>' -H 'content-type: application/json' -d '{{\"level\":\"red\",\"text\":\"山洪预警：请立即撤离到高处。\",\"targets\":[\"all\"],\"expires_at\":\"<RFC 3339>\"}}'\n\
              Faults: curl -X POST http://{}/api/v1/sim/faults -H 'content-type: application/json' -d '{{\"device\":\"{}\",\"fault\":\"pump_trip\"}}'\n\
              Press Ctrl-C to stop.",
             plan.gateways.len(),
@@ -166,6 +217,8 @@ impl Demo {
             self.ingest.http,
             self.ingest.http,
             self.admin_token,
+            self.operator_token,
+            self.ingest.http,
             self.ingest.http,
             plan.devices().find(|d| d.kind == DeviceKind::PumpStation).map_or("", |d| d.id.as_str()),
         )
@@ -222,6 +275,18 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
         }
     }
     InventoryFile { sites, gateways, devices }
+}
+
+/// Starts one gateway agent under `stop`; returns what stops it alone, and its task.
+fn spawn_gateway(
+    cfg: &GatewayConfig,
+    library: &gateway::Library,
+    stop: &CancellationToken,
+) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
+        .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
+    let own = stop.child_token();
+    Ok((own.clone(), tokio::spawn(gw.run(own))))
 }
 
 /// The gateway configs of a simulated county, pointed at its Modbus servers and a broker.

@@ -11,6 +11,8 @@
 //! - [`sinks`]: destinations besides the store (InfluxDB), fed with durable readings.
 //! - [`api`]: the HTTP API (`/api/v1`), line protocol in (`/api/v2/write`), `/metrics`, and the dashboard.
 //! - [`auth`]: API tokens, roles and tenant scopes.
+//! - [`broadcast`]: emergency broadcasts: CAP 1.2, approvals, the dispatcher of signed
+//!   playback commands, the hash-chained audit log, live progress.
 //! - [`command`]: signed commands to gateways, their acks, and the audit log.
 //! - [`service`]: starting and stopping all of it.
 //! - [`demo`]: a simulated county, its gateways and ingest in one process.
@@ -18,6 +20,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod broadcast;
 pub mod broker;
 pub mod command;
 pub mod config;

@@ -33,11 +33,20 @@ pub struct Options {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Rules and alerts (`None`: off).
     pub alerts: Option<crate::alerts::AlertsOptions>,
+    /// The broadcast configuration; `None` reads `data_dir/broadcast.toml` or uses the defaults.
+    pub broadcast: Option<crate::broadcast::config::BroadcastConfig>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { sim: None, clock: Arc::new(gateway::now), public_read: true, sinks: Vec::new(), alerts: None }
+        Options {
+            sim: None,
+            clock: Arc::new(gateway::now),
+            public_read: true,
+            sinks: Vec::new(),
+            alerts: None,
+            broadcast: None,
+        }
     }
 }
 
@@ -170,6 +179,18 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         options.clock.clone(),
     )
     .context("opening the command signing key and audit log")?;
+    // Broadcasts go through the same Commander: one key, one id sequence, one ack stream.
+    let broadcasts = crate::broadcast::Broadcasts::open(crate::broadcast::BroadcastOptions {
+        data_dir: config.data_dir.clone(),
+        config: options.broadcast,
+        inventory: inventory.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        clock: options.clock.clone(),
+        path: Arc::new(commands.clone()),
+        shutdown: shutdown.clone(),
+    })
+    .context("starting emergency broadcasts")?;
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {
@@ -183,6 +204,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         sim: options.sim,
         clock: options.clock,
         alerts,
+        broadcasts,
         commands,
         line_protocol,
     };

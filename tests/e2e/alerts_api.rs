@@ -78,10 +78,14 @@ fn inventory() -> Inventory {
         gateways: vec![
             GatewayInfo { id: "gw-works".into(), tenant: "county".into(), site: "works".into() },
             GatewayInfo { id: "gw-farm".into(), tenant: "dairy".into(), site: "farm".into() },
+            GatewayInfo { id: "gw-dongcun".into(), tenant: "county".into(), site: "dongcun".into() },
+            GatewayInfo { id: "gw-xicun".into(), tenant: "county".into(), site: "xicun".into() },
         ],
         devices: vec![
             device("wq-1", DeviceKind::WaterQuality, "works", "gw-works"),
             device("barn-1", DeviceKind::BarnClimate, "farm", "gw-farm"),
+            device("dongcun-speaker-1", DeviceKind::Speaker, "dongcun", "gw-dongcun"),
+            device("xicun-speaker-1", DeviceKind::Speaker, "xicun", "gw-xicun"),
         ],
     })
 }
@@ -293,8 +297,8 @@ async fn alerts_are_tenant_scoped_acknowledged_silenced_and_survive_a_restart() 
         .await;
     assert_eq!(s, 422, "a silence of everything is refused: {v}");
 
-    // The chlorine rule proposed a broadcast to the district's villages; approving it emits
-    // the event the broadcast dispatcher listens for.
+    // The chlorine rule proposed a broadcast to the district's villages; approving it hands
+    // it to the broadcast dispatcher and emits the approval event.
     let (_, v) = api.call("GET", "/api/v1/proposed-broadcasts", Some(WATER_OP), None).await;
     let p = v.as_array().unwrap()[0].clone();
     assert_eq!(p["villages"], json!(["dongcun", "xicun"]));
@@ -303,6 +307,21 @@ async fn alerts_are_tenant_scoped_acknowledged_silenced_and_survive_a_restart() 
     let (s, v) =
         api.call("POST", &format!("/api/v1/proposed-broadcasts/{}/approve", p["id"]), Some(WATER_OP), None).await;
     assert_eq!((s, v["state"].as_str()), (200, Some("approved")), "{v}");
+    let broadcast = v["broadcast"].as_u64().unwrap_or_else(|| panic!("the approval names its broadcast: {v}"));
+    let (s, b) = api.call("GET", &format!("/api/v1/broadcasts/{broadcast}"), Some(WATER_OP), None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["level"], "yellow", "{b}");
+    let mut speakers: Vec<&str> = b["deliveries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("deliveries: {b}"))
+        .iter()
+        .filter_map(|d| d["speaker"].as_str())
+        .collect();
+    speakers.sort();
+    assert_eq!(speakers, ["dongcun-speaker-1", "xicun-speaker-1"], "every speaker of both villages: {b}");
+    let (s, v) =
+        api.call("POST", &format!("/api/v1/proposed-broadcasts/{}/approve", p["id"]), Some(WATER_OP), None).await;
+    assert_eq!(s, 422, "approved once only: {v}");
     let approved = eventually("the approval event", Duration::from_secs(5), || {
         let mut found = None;
         while let Ok(e) = events.try_recv() {

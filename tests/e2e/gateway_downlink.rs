@@ -137,6 +137,7 @@ async fn commands_act_only_when_signed_fresh_unused_and_within_the_profile_and_e
         device: pump.clone(),
         action: Action::Write { point: "level_start_setpoint".into(), value },
         ttl: Duration::from_millis(ttl_ms),
+        expires_at: None,
         issued_by: "test".into(),
     };
 

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod bad_input;
+mod broadcast;
 mod common;
 mod county;
 mod crash_ingest;

@@ -77,6 +77,7 @@ async fn a_signed_broadcast_lands_whole_in_the_speakers_mailbox_and_verifies_the
                 start_at: None,
             }),
             ttl: Duration::from_secs(300),
+            expires_at: None,
             issued_by: "duty-officer".into(),
         })
         .await

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::fault::{Fault, SimError};
 use crate::plan::Plan;
 use crate::server::{self, BusService};
+use crate::speakers::SpeakerCondition;
 use crate::spec::CountySpec;
 use crate::world::World;
 
@@ -69,7 +70,7 @@ impl County {
             warn!(message = "A county needs at least 3 villages; using 3.", villages = spec.villages);
         }
         let plan = Plan::build(&spec);
-        let world = World::new(&plan, spec.seed, spec.speed, start.0);
+        let world = World::new(&plan, spec.seed, spec.speed, start.0, &spec.speaker_mix);
         let (shutdown, _) = watch::channel(false);
         County {
             inner: Arc::new(Inner {
@@ -211,8 +212,30 @@ impl County {
         self.world().raining
     }
 
+    /// Installs ingest's command public key in every speaker terminal (with its own gateway
+    /// and device ids), as an installer does; until then speakers refuse every command.
+    /// Returns how many speakers were provisioned.
+    pub fn provision_speakers(&self, command_key: [u8; 32]) -> Result<usize, SimError> {
+        self.world().provision_speakers(command_key)
+    }
+
+    /// A speaker's condition (healthy, slow, amplifier fault).
+    pub fn speaker_condition(&self, device: &str) -> Result<SpeakerCondition, SimError> {
+        self.world().speaker_condition(device)
+    }
+
+    /// Sets a speaker's condition: make it slow, break its amplifier, or repair it.
+    pub fn set_speaker_condition(&self, device: &str, condition: SpeakerCondition) -> Result<(), SimError> {
+        self.world().set_speaker_condition(device, condition)
+    }
+
+    /// Every speaker's id and condition, in plan order.
+    pub fn speaker_conditions(&self) -> Vec<(String, SpeakerCondition)> {
+        self.world().speaker_conditions()
+    }
+
     /// Turns the speakers' random link outages on (the default) or off, for tests that
-    /// need every device to answer.
+    /// need every device to answer; turning them off also ends the outages in progress.
     pub fn set_random_outages(&self, on: bool) {
         self.world().set_random_outages(on);
     }

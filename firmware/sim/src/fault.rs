@@ -176,6 +176,17 @@ pub enum SimError {
     /// The device does not answer (offline speaker): on the wire, a timeout.
     #[error("Device `{0}` does not answer (offline).")]
     Offline(String),
+    /// A speaker operation named another kind of device.
+    #[error("Device `{device}` is {what}, not a speaker.")]
+    NotASpeaker {
+        /// The device asked for.
+        device: String,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The command key is not a valid Ed25519 public key.
+    #[error("The command key is not a valid Ed25519 public key.")]
+    BadKey,
 }
 
 #[cfg(test)]

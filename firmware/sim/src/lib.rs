@@ -10,7 +10,10 @@
 //! - Physics: `water` (households, tank, pump, leakage, pressure, chlorine transport),
 //!   `dairy` (barn climate, cows), `speakers` (link outages, routine programme); each
 //!   module cites where its numbers come from.
-//! - Faults: [`Fault`], injected and cleared by device id.
+//! - Faults: [`Fault`], injected and cleared by device id; speakers also have a
+//!   [`SpeakerCondition`] (slow, amplifier fault) drawn from [`SpeakerMix`].
+//! - Speakers run the firmware terminal with its signed-command mailbox; provision them
+//!   with ingest's command key ([`County::provision_speakers`]) to let broadcasts in.
 //! - Time: sim time follows wall time at `speed` while serving, and
 //!   [`County::advance`] steps it by hand for accelerated tests.
 //!
@@ -40,4 +43,5 @@ pub use firmware::modbus::{Exception, Table};
 pub use plan::{
     COWS_PER_HUB, DevicePlan, GatewayPlan, MAX_UNITS_PER_BUS, Plan, SiteKind, SitePlan, VILLAGES_PER_DISTRICT, models,
 };
-pub use spec::CountySpec;
+pub use speakers::{SLOW_DELAY_MS, SpeakerCondition};
+pub use spec::{CountySpec, SpeakerMix};

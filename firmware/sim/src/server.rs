@@ -7,12 +7,17 @@
 //!   answers. Nothing else is ever silent.
 //! - Register contents come from the world under its lock (see `world`), so one request
 //!   sees one consistent step of the physics.
+//! - A slow speaker's answer is held back by its delay after the request was carried out
+//!   (outside the world's lock), as a terminal behind a slow link answers late; requests
+//!   on one connection are answered in order, so it delays the bus behind it too.
 //! - Servers hold only a weak reference to the world: when the last `County` handle is
 //!   dropped the world goes away and the shutdown channel closes, which ends the servers.
 
-use std::future::{Ready, ready};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Mutex, Weak};
+use std::time::Duration;
 
 use firmware::modbus::{Exception, Table};
 use tokio::net::TcpListener;
@@ -36,10 +41,12 @@ fn code(e: Exception) -> ExceptionCode {
 }
 
 impl BusService {
-    fn handle(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
-        let Some(world) = self.world.upgrade() else { return Ok(None) };
+    /// Carries out a request; returns the answer and how late to give it (ms).
+    fn handle(&self, req: SlaveRequest<'static>) -> (Result<Option<Response>, ExceptionCode>, u32) {
+        let Some(world) = self.world.upgrade() else { return (Ok(None), 0) };
         let mut w = lock(&world);
-        let Some(dev) = w.device_at(self.bus, req.slave) else { return Ok(None) };
+        let Some(dev) = w.device_at(self.bus, req.slave) else { return (Ok(None), 0) };
+        let delay_ms = w.answer_delay_ms(dev);
         let len = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         let response = match req.request {
             Request::ReadCoils(a, n) => w.read_bits(dev, Table::Coil, a, n).map(Response::ReadCoils),
@@ -64,7 +71,7 @@ impl BusService {
             }
             _ => Err(Exception::IllegalFunction),
         };
-        response.map(Some).map_err(code)
+        (response.map(Some).map_err(code), delay_ms)
     }
 }
 
@@ -72,10 +79,16 @@ impl tokio_modbus::server::Service for BusService {
     type Request = SlaveRequest<'static>;
     type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = Ready<Result<Option<Response>, ExceptionCode>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        ready(self.handle(req))
+        let (answer, delay_ms) = self.handle(req);
+        Box::pin(async move {
+            if delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::from(delay_ms))).await;
+            }
+            answer
+        })
     }
 }
 

@@ -1,9 +1,21 @@
-//! Physics of the village loudspeakers: link outages and the routine daily programme.
+//! Physics of the village loudspeakers: link outages, slow links, failed amplifiers and the
+//! routine daily programme, around the firmware terminal ([`firmware::speaker::Speaker`]),
+//! which does everything a real one does: verifies signed commands from its mailbox,
+//! plays with level pre-emption, and reports per command.
 //!
 //! - Link outages: now and then (about once in two days per terminal) a speaker's IP
 //!   link drops for 2-10 minutes; it does not answer Modbus then, as with the
 //!   `speaker_offline` fault, but its amplifier keeps working. Tests that need every
 //!   device to answer switch these off (`County::set_random_outages(false)`).
+//! - Condition ([`SpeakerCondition`]): healthy, slow (every Modbus answer 150-450 ms late,
+//!   a terminal behind a busy cellular DTU) or with a failed amplifier (fault bit 0; it
+//!   answers but cannot play). `CountySpec::speaker_mix` draws them per speaker from the
+//!   seed; `County::set_speaker_condition` changes one.
+//! - Clock: the terminal's clock is sim time (as if NTP-synced), so a command's expiry
+//!   means the same to ingest and to the speaker when the county runs at speed 1.
+//! - Provisioning: `County::provision_speakers` installs ingest's command key in every
+//!   terminal with its own gateway and device ids, as an installer would; until then every
+//!   terminal refuses every command (`not_provisioned`).
 //! - Routine programme: village loudspeakers in China play a morning and an evening
 //!   programme; every reachable speaker plays a 15-minute broadcast at 07:00 and 18:30
 //!   local time (level 4 blue, daily class), so `playback_state` moves in a demo.
@@ -13,12 +25,31 @@ use firmware::prng::Rng;
 use firmware::speaker::{PlayRequest, Speaker, SpeakerInputs};
 use protocol::Timestamp;
 use protocol::command::Level;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{local_day, local_midnight};
+use crate::spec::SpeakerMix;
 
 const ROUTINE: [(f64, u64); 2] = [(7.0, 1), (18.5, 2)];
 const ROUTINE_S: f32 = 15.0 * 60.0;
 const OUTAGE_EVERY_S: f32 = 2.0 * 86_400.0;
+/// Range of a slow speaker's answer delay (ms).
+pub const SLOW_DELAY_MS: (u32, u32) = (150, 450);
+
+/// How a speaker terminal is doing, apart from its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "condition", rename_all = "snake_case")]
+pub enum SpeakerCondition {
+    /// Answers at once, plays.
+    Healthy,
+    /// Answers every Modbus request this late.
+    Slow {
+        /// The delay (ms).
+        delay_ms: u32,
+    },
+    /// The amplifier failed: answers, reports the fault, cannot play.
+    AmplifierFault,
+}
 
 /// One speaker terminal and its link.
 #[derive(Debug, Clone)]
@@ -29,18 +60,46 @@ pub(crate) struct SpeakerSim {
     down_until_ms: i64,
     /// The `speaker_offline` fault.
     pub(crate) offline: bool,
+    pub(crate) condition: SpeakerCondition,
+    /// Drawn from the mix: starts with its link down.
+    pub(crate) starts_offline: bool,
 }
 
 impl SpeakerSim {
-    pub(crate) fn new(seed: u64, index: usize) -> SpeakerSim {
+    pub(crate) fn new(seed: u64, index: usize, mix: &SpeakerMix) -> SpeakerSim {
         let mut rng = Rng::new(seed, 0x5E_0000 + index as u64);
         let volume = 60 + rng.below(5) as u8 * 5;
-        SpeakerSim { fw: Speaker::new(volume), rng, down_until_ms: i64::MIN, offline: false }
+        // A stream of its own, so a mix changes no other draw of the county.
+        let mut draw = Rng::new(seed, 0x5E_1000_0000 + index as u64);
+        let u = f64::from(draw.range(0.0, 1.0));
+        let starts_offline = u < mix.offline;
+        let condition = if u >= mix.offline && u < mix.offline + mix.slow {
+            let (lo, hi) = SLOW_DELAY_MS;
+            SpeakerCondition::Slow { delay_ms: draw.range(lo as f32, hi as f32) as u32 }
+        } else if u >= mix.offline + mix.slow && u < mix.offline + mix.slow + mix.failing {
+            SpeakerCondition::AmplifierFault
+        } else {
+            SpeakerCondition::Healthy
+        };
+        SpeakerSim { fw: Speaker::new(volume), rng, down_until_ms: i64::MIN, offline: false, condition, starts_offline }
     }
 
     /// Answers Modbus.
     pub(crate) fn reachable(&self, now_ms: i64) -> bool {
         !self.offline && now_ms >= self.down_until_ms
+    }
+
+    /// Ends a random link outage in progress (the `speaker_offline` fault stays).
+    pub(crate) fn end_outage(&mut self) {
+        self.down_until_ms = i64::MIN;
+    }
+
+    /// How late it answers a request.
+    pub(crate) fn answer_delay_ms(&self) -> u32 {
+        match self.condition {
+            SpeakerCondition::Slow { delay_ms } => delay_ms,
+            _ => 0,
+        }
     }
 
     pub(crate) fn step(&mut self, now: Timestamp, dt_ms: i64, outages: bool) {
@@ -68,6 +127,8 @@ impl SpeakerSim {
                 }
             }
         }
-        self.fw.update(&SpeakerInputs { amplifier_ok: true, line_ok: true }, dt_s);
+        let amplifier_ok = self.condition != SpeakerCondition::AmplifierFault;
+        self.fw.set_clock(Timestamp(now.0 - dt_ms));
+        self.fw.update(&SpeakerInputs { amplifier_ok, line_ok: true }, dt_s);
     }
 }

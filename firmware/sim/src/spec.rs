@@ -18,12 +18,56 @@ pub struct CountySpec {
     pub seed: u64,
     /// Sim seconds per wall second while serving (1.0 is real time).
     pub speed: f64,
+    /// Shares of speakers that are offline, slow or failing from the start (none in the
+    /// demo; [`SpeakerMix::realistic`] for a county-scale run).
+    #[serde(default)]
+    pub speaker_mix: SpeakerMix,
+}
+
+/// What share of the speakers (each 0.0-1.0, drawn per speaker from the seed) starts in
+/// each bad condition. Random link outages come on top (see `County::set_random_outages`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakerMix {
+    /// Offline: the link is down (the `speaker_offline` fault, in force until cleared).
+    #[serde(default)]
+    pub offline: f64,
+    /// Slow: answers every Modbus request 150-450 ms late (a terminal behind a busy
+    /// cellular DTU), still inside a gateway's usual 500 ms timeout.
+    #[serde(default)]
+    pub slow: f64,
+    /// Failing: the amplifier is faulty; the terminal answers, reports fault bit 0 and
+    /// cannot play (`County::set_speaker_condition` repairs it).
+    #[serde(default)]
+    pub failing: f64,
+}
+
+impl SpeakerMix {
+    /// Every speaker healthy and reachable (random outages aside).
+    pub const NONE: SpeakerMix = SpeakerMix { offline: 0.0, slow: 0.0, failing: 0.0 };
+
+    /// Shares seen in rural broadcast networks: a few terminals with a dead link (power
+    /// or SIM) at any time, a tenth on poor cellular coverage, one in a hundred with a
+    /// failed amplifier or horn line awaiting a technician. County broadcast platforms
+    /// report online rates of 95-98 %; these figures are our working assumption, not a
+    /// cited statistic.
+    pub const fn realistic() -> SpeakerMix {
+        SpeakerMix { offline: 0.03, slow: 0.10, failing: 0.01 }
+    }
 }
 
 impl CountySpec {
     /// The demo county: 3 villages, 50 meters, 100 cows, one speaker per village, real time.
     pub fn demo() -> CountySpec {
-        CountySpec { villages: 3, meters: 50, cows: 100, speakers_per_village: 1, seed: 2024, speed: 1.0 }
+        CountySpec {
+            villages: 3,
+            meters: 50,
+            cows: 100,
+            speakers_per_village: 1,
+            seed: 2024,
+            speed: 1.0,
+            speaker_mix: SpeakerMix::NONE,
+        }
     }
 }
 

@@ -26,7 +26,8 @@ use crate::clock::Clock;
 use crate::dairy::{Estrus, Farm, Fever};
 use crate::fault::{Fault, SimError};
 use crate::plan::{COWS_PER_HUB, Plan};
-use crate::speakers::SpeakerSim;
+use crate::speakers::{SpeakerCondition, SpeakerSim};
+use crate::spec::SpeakerMix;
 use crate::water::District;
 
 /// Longest physics step (ms).
@@ -81,6 +82,8 @@ pub(crate) struct World {
     districts: Vec<District>,
     farm: Farm,
     speakers: Vec<SpeakerSim>,
+    /// Per speaker index: its gateway id and device id (what it is provisioned with).
+    speaker_ids: Vec<(String, String)>,
     devices: Vec<Device>,
     ids: HashMap<String, Target>,
     /// Per gateway (plan order): unit id -> device index.
@@ -114,12 +117,13 @@ fn fnv1a(s: &str) -> u64 {
 
 impl World {
     /// Builds the world of `plan` and simulates the hour before `start_ms`.
-    pub(crate) fn new(plan: &Plan, seed: u64, speed: f64, start_ms: i64) -> World {
+    pub(crate) fn new(plan: &Plan, seed: u64, speed: f64, start_ms: i64, mix: &SpeakerMix) -> World {
         let t0 = start_ms - WARM_UP_MS;
         let districts_n = plan.sites.iter().filter_map(|s| s.district.as_ref()).collect::<BTreeSet<_>>().len().max(1);
         let mut households = vec![0usize; districts_n];
         let mut hubs = 0usize;
         let mut speakers = 0usize;
+        let mut speaker_ids = Vec::new();
         let mut eartags = Vec::new();
         let mut devices = Vec::new();
         let mut ids = HashMap::new();
@@ -152,6 +156,7 @@ impl World {
                     }
                     _ => {
                         speakers += 1;
+                        speaker_ids.push((g.id.clone(), d.id.clone()));
                         Entity::Speaker { index: speakers - 1 }
                     }
                 };
@@ -171,7 +176,8 @@ impl World {
             clock: Clock::new(speed),
             districts: households.iter().enumerate().map(|(i, &n)| District::new(seed, i, n, t0)).collect(),
             farm: Farm::new(seed, &eartags, COWS_PER_HUB, t0),
-            speakers: (0..speakers).map(|i| SpeakerSim::new(seed, i)).collect(),
+            speakers: (0..speakers).map(|i| SpeakerSim::new(seed, i, mix)).collect(),
+            speaker_ids,
             devices,
             ids,
             buses,
@@ -182,6 +188,16 @@ impl World {
             dark_buses: BTreeSet::new(),
             raining: false,
         };
+        let offline: Vec<String> = world
+            .speaker_ids
+            .iter()
+            .zip(&world.speakers)
+            .filter(|(_, s)| s.starts_offline)
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        for id in offline {
+            let _ = world.inject(&id, Fault::SpeakerOffline);
+        }
         world.advance(WARM_UP_MS);
         world
     }
@@ -239,6 +255,60 @@ impl World {
 
     pub(crate) fn set_random_outages(&mut self, on: bool) {
         self.random_outages = on;
+        if !on {
+            // "Every device answers" from now: outages drawn during the warm-up end too.
+            for s in &mut self.speakers {
+                s.end_outage();
+            }
+        }
+    }
+
+    // --- speakers ---
+
+    /// Installs ingest's command key in every speaker terminal, with its own gateway and
+    /// device ids. Returns how many were provisioned.
+    pub(crate) fn provision_speakers(&mut self, key: [u8; 32]) -> Result<usize, SimError> {
+        for (s, (gateway, device)) in self.speakers.iter_mut().zip(&self.speaker_ids) {
+            s.fw.provision(key, gateway, device).map_err(|_| SimError::BadKey)?;
+        }
+        Ok(self.speakers.len())
+    }
+
+    fn speaker_index(&self, id: &str) -> Result<usize, SimError> {
+        match self.target(id)? {
+            Target::Device(d) => match self.devices[d].entity {
+                Entity::Speaker { index } => Ok(index),
+                other => Err(SimError::NotASpeaker { device: id.to_owned(), what: other.what() }),
+            },
+            Target::Cow { .. } => Err(SimError::NotASpeaker { device: id.to_owned(), what: "a cow" }),
+        }
+    }
+
+    /// A speaker's condition.
+    pub(crate) fn speaker_condition(&self, id: &str) -> Result<SpeakerCondition, SimError> {
+        let i = self.speaker_index(id)?;
+        Ok(self.speakers[i].condition)
+    }
+
+    /// Sets a speaker's condition.
+    pub(crate) fn set_speaker_condition(&mut self, id: &str, condition: SpeakerCondition) -> Result<(), SimError> {
+        let i = self.speaker_index(id)?;
+        self.speakers[i].condition = condition;
+        info!(message = "Speaker condition set.", device = %id, ?condition);
+        Ok(())
+    }
+
+    /// Every speaker's id and condition, in plan order.
+    pub(crate) fn speaker_conditions(&self) -> Vec<(String, SpeakerCondition)> {
+        self.speaker_ids.iter().zip(&self.speakers).map(|((_, id), s)| (id.clone(), s.condition)).collect()
+    }
+
+    /// How late the device answers (ms): a slow speaker's delay, else 0.
+    pub(crate) fn answer_delay_ms(&self, dev: usize) -> u32 {
+        match self.devices.get(dev).map(|d| d.entity) {
+            Some(Entity::Speaker { index }) => self.speakers.get(index).map_or(0, SpeakerSim::answer_delay_ms),
+            _ => 0,
+        }
     }
 
     /// True unless the gateway's cabinet lost power (`gateway_offline`); unknown ids are

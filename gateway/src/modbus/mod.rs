@@ -167,6 +167,10 @@ pub struct Job {
     pub ops: Vec<Op>,
     /// How hard to try each operation.
     pub attempts: Attempts,
+    /// A background look (following a command already delivered): waits behind every
+    /// other job, so that a broadcast reaches the last speaker of a bus before the first
+    /// is looked at again.
+    pub background: bool,
     /// The words of every `Read`, in order, or the first error.
     pub reply: oneshot::Sender<Result<Vec<Vec<u16>>, PollError>>,
 }

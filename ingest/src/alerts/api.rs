@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::Alerts;
 use super::manager::{ManagerError, NewSilence};
-use super::model::{Alert, AlertState, Matchers, ProposedBroadcast, Severity, Silence, SilenceKind};
+use super::model::{Alert, AlertState, Matchers, ProposalState, ProposedBroadcast, Severity, Silence, SilenceKind};
 use crate::api::time::{parse, rfc3339};
 use crate::api::{ApiError, AppState, Reader};
 use crate::auth::{Authorized, Principal, Role};
@@ -309,6 +309,53 @@ async fn approve(
     operator(&p)?;
     let alerts = alerts(&s)?;
     let now = alerts.now();
-    let proposal = alerts.with_manager(|m| m.approve(id, &p.name, |t| p.may_access(t), now)).map_err(manager_error)?;
-    Ok(Json(proposal_view(&proposal)))
+    // The broadcast is created first, so that a proposal is only ever marked approved with
+    // a broadcast behind it; the dispatcher then applies its own rules (targets, a second
+    // operator's approval for red and orange).
+    let proposal = alerts
+        .with_manager(|m| m.proposals(|q| q.id == id && p.may_access(&q.tenant)))
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::NotFound(format!("no proposed broadcast {id}")))?;
+    if proposal.state != ProposalState::Proposed {
+        return Err(ApiError::Unprocessable(format!("proposed broadcast {id} is {:?}, not proposed", proposal.state)));
+    }
+    let broadcast =
+        s.broadcasts.create(&p, broadcast_request(&proposal, now)).await.map_err(|e| match ApiError::from(e) {
+            ApiError::BadRequest(m) | ApiError::Unprocessable(m) => {
+                ApiError::Unprocessable(format!("proposed broadcast {id}: the dispatcher refused it: {m}"))
+            }
+            other => other,
+        })?;
+    let approved = alerts.with_manager(|m| m.approve(id, &p.name, |t| p.may_access(t), now)).map_err(manager_error);
+    let proposal = match approved {
+        Ok(proposal) => proposal,
+        Err(e) => {
+            // Someone else approved it meanwhile: theirs stands, ours is withdrawn.
+            if let Err(c) = s.broadcasts.cancel(&p, broadcast).await {
+                tracing::warn!(message = "Could not cancel a duplicate broadcast.", broadcast, error = %c);
+            }
+            return Err(e);
+        }
+    };
+    let mut view = proposal_view(&proposal);
+    view["broadcast"] = json!(broadcast);
+    Ok(Json(view))
+}
+
+/// How long a broadcast an alert proposed stays deliverable: a warning about a supply
+/// failure is stale after an hour; the operator can send a new one.
+const PROPOSED_BROADCAST_TTL_MS: i64 = 3_600_000;
+
+/// The broadcast request an approved proposal becomes.
+fn broadcast_request(proposal: &ProposedBroadcast, now: protocol::Timestamp) -> crate::broadcast::CreateRequest {
+    crate::broadcast::CreateRequest {
+        level: proposal.level.clone(),
+        text: Some(proposal.text.clone()),
+        targets: proposal.villages.clone(),
+        expires_at: crate::broadcast::TimeInput::Ms(now.0 + PROPOSED_BROADCAST_TTL_MS),
+        tenant: Some(proposal.tenant.clone()),
+        description: Some(format!("Proposed by alert {} (proposal {}).", proposal.alert, proposal.id)),
+        ..Default::default()
+    }
 }

@@ -55,6 +55,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Rules and alerts, when enabled.
     pub alerts: Option<crate::alerts::Alerts>,
+    /// Emergency broadcasts: create, approve, cancel, follow.
+    pub broadcasts: crate::broadcast::Broadcasts,
     /// Signs, sends and tracks commands to gateways.
     pub commands: crate::command::Commander,
     /// Line protocol in (`/api/v2/write`): its sinks, limits and counters.
@@ -163,6 +165,7 @@ pub fn app(state: AppState) -> Router {
         .route("/series", get(read::series))
         .route("/rejections", get(read::rejections))
         .merge(crate::alerts::api::router())
+        .merge(crate::broadcast::routes())
         .merge(crate::command::routes());
     if state.sim.is_some() {
         api = api

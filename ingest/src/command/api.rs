@@ -73,6 +73,7 @@ async fn issue_write(
         device: device.clone(),
         action: Action::Write { point: req.point.clone(), value: req.value },
         ttl: Duration::from_secs(req.ttl_secs),
+        expires_at: None,
         issued_by: principal.name.clone(),
     };
     let id = s.commands.issue(issue).await.map_err(|e| match e {

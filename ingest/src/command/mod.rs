@@ -13,10 +13,15 @@
 //!   refuses an id more than 63 below the highest it has seen.
 //! - Deliberate and audited: every issue is appended to `data_dir/commands.audit.jsonl`
 //!   (one JSON object a line, fsynced) before the command is published, with who issued
-//!   it; every ack that comes back is appended too. The log is append-only.
+//!   it; every ack that comes back is appended too (after it is passed on to subscribers:
+//!   it reports what already happened). The log is append-only.
 //! - Generic: [`Commander::issue`] takes any [`Action`] (a write, a broadcast `play`, a
-//!   `stop`), so the broadcast dispatcher issues through the same path and follows the
-//!   acks with [`Commander::subscribe`].
+//!   `stop`). The broadcast dispatcher issues through the same Commander (it implements
+//!   `broadcast::path::CommandPath`), so one key, one id sequence and one ack stream serve
+//!   every command, and a gateway configured with this key verifies them all.
+//! - Group commit: [`Commander::issue_all`] signs a batch (a broadcast to a thousand
+//!   speakers) with one fsync of the audit log, and acks that arrive together are written
+//!   with one fsync, so the log never becomes the bottleneck of a county-wide broadcast.
 
 mod api;
 
@@ -44,6 +49,8 @@ pub const KEY_FILE: &str = "command.key";
 pub const AUDIT_FILE: &str = "commands.audit.jsonl";
 /// Commands remembered in memory for `GET /api/v1/commands/{id}` (the audit log keeps all).
 const REMEMBERED: usize = 10_000;
+/// Most acks written to the audit log with one fsync.
+const ACK_GROUP: usize = 512;
 
 /// Why a command could not be issued.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +69,9 @@ pub enum CommandError {
     /// The command could not be published to the broker.
     #[error("publishing to the broker: {0}")]
     Publish(String),
+    /// The audit log could not be written, so the command was not sent.
+    #[error("the command audit log: {0}")]
+    Audit(String),
 }
 
 /// What an operator (or the broadcast dispatcher) asks for.
@@ -77,6 +87,9 @@ pub struct Issue {
     pub action: Action,
     /// How long the command may wait before it must not be carried out.
     pub ttl: std::time::Duration,
+    /// An exact expiry instead of `ttl` (a broadcast's own expiry, which the speaker
+    /// checks before it starts); `None` for `now + ttl`.
+    pub expires_at: Option<Timestamp>,
     /// Who asked (the token's holder), for the audit log.
     pub issued_by: String,
 }
@@ -152,16 +165,24 @@ impl Commander {
         let weak = Arc::downgrade(&commander.inner);
         tokio::spawn(async move {
             loop {
+                let mut batch = Vec::new();
                 match rx.recv().await {
-                    Ok((gateway, ack)) => match weak.upgrade() {
-                        Some(inner) => Commander { inner }.record_ack(&gateway, ack),
-                        None => return,
-                    },
+                    Ok(first) => batch.push(first),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(message = "Missed command acks (too many at once).", missed = n)
+                        tracing::warn!(message = "Missed command acks (too many at once).", missed = n);
+                        continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
+                // Whatever arrived meanwhile goes into the same fsync.
+                while batch.len() < ACK_GROUP
+                    && let Ok(more) = rx.try_recv()
+                {
+                    batch.push(more);
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let commander = Commander { inner };
+                commander.record_acks(batch);
             }
         });
         tracing::info!(message = "Command signing key ready.", public_key = %commander.public_key_hex());
@@ -182,54 +203,99 @@ impl Commander {
     /// gateway, and returns its id. Acks arrive later through [`Commander::subscribe`] and
     /// [`Commander::get`].
     pub async fn issue(&self, req: Issue) -> Result<u64, CommandError> {
-        let (cmd, wire) = self.sign(&req)?;
-        let topic = topic::topic(&req.tenant, &req.gateway, Channel::Command);
-        self.inner.downlink.publish(topic, wire, false).await.map_err(|e| CommandError::Publish(e.to_string()))?;
-        tracing::info!(message = "Command issued.", id = cmd.id, device = %cmd.device, by = %req.issued_by);
-        Ok(cmd.id)
+        self.issue_all(vec![req]).await.pop().unwrap_or_else(|| Err(CommandError::Publish("nothing issued".into())))
+    }
+
+    /// Issues a batch: signs every command and appends them to the audit log with one
+    /// fsync, then publishes each. Returns one result per request, in order; if the audit
+    /// log cannot be written, nothing is published and every result is that error.
+    pub async fn issue_all(&self, reqs: Vec<Issue>) -> Vec<Result<u64, CommandError>> {
+        let signed = match self.sign_all(&reqs) {
+            Ok(s) => s,
+            Err(e) => {
+                let text = e.to_string();
+                tracing::error!(message = "Cannot audit commands; none sent.", error = %text, commands = reqs.len());
+                return reqs.iter().map(|_| Err(CommandError::Audit(text.clone()))).collect();
+            }
+        };
+        let mut out = Vec::with_capacity(signed.len());
+        for (req, (cmd, wire)) in reqs.iter().zip(signed) {
+            let topic = topic::topic(&req.tenant, &req.gateway, Channel::Command);
+            match self.inner.downlink.publish(topic, wire, false).await {
+                Ok(()) => {
+                    tracing::debug!(message = "Command issued.", id = cmd.id, device = %cmd.device, by = %req.issued_by);
+                    out.push(Ok(cmd.id));
+                }
+                Err(e) => out.push(Err(CommandError::Publish(e.to_string()))),
+            }
+        }
+        out
     }
 
     /// Signs and audits a command without publishing it: a prepared announcement that a
     /// gateway's local rule delivers later. Returns the signed envelope.
     pub fn prepare(&self, req: Issue) -> Result<(u64, Vec<u8>), CommandError> {
-        let (cmd, wire) = self.sign(&req)?;
+        let (cmd, wire) =
+            self.sign_all(std::slice::from_ref(&req))?.pop().ok_or(CommandError::Audit("nothing signed".into()))?;
         Ok((cmd.id, wire))
     }
 
-    fn sign(&self, req: &Issue) -> Result<(Command, Vec<u8>), CommandError> {
+    /// Makes every later id larger than `id` (the highest id another log of this ingest
+    /// knows, e.g. the broadcast audit log written before both shared this sequence).
+    pub fn ids_above(&self, id: u64) {
+        let mut audit = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        audit.last_id = audit.last_id.max(id);
+    }
+
+    fn sign_all(&self, reqs: &[Issue]) -> Result<Vec<(Command, Vec<u8>)>, CommandError> {
         let now = (self.inner.clock)();
         let mut audit = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
-        let id = (audit.last_id + 1).max(u64::try_from(now.0).unwrap_or(0));
-        let ttl = i64::try_from(req.ttl.as_millis()).unwrap_or(i64::MAX);
-        let cmd = Command {
-            id,
-            tenant: req.tenant.clone(),
-            gateway: req.gateway.clone(),
-            device: req.device.clone(),
-            issued_at: now,
-            expires_at: Timestamp(now.0.saturating_add(ttl)),
-            action: req.action.clone(),
-        };
-        let line = AuditLine::Issued {
-            ts: now,
-            id,
-            issued_by: req.issued_by.clone(),
-            command: serde_json::to_value(&cmd).unwrap_or_default(),
-        };
-        audit.append(&line)?;
+        let mut id = audit.last_id;
+        let mut cmds = Vec::with_capacity(reqs.len());
+        let mut lines = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            id = (id + 1).max(u64::try_from(now.0).unwrap_or(0));
+            let ttl = i64::try_from(req.ttl.as_millis()).unwrap_or(i64::MAX);
+            let cmd = Command {
+                id,
+                tenant: req.tenant.clone(),
+                gateway: req.gateway.clone(),
+                device: req.device.clone(),
+                issued_at: now,
+                expires_at: req.expires_at.unwrap_or(Timestamp(now.0.saturating_add(ttl))),
+                action: req.action.clone(),
+            };
+            lines.push(AuditLine::Issued {
+                ts: now,
+                id,
+                issued_by: req.issued_by.clone(),
+                command: serde_json::to_value(&cmd).unwrap_or_default(),
+            });
+            cmds.push(cmd);
+        }
+        audit.append_all(&lines)?;
         audit.last_id = id;
         drop(audit);
         let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        records.0.insert(id, Record { command: cmd.clone(), issued_by: req.issued_by.clone(), acks: Vec::new() });
-        records.1.push_back(id);
+        for (cmd, req) in cmds.iter().zip(reqs) {
+            records
+                .0
+                .insert(cmd.id, Record { command: cmd.clone(), issued_by: req.issued_by.clone(), acks: Vec::new() });
+            records.1.push_back(cmd.id);
+        }
         while records.1.len() > REMEMBERED {
             if let Some(old) = records.1.pop_front() {
                 records.0.remove(&old);
             }
         }
         drop(records);
-        let wire = cmd.sign(&self.inner.key);
-        Ok((cmd, wire))
+        Ok(cmds
+            .into_iter()
+            .map(|cmd| {
+                let wire = cmd.sign(&self.inner.key);
+                (cmd, wire)
+            })
+            .collect())
     }
 
     /// A command issued since ingest started, with its acks.
@@ -242,24 +308,36 @@ impl Commander {
         self.inner.acks.subscribe()
     }
 
-    fn record_ack(&self, gateway: &str, ack: CommandAck) {
-        let line = AuditLine::Ack {
-            ts: (self.inner.clock)(),
-            gateway: gateway.to_string(),
-            ack: serde_json::to_value(&ack).unwrap_or_default(),
-        };
-        if let Err(error) = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).append(&line) {
-            tracing::error!(message = "Cannot write a command ack to the audit log.", %error);
-        }
+    /// Attaches acks to their commands, passes them on to subscribers, and appends them
+    /// to the audit log (one fsync for the batch). An ack reports what already happened at
+    /// the gateway, so subscribers (the broadcast dispatcher, which makes its own record
+    /// durable before it acts) need not wait for this fsync; the next batch does.
+    fn record_acks(&self, batch: Vec<(String, CommandAck)>) {
+        let ts = (self.inner.clock)();
+        let lines: Vec<AuditLine> = batch
+            .iter()
+            .map(|(gateway, ack)| AuditLine::Ack {
+                ts,
+                gateway: gateway.clone(),
+                ack: serde_json::to_value(ack).unwrap_or_default(),
+            })
+            .collect();
         let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        match records.0.get_mut(&ack.id) {
-            // An ack only counts from the gateway the command went to.
-            Some(r) if r.command.gateway == gateway => r.acks.push(ack.clone()),
-            Some(_) => tracing::warn!(message = "Ack from the wrong gateway ignored.", id = ack.id, %gateway),
-            None => tracing::debug!(message = "Ack of an unknown command.", id = ack.id, %gateway),
+        for (gateway, ack) in &batch {
+            match records.0.get_mut(&ack.id) {
+                // An ack only counts from the gateway the command went to.
+                Some(r) if r.command.gateway == *gateway => r.acks.push(ack.clone()),
+                Some(_) => tracing::warn!(message = "Ack from the wrong gateway ignored.", id = ack.id, %gateway),
+                None => tracing::debug!(message = "Ack of an unknown command.", id = ack.id, %gateway),
+            }
         }
         drop(records);
-        let _ = self.inner.acks.send((gateway.to_string(), ack));
+        for item in batch {
+            let _ = self.inner.acks.send(item);
+        }
+        if let Err(error) = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).append_all(&lines) {
+            tracing::error!(message = "Cannot write command acks to the audit log.", %error, acks = lines.len());
+        }
     }
 }
 
@@ -278,10 +356,17 @@ impl Audit {
         Ok(Audit { file, path: path.to_path_buf(), last_id })
     }
 
-    fn append(&mut self, line: &AuditLine) -> Result<(), CommandError> {
+    /// Appends lines with one write and one fsync (group commit).
+    fn append_all(&mut self, lines: &[AuditLine]) -> Result<(), CommandError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
         let io = |source| CommandError::Io { path: self.path.clone(), source };
-        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
-        bytes.push(b'\n');
+        let mut bytes = Vec::with_capacity(lines.len() * 256);
+        for line in lines {
+            bytes.extend(serde_json::to_vec(line).unwrap_or_default());
+            bytes.push(b'\n');
+        }
         self.file.write_all(&bytes).map_err(io)?;
         self.file.sync_data().map_err(|source| CommandError::Io { path: self.path.clone(), source })
     }
@@ -351,7 +436,7 @@ mod tests {
             issued_by: "op".into(),
             command: serde_json::Value::Null,
         };
-        audit.append(&line).unwrap();
+        audit.append_all(&[line]).unwrap();
         drop(audit);
         assert_eq!(Audit::open(&path).unwrap().last_id, 9_000_000_000_000);
     }

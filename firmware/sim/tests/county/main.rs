@@ -7,4 +7,5 @@ mod common;
 mod faults;
 mod profiles;
 mod serving;
+mod speakers;
 mod time;

@@ -1,6 +1,8 @@
 //! The gateway profiles `gateway/profiles/vt-sim-*.toml` against the served county: every
 //! point of every device decodes, through a real Modbus client, to a value the catalogue
-//! calls plausible and that fits the demo's physics.
+//! calls plausible and that fits the demo's physics; a profile's command mailbox and its
+//! command log are where the firmware's register map puts them, and a signed envelope
+//! written as the profile says gets the terminal's verdict in the log the profile names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,10 +26,32 @@ struct Profile {
     #[allow(dead_code)]
     description: String,
     #[serde(default)]
+    #[allow(dead_code)]
+    max_gap: u16,
+    #[serde(default)]
     points: Vec<Point>,
     slots: Option<Slots>,
     #[serde(default)]
     writable: Vec<Writable>,
+    mailbox: Option<Mailbox>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mailbox {
+    #[serde(default = "holding")]
+    table: String,
+    address: u16,
+    size: u16,
+    log: Option<Log>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Log {
+    #[serde(default = "input")]
+    table: String,
+    address: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +118,9 @@ struct Writable {
 
 fn holding() -> String {
     "holding".into()
+}
+fn input() -> String {
+    "input".into()
 }
 fn abcd() -> String {
     "ABCD".into()
@@ -247,6 +274,15 @@ fn profiles_parse_with_catalogue_units_and_cover_every_simulated_model() {
             assert_eq!(w.ty == "bool", w.table == "coil");
             assert!(!w.unit.is_empty());
         }
+        if let Some(m) = &p.mailbox {
+            // Only the speaker terminal has one, exactly where its register map puts it.
+            use firmware::speaker::{LOG_BASE, MAILBOX};
+            assert_eq!(kind, DeviceKind::Speaker, "{}: a mailbox on a {kind:?}", p.model);
+            assert_eq!((m.table.as_str(), m.address, m.size), ("holding", MAILBOX.0, MAILBOX.1 - MAILBOX.0 + 1));
+            let log = m.log.as_ref().expect("the speaker reports its verdicts in its command log");
+            assert_eq!((log.table.as_str(), log.address), ("input", LOG_BASE));
+            assert!(p.points.iter().all(|x| x.address < MAILBOX.0), "no point inside the mailbox");
+        }
         if let Some(s) = &p.slots {
             assert_eq!((s.id_type.as_str(), s.device.as_str(), s.kind.as_str()), ("u32", "cow-{id}", "cow_collar"));
             assert!(s.points.iter().all(|x| x.offset >= width(&s.id_type) && x.offset < s.stride));
@@ -268,6 +304,9 @@ async fn every_profile_point_reads_plausible_values_from_a_served_county() {
             let w = read(&mut ctx, &x.table, x.address, width(&x.ty)).await;
             let value = decode(&w, &x.ty, &x.order) * x.scale + x.offset;
             check(&p.model, &d.id, &x.metric, value, &mut seen);
+        }
+        if let Some(m) = &p.mailbox {
+            mailbox_answers_in_its_log(&mut ctx, m, &d.id).await;
         }
         if let Some(s) = &p.slots {
             let count = read(&mut ctx, &s.table, s.count_address, 1).await[0];
@@ -305,4 +344,51 @@ async fn every_profile_point_reads_plausible_values_from_a_served_county() {
         .collect();
     assert_eq!(seen, all, "every point of every profile was read");
     county.shutdown();
+}
+
+/// Writes a signed play into the mailbox as the profile lays it out (data from the second
+/// register, the length into the first, last) and reads the terminal's verdict from the
+/// log block the profile names, in one read. The county's terminals are not provisioned
+/// here, so the verdict is `not_provisioned`, naming the envelope's command id.
+async fn mailbox_answers_in_its_log(ctx: &mut Context, m: &Mailbox, device: &str) {
+    use firmware::speaker::{LOG_REGISTERS, Reason, SLOTS, decode_log};
+    use protocol::command::{Action, Command, Content, Level, Playback};
+    let id = 1_717_207_200_123;
+    let wire = Command {
+        id,
+        tenant: "county".into(),
+        gateway: "gw-dongcun".into(),
+        device: device.into(),
+        issued_at: crate::common::JUNE_10AM,
+        expires_at: protocol::Timestamp(crate::common::JUNE_10AM.0 + 600_000),
+        action: Action::Play(Playback {
+            broadcast: 1,
+            level: Level::Blue,
+            content: Content::Tts { text: "profile check".into() },
+            repeat: 1,
+            volume: None,
+            start_at: None,
+        }),
+    }
+    .sign(&ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]));
+    assert!(wire.len() <= usize::from(m.size - 1) * 2, "a short play fits the mailbox");
+    let words: Vec<u16> = wire.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+    for (i, chunk) in words.chunks(123).enumerate() {
+        let at = m.address + 1 + (i * 123) as u16;
+        tokio::time::timeout(Duration::from_secs(2), ctx.write_multiple_registers(at, chunk))
+            .await
+            .expect("device answers")
+            .expect("transport")
+            .expect("the mailbox takes data");
+    }
+    tokio::time::timeout(Duration::from_secs(2), ctx.write_single_register(m.address, wire.len() as u16))
+        .await
+        .expect("device answers")
+        .expect("transport")
+        .expect("the mailbox takes the length");
+    let log = m.log.as_ref().expect("log");
+    let regs = read(ctx, &log.table, log.address, LOG_REGISTERS).await;
+    let block = decode_log(&regs).expect("the profile's log block is the firmware's");
+    assert_eq!(regs[7], SLOTS as u16);
+    assert_eq!(block.verdict, Some(Err((id, Reason::NotProvisioned))), "{device}: {block:?}");
 }

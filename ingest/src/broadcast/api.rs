@@ -1,0 +1,221 @@
+//! `/api/v1/broadcasts...` and `/api/v1/speakers` (docs/API.md, docs/BROADCAST.md).
+//!
+//! Handlers are a list of steps: who is asking, what they ask, ask the [`Broadcasts`]
+//! handle, answer. Writes need a token of at least the operator role for the broadcast's
+//! tenant; reads follow the API's read rule and see only their tenants. Live progress is
+//! server-sent events: `GET /api/v1/broadcasts/{id}/events` (one broadcast, starting with
+//! its current counts) and `GET /api/v1/broadcasts/events` (all that the reader may see).
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use futures_util::stream::{self, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{BroadcastError, Broadcasts, CapImport, CreateRequest, Live};
+use crate::api::{ApiError, AppState, Reader};
+use crate::auth::Authorized;
+
+/// The broadcast routes, merged under `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/broadcasts", get(list).post(create))
+        .route("/broadcasts/cap", post(import_cap))
+        .route("/broadcasts/events", get(events_all))
+        .route("/broadcasts/audit", get(audit))
+        .route("/broadcasts/refusals", get(refusals))
+        .route("/broadcasts/{id}", get(one))
+        .route("/broadcasts/{id}/approve", post(approve))
+        .route("/broadcasts/{id}/cancel", post(cancel))
+        .route("/broadcasts/{id}/cap", get(export_cap))
+        .route("/broadcasts/{id}/events", get(events_one))
+        .route("/speakers", get(speakers))
+}
+
+impl From<BroadcastError> for ApiError {
+    fn from(e: BroadcastError) -> ApiError {
+        match e {
+            BroadcastError::Invalid(m) => ApiError::BadRequest(m),
+            BroadcastError::Cap(e) => ApiError::BadRequest(e.to_string()),
+            BroadcastError::NotFound(id) => ApiError::NotFound(format!("no broadcast {id}")),
+            BroadcastError::Forbidden(m) => ApiError::Forbidden(m),
+            BroadcastError::Conflict(m) => ApiError::Unprocessable(m),
+            BroadcastError::Audit(e) => ApiError::Internal(format!("broadcast audit log: {e}")),
+            BroadcastError::Stopped => ApiError::Unavailable("the broadcast dispatcher is stopping".into()),
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError::BadRequest(format!("'{id}' is not a broadcast id")))
+}
+
+/// The broadcast as the reader may see it, or 404 (also for another tenant's, so ids of
+/// other tenants are not confirmed).
+fn visible(b: &Broadcasts, reader: &Reader, id: u64) -> Result<Value, ApiError> {
+    match b.view(id) {
+        Some((tenant, v)) if reader.may_see(&tenant) => Ok(v),
+        _ => Err(ApiError::NotFound(format!("no broadcast {id}"))),
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Authorized(by): Authorized,
+    body: Result<Json<CreateRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let id = s.broadcasts.create(&by, req).await?;
+    let v = visible(&s.broadcasts, &Reader(Some(by)), id)?;
+    Ok((StatusCode::CREATED, Json(summary(v))))
+}
+
+/// A reply to a write: the broadcast without its per-speaker list.
+fn summary(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.remove("deliveries");
+    }
+    v
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    Authorized(by): Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    s.broadcasts.approve(&by, id).await?;
+    Ok(Json(summary(visible(&s.broadcasts, &Reader(Some(by)), id)?)))
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    Authorized(by): Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    s.broadcasts.cancel(&by, id).await?;
+    Ok(Json(summary(visible(&s.broadcasts, &Reader(Some(by)), id)?)))
+}
+
+async fn import_cap(
+    State(s): State<AppState>,
+    Authorized(by): Authorized,
+    query: Result<Query<CapImport>, axum::extract::rejection::QueryRejection>,
+    body: String,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Query(options) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let outcome = s.broadcasts.import_cap(&by, &body, options).await?;
+    let mut v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    if let super::CapOutcome::Created { id, .. } = outcome
+        && let Value::Object(m) = &mut v
+    {
+        m.insert("broadcast".into(), summary(visible(&s.broadcasts, &Reader(Some(by)), id)?));
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn one(State(s): State<AppState>, reader: Reader, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(visible(&s.broadcasts, &reader, parse_id(&id)?)?))
+}
+
+async fn list(State(s): State<AppState>, reader: Reader) -> Json<Vec<Value>> {
+    Json(s.broadcasts.list().into_iter().filter(|(t, _)| reader.may_see(t)).map(|(_, v)| v).collect())
+}
+
+async fn export_cap(State(s): State<AppState>, reader: Reader, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match s.broadcasts.export_cap(id) {
+        Some((tenant, xml)) if reader.may_see(&tenant) => {
+            Ok(([(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8")], xml).into_response())
+        }
+        _ => Err(ApiError::NotFound(format!("no broadcast {id}"))),
+    }
+}
+
+async fn speakers(State(s): State<AppState>, reader: Reader) -> Json<Vec<Value>> {
+    Json(s.broadcasts.speakers().into_iter().filter(|(t, _)| reader.may_see(t)).map(|(_, v)| v).collect())
+}
+
+async fn audit(State(s): State<AppState>, Authorized(by): Authorized) -> Result<Json<Value>, ApiError> {
+    by.require(crate::auth::Role::Admin)?;
+    let file = s.broadcasts.audit_path().display().to_string();
+    Ok(Json(match s.broadcasts.verify_audit() {
+        Ok(v) => json!({ "file": file, "verified": true, "lines": v.lines, "head": v.head }),
+        Err(e) => json!({ "file": file, "verified": false, "error": e.to_string() }),
+    }))
+}
+
+async fn refusals(State(s): State<AppState>, Authorized(by): Authorized) -> Result<Json<Value>, ApiError> {
+    by.require(crate::auth::Role::Operator)?;
+    if !by.tenants.is_empty() {
+        return Err(ApiError::Forbidden(
+            "refusals of unknown commands are shown to tokens of every tenant only".into(),
+        ));
+    }
+    Ok(Json(s.broadcasts.foreign_refusals()))
+}
+
+fn sse_event(live: &Live) -> Result<Event, Infallible> {
+    Ok(Event::default().event(live.name).data(live.data.to_string()))
+}
+
+/// Live events that pass `keep`, after `first`.
+fn live_stream<F: Fn(&Live) -> bool + Send + Sync + 'static>(
+    b: &Broadcasts,
+    first: Vec<Live>,
+    keep: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<F>> {
+    let rx = b.subscribe();
+    let head = stream::iter(first.iter().map(sse_event).collect::<Vec<_>>());
+    let keep = std::sync::Arc::new(keep);
+    let tail = stream::unfold((rx, keep), |(mut rx, keep)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(live) if keep(&live) => return Some((sse_event(&live), (rx, keep))),
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    let e = Event::default().event("lagged").data(json!({ "missed": n }).to_string());
+                    return Some((Ok(e), (rx, keep)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stop = b.stopping();
+    Sse::new(head.chain(tail).take_until(stop.cancelled_owned())).keep_alive(KeepAlive::default())
+}
+
+async fn events_one(
+    State(s): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_id(&id)?;
+    let v = visible(&s.broadcasts, &reader, id)?;
+    let snapshot = Live {
+        name: "progress",
+        broadcast: Some(id),
+        data: json!({ "broadcast": id, "state": v["state"], "counts": v["counts"] }),
+    };
+    Ok(live_stream(&s.broadcasts, vec![snapshot], move |l| l.broadcast == Some(id)))
+}
+
+async fn events_all(State(s): State<AppState>, reader: Reader) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let b = s.broadcasts.clone();
+    let everything = reader.0.as_ref().is_none_or(|p| p.tenants.is_empty());
+    let keep = move |l: &Live| match l.broadcast {
+        Some(id) => b.view_tenant(id).is_some_and(|t| reader.may_see(&t)),
+        None => everything,
+    };
+    live_stream(&s.broadcasts, Vec::new(), keep)
+}

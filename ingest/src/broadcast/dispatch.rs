@@ -1,0 +1,1112 @@
+//! The dispatcher: releases broadcasts, sends each speaker its signed command, follows the
+//! speakers' acks, retries, expires and cancels, and writes every step to the audit log.
+//!
+//! Design constraints:
+//! - One task owns every change. API calls, acks and timers reach it as messages; it
+//!   takes all that are waiting, applies them under one lock, writes the resulting audit
+//!   events with one group-committed fsync, and only then replies, publishes commands and
+//!   tells live subscribers. Nothing reaches a speaker that the audit log does not have,
+//!   and no two changes race.
+//! - Event-sourced: every change is an [`AuditEvent`], and [`State::apply`] is the only
+//!   code that changes state, live and on replay alike. After a restart, replaying the
+//!   audit log rebuilds every broadcast and delivery exactly; only timers (retry, ack
+//!   deadline) are runtime and restart from "now": queued deliveries are sent at once,
+//!   sent ones get a fresh ack deadline.
+//! - Deliveries move only as [`super::model::Delivery::advance`] allows: a late ack never
+//!   moves one backwards, a stale failure of an older attempt never requeues a newer one,
+//!   and only the gateway a command went to may ack it.
+//! - Retries: a command with no ack within `ack_timeout`, or one the gateway could not
+//!   carry out (speaker offline: the Modbus write timed out), goes back to `queued` and is
+//!   sent again as a new command (new id, same broadcast id, so the speaker never plays
+//!   it twice) after a backoff that doubles from `backoff_initial` to `backoff_max`, with
+//!   ±20 % jitter per speaker. Retries stop at expiry. A refusal (forged, tampered,
+//!   expired, replayed) or the speaker's own failure (amplifier) is final: retrying a
+//!   refused command would not make it better, and the refusal is audited.
+//! - Pre-emption happens on the speaker; the dispatcher only records it (`preempted`,
+//!   then `playing` again or `interrupted`), so a red broadcast never waits for ingest.
+//! - Cancel marks every unfinished delivery `cancelled` at once and sends a `Stop` to each
+//!   speaker that may have the broadcast, retried until confirmed or expired.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use protocol::Timestamp;
+use protocol::command::{AckState, Action, CommandAck, Playback};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::audit::Audit;
+use super::config::DispatchConfig;
+use super::model::{Broadcast, BroadcastId, BroadcastState, Delivery, DeliveryState, Stop};
+use super::path::{CommandPath, CommandRequest};
+use super::{BroadcastError, Live};
+use crate::auth::Principal;
+use crate::pipeline::Clock;
+
+/// One event of the audit log, and the only way state changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A broadcast was created, with the speakers its targets resolved to (speaker ->
+    /// gateway). Without approval it is released at once: every delivery `queued`.
+    Created {
+        /// The broadcast.
+        broadcast: Box<Broadcast>,
+        /// Whether it waits for a second operator.
+        needs_approval: bool,
+        /// Speaker -> gateway.
+        speakers: BTreeMap<String, String>,
+    },
+    /// A second operator approved it: released, every delivery `queued`.
+    Approved {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// Who approved.
+        by: String,
+    },
+    /// An operator cancelled it.
+    Cancelled {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// Who cancelled.
+        by: String,
+    },
+    /// A delivery changed state.
+    Delivery {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// The speaker.
+        speaker: String,
+        /// The new state.
+        state: DeliveryState,
+        /// Commands sent so far for it.
+        attempt: u32,
+        /// The command concerned (the one just sent, or the one acked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<u64>,
+        /// Why (refusal check, gateway error, speaker reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A `Stop` went to a speaker of a cancelled broadcast.
+    StopSent {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// The speaker.
+        speaker: String,
+        /// The stop command's id.
+        command: u64,
+    },
+    /// The speaker (or its gateway) confirmed the stop.
+    StopConfirmed {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// The speaker.
+        speaker: String,
+        /// The command that confirmed it.
+        command: u64,
+    },
+    /// A gateway or speaker refused a command: forged, tampered, expired, replayed,
+    /// misaddressed. Recorded whether or not the command is one of ours.
+    Refused {
+        /// The gateway that reported it.
+        gateway: String,
+        /// The device it named, if known.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        device: String,
+        /// The command id the envelope claimed.
+        command: u64,
+        /// The check that failed.
+        reason: String,
+        /// The broadcast, when the id is one of ours.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broadcast: Option<BroadcastId>,
+        /// The speaker, when the id is one of ours.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speaker: Option<String>,
+    },
+    /// The broadcast finished: completed (every delivery final) or expired unapproved.
+    Finished {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// `completed` or `expired`.
+        state: BroadcastState,
+    },
+}
+
+/// A refusal as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// The gateway that reported it.
+    pub gateway: String,
+    /// The speaker.
+    pub speaker: Option<String>,
+    /// The command id the envelope claimed.
+    pub command: u64,
+    /// The check that failed.
+    pub reason: String,
+}
+
+/// A broadcast with its deliveries.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The broadcast.
+    pub broadcast: Broadcast,
+    /// Where it stands.
+    pub state: BroadcastState,
+    /// Whether it needed a second operator.
+    pub needs_approval: bool,
+    /// Who approved it.
+    pub approved_by: Option<String>,
+    /// When.
+    pub approved_at: Option<Timestamp>,
+    /// When it was released to the speakers (approval, or creation without one).
+    pub released_at: Option<Timestamp>,
+    /// Who cancelled it.
+    pub cancelled_by: Option<String>,
+    /// When.
+    pub cancelled_at: Option<Timestamp>,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+    /// Per speaker.
+    pub deliveries: BTreeMap<String, Delivery>,
+    /// Refusals of its commands.
+    pub refusals: Vec<Refusal>,
+}
+
+/// What a command id stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CommandRef {
+    broadcast: BroadcastId,
+    speaker: String,
+    stop: bool,
+}
+
+/// Everything the dispatcher knows.
+#[derive(Debug, Default)]
+pub struct State {
+    records: BTreeMap<BroadcastId, Record>,
+    commands: HashMap<u64, CommandRef>,
+    /// Highest command id seen in the log (for the command path's id counter).
+    pub(crate) last_command: u64,
+    last_id: BroadcastId,
+    /// Runtime timers: when a delivery is next due (send, or its ack deadline).
+    due: HashMap<(BroadcastId, String), Timestamp>,
+    /// Runtime timers of stops not yet confirmed.
+    stop_due: HashMap<(BroadcastId, String), Timestamp>,
+    /// Refusals of commands that are not ours (forgeries), newest last, bounded.
+    pub(crate) foreign_refusals: Vec<Refusal>,
+}
+
+const MAX_FOREIGN_REFUSALS: usize = 1000;
+
+impl State {
+    /// A broadcast.
+    pub fn record(&self, id: BroadcastId) -> Option<&Record> {
+        self.records.get(&id)
+    }
+
+    /// Every broadcast, oldest first.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
+    /// The next broadcast id: above every one used and at least the clock in ms, so ids
+    /// stay unique across a reset of the data directory (speakers remember recent ids).
+    fn next_id(&mut self, now: Timestamp) -> BroadcastId {
+        self.last_id = (self.last_id + 1).max(u64::try_from(now.0).unwrap_or(0));
+        self.last_id
+    }
+
+    /// Applies one event. The only place that changes broadcasts and deliveries.
+    pub fn apply(&mut self, event: &AuditEvent, at: Timestamp) {
+        match event {
+            AuditEvent::Created { broadcast, needs_approval, speakers } => {
+                let state = if *needs_approval { DeliveryState::Pending } else { DeliveryState::Queued };
+                let deliveries =
+                    speakers.iter().map(|(s, g)| (s.clone(), Delivery::new(s.clone(), g.clone(), state, at))).collect();
+                self.last_id = self.last_id.max(broadcast.id);
+                self.records.insert(
+                    broadcast.id,
+                    Record {
+                        broadcast: (**broadcast).clone(),
+                        state: if *needs_approval { BroadcastState::PendingApproval } else { BroadcastState::Active },
+                        needs_approval: *needs_approval,
+                        approved_by: None,
+                        approved_at: None,
+                        released_at: (!needs_approval).then_some(at),
+                        cancelled_by: None,
+                        cancelled_at: None,
+                        finished_at: None,
+                        deliveries,
+                        refusals: Vec::new(),
+                    },
+                );
+            }
+            AuditEvent::Approved { broadcast, by } => {
+                if let Some(r) = self.records.get_mut(broadcast) {
+                    r.state = BroadcastState::Active;
+                    r.approved_by = Some(by.clone());
+                    r.approved_at = Some(at);
+                    r.released_at = Some(at);
+                    for d in r.deliveries.values_mut() {
+                        d.advance(DeliveryState::Queued, None, at);
+                    }
+                }
+            }
+            AuditEvent::Cancelled { broadcast, by } => {
+                if let Some(r) = self.records.get_mut(broadcast) {
+                    r.state = BroadcastState::Cancelled;
+                    r.cancelled_by = Some(by.clone());
+                    r.cancelled_at = Some(at);
+                }
+            }
+            AuditEvent::Delivery { broadcast, speaker, state, attempt, command, reason } => {
+                if let Some(d) = self.records.get_mut(broadcast).and_then(|r| r.deliveries.get_mut(speaker)) {
+                    d.advance(*state, reason.clone(), at);
+                    d.attempts = d.attempts.max(*attempt);
+                    if *state == DeliveryState::Sent
+                        && let Some(id) = command
+                    {
+                        if !d.commands.contains(id) {
+                            d.commands.push(*id);
+                        }
+                        self.commands
+                            .insert(*id, CommandRef { broadcast: *broadcast, speaker: speaker.clone(), stop: false });
+                    }
+                }
+                if let Some(id) = command {
+                    self.last_command = self.last_command.max(*id);
+                }
+            }
+            AuditEvent::StopSent { broadcast, speaker, command } => {
+                if let Some(d) = self.records.get_mut(broadcast).and_then(|r| r.deliveries.get_mut(speaker)) {
+                    d.stop.get_or_insert(Stop { commands: Vec::new(), confirmed: false }).commands.push(*command);
+                }
+                self.commands
+                    .insert(*command, CommandRef { broadcast: *broadcast, speaker: speaker.clone(), stop: true });
+                self.last_command = self.last_command.max(*command);
+            }
+            AuditEvent::StopConfirmed { broadcast, speaker, .. } => {
+                if let Some(s) = self
+                    .records
+                    .get_mut(broadcast)
+                    .and_then(|r| r.deliveries.get_mut(speaker))
+                    .and_then(|d| d.stop.as_mut())
+                {
+                    s.confirmed = true;
+                }
+            }
+            AuditEvent::Refused { gateway, device, command, reason, broadcast, speaker } => {
+                let refusal = Refusal {
+                    at,
+                    gateway: gateway.clone(),
+                    speaker: speaker.clone().or_else(|| (!device.is_empty()).then(|| device.clone())),
+                    command: *command,
+                    reason: reason.clone(),
+                };
+                match broadcast.and_then(|b| self.records.get_mut(&b)) {
+                    Some(r) => r.refusals.push(refusal),
+                    None => {
+                        self.foreign_refusals.push(refusal);
+                        if self.foreign_refusals.len() > MAX_FOREIGN_REFUSALS {
+                            self.foreign_refusals.remove(0);
+                        }
+                    }
+                }
+            }
+            AuditEvent::Finished { broadcast, state } => {
+                if let Some(r) = self.records.get_mut(broadcast) {
+                    r.state = *state;
+                    r.finished_at = Some(at);
+                    if *state == BroadcastState::Expired {
+                        for d in r.deliveries.values_mut() {
+                            d.advance(DeliveryState::Expired, Some("expired before approval".into()), at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a replay: timers from now. Queued deliveries are due at once, sent ones get
+    /// a fresh ack deadline, unconfirmed stops are sent again.
+    pub fn resume(&mut self, now: Timestamp, config: &DispatchConfig) {
+        for r in self.records.values() {
+            for (s, d) in &r.deliveries {
+                let key = (r.broadcast.id, s.clone());
+                match (r.state, d.state) {
+                    (BroadcastState::Active, DeliveryState::Queued) => {
+                        self.due.insert(key, now);
+                    }
+                    (BroadcastState::Active, DeliveryState::Sent) => {
+                        self.due.insert(key, later(now, config.ack_timeout));
+                    }
+                    (BroadcastState::Cancelled, _) if d.stop.as_ref().is_some_and(|s| !s.confirmed) => {
+                        self.stop_due.insert(key, now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn later(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// Retry delay after `attempts` sends: doubling from the initial delay to the cap, ±20 %
+/// by a hash of the speaker so that a village's speakers do not retry in lockstep.
+pub fn backoff(config: &DispatchConfig, attempts: u32, speaker: &str) -> Duration {
+    let base =
+        config.backoff_initial.saturating_mul(1u32 << attempts.saturating_sub(1).min(16)).min(config.backoff_max);
+    let h = speaker.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3));
+    let jitter = 0.8 + 0.4 * ((h % 1000) as f64 / 1000.0);
+    base.mul_f64(jitter)
+}
+
+/// A command to send, decided under the lock and sent after the audit is durable.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    broadcast: BroadcastId,
+    speaker: String,
+    request: CommandRequest,
+    stop: bool,
+}
+
+/// What one step of the dispatcher produced.
+#[derive(Default)]
+struct Effects {
+    audit: Vec<(Timestamp, AuditEvent)>,
+    sends: Vec<Outgoing>,
+    replies: Vec<Reply>,
+    touched: BTreeSet<BroadcastId>,
+}
+
+enum Reply {
+    Id(oneshot::Sender<Result<BroadcastId, BroadcastError>>, Result<BroadcastId, BroadcastError>),
+}
+
+/// A request to the dispatcher.
+pub(crate) enum Msg {
+    Create {
+        broadcast: Box<Broadcast>,
+        needs_approval: bool,
+        speakers: BTreeMap<String, String>,
+        reply: oneshot::Sender<Result<BroadcastId, BroadcastError>>,
+    },
+    Approve {
+        id: BroadcastId,
+        by: Principal,
+        reply: oneshot::Sender<Result<BroadcastId, BroadcastError>>,
+    },
+    Cancel {
+        id: BroadcastId,
+        by: Principal,
+        reply: oneshot::Sender<Result<BroadcastId, BroadcastError>>,
+    },
+    Ack(String, CommandAck),
+}
+
+/// Label of a delivery state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state.
+    pub state: String,
+}
+
+/// Label of a refusal reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The check that failed (`bad_signature`, `replayed`, ...).
+    pub reason: String,
+}
+
+/// Label of a command kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `play` or `stop`.
+    pub kind: &'static str,
+}
+
+/// The dispatcher's Prometheus metrics (registered under ingest's prefix).
+#[derive(Clone)]
+pub struct DispatchMetrics {
+    /// Delivery state changes, by new state.
+    pub transitions: Family<StateLabel, Counter>,
+    /// Commands sent, by kind.
+    pub commands: Family<KindLabel, Counter>,
+    /// Commands refused by a gateway or speaker, by reason.
+    pub refusals: Family<ReasonLabel, Counter>,
+    /// Time from a broadcast's release to each speaker's first `playing`.
+    pub release_to_playing: Histogram,
+    /// Time of one audit append (one fsync for the events of a step).
+    pub audit_append: Histogram,
+    /// Broadcasts not finished.
+    pub active: Gauge,
+}
+
+impl DispatchMetrics {
+    /// New metrics, registered with ingest's registry.
+    pub fn register(metrics: &crate::metrics::Metrics) -> DispatchMetrics {
+        let m = DispatchMetrics {
+            transitions: Family::default(),
+            commands: Family::default(),
+            refusals: Family::default(),
+            release_to_playing: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            audit_append: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            active: Gauge::default(),
+        };
+        metrics.register(
+            "broadcast_delivery_transitions",
+            "Broadcast delivery state changes, by new state",
+            m.transitions.clone(),
+        );
+        metrics.register("broadcast_commands_sent", "Signed broadcast commands sent, by kind", m.commands.clone());
+        metrics.register(
+            "broadcast_refusals",
+            "Commands refused by a gateway or speaker, by reason",
+            m.refusals.clone(),
+        );
+        metrics.register(
+            "broadcast_release_to_playing_seconds",
+            "Time from a broadcast's release (approval) to each speaker's first playing",
+            m.release_to_playing.clone(),
+        );
+        metrics.register(
+            "broadcast_audit_append_seconds",
+            "Time of one durable broadcast audit append",
+            m.audit_append.clone(),
+        );
+        metrics.register("broadcast_active", "Broadcasts not finished", m.active.clone());
+        m
+    }
+}
+
+/// Locks the state, recovering from a panic in another holder (every step leaves it
+/// consistent: events are applied whole).
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The dispatcher task.
+pub(crate) struct Dispatcher {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) path: Arc<dyn CommandPath>,
+    pub(crate) audit: Audit,
+    pub(crate) rx: mpsc::UnboundedReceiver<Msg>,
+    pub(crate) live: broadcast::Sender<Live>,
+    pub(crate) metrics: DispatchMetrics,
+    pub(crate) clock: Clock,
+    pub(crate) config: DispatchConfig,
+}
+
+impl Dispatcher {
+    /// Runs until `shutdown`.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let wait = self.next_wait();
+            let mut msgs = Vec::new();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = self.rx.recv() => match m {
+                    Some(m) => msgs.push(m),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while let Ok(m) = self.rx.try_recv() {
+                msgs.push(m);
+            }
+            let now = (self.clock)();
+            let mut fx = Effects::default();
+            {
+                let mut st = lock(&self.state);
+                for m in msgs {
+                    self.handle(&mut st, m, now, &mut fx);
+                }
+                self.tick(&mut st, now, &mut fx);
+                self.finish(&mut st, now, &mut fx);
+            }
+            self.commit(fx).await;
+        }
+    }
+
+    /// Time until the next timer, at most a second (expiry is checked then too).
+    fn next_wait(&self) -> Duration {
+        let now = (self.clock)();
+        let st = lock(&self.state);
+        let next = st.due.values().chain(st.stop_due.values()).min().copied();
+        let ms = next.map_or(1000, |t| (t.0 - now.0).clamp(0, 1000));
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    /// Applies an event now and queues it for the audit log.
+    fn emit(&self, st: &mut State, now: Timestamp, event: AuditEvent, fx: &mut Effects) {
+        if let AuditEvent::Delivery { broadcast, speaker, state, .. } = &event {
+            let first = st
+                .records
+                .get(broadcast)
+                .and_then(|r| r.deliveries.get(speaker))
+                .is_some_and(|d| !d.reached.contains_key(state));
+            self.metrics.transitions.get_or_create(&StateLabel { state: state.as_str().into() }).inc();
+            if first
+                && *state == DeliveryState::Playing
+                && let Some(released) = st.records.get(broadcast).and_then(|r| r.released_at)
+            {
+                self.metrics.release_to_playing.observe((now.0 - released.0).max(0) as f64 / 1000.0);
+            }
+        }
+        if let Some(b) = broadcast_of(&event) {
+            fx.touched.insert(b);
+        }
+        st.apply(&event, now);
+        fx.audit.push((now, event));
+    }
+
+    fn handle(&self, st: &mut State, msg: Msg, now: Timestamp, fx: &mut Effects) {
+        match msg {
+            Msg::Create { broadcast, needs_approval, speakers, reply } => {
+                let mut broadcast = *broadcast;
+                broadcast.id = st.next_id(now);
+                broadcast.created_at = now;
+                let id = broadcast.id;
+                tracing::info!(
+                    message = "Broadcast created.",
+                    broadcast = id,
+                    level = super::model::level_name(broadcast.level),
+                    speakers = speakers.len(),
+                    needs_approval,
+                    by = %broadcast.created_by
+                );
+                let keys: Vec<String> = speakers.keys().cloned().collect();
+                self.emit(
+                    st,
+                    now,
+                    AuditEvent::Created { broadcast: Box::new(broadcast), needs_approval, speakers },
+                    fx,
+                );
+                if !needs_approval {
+                    for s in keys {
+                        st.due.insert((id, s), now);
+                    }
+                }
+                fx.replies.push(Reply::Id(reply, Ok(id)));
+            }
+            Msg::Approve { id, by, reply } => {
+                let result = self.approve(st, id, &by, now, fx);
+                fx.replies.push(Reply::Id(reply, result.map(|()| id)));
+            }
+            Msg::Cancel { id, by, reply } => {
+                let result = self.cancel(st, id, &by, now, fx);
+                fx.replies.push(Reply::Id(reply, result.map(|()| id)));
+            }
+            Msg::Ack(gateway, ack) => self.on_ack(st, &gateway, ack, now, fx),
+        }
+    }
+
+    fn approve(
+        &self,
+        st: &mut State,
+        id: BroadcastId,
+        by: &Principal,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Result<(), BroadcastError> {
+        let r = st.records.get(&id).ok_or(BroadcastError::NotFound(id))?;
+        if r.state != BroadcastState::PendingApproval {
+            return Err(BroadcastError::Conflict(format!(
+                "broadcast {id} is {}, not waiting for approval",
+                serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            )));
+        }
+        if r.broadcast.created_by == by.name {
+            return Err(BroadcastError::Forbidden(format!(
+                "'{}' created broadcast {id}; a second, different operator must approve it",
+                by.name
+            )));
+        }
+        if now >= r.broadcast.expires_at {
+            return Err(BroadcastError::Conflict(format!("broadcast {id} has expired")));
+        }
+        let speakers: Vec<String> = r.deliveries.keys().cloned().collect();
+        tracing::info!(message = "Broadcast approved.", broadcast = id, by = %by.name);
+        self.emit(st, now, AuditEvent::Approved { broadcast: id, by: by.name.clone() }, fx);
+        for s in speakers {
+            st.due.insert((id, s), now);
+        }
+        Ok(())
+    }
+
+    fn cancel(
+        &self,
+        st: &mut State,
+        id: BroadcastId,
+        by: &Principal,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Result<(), BroadcastError> {
+        let r = st.records.get(&id).ok_or(BroadcastError::NotFound(id))?;
+        if r.state.is_final() {
+            return Err(BroadcastError::Conflict(format!("broadcast {id} has already finished")));
+        }
+        let deliveries: Vec<(String, DeliveryState, u32)> = r
+            .deliveries
+            .values()
+            .filter(|d| !d.state.is_final())
+            .map(|d| (d.speaker.clone(), d.state, d.attempts))
+            .collect();
+        tracing::warn!(message = "Broadcast cancelled.", broadcast = id, by = %by.name, unfinished = deliveries.len());
+        self.emit(st, now, AuditEvent::Cancelled { broadcast: id, by: by.name.clone() }, fx);
+        for (speaker, state, attempts) in deliveries {
+            st.due.remove(&(id, speaker.clone()));
+            let event = AuditEvent::Delivery {
+                broadcast: id,
+                speaker: speaker.clone(),
+                state: DeliveryState::Cancelled,
+                attempt: attempts,
+                command: None,
+                reason: Some(format!("cancelled by {}", by.name)),
+            };
+            self.emit(st, now, event, fx);
+            if state.speaker_may_have_it() || (state == DeliveryState::Queued && attempts > 0) {
+                st.stop_due.insert((id, speaker), now);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ack(&self, st: &mut State, gateway: &str, ack: CommandAck, now: Timestamp, fx: &mut Effects) {
+        let reason = ack.reason.clone();
+        let Some(cref) = st.commands.get(&ack.id).cloned() else {
+            if ack.state == AckState::Refused {
+                let reason = reason.unwrap_or_else(|| "refused".into());
+                self.count_refusal(&reason);
+                tracing::warn!(message = "A command that ingest did not issue was refused.", %gateway, id = ack.id, %reason);
+                let event = AuditEvent::Refused {
+                    gateway: gateway.into(),
+                    device: ack.device.clone(),
+                    command: ack.id,
+                    reason,
+                    broadcast: None,
+                    speaker: None,
+                };
+                self.emit(st, now, event, fx);
+            }
+            return;
+        };
+        let Some(record) = st.records.get(&cref.broadcast) else { return };
+        let cancelled = record.state == BroadcastState::Cancelled;
+        let Some(d) = record.deliveries.get(&cref.speaker) else { return };
+        if d.gateway != gateway {
+            tracing::warn!(message = "Ack from a gateway the command did not go to; ignored.", %gateway, id = ack.id, expected = %d.gateway);
+            return;
+        }
+        let latest = d.commands.last() == Some(&ack.id);
+        let (state, attempts, stop) = (d.state, d.attempts, d.stop.clone());
+        let key = (cref.broadcast, cref.speaker.clone());
+        if ack.state == AckState::Refused {
+            let r = reason.clone().unwrap_or_else(|| "refused".into());
+            self.count_refusal(&r);
+            tracing::warn!(message = "Command refused.", %gateway, speaker = %cref.speaker, id = ack.id, reason = %r);
+            let event = AuditEvent::Refused {
+                gateway: gateway.into(),
+                device: ack.device.clone(),
+                command: ack.id,
+                reason: r,
+                broadcast: Some(cref.broadcast),
+                speaker: Some(cref.speaker.clone()),
+            };
+            self.emit(st, now, event, fx);
+        }
+        if cref.stop {
+            let confirmed = stop.is_some_and(|s| s.confirmed);
+            match ack.state {
+                AckState::Done | AckState::Delivered | AckState::Interrupted if !confirmed => {
+                    st.stop_due.remove(&key);
+                    let event =
+                        AuditEvent::StopConfirmed { broadcast: cref.broadcast, speaker: cref.speaker, command: ack.id };
+                    self.emit(st, now, event, fx);
+                }
+                AckState::Failed if !confirmed => {
+                    st.stop_due.insert(key, later(now, backoff(&self.config, attempts, &cref.speaker)));
+                }
+                _ => {}
+            }
+            return;
+        }
+        let text = reason.clone().unwrap_or_default();
+        let target = match ack.state {
+            AckState::Delivered => Some(DeliveryState::Delivered),
+            AckState::Playing => Some(DeliveryState::Playing),
+            AckState::Played => Some(DeliveryState::Played),
+            AckState::Interrupted if text.starts_with("preempted") => Some(DeliveryState::Preempted),
+            AckState::Interrupted if text.starts_with("stopped") && cancelled => {
+                if stop.as_ref().is_some_and(|s| !s.confirmed) {
+                    st.stop_due.remove(&key);
+                    let event = AuditEvent::StopConfirmed {
+                        broadcast: cref.broadcast,
+                        speaker: cref.speaker.clone(),
+                        command: ack.id,
+                    };
+                    self.emit(st, now, event, fx);
+                }
+                None
+            }
+            AckState::Interrupted if text.starts_with("expired") => Some(DeliveryState::Expired),
+            AckState::Interrupted => Some(DeliveryState::Interrupted),
+            AckState::Refused if latest && matches!(state, DeliveryState::Queued | DeliveryState::Sent) => {
+                Some(if text.starts_with("expired") { DeliveryState::Expired } else { DeliveryState::Failed })
+            }
+            AckState::Refused => None,
+            AckState::Failed if is_speaker_verdict(&text) => {
+                Some(if text.starts_with("expired") { DeliveryState::Expired } else { DeliveryState::Failed })
+            }
+            // The gateway could not reach the speaker: retry, unless a newer attempt is out.
+            AckState::Failed if latest && matches!(state, DeliveryState::Sent | DeliveryState::Delivered) => {
+                Some(DeliveryState::Queued)
+            }
+            AckState::Failed | AckState::Done => None,
+        };
+        let Some(target) = target else { return };
+        if !super::model::allowed(state, target) {
+            return;
+        }
+        let event = AuditEvent::Delivery {
+            broadcast: cref.broadcast,
+            speaker: cref.speaker.clone(),
+            state: target,
+            attempt: attempts,
+            command: Some(ack.id),
+            reason,
+        };
+        self.emit(st, now, event, fx);
+        match target {
+            DeliveryState::Queued => {
+                st.due.insert(key, later(now, backoff(&self.config, attempts, &cref.speaker)));
+            }
+            t if t.is_final() || t != DeliveryState::Sent => {
+                st.due.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    fn count_refusal(&self, reason: &str) {
+        let code = reason.split([':', ' ']).next().unwrap_or("refused").to_string();
+        self.metrics.refusals.get_or_create(&ReasonLabel { reason: code }).inc();
+    }
+
+    /// Sends what is due, times out what waited too long, expires what is past expiry.
+    fn tick(&self, st: &mut State, now: Timestamp, fx: &mut Effects) {
+        let due: Vec<(BroadcastId, String)> =
+            st.due.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        for key in due {
+            st.due.remove(&key);
+            let Some(r) = st.records.get(&key.0) else { continue };
+            if r.state != BroadcastState::Active {
+                continue;
+            }
+            let Some(d) = r.deliveries.get(&key.1) else { continue };
+            match d.state {
+                DeliveryState::Queued if now < r.broadcast.expires_at => {
+                    let b = &r.broadcast;
+                    let request = CommandRequest {
+                        tenant: b.tenant.clone(),
+                        gateway: d.gateway.clone(),
+                        device: d.speaker.clone(),
+                        action: Action::Play(Playback {
+                            broadcast: b.id,
+                            level: b.level,
+                            content: b.content.to_command(),
+                            repeat: b.repeat,
+                            volume: b.volume,
+                            start_at: b.start_at,
+                        }),
+                        expires_at: b.expires_at,
+                        issued_by: r.approved_by.clone().unwrap_or_else(|| b.created_by.clone()),
+                    };
+                    fx.sends.push(Outgoing { broadcast: key.0, speaker: key.1.clone(), request, stop: false });
+                }
+                DeliveryState::Sent => {
+                    // No ack at all: the gateway may be offline. Send again.
+                    let event = AuditEvent::Delivery {
+                        broadcast: key.0,
+                        speaker: key.1.clone(),
+                        state: DeliveryState::Queued,
+                        attempt: d.attempts,
+                        command: None,
+                        reason: Some(format!("no ack within {} ms", self.config.ack_timeout.as_millis())),
+                    };
+                    let attempts = d.attempts;
+                    self.emit(st, now, event, fx);
+                    st.due.insert(key.clone(), later(now, backoff(&self.config, attempts, &key.1)));
+                }
+                _ => {}
+            }
+        }
+        let stops: Vec<(BroadcastId, String)> =
+            st.stop_due.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        for key in stops {
+            st.stop_due.remove(&key);
+            let Some(r) = st.records.get(&key.0) else { continue };
+            let Some(d) = r.deliveries.get(&key.1) else { continue };
+            if d.stop.as_ref().is_some_and(|s| s.confirmed) || now >= r.broadcast.expires_at {
+                continue;
+            }
+            let request = CommandRequest {
+                tenant: r.broadcast.tenant.clone(),
+                gateway: d.gateway.clone(),
+                device: d.speaker.clone(),
+                action: Action::Stop { broadcast: key.0 },
+                expires_at: r.broadcast.expires_at,
+                issued_by: r.cancelled_by.clone().unwrap_or_default(),
+            };
+            fx.sends.push(Outgoing { broadcast: key.0, speaker: key.1, request, stop: true });
+        }
+        self.expire(st, now, fx);
+    }
+
+    fn expire(&self, st: &mut State, now: Timestamp, fx: &mut Effects) {
+        let grace = later(Timestamp(0), self.config.expiry_grace).0;
+        let mut events = Vec::new();
+        for r in st.records.values().filter(|r| !r.state.is_final() && now >= r.broadcast.expires_at) {
+            let id = r.broadcast.id;
+            if r.state == BroadcastState::PendingApproval {
+                events.push(AuditEvent::Finished { broadcast: id, state: BroadcastState::Expired });
+                continue;
+            }
+            let late = now.0 >= r.broadcast.expires_at.0.saturating_add(grace);
+            for d in r.deliveries.values() {
+                let reason = match d.state {
+                    DeliveryState::Pending | DeliveryState::Queued | DeliveryState::Sent => {
+                        "not delivered before expiry"
+                    }
+                    DeliveryState::Delivered | DeliveryState::Preempted | DeliveryState::Playing if late => {
+                        "no word from the speaker after expiry"
+                    }
+                    _ => continue,
+                };
+                events.push(AuditEvent::Delivery {
+                    broadcast: id,
+                    speaker: d.speaker.clone(),
+                    state: DeliveryState::Expired,
+                    attempt: d.attempts,
+                    command: None,
+                    reason: Some(reason.into()),
+                });
+            }
+        }
+        for e in events {
+            if let AuditEvent::Delivery { broadcast, speaker, .. } = &e {
+                st.due.remove(&(*broadcast, speaker.clone()));
+            }
+            self.emit(st, now, e, fx);
+        }
+    }
+
+    /// Marks broadcasts whose deliveries are all final as completed.
+    fn finish(&self, st: &mut State, now: Timestamp, fx: &mut Effects) {
+        let done: Vec<BroadcastId> = st
+            .records
+            .values()
+            .filter(|r| r.state == BroadcastState::Active && r.deliveries.values().all(|d| d.state.is_final()))
+            .map(|r| r.broadcast.id)
+            .collect();
+        for id in done {
+            tracing::info!(message = "Broadcast completed.", broadcast = id);
+            self.emit(st, now, AuditEvent::Finished { broadcast: id, state: BroadcastState::Completed }, fx);
+        }
+        self.metrics.active.set(st.records.values().filter(|r| !r.state.is_final()).count() as i64);
+    }
+
+    /// Makes the step durable, then replies, sends and tells live subscribers.
+    async fn commit(&self, fx: Effects) {
+        let Effects { audit, sends, replies, mut touched } = fx;
+        let durable = self.write(&audit).await;
+        for reply in replies {
+            match reply {
+                Reply::Id(tx, result) => {
+                    let result = match (&durable, result) {
+                        (Err(e), _) => Err(BroadcastError::Audit(e.clone())),
+                        (Ok(()), r) => r,
+                    };
+                    let _ = tx.send(result);
+                }
+            }
+        }
+        if durable.is_err() {
+            // Nothing goes out that the log does not have; the timers retry the sends.
+            let mut st = lock(&self.state);
+            let now = (self.clock)();
+            for s in &sends {
+                let key = (s.broadcast, s.speaker.clone());
+                if s.stop {
+                    st.stop_due.insert(key, later(now, self.config.backoff_max))
+                } else {
+                    st.due.insert(key, later(now, self.config.backoff_max))
+                };
+            }
+            return;
+        }
+        self.tell(&audit, &touched);
+        if sends.is_empty() {
+            return;
+        }
+        // One batch: signed and audited with one fsync, then published.
+        let requests = sends.iter().map(|s| s.request.clone()).collect();
+        let sent = self.path.send_all(requests).await;
+        let results: Vec<_> = sends.into_iter().zip(sent).collect();
+        let now = (self.clock)();
+        let mut fx = Effects::default();
+        {
+            let mut st = lock(&self.state);
+            for (s, r) in results {
+                let key = (s.broadcast, s.speaker.clone());
+                match r {
+                    Ok(id) if s.stop => {
+                        self.metrics.commands.get_or_create(&KindLabel { kind: "stop" }).inc();
+                        self.emit(
+                            &mut st,
+                            now,
+                            AuditEvent::StopSent { broadcast: s.broadcast, speaker: s.speaker.clone(), command: id },
+                            &mut fx,
+                        );
+                        let n = st
+                            .records
+                            .get(&s.broadcast)
+                            .and_then(|r| r.deliveries.get(&s.speaker))
+                            .and_then(|d| d.stop.as_ref())
+                            .map_or(1, |x| x.commands.len());
+                        let retry = self.config.ack_timeout.max(backoff(
+                            &self.config,
+                            u32::try_from(n).unwrap_or(u32::MAX),
+                            &s.speaker,
+                        ));
+                        st.stop_due.insert(key, later(now, retry));
+                    }
+                    Ok(id) => {
+                        self.metrics.commands.get_or_create(&KindLabel { kind: "play" }).inc();
+                        let attempts = st
+                            .records
+                            .get(&s.broadcast)
+                            .and_then(|r| r.deliveries.get(&s.speaker))
+                            .map_or(0, |d| d.attempts)
+                            + 1;
+                        let event = AuditEvent::Delivery {
+                            broadcast: s.broadcast,
+                            speaker: s.speaker.clone(),
+                            state: DeliveryState::Sent,
+                            attempt: attempts,
+                            command: Some(id),
+                            reason: None,
+                        };
+                        self.emit(&mut st, now, event, &mut fx);
+                        st.due.insert(key, later(now, self.config.ack_timeout));
+                    }
+                    Err(e) => {
+                        tracing::warn!(message = "Could not send a broadcast command; will retry.", speaker = %s.speaker, error = %e);
+                        let attempts = st
+                            .records
+                            .get(&s.broadcast)
+                            .and_then(|r| r.deliveries.get(&s.speaker))
+                            .map_or(0, |d| d.attempts);
+                        let delay = later(now, backoff(&self.config, attempts.max(1), &s.speaker));
+                        if s.stop {
+                            st.stop_due.insert(key, delay)
+                        } else {
+                            st.due.insert(key, delay)
+                        };
+                    }
+                }
+            }
+        }
+        touched.extend(fx.touched.iter().copied());
+        if self.write(&fx.audit).await.is_ok() {
+            self.tell(&fx.audit, &fx.touched);
+        }
+    }
+
+    async fn write(&self, events: &[(Timestamp, AuditEvent)]) -> Result<(), super::audit::AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let lines =
+            events.iter().map(|(t, e)| (*t, serde_json::to_string(e).unwrap_or_else(|_| "{}".into()))).collect();
+        let result = self.audit.append(lines).await;
+        if let Err(e) = &result {
+            tracing::error!(message = "Broadcast audit log not writable; nothing sent for this step.", error = %e);
+        }
+        result
+    }
+
+    /// Live progress for subscribers: every delivery change, and counts per broadcast.
+    fn tell(&self, events: &[(Timestamp, AuditEvent)], touched: &BTreeSet<BroadcastId>) {
+        if self.live.receiver_count() == 0 {
+            return;
+        }
+        for (at, e) in events {
+            let _ = self.live.send(Live::event(*at, e));
+        }
+        let st = lock(&self.state);
+        for id in touched {
+            if let Some(r) = st.records.get(id) {
+                let _ = self.live.send(Live::progress(r));
+            }
+        }
+    }
+}
+
+fn broadcast_of(e: &AuditEvent) -> Option<BroadcastId> {
+    match e {
+        AuditEvent::Created { broadcast, .. } => Some(broadcast.id),
+        AuditEvent::Approved { broadcast, .. }
+        | AuditEvent::Cancelled { broadcast, .. }
+        | AuditEvent::Delivery { broadcast, .. }
+        | AuditEvent::StopSent { broadcast, .. }
+        | AuditEvent::StopConfirmed { broadcast, .. }
+        | AuditEvent::Finished { broadcast, .. } => Some(*broadcast),
+        AuditEvent::Refused { broadcast, .. } => *broadcast,
+    }
+}
+
+/// True if a `failed` ack carries the speaker's own verdict (final), not the gateway's
+/// failure to reach it (worth a retry). Speaker reasons are the firmware's reason codes.
+fn is_speaker_verdict(reason: &str) -> bool {
+    ["not_ready", "queue_full", "invalid", "expired", "unsupported_action", "fault", "wrong_device", "not_provisioned"]
+        .iter()
+        .any(|code| reason.starts_with(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_a_bounded_jitter() {
+        let c = DispatchConfig::default();
+        let b1 = backoff(&c, 1, "dongcun-speaker-1");
+        let b3 = backoff(&c, 3, "dongcun-speaker-1");
+        let b20 = backoff(&c, 20, "dongcun-speaker-1");
+        assert!(b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200), "{b1:?}");
+        assert!(b3 >= Duration::from_millis(3200) && b3 <= Duration::from_millis(4800), "{b3:?}");
+        assert!(b20 <= Duration::from_millis(18_000), "{b20:?}");
+        assert_ne!(backoff(&c, 1, "a"), backoff(&c, 1, "b"));
+    }
+
+    #[test]
+    fn a_speakers_verdict_is_told_from_a_gateways_failure_to_reach_it() {
+        assert!(is_speaker_verdict("not_ready: amplifier or horn line faulty"));
+        assert!(!is_speaker_verdict("Modbus timeout after 3 attempts"));
+    }
+}
