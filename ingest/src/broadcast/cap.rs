@@ -312,12 +312,15 @@ fn required(el: &El, name: &'static str, path: &'static str) -> Result<String, C
     el.text(name).ok_or(CapError::Missing(path))
 }
 
+/// A required element whose value must be one of the schema's enumeration.
 fn one_of(
-    value: String,
+    el: &El,
+    name: &'static str,
     element: &'static str,
     allowed: &'static [&'static str],
     expected: &'static str,
 ) -> Result<String, CapError> {
+    let value = required(el, name, element)?;
     if allowed.contains(&value.as_str()) { Ok(value) } else { Err(CapError::Invalid { element, value, expected }) }
 }
 
@@ -347,20 +350,9 @@ pub fn parse(xml: &str) -> Result<Alert, CapError> {
     let sender = required(&root, "sender", "alert/sender")?;
     let sent_text = required(&root, "sent", "alert/sent")?;
     let sent = cap_time(&sent_text, "alert/sent")?;
-    let status = one_of(
-        required(&root, "status", "alert/status")?,
-        "alert/status",
-        &STATUSES,
-        "Actual, Exercise, System, Test or Draft",
-    )?;
-    let msg_type = one_of(
-        required(&root, "msgType", "alert/msgType")?,
-        "alert/msgType",
-        &MSG_TYPES,
-        "Alert, Update, Cancel, Ack or Error",
-    )?;
-    let scope =
-        one_of(required(&root, "scope", "alert/scope")?, "alert/scope", &SCOPES, "Public, Restricted or Private")?;
+    let status = one_of(&root, "status", "alert/status", &STATUSES, "Actual, Exercise, System, Test or Draft")?;
+    let msg_type = one_of(&root, "msgType", "alert/msgType", &MSG_TYPES, "Alert, Update, Cancel, Ack or Error")?;
+    let scope = one_of(&root, "scope", "alert/scope", &SCOPES, "Public, Restricted or Private")?;
     let references = root.text("references");
     let infos: Vec<&El> = root.all("info").collect();
     let info = infos
@@ -399,26 +391,20 @@ pub fn parse(xml: &str) -> Result<Alert, CapError> {
         return Err(CapError::Missing("alert/info"));
     };
     let category = one_of(
-        required(info, "category", "alert/info/category")?,
+        info,
+        "category",
         "alert/info/category",
         &CATEGORIES,
         "Geo, Met, Safety, Security, Rescue, Fire, Health, Env, Transport, Infra, CBRNE or Other",
     )?;
     let event = required(info, "event", "alert/info/event")?;
-    let urgency = one_of(
-        required(info, "urgency", "alert/info/urgency")?,
-        "alert/info/urgency",
-        &URGENCIES,
-        "Immediate, Expected, Future, Past or Unknown",
-    )?;
-    let severity = one_of(
-        required(info, "severity", "alert/info/severity")?,
-        "alert/info/severity",
-        &SEVERITIES,
-        "Extreme, Severe, Moderate, Minor or Unknown",
-    )?;
+    let urgency =
+        one_of(info, "urgency", "alert/info/urgency", &URGENCIES, "Immediate, Expected, Future, Past or Unknown")?;
+    let severity =
+        one_of(info, "severity", "alert/info/severity", &SEVERITIES, "Extreme, Severe, Moderate, Minor or Unknown")?;
     let certainty = one_of(
-        required(info, "certainty", "alert/info/certainty")?,
+        info,
+        "certainty",
         "alert/info/certainty",
         &CERTAINTIES,
         "Observed, Likely, Possible, Unlikely or Unknown",
