@@ -29,6 +29,9 @@ use ingest::demo::{Demo, DemoOptions};
 use protocol::DeviceKind;
 use simulator::{Fault, Table};
 
+use serde_json::json;
+
+use crate::broadcast::{call, in_secs};
 use crate::common::{eventually, get_json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -77,6 +80,12 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
     assert!(!panel.contains("<table"), "an alert table with no alert open: {panel}");
     let map = element(&quiet, "<svg class=\"county\"", "</svg>");
     assert!(!map.contains("alert-ring"), "a marker has an alert ring with no alert open: {map}");
+    let broadcasts = element(&quiet, "<section id=\"broadcasts-panel\"", "</section>");
+    assert!(
+        broadcasts.contains("class=\"broadcasts-none\"") && broadcasts.contains("No broadcasts."),
+        "the broadcasts panel does not say that there are none: {broadcasts}"
+    );
+    assert!(!broadcasts.contains("<li"), "a broadcast listed before any was made: {broadcasts}");
 
     // Faults the page must show: three sick cows, a tripped pump, a speaker gone. The
     // pump's through the demo's API, as an operator trying the demo would.
@@ -122,10 +131,35 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
     })
     .await;
 
+    // A red flood warning to every speaker: created with the admin token, approved by the
+    // second operator, and played by every speaker but the one that is offline.
+    let flood = json!({
+        "level": "red", "text": "山洪预警：请立即撤离到高处。", "targets": ["all"], "repeat": 1,
+        "expires_at": in_secs(600),
+    });
+    let (status, created) = call("POST", &format!("{base}/api/v1/broadcasts"), Some(&demo.admin_token), Some(flood)).await;
+    assert_eq!(status, 201, "creating the broadcast: {created}");
+    let id = created["id"].as_u64().expect("a broadcast id");
+    let (status, approved) =
+        call("POST", &format!("{base}/api/v1/broadcasts/{id}/approve"), Some(&demo.operator_token), None).await;
+    assert_eq!(status, 200, "approving the broadcast: {approved}");
+    eventually("the broadcast played by every online speaker", Duration::from_secs(40), || {
+        let (base, speaker) = (&base, &speaker);
+        async move {
+            let (_, v) = call("GET", &format!("{base}/api/v1/broadcasts/{id}"), None, None).await;
+            let deliveries = v["deliveries"].as_array()?;
+            let mut online = deliveries.iter().filter(|d| d["speaker"] != speaker.as_str());
+            (deliveries.len() > 1 && online.all(|d| d["state"] == "played")).then_some(())
+        }
+    })
+    .await;
+
     let sites = get_json(&base, "/api/v1/sites").await;
     let sites = sites.as_array().unwrap().clone();
     let (dom, log) = browse(&chromium, dir.path(), &["--dump-dom".into(), url.clone()]);
     assert_page_ran(&dom, &log);
+    // The offline speaker never plays it, so these are what the page read.
+    let (_, broadcast) = call("GET", &format!("{base}/api/v1/broadcasts/{id}"), None, None).await;
     // Alerts only end after minutes clear: every alert open during the page load is in here.
     let open = get_json(&base, "/api/v1/alerts?state=firing,acknowledged").await;
 
@@ -203,6 +237,22 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
         let site = ringed.split("data-site=\"").nth(1).and_then(|x| x.split('"').next()).unwrap();
         assert!(alerted.contains(site), "{site} is ringed but has no open alert: {open}");
     }
+
+    // The broadcasts panel: the flood warning, red, sending, and played by all but one.
+    let panel = element(&dom, "<section id=\"broadcasts-panel\"", "</section>");
+    let row = element(panel, "<li class=\"broadcast level-red", "</li>");
+    assert!(row.contains(&format!("data-broadcast=\"{id}\"")), "not the API's broadcast {id}: {row}");
+    assert!(row.contains("data-level=\"red\"") && row.contains("<span class=\"level\">Red</span>"), "not red: {row}");
+    let state = broadcast["state"].as_str().unwrap();
+    assert_eq!(state, "active", "one speaker is offline, so the broadcast is still on: {broadcast}");
+    assert!(row.contains("data-state=\"active\"") && row.contains(">sending<"), "not shown as sending: {row}");
+    assert!(row.contains("山洪预警"), "the text is not shown: {row}");
+    let played = broadcast["counts"]["played"].as_u64().unwrap();
+    let total = broadcast["speakers"].as_u64().unwrap();
+    assert!(played >= 1 && played + 1 == total, "all but the offline speaker played: {broadcast}");
+    assert!(row.contains(&format!(">played {played} of {total}<")), "not \"played {played} of {total}\": {row}");
+    assert!(row.contains("class=\"part-played\""), "no played part in the progress bar: {row}");
+    assert_eq!(panel.matches("<li class=\"broadcast ").count(), 1, "one broadcast listed: {panel}");
 
     if let Some(path) = std::env::var_os("VT_DASHBOARD_SCREENSHOT") {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);

@@ -78,15 +78,33 @@ function noteServerClock(dateHeader, sent, received) {
   clockOffsetMs = Math.abs(offset) > 3_000 ? offset : 0;
 }
 
-/** Sites, devices, the newest value of every series and the open alerts, fetched together. */
+/**
+ * Sites, devices, the newest value of every series, the open alerts and the broadcasts,
+ * fetched together.
+ */
 export async function fetchState(withSites) {
-  const [sites, devices, latest, alerts] = await Promise.all([
+  const [sites, devices, latest, alerts, broadcasts] = await Promise.all([
     withSites ? getJson('/api/v1/sites') : Promise.resolve(null),
     getJson('/api/v1/devices'),
     getJson('/api/v1/latest'),
     fetchAlerts(),
+    fetchBroadcasts(),
   ]);
-  return { sites, devices, latest, alerts };
+  return { sites, devices, latest, alerts, broadcasts };
+}
+
+/**
+ * The broadcasts, newest first, without per-speaker deliveries, as `{ list }`; `{ off: true }`
+ * when this ingest has no broadcast API (404); `{ error }` when they could not be read
+ * (also 401/403: a server whose reads need a token). Never throws an ApiError.
+ */
+async function fetchBroadcasts() {
+  try {
+    return { list: await getJson('/api/v1/broadcasts') };
+  } catch (e) {
+    if (e.name !== 'ApiError') throw e;
+    return e.status === 404 ? { off: true } : { error: e.message };
+  }
 }
 
 /**

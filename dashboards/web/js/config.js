@@ -83,3 +83,7 @@ export const MAP_LABELS_UP_TO = 40;
 export const ATTENTION_ITEMS = 15;
 /** Alerts the panel lists; more are counted (the worst and newest are always listed). */
 export const ALERTS_SHOWN = 100;
+/** Broadcasts the panel lists, newest first; older ones are counted. */
+export const BROADCASTS_SHOWN = 5;
+/** A broadcast's text is cut to this many characters in the panel (the whole text is its tooltip). */
+export const BROADCAST_TEXT_CHARS = 60;

@@ -13,6 +13,7 @@ import { countyMap, legendItems } from './map.js';
 import { siteCards } from './cards.js';
 import { Chart } from './chart.js';
 import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from './alerts.js';
+import { broadcastsPanel, isActive } from './broadcasts.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
 
@@ -36,6 +37,8 @@ const ui = {
   herdFocus: 0,
   /** Open alerts, sorted (null until read); `off` without rules; `error` if the last read failed. */
   alerts: { list: null, off: false, error: null },
+  /** Broadcasts, newest first (null until read); `off` without the API; `error` if the last read failed. */
+  broadcasts: { list: null, off: false, error: null },
 };
 
 const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls: $('chart-controls'),
@@ -46,7 +49,7 @@ async function refresh() {
   const t0 = performance.now();
   try {
     const withSites = !ui.sites || Date.now() - ui.sitesAt > SITES_REFRESH_MS;
-    const { sites, devices, latest, alerts } = await fetchState(withSites);
+    const { sites, devices, latest, alerts, broadcasts } = await fetchState(withSites);
     if (sites) {
       ui.sites = sites;
       ui.sitesAt = Date.now();
@@ -56,6 +59,8 @@ async function refresh() {
     // An unreadable alert list keeps the last one, marked as not current.
     ui.alerts = { list: alerts.list ? sortAlerts(alerts.list) : alerts.off ? null : ui.alerts.list,
       off: Boolean(alerts.off), error: alerts.error ?? null };
+    ui.broadcasts = { list: broadcasts.list ?? (broadcasts.off ? null : ui.broadcasts.list),
+      off: Boolean(broadcasts.off), error: broadcasts.error ?? null };
     ui.updatedAt = Date.now();
     ui.failure = null;
     ui.failingSince = null;
@@ -90,6 +95,7 @@ function render() {
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
   renderAlerts();
+  renderBroadcasts();
   morphChildrenOf($('map'), countyMap(ui.model, mapWidth, alertMarks(ui.alerts.list)));
   morphChildrenOf($('attention'), attentionList(ui.model));
   morphChildrenOf($('sites'), ...siteCards(ui.model, ui));
@@ -101,6 +107,16 @@ function renderAlerts() {
   const worst = list.find((a) => a.state !== 'pending')?.severity;
   $('alerts-panel').className = `alerts-panel${worst ? ' sev-' + worst : ''}`;
   morphChildrenOf($('alerts'), alertsPanel(ui.alerts, ui.model));
+}
+
+function renderBroadcasts() {
+  const list = ui.broadcasts.list ?? [];
+  const active = list.filter(isActive);
+  $('broadcasts-count').textContent = active.length ? t('broadcastsActive', active.length) : '';
+  // Hidden on a server without broadcasts; one line when there are none yet.
+  $('broadcasts-panel').hidden = ui.broadcasts.off;
+  $('broadcasts-panel').className = `broadcasts-panel${active.length ? ' level-' + active[0].level : ''}`;
+  morphChildrenOf($('broadcasts'), broadcastsPanel(ui.broadcasts));
 }
 
 function renderStatus() {

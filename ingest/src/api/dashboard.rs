@@ -70,6 +70,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/chart.js", JS),
     asset!("js/tables.js", JS),
     asset!("js/alerts.js", JS),
+    asset!("js/broadcasts.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
