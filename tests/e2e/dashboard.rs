@@ -10,6 +10,12 @@
 //! lists the `pump-trip` alert as critical and firing at the pump's site, and that site's
 //! marker is ringed in the critical colour.
 //!
+//! Broadcasts: before any, the broadcasts panel says "No broadcasts."; then a red flood
+//! warning to every speaker, created with the admin token and approved by the second
+//! operator, plays on every speaker but the offline one, and the panel shows it red,
+//! sending and "played N of M" as the API counts; on the map every site with a speaker
+//! has a broadcast badge, green where all played it and amber at the offline speaker's.
+//!
 //! Needs `/usr/bin/chromium` (`.ci/setup` installs it); without it the test fails and says
 //! so. To refresh the screenshot in the docs, run it with `VT_DASHBOARD_SCREENSHOT` set:
 //!
@@ -137,7 +143,8 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
         "level": "red", "text": "山洪预警：请立即撤离到高处。", "targets": ["all"], "repeat": 1,
         "expires_at": in_secs(600),
     });
-    let (status, created) = call("POST", &format!("{base}/api/v1/broadcasts"), Some(&demo.admin_token), Some(flood)).await;
+    let (status, created) =
+        call("POST", &format!("{base}/api/v1/broadcasts"), Some(&demo.admin_token), Some(flood)).await;
     assert_eq!(status, 201, "creating the broadcast: {created}");
     let id = created["id"].as_u64().expect("a broadcast id");
     let (status, approved) =
@@ -253,6 +260,28 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
     assert!(row.contains(&format!(">played {played} of {total}<")), "not \"played {played} of {total}\": {row}");
     assert!(row.contains("class=\"part-played\""), "no played part in the progress bar: {row}");
     assert_eq!(panel.matches("<li class=\"broadcast ").count(), 1, "one broadcast listed: {panel}");
+
+    // The map: while it is on, each site with a targeted speaker has a broadcast badge, green
+    // where every speaker played it, amber at the offline speaker's site; no other site has one.
+    let speakers_at = |site: &str| {
+        plan.devices()
+            .filter(|d| d.kind == DeviceKind::Speaker && d.site == site)
+            .map(|d| d.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let speaker_site = plan.devices().find(|d| d.id == speaker).unwrap().site.clone();
+    for g in map.split("<g class=\"marker ").skip(1) {
+        let site = g.split("data-site=\"").nth(1).and_then(|x| x.split('"').next()).unwrap();
+        let targeted = speakers_at(site);
+        if targeted.is_empty() {
+            assert!(!g.contains("bc-badge"), "{site} has no speaker but a broadcast badge: {g}");
+        } else if site == speaker_site {
+            assert!(g.contains("class=\"bc-badge bcm-progress\""), "{site} (offline speaker) is not amber: {g}");
+        } else {
+            assert!(g.contains("class=\"bc-badge bcm-played\""), "{site}'s speakers all played, not green: {g}");
+        }
+    }
+    assert!(map.contains("bcm-played"), "no site shows the broadcast played: {map}");
 
     if let Some(path) = std::env::var_os("VT_DASHBOARD_SCREENSHOT") {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);

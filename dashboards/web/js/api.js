@@ -121,6 +121,11 @@ async function fetchAlerts() {
   }
 }
 
+/** One broadcast with its per-speaker deliveries. Throws ApiError. */
+export function fetchBroadcast(id) {
+  return getJson(`/api/v1/broadcasts/${encodeURIComponent(id)}`);
+}
+
 /** Points of one series over [from, to) in ms. */
 export function fetchSeries(device, metric, from, to) {
   return getJson('/api/v1/series', { device, metric, from: String(from), to: String(to), limit: '100000' });

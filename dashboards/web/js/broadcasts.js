@@ -104,3 +104,30 @@ function shortText(b) {
   const chars = [...text];
   return chars.length > BROADCAST_TEXT_CHARS ? chars.slice(0, BROADCAST_TEXT_CHARS - 1).join('') + '…' : text;
 }
+
+/**
+ * What the active broadcast `b` (with its `deliveries`, GET /api/v1/broadcasts/{id}) puts on
+ * each site's map marker, by site id: `{ state, played, total }`, the state being `failed`
+ * if a targeted speaker there failed (or its delivery expired or was cut short), `played`
+ * when every one played it, `progress` otherwise. `devices`: GET /api/v1/devices (each
+ * speaker's site). Nothing for a broadcast that is over or not read.
+ */
+export function broadcastMarks(b, devices) {
+  const marks = new Map();
+  if (!b || !isActive(b) || !Array.isArray(b.deliveries)) return marks;
+  const siteOf = new Map((devices ?? []).map((d) => [d.id, d.site]));
+  const failed = PARTS.find(([part]) => part === 'failed')[1];
+  for (const d of b.deliveries) {
+    const site = siteOf.get(d.speaker);
+    if (!site) continue;
+    let m = marks.get(site);
+    if (!m) marks.set(site, (m = { state: 'played', played: 0, total: 0, failed: 0 }));
+    m.total += 1;
+    if (d.state === 'played') m.played += 1;
+    if (failed.includes(d.state)) m.failed += 1;
+  }
+  for (const m of marks.values()) {
+    m.state = m.failed > 0 ? 'failed' : m.played === m.total ? 'played' : 'progress';
+  }
+  return marks;
+}

@@ -7,13 +7,13 @@
 
 import { h, morphChildrenOf } from './dom.js';
 import { t, lang, setLang, otherLang } from './strings.js';
-import { fetchState, serverNow } from './api.js';
+import { fetchBroadcast, fetchState, serverNow } from './api.js';
 import { buildModel, STATES } from './model.js';
 import { countyMap, legendItems } from './map.js';
 import { siteCards } from './cards.js';
 import { Chart } from './chart.js';
 import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from './alerts.js';
-import { broadcastsPanel, isActive } from './broadcasts.js';
+import { broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
 
@@ -39,6 +39,8 @@ const ui = {
   alerts: { list: null, off: false, error: null },
   /** Broadcasts, newest first (null until read); `off` without the API; `error` if the last read failed. */
   broadcasts: { list: null, off: false, error: null },
+  /** The newest active broadcast with its deliveries, for the map (null when none is active). */
+  broadcast: null,
 };
 
 const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls: $('chart-controls'),
@@ -61,6 +63,7 @@ async function refresh() {
       off: Boolean(alerts.off), error: alerts.error ?? null };
     ui.broadcasts = { list: broadcasts.list ?? (broadcasts.off ? null : ui.broadcasts.list),
       off: Boolean(broadcasts.off), error: broadcasts.error ?? null };
+    ui.broadcast = await activeBroadcast();
     ui.updatedAt = Date.now();
     ui.failure = null;
     ui.failingSince = null;
@@ -88,6 +91,24 @@ async function refresh() {
   chart.refreshIfDue();
 }
 
+/** The newest active broadcast with its deliveries; the last one read if it cannot be read now. */
+async function activeBroadcast() {
+  const active = (ui.broadcasts.list ?? []).find(isActive);
+  if (!active) return null;
+  try {
+    return await fetchBroadcast(active.id);
+  } catch (e) {
+    if (e.name !== 'ApiError') throw e;
+    return ui.broadcast?.id === active.id ? ui.broadcast : null;
+  }
+}
+
+/** What goes on the map's markers: alert rings and the active broadcast's speaker badges. */
+function drawMap(width) {
+  morphChildrenOf($('map'), countyMap(ui.model, width, alertMarks(ui.alerts.list),
+    broadcastMarks(ui.broadcast, ui.devices)));
+}
+
 function render() {
   // Read the map's width before changing anything, so the browser need not lay out twice.
   const mapWidth = $('map').clientWidth;
@@ -96,7 +117,7 @@ function render() {
   morphChildrenOf($('summary'), summary(ui.model));
   renderAlerts();
   renderBroadcasts();
-  morphChildrenOf($('map'), countyMap(ui.model, mapWidth, alertMarks(ui.alerts.list)));
+  drawMap(mapWidth);
   morphChildrenOf($('attention'), attentionList(ui.model));
   morphChildrenOf($('sites'), ...siteCards(ui.model, ui));
 }
@@ -179,7 +200,9 @@ function renderLegend() {
   morphChildrenOf($('legend'), h('ul', null, legendItems().map((item) => h('li', { class: `state-${item.state}`,
     title: item.help }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), item.text, h('span', { class: 'sr' },
     ': ' + item.help))),
-  h('li', { class: 'sev-critical' }, h('span', { class: 'ring', 'aria-hidden': 'true' }), t('legendAlert'))));
+  h('li', { class: 'sev-critical' }, h('span', { class: 'ring', 'aria-hidden': 'true' }), t('legendAlert')),
+  h('li', { class: 'bc-legend' }, ['played', 'progress', 'failed'].map((st) => h('span', { class: `bc-swatch bcm-${st}`,
+    'aria-hidden': 'true' })), t('legendBroadcast'))));
 }
 
 /** Static labels of the page (elements with data-i18n) in the current language. */
@@ -342,7 +365,7 @@ let resizeTimer = null;
 window.addEventListener('resize', () => {
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(() => {
-    if (ui.model) morphChildrenOf($('map'), countyMap(ui.model, $('map').clientWidth, alertMarks(ui.alerts.list)));
+    if (ui.model) drawMap($('map').clientWidth);
   }, 150);
 });
 

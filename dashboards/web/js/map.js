@@ -57,9 +57,10 @@ export function niceKm(maxKm) {
 
 /**
  * The map as a fresh <svg>, for a container `width` px wide. `marks`: per site id what its
- * alerts put on its marker (alerts.alertMarks).
+ * alerts put on its marker (alerts.alertMarks); `bcMarks`: per site id how far the active
+ * broadcast got on its speakers (broadcasts.broadcastMarks).
  */
-export function countyMap(model, width, marks = new Map()) {
+export function countyMap(model, width, marks = new Map(), bcMarks = new Map()) {
   const { W, H } = mapSize(width);
   const sites = model.sites.filter((p) => p.hasCoords);
   const proj = fit(sites, W, H);
@@ -70,7 +71,7 @@ export function countyMap(model, width, marks = new Map()) {
     s('g', { class: 'pipes', 'aria-hidden': 'true' }, pipes(sites, proj)),
     // Problems are drawn last, on top; in a crowded county fine sites shrink to dots.
     s('g', { class: 'markers' }, [...sites].sort(byConcern(marks)).map((p) => marker(p, proj, labels,
-      marks.get(p.id) ?? null))),
+      marks.get(p.id) ?? null, bcMarks.get(p.id) ?? null))),
     scaleBar(proj, H),
     northArrow(W));
 }
@@ -94,12 +95,14 @@ function byConcern(marks) {
   return (a, b) => alerting(a) - alerting(b) || order.indexOf(a.state) - order.indexOf(b.state);
 }
 
-function marker(site, proj, withLabel, mark) {
+function marker(site, proj, withLabel, mark, bc) {
   const x = proj.x(site.lon);
   const y = proj.y(site.lat);
   const why = site.issues.map((i) => issueText(i)).join('; ');
   const alerts = mark ? alertText(mark) : '';
-  const label = `${site.name}: ${t('state_' + site.state)}${alerts ? ' – ' + alerts : ''}${why ? ' – ' + why : ''}`;
+  const played = bc ? t('mapBroadcast_' + bc.state, bc.played, bc.total) : '';
+  const label = `${site.name}: ${t('state_' + site.state)}${alerts ? ' – ' + alerts : ''}${played ? ' – ' + played : ''}` +
+    `${why ? ' – ' + why : ''}`;
   const full = withLabel || mark !== null || !['ok', 'nodata'].includes(site.state);
   const alerting = mark ? ` alerting sev-${mark.severity}${mark.firing ? '' : ' acked'}` : '';
   return s('g', { class: `marker state-${site.state} kind-${site.kind}${alerting}`, 'data-key': site.id,
@@ -110,6 +113,7 @@ function marker(site, proj, withLabel, mark) {
   shape(site.kind, full ? 1 : 0.5),
   full ? badge(site.state) : null,
   mark ? alertBadge(mark) : null,
+  bc ? broadcastBadge(bc) : null,
   withLabel ? s('text', { class: 'name', y: 24, 'text-anchor': 'middle' },
     site.zh ? [s('tspan', { class: 'zh', x: 0 }, site.zh), s('tspan', { class: 'py', x: 0, dy: 13 }, site.pinyin)]
       : site.name) : null);
@@ -142,6 +146,18 @@ function alertBadge(mark) {
   return s('g', { class: 'alert-badge', transform: 'translate(14 -14)', 'aria-hidden': 'true' },
     s('circle', { r: 8 }),
     s('text', { y: 4, 'text-anchor': 'middle' }, String(mark.firing || mark.acked)));
+}
+
+/**
+ * The active broadcast on this site's speakers, at the marker's top left: green with a
+ * tick when every one played it, amber while it is on its way, red with a cross if one failed.
+ */
+function broadcastBadge(bc) {
+  const glyph = { played: '✓', progress: '…', failed: '×' }[bc.state];
+  return s('g', { class: `bc-badge bcm-${bc.state}`, transform: 'translate(-14 -14)', 'aria-hidden': 'true',
+    'data-played': bc.played, 'data-total': bc.total },
+  s('rect', { x: -8, y: -8, width: 16, height: 16, rx: 3 }),
+  s('text', { y: 4, 'text-anchor': 'middle' }, glyph));
 }
 
 function scaleBar(proj, H) {
