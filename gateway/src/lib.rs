@@ -20,12 +20,14 @@ pub mod agent;
 pub mod command;
 pub mod config;
 pub mod health;
+pub mod identity;
 pub mod modbus;
 pub mod poll;
 pub mod profile;
 pub mod queue;
 pub mod report;
 pub mod rules;
+pub mod trust;
 pub mod uplink;
 
 use std::sync::Arc;

@@ -26,6 +26,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod inventory;
+pub mod keyring;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;

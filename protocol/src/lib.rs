@@ -21,6 +21,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod auth;
 pub mod catalogue;
 pub mod codec;
 pub mod command;
@@ -28,6 +29,7 @@ pub mod delivery;
 pub mod device;
 pub mod id;
 pub mod reading;
+pub mod receipt;
 pub mod status;
 pub mod topic;
 pub mod varint;
