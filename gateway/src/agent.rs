@@ -34,11 +34,13 @@ use crate::Clock;
 use crate::command::{Executor, Route};
 use crate::config::{GatewayConfig, Transport};
 use crate::health::Health;
+use crate::identity::Identity;
 use crate::modbus::{Attempts, DeviceReader, Endpoint, Link};
 use crate::poll::{self, PollEvent, Scheduled};
 use crate::profile::Library;
 use crate::queue::{Queue, QueueError};
 use crate::rules::{Firing, RuleAction, Rules};
+use crate::trust::Trust;
 use crate::uplink::{self, Downlink, Outgoing, Shared, UplinkError};
 
 /// Why the gateway could not run.
@@ -50,6 +52,12 @@ pub enum GatewayError {
     /// The uplink could not be set up.
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    /// The gateway's key could not be loaded or made.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Message authentication could not be set up.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// A configured gateway, ready to run.
@@ -101,6 +109,32 @@ impl Gateway {
             torn_bytes = report.torn_bytes
         );
         let shared = Arc::new(Shared::new(queue));
+        let dir = config.queue.dir.clone();
+        let (identity, origin) = Identity::load_or_create(dir.as_deref())?;
+        tracing::info!(
+            message = "Gateway key ready.",
+            gateway = %config.gateway,
+            fingerprint = %identity.fingerprint(),
+            public_key = %identity.public_hex(),
+            origin = ?origin
+        );
+        if origin == crate::identity::Origin::Created {
+            tracing::warn!(
+                message = "Made a new gateway key: ingest refuses everything from this gateway until the key is enrolled in its inventory.",
+                gateway = %config.gateway,
+                fingerprint = %identity.fingerprint()
+            );
+        }
+        match config.command_key.map(|k| ed25519_dalek::VerifyingKey::from_bytes(&k)) {
+            Some(Ok(ingest)) => {
+                let trust = Trust::new(&identity, ingest, &config.tenant, &config.gateway, dir.as_deref())?;
+                *shared.trust.lock().unwrap_or_else(|e| e.into_inner()) = Some(trust);
+            }
+            _ => tracing::warn!(
+                message = "No command_key: nothing this gateway sends is authenticated, and ingest will refuse it.",
+                gateway = %config.gateway
+            ),
+        }
         let health = Arc::new(Health::default());
         let executor =
             Arc::new(Executor::new(&config.gateway, config.command_key, config.queue.dir.as_deref(), clock.clone()));
@@ -179,7 +213,7 @@ impl Gateway {
                     while let Some(m) = next.take().or_else(|| down_rx.try_recv().ok()) {
                         match m {
                             Downlink::Command(wire) => wires.push(wire),
-                            Downlink::Config(text) => configs.push(text),
+                            Downlink::Config { version, text } => configs.push((version, text)),
                         }
                     }
                     let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
@@ -195,8 +229,13 @@ impl Gateway {
                             }
                         }
                     }
-                    for text in configs {
+                    for (version, text) in configs {
                         if let Some(new) = reconfigure(&config, &library, &shared, &clock, &text) {
+                            if let Some(t) = shared.trust.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+                                && let Err(error) = t.config_applied(version)
+                            {
+                                tracing::error!(message = "Cannot persist the configuration version.", %error);
+                            }
                             pollers.stop.cancel();
                             pollers.tasks.shutdown().await;
                             config = new;

@@ -35,6 +35,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the gateway's public key and its fingerprint (read the fingerprint over the
+    /// phone when the gateway is enrolled); makes the key if there is none yet.
+    Identity {
+        /// The gateway's config file (the key lives in its queue directory).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print a commented example config.
     GenerateConfig,
     /// List the device profiles: the built-in library and those in DIR.
@@ -65,6 +72,20 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("{e}");
             }
             anyhow::ensure!(errors.is_empty(), "{} profile(s) refused", errors.len());
+            Ok(())
+        }
+        Command::Identity { config } => {
+            let (cfg, _) = load(&config)?;
+            let dir = cfg.queue.dir.as_deref().context("the config has no [queue] dir: the key would not be kept")?;
+            let (id, origin) =
+                gateway::identity::Identity::load_or_create(Some(dir)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("gateway:     {}", cfg.gateway);
+            println!("tenant:      {}", cfg.tenant);
+            println!("public_key:  {}", id.public_hex());
+            println!("fingerprint: {}", id.fingerprint());
+            if origin == gateway::identity::Origin::Created {
+                println!("(made now in {}; enrol it in ingest's inventory)", dir.display());
+            }
             Ok(())
         }
         Command::Check { config } => {

@@ -200,6 +200,11 @@ impl Trust {
         self.config_version
     }
 
+    /// The password this gateway presents to the broker (derived from the link key).
+    pub fn broker_password(&self) -> String {
+        self.link.broker_password()
+    }
+
     /// The link key's id, for logs.
     pub fn key_id(&self) -> auth::KeyId {
         self.link.id()

@@ -20,13 +20,16 @@
 //!   drains (a speaker broadcast brings a burst of acks from every speaker of a village).
 //! - Reconnects back off exponentially (1 s up to `reconnect_max`) with jitter, so that a
 //!   county's gateways do not all hit the broker in the same second after it restarts.
+//! - Every message out is sealed with the link key at publish time, and a delivery ack or
+//!   configuration acts only if ingest signed it ([`crate::trust`]). A delivery ack never
+//!   releases a batch past the highest seq published since the queue was opened.
 //! - TLS is rustls with the ring provider, chosen explicitly (never a process-wide
 //!   default), trusting the configured CA file or the system's roots, with an optional
 //!   client certificate.
 
 use std::collections::VecDeque;
 use std::io::BufReader;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{GatewayConfig, TlsConfig};
 use crate::health::Health;
 use crate::queue::Queue;
+use crate::trust::{Refusal, Trust};
 use crate::{Clock, VERSION};
 
 /// Largest MQTT packet the gateway sends or accepts.
@@ -57,6 +61,11 @@ pub struct Shared {
     pub connected: AtomicBool,
     /// What became of the last remote configuration, for the status.
     pub config_report: Mutex<Option<ConfigReport>>,
+    /// Message authentication with ingest; `None` without `command_key` (nothing is
+    /// sealed, and ingest refuses what this gateway sends).
+    pub trust: Mutex<Option<Trust>>,
+    /// Highest seq published since the queue was opened: what a delivery ack may release.
+    pub published: AtomicU64,
 }
 
 impl Shared {
@@ -68,6 +77,8 @@ impl Shared {
             status_dirty: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             config_report: Mutex::new(None),
+            trust: Mutex::new(None),
+            published: AtomicU64::new(0),
         }
     }
 }
@@ -77,8 +88,14 @@ impl Shared {
 pub enum Downlink {
     /// A signed command envelope.
     Command(Vec<u8>),
-    /// A configuration (TOML text) from the retained config topic.
-    Config(Vec<u8>),
+    /// A configuration (TOML text) from the retained config topic, signed by ingest, with
+    /// its version; the agent calls [`Trust::config_applied`] once it runs.
+    Config {
+        /// Its version.
+        version: u64,
+        /// The TOML text.
+        text: Vec<u8>,
+    },
 }
 
 /// A message for the uplink to publish (command acks).
@@ -112,6 +129,10 @@ pub async fn run(
     let status_topic = topic::topic(&config.tenant, &config.gateway, Channel::Status);
     let telemetry_topic = topic::topic(&config.tenant, &config.gateway, Channel::Telemetry);
     let offline = serde_json::to_vec(&GatewayStatus::offline(&config.gateway)).unwrap_or_default();
+    let (offline, will) = match lock(&shared.trust).as_mut() {
+        Some(t) => (t.seal_status(&offline), t.seal_last_will(&offline)),
+        None => (offline.clone(), offline),
+    };
 
     let m = &config.mqtt;
     let mut opts = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
@@ -120,9 +141,17 @@ pub async fn run(
         .set_inflight(m.max_inflight.saturating_mul(2).max(2))
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
         .set_request_channel_capacity(usize::from(m.max_inflight) * 2 + 16)
-        .set_last_will(LastWill::new(&status_topic, offline.clone(), QoS::AtLeastOnce, true));
-    if let Some((u, p)) = &m.credentials {
-        opts.set_credentials(u.clone(), p.clone());
+        .set_last_will(LastWill::new(&status_topic, will, QoS::AtLeastOnce, true));
+    match (&m.credentials, lock(&shared.trust).as_ref()) {
+        (Some((u, p)), _) => {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        // Without configured credentials: the gateway id and the password derived from the
+        // link key, which ingest's embedded broker derives too (docs/SECURITY.md).
+        (None, Some(t)) => {
+            opts.set_credentials(config.gateway.clone(), t.broker_password());
+        }
+        (None, None) => {}
     }
     if let Some(tls) = &m.tls {
         opts.set_transport(Transport::tls_with_config(tls_config(tls)?));
@@ -186,7 +215,12 @@ pub async fn run(
                     let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
                 }
             }
-            Some(out) = outbox.recv(), if connected && pending.len() < MAX_PENDING => pending.push_back(out),
+            Some(mut out) = outbox.recv(), if connected && pending.len() < MAX_PENDING => {
+                if let Some(t) = lock(&shared.trust).as_mut() {
+                    out.payload = t.seal(Channel::CommandAck, &out.payload);
+                }
+                pending.push_back(out);
+            }
             _ = tick.tick(), if connected => publish_due(&config, &client, &shared, &telemetry_topic, &mut bucket, probing),
             _ = status_every.tick(), if connected => {
                 let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status_json(&config, &shared, &health, &clock));
@@ -329,12 +363,18 @@ fn publish_due(
     }
     let due = q.due(now, config.publish.resend_after, room);
     bucket.take(due.len());
+    let trust = lock(&shared.trust);
     for (seq, payload) in due {
-        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()) {
+        let wire = match trust.as_ref() {
+            Some(t) => t.seal_batch(seq, &payload),
+            None => payload.to_vec(),
+        };
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, wire) {
             tracing::debug!(message = "Publish deferred.", seq, error = %e);
             q.resend_all();
             break;
         }
+        shared.published.fetch_max(seq, Ordering::Relaxed);
     }
 }
 
@@ -351,28 +391,71 @@ async fn downlink_message(
         return false;
     }
     match t.channel {
-        Channel::Delivery => match DeliveryAck::from_json(payload) {
-            Ok(ack) => {
-                let n = lock(&shared.queue).ack(ack.seq);
-                tracing::debug!(message = "Delivery ack.", seq = ack.seq, released = n);
-                shared.wake.notify_one();
-                return true;
+        Channel::Delivery => {
+            let ack = match lock(&shared.trust).as_ref() {
+                Some(t) => t.open_delivery(payload),
+                // Without ingest's key nothing can be verified; the release is still
+                // bounded by what was published.
+                None => DeliveryAck::from_json(payload).map_err(|_| Refusal::BadBody),
+            };
+            match ack {
+                Ok(ack) => {
+                    let upto = Trust::releasable(ack.seq, shared.published.load(Ordering::Relaxed));
+                    let n = lock(&shared.queue).ack(upto);
+                    tracing::debug!(message = "Delivery ack.", seq = ack.seq, released_upto = upto, released = n);
+                    shared.wake.notify_one();
+                    return true;
+                }
+                Err(error) => warn_refused("delivery ack", &error),
             }
-            Err(e) => tracing::warn!(message = "Bad delivery ack.", error = %e),
-        },
+        }
         Channel::Command => {
             if downlink.try_send(Downlink::Command(payload.to_vec())).is_err() {
                 tracing::warn!(message = "Command dropped: too many commands waiting.");
             }
         }
         Channel::Config if !payload.is_empty() => {
-            if downlink.try_send(Downlink::Config(payload.to_vec())).is_err() {
-                tracing::warn!(message = "Configuration dropped: the agent is busy.");
+            let opened = match lock(&shared.trust).as_ref() {
+                Some(t) => t.open_config(payload),
+                None => Err(Refusal::Auth(protocol::auth::AuthError::UnknownKey)),
+            };
+            match opened {
+                Ok(Some(cfg)) => {
+                    if downlink.try_send(Downlink::Config { version: cfg.version, text: cfg.text }).is_err() {
+                        tracing::warn!(message = "Configuration dropped: the agent is busy.");
+                    }
+                }
+                Ok(None) => tracing::debug!(message = "The running configuration again; nothing to do."),
+                Err(error) => {
+                    warn_refused("configuration", &error);
+                    let digest = format!("{:08x}", crc32fast::hash(payload));
+                    *lock(&shared.config_report) = Some(ConfigReport {
+                        digest,
+                        applied: false,
+                        errors: vec![format!("{}: refused: {error}", topic)],
+                        ts: crate::now(),
+                    });
+                    shared.status_dirty.store(true, Ordering::Relaxed);
+                    shared.wake.notify_one();
+                }
             }
         }
         other => tracing::debug!(message = "Downlink message ignored.", channel = ?other),
     }
     false
+}
+
+/// Logs a refused downlink message, at most one warning every ten seconds (anyone on the
+/// broker can send them; the log must not be theirs to fill).
+fn warn_refused(what: &str, error: &Refusal) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::now().0.max(0) as u64;
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(message = "Refused a downlink message that ingest did not sign.", what, %error);
+    }
 }
 
 fn status_json(config: &GatewayConfig, shared: &Shared, health: &Health, clock: &Clock) -> Vec<u8> {
@@ -384,7 +467,11 @@ fn status_json(config: &GatewayConfig, shared: &Shared, health: &Health, clock: 
         devices: health.snapshot(),
         config: lock(&shared.config_report).clone(),
     };
-    serde_json::to_vec(&status).unwrap_or_default()
+    let body = serde_json::to_vec(&status).unwrap_or_default();
+    match lock(&shared.trust).as_mut() {
+        Some(t) => t.seal_status(&body),
+        None => body,
+    }
 }
 
 /// Exponential backoff from 1 s to 60 s, with up to 50% jitter derived from the gateway
