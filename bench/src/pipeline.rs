@@ -3,12 +3,20 @@
 //! decodes, validates, de-duplicates and stores them (fsync per group). Measured over a
 //! window after a warm-up: readings stored per second (ingest's own counter) and the CPU
 //! that ingest and the publishers used.
+//!
+//! Authentication is on, as in the field: each publisher has its own gateway key, enrolled
+//! in the inventory, and seals every batch with its link key (`protocol::auth`), which
+//! ingest verifies before it decodes. The publishers seal before the warm-up, so the
+//! window measures ingest, not the bench.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use gateway::identity::Identity;
+use protocol::auth;
 use protocol::codec::{self, Codec};
+use protocol::topic::{Channel, Topic};
 use protocol::{Batch, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
@@ -50,7 +58,10 @@ fn inventory(gateways: usize, devices: usize) -> String {
         "[[sites]]\nid = \"s\"\nname = \"S\"\nkind = \"village\"\ntenant = \"bench\"\nlat = 0.0\nlon = 0.0\n",
     );
     for g in 0..gateways {
-        s.push_str(&format!("[[gateways]]\nid = \"gw-{g}\"\ntenant = \"bench\"\nsite = \"s\"\n"));
+        s.push_str(&format!(
+            "[[gateways]]\nid = \"gw-{g}\"\ntenant = \"bench\"\nsite = \"s\"\npublic_key = \"{}\"\n",
+            identity(g).public_hex()
+        ));
         for d in 0..devices {
             s.push_str(&format!(
                 "[[devices]]\nid = \"m-{g}-{d}\"\nkind = \"water_meter\"\nsite = \"s\"\ngateway = \"gw-{g}\"\n"
@@ -58,6 +69,25 @@ fn inventory(gateways: usize, devices: usize) -> String {
         }
     }
     s
+}
+
+/// Publisher `g`'s gateway key (fixed, so a run is repeatable).
+fn identity(g: usize) -> Identity {
+    let mut seed = [0x5au8; 32];
+    seed[..8].copy_from_slice(&(g as u64).to_le_bytes());
+    Identity::from_seed(seed)
+}
+
+/// Ingest's public key, as gateways get it.
+async fn ingest_key(base: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+    let v: serde_json::Value = reqwest::get(format!("{base}/api/v1/keys/commands")).await?.json().await?;
+    let hex = v["public_key"].as_str().unwrap_or_default();
+    let mut key = [0u8; 32];
+    anyhow::ensure!(hex.len() == 64 && hex.is_ascii(), "ingest's public key: {v}");
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| anyhow::anyhow!("ingest's public key is not a valid key"))
 }
 
 fn batch(g: usize, devices: usize, seq: u64, base: i64) -> Batch {
@@ -95,20 +125,32 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let per_gateway = args.readings / per_batch / args.gateways as u64;
     println!("preparing {} batches of {per_batch} readings ({:?})...", per_gateway * args.gateways as u64, codec);
     let start_ts = crate::dataset::START_MS.max(gateway_now() - 86_400_000);
+    let ingest = ingest_key(&base).await?;
+    let mut links = Vec::with_capacity(args.gateways);
+    for g in 0..args.gateways {
+        let link = identity(g).link_key(&ingest, "bench", &format!("gw-{g}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        links.push(link);
+    }
     let payloads: Vec<Vec<bytes::Bytes>> = (0..args.gateways)
         .map(|g| {
+            let gw = format!("gw-{g}");
+            let topic = Topic::new("bench", &gw, Channel::Telemetry);
             (1..=per_gateway)
-                .map(|seq| bytes::Bytes::from(codec::encode(&batch(g, args.devices, seq, start_ts), codec)))
+                .map(|seq| {
+                    let body = codec::encode(&batch(g, args.devices, seq, start_ts), codec);
+                    bytes::Bytes::from(auth::seal_mac(&topic, &links[g], seq, &body))
+                })
                 .collect()
         })
         .collect();
-    println!("payload: {} bytes a batch", payloads[0][0].len());
+    println!("payload: {} bytes a batch (sealed: body + {} bytes)", payloads[0][0].len(), auth::MAX_OVERHEAD);
 
     let published = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for (g, batches) in payloads.into_iter().enumerate() {
         let mut opts = MqttOptions::new(format!("gw-{g}"), "127.0.0.1", server.mqtt);
         opts.set_keep_alive(Duration::from_secs(30)).set_inflight(200).set_request_channel_capacity(400);
+        opts.set_credentials(format!("gw-{g}"), links[g].broker_password());
         let (client, mut eventloop) = AsyncClient::new(opts, 400);
         tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
         let published = published.clone();
