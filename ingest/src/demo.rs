@@ -98,7 +98,16 @@ impl Demo {
 
         let county = County::new(opts.spec);
         let endpoints = county.serve().await.context("starting the simulated devices")?;
-        let inventory = Inventory::from_file(inventory_of(county.plan()));
+        // The installer's first step: each gateway makes its key beside its queue, and the
+        // county enrols the public half in the inventory.
+        let mut file = inventory_of(county.plan());
+        for g in &mut file.gateways {
+            let dir = gateway_queue_dir(&data_dir, &g.id);
+            let (identity, _) = gateway::identity::Identity::load_or_create(Some(&dir))
+                .with_context(|| format!("making the key of gateway {}", g.id))?;
+            g.public_key = Some(identity.public_hex());
+        }
+        let inventory = Inventory::from_file(file);
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
         let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
         let config = IngestConfig {
@@ -139,7 +148,7 @@ impl Demo {
         for mut cfg in gateway_configs(county.plan(), &endpoints, broker) {
             // Each gateway keeps its queue (and command replay window) on disk, as in the
             // field, and trusts ingest's command key.
-            cfg.queue.dir = Some(data_dir.join("gateways").join(&cfg.gateway).join("queue"));
+            cfg.queue.dir = Some(gateway_queue_dir(&data_dir, &cfg.gateway));
             cfg.command_key = Some(ingest.state.commands.public_key());
             let task = spawn_gateway(&cfg, &library, &gateway_stop)?;
             gateway_tasks.insert(cfg.gateway.clone(), task);
@@ -225,6 +234,17 @@ impl Demo {
     }
 }
 
+/// Where a demo gateway keeps its queue, command replay window and key.
+pub fn gateway_queue_dir(data_dir: &std::path::Path, gateway: &str) -> PathBuf {
+    data_dir.join("gateways").join(gateway).join("queue")
+}
+
+/// The key of a demo gateway (made at start beside its queue), for tests that act as it.
+pub fn gateway_identity(data_dir: &std::path::Path, gateway: &str) -> anyhow::Result<gateway::identity::Identity> {
+    let path = gateway_queue_dir(data_dir, gateway).join(gateway::identity::FILE);
+    gateway::identity::Identity::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The inventory of a simulated county.
 pub fn inventory_of(plan: &Plan) -> InventoryFile {
     let tenant_of_site = |site: &str| {
@@ -247,7 +267,7 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
     let gateways = plan
         .gateways
         .iter()
-        .map(|g| GatewayInfo { id: g.id.clone(), tenant: g.tenant.clone(), site: g.site.clone() })
+        .map(|g| GatewayInfo { id: g.id.clone(), tenant: g.tenant.clone(), site: g.site.clone(), public_key: None })
         .collect();
     let mut devices = Vec::new();
     for g in &plan.gateways {

@@ -52,6 +52,11 @@ pub struct GatewayInfo {
     pub tenant: String,
     /// Where it is.
     pub site: String,
+    /// Its public key, 64 hex digits (`gateway identity` prints it): what every message
+    /// it sends must verify with. Enrolling a gateway is adding it; without it, everything
+    /// the gateway sends is refused (`bad_signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// A device.
@@ -154,6 +159,13 @@ impl Inventory {
         }
         for d in &spec.devices {
             check_id(&d.get_ref().id, "device", src.error(d, ""));
+        }
+        for g in &spec.gateways {
+            if let Some(key) = &g.get_ref().public_key
+                && let Err(reason) = crate::keyring::parse_public_key(key)
+            {
+                problems.push(src.error(g, format!("gateway '{}': public_key: {reason}", g.get_ref().id)));
+            }
         }
         let site_ids: Vec<&str> = spec.sites.iter().map(|s| s.get_ref().id.as_str()).collect();
         let gw_ids: Vec<&str> = spec.gateways.iter().map(|g| g.get_ref().id.as_str()).collect();

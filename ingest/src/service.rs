@@ -158,6 +158,9 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         tracing::info!(message = "Restored devices first seen through line protocol.", devices = restored);
     }
     let rejections = Arc::new(Rejections::default());
+    let key = crate::command::load_or_create_key(&config.data_dir.join(crate::command::KEY_FILE))?;
+    let keyring = Arc::new(crate::keyring::Keyring::new(key));
+    enrol_all(&keyring, &inventory);
     let pipeline = Arc::new(Pipeline {
         store: store.clone(),
         inventory: inventory.clone(),
@@ -167,6 +170,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         sinks,
         clock: options.clock.clone(),
         gaps: Default::default(),
+        keyring: keyring.clone(),
     });
     let source = mqtt::start(conn, pipeline, shutdown.clone());
     if let Some(a) = &alerts {
@@ -245,4 +249,28 @@ fn spawn_retention(
             }
         }
     });
+}
+
+/// Enrols every gateway of the inventory that lists a public key; one without a key, or
+/// with a bad one, stays out (everything it sends is refused) and is named in the log.
+pub fn enrol_all(keyring: &crate::keyring::Keyring, inventory: &Inventory) {
+    let mut enrolled = 0usize;
+    for g in inventory.gateways() {
+        let key = g.public_key.as_deref().map(crate::keyring::parse_public_key);
+        match key {
+            Some(Ok(key)) => match keyring.set(&g.tenant, &g.id, &[key]) {
+                Ok(prints) => {
+                    enrolled += 1;
+                    tracing::debug!(message = "Gateway enrolled.", gateway = %g.id, fingerprint = ?prints);
+                }
+                Err(error) => tracing::warn!(message = "Gateway key refused.", gateway = %g.id, %error),
+            },
+            Some(Err(error)) => tracing::warn!(message = "Gateway key refused.", gateway = %g.id, %error),
+            None => tracing::warn!(
+                message = "Gateway has no public key in the inventory: everything it sends is refused until it is enrolled.",
+                gateway = %g.id
+            ),
+        }
+    }
+    tracing::info!(message = "Gateways enrolled.", enrolled, fingerprint_of_ingest = %protocol::auth::fingerprint(&keyring.public_key()));
 }

@@ -184,7 +184,7 @@ async fn main() {
     inventory.gateways.push(GatewayInfo {
         id: GATEWAY.into(),
         tenant: "county".into(),
-        site: villages[0].site.clone(),
+        site: villages[0].site.clone(), public_key: None,
     });
     println!("devices polled every second: {n} on {} Modbus TCP endpoints", villages.len());
 

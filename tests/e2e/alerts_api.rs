@@ -76,10 +76,10 @@ fn inventory() -> Inventory {
             site("farm", "farm", "dairy", None),
         ],
         gateways: vec![
-            GatewayInfo { id: "gw-works".into(), tenant: "county".into(), site: "works".into() },
-            GatewayInfo { id: "gw-farm".into(), tenant: "dairy".into(), site: "farm".into() },
-            GatewayInfo { id: "gw-dongcun".into(), tenant: "county".into(), site: "dongcun".into() },
-            GatewayInfo { id: "gw-xicun".into(), tenant: "county".into(), site: "xicun".into() },
+            GatewayInfo { id: "gw-works".into(), tenant: "county".into(), site: "works".into(), public_key: None },
+            GatewayInfo { id: "gw-farm".into(), tenant: "dairy".into(), site: "farm".into(), public_key: None },
+            GatewayInfo { id: "gw-dongcun".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None },
+            GatewayInfo { id: "gw-xicun".into(), tenant: "county".into(), site: "xicun".into(), public_key: None },
         ],
         devices: vec![
             device("wq-1", DeviceKind::WaterQuality, "works", "gw-works"),

@@ -39,8 +39,8 @@ fn inventory() -> Inventory {
     Inventory::from_file(InventoryFile {
         sites: vec![site],
         gateways: vec![
-            GatewayInfo { id: "gw-a".into(), tenant: "county".into(), site: "dongcun".into() },
-            GatewayInfo { id: "gw-b".into(), tenant: "county".into(), site: "dongcun".into() },
+            GatewayInfo { id: "gw-a".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None },
+            GatewayInfo { id: "gw-b".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None },
         ],
         devices: vec![device("meter-1", "gw-a"), device("meter-2", "gw-b")],
     })

@@ -135,7 +135,7 @@ pub(crate) fn inventory(devices: &[String]) -> Inventory {
             village: None,
             district: None,
         }],
-        gateways: vec![GatewayInfo { id: "gw-1".into(), tenant: "county".into(), site: "dongcun".into() }],
+        gateways: vec![GatewayInfo { id: "gw-1".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None }],
         devices: devices
             .iter()
             .map(|id| Device {

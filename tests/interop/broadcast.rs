@@ -29,7 +29,7 @@ fn inventory() -> Inventory {
             village: Some("dongcun".into()),
             district: None,
         }],
-        gateways: vec![GatewayInfo { id: "gw-spk".into(), tenant: "county".into(), site: "dongcun".into() }],
+        gateways: vec![GatewayInfo { id: "gw-spk".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None }],
         devices: vec![Device {
             id: "dongcun-speaker-1".into(),
             kind: DeviceKind::Speaker,

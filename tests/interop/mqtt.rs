@@ -61,7 +61,7 @@ fn inventory() -> Inventory {
         village: None,
         district: None,
     };
-    let gw = |id: &str| GatewayInfo { id: id.into(), tenant: "county".into(), site: "s1".into() };
+    let gw = |id: &str| GatewayInfo { id: id.into(), tenant: "county".into(), site: "s1".into(), public_key: None };
     let dev = |id: &str, g: &str| Device {
         id: id.into(),
         kind: DeviceKind::WaterQuality,

@@ -30,7 +30,7 @@ fn inventory(gateway: &str, device: &str) -> Inventory {
             village: None,
             district: None,
         }],
-        gateways: vec![GatewayInfo { id: gateway.into(), tenant: "county".into(), site: "s1".into() }],
+        gateways: vec![GatewayInfo { id: gateway.into(), tenant: "county".into(), site: "s1".into(), public_key: None }],
         devices: vec![Device {
             id: device.into(),
             kind: DeviceKind::WaterMeter,

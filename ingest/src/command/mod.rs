@@ -372,7 +372,9 @@ impl Audit {
     }
 }
 
-fn load_or_create_key(path: &Path) -> Result<SigningKey, CommandError> {
+/// Loads ingest's key from `path`, or makes it (mode 0600) if there is none: the command
+/// key, which also signs delivery acks and configurations and derives the link keys.
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey, CommandError> {
     let io = |source| CommandError::Io { path: path.to_path_buf(), source };
     match std::fs::read(path) {
         Ok(bytes) => {

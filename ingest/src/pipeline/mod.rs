@@ -11,6 +11,11 @@
 //! - Refusals never block good data: a bad batch or reading is counted, described, and
 //!   acknowledged (redelivering it would not make it better).
 //! - Sinks (rules, InfluxDB) see readings only after they are durable.
+//! - Nothing is read from a message before it verified with the link key of its topic's
+//!   gateway ([`crate::keyring`]): a forgery is counted (`bad_signature`, `unsigned`) and
+//!   touches no map, no audit log, no per-gateway state; delivery acks go out signed.
+//! - A batch whose seq is more than [`MAX_SEQ_JUMP`] past its gateway's stored mark is
+//!   refused (`seq_out_of_range`) and never becomes the mark.
 
 pub mod gaps;
 pub mod validate;
@@ -31,6 +36,11 @@ use crate::config::Limits;
 use crate::inventory::Inventory;
 use crate::metrics::{ChannelLabel, Metrics};
 use validate::{Reason, Rejection, Rejections};
+
+/// Most batches a gateway's queue can hold past what ingest stored: its largest queue
+/// (64 MiB) over the smallest batch (64 bytes). A seq further ahead than this cannot come
+/// from the gateway's own queue.
+pub const MAX_SEQ_JUMP: u64 = 1 << 20;
 
 /// Where ingest's clock comes from (tests and accelerated simulations pass their own).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -80,6 +90,8 @@ pub struct Pipeline {
     pub clock: Clock,
     /// Batches that skip unstored seqs, held back (see [`gaps`]).
     pub gaps: gaps::SeqGaps,
+    /// Enrolled gateways' keys: every message must verify with its gateway's.
+    pub keyring: Arc<crate::keyring::Keyring>,
 }
 
 /// A group of messages decoded and validated, waiting to be committed.
@@ -128,23 +140,59 @@ impl Pipeline {
                 self.count_message("other");
                 continue;
             };
+            if !topic.channel.is_uplink() {
+                self.count_message("other");
+                continue;
+            }
+            if topic.channel == Channel::Status && msg.payload.is_empty() {
+                continue; // a cleared retained message
+            }
+            if msg.payload.len() > self.limits.max_payload_bytes.saturating_add(protocol::auth::MAX_OVERHEAD) {
+                let detail = format!(
+                    "payload of {} bytes exceeds the limit of {}",
+                    msg.payload.len(),
+                    self.limits.max_payload_bytes
+                );
+                self.reject(Reason::Oversized, &msg.topic, None, detail, now);
+                continue;
+            }
+            let opened = match self.keyring.open(&topic, &msg.payload) {
+                Ok(o) => o,
+                Err(e) => {
+                    let reason =
+                        if e == protocol::auth::AuthError::Unsigned { Reason::Unsigned } else { Reason::BadSignature };
+                    // The detail is the error's fixed text: nothing of the message itself.
+                    self.reject(reason, &msg.topic, None, e.to_string(), now);
+                    continue;
+                }
+            };
+            if !self.keyring.fresh(&topic, opened.counter) {
+                let detail = format!("counter {} was seen already or is older than the last", opened.counter);
+                self.reject(Reason::Replayed, &msg.topic, None, detail, now);
+                continue;
+            }
             match topic.channel {
                 Channel::Telemetry => {
                     self.count_message("telemetry");
                     p.gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()));
-                    if let Some(a) = self.decode_and_validate(&topic, msg, now) {
+                    if let Some(a) = self.decode_and_validate(&topic, &msg.topic, opened.body, opened.counter, now) {
                         p.tenants.push(a.tenant);
                         p.batches.push(a.batch);
                     }
                 }
                 Channel::Status => {
                     self.count_message("status");
-                    self.status(&topic, &msg.payload);
+                    self.status(&topic, opened.body);
                 }
                 Channel::CommandAck => {
                     self.count_message("ack");
-                    match serde_json::from_slice::<CommandAck>(&msg.payload) {
-                        Ok(ack) => p.command_acks.push((topic.gateway.to_string(), ack)),
+                    match serde_json::from_slice::<CommandAck>(opened.body) {
+                        Ok(mut ack) => {
+                            if let Some(r) = &mut ack.reason {
+                                cap(r, MAX_REASON_CHARS);
+                            }
+                            p.command_acks.push((topic.gateway.to_string(), ack));
+                        }
                         Err(e) => tracing::warn!(message = "Bad command ack.", topic = %msg.topic, error = %e),
                     }
                 }
@@ -176,7 +224,8 @@ impl Pipeline {
         for (tenant, gateway) in &p.gateways {
             if let Some(seq) = self.store.gateway_seq(gateway) {
                 let topic = topic::topic(tenant, gateway, Channel::Delivery);
-                outcome.delivery_acks.push((topic, DeliveryAck { seq }.to_json()));
+                let wire = self.keyring.seal_delivery(tenant, gateway, DeliveryAck { seq }, p.now.0);
+                outcome.delivery_acks.push((topic, wire));
             }
         }
         Ok(outcome)
@@ -191,6 +240,17 @@ impl Pipeline {
         for (tenant, b) in tenants.iter().zip(batches) {
             let gw = b.gateway.as_str();
             let mark = last.get(gw).copied().or_else(|| self.store.gateway_seq(gw));
+            if b.seq > mark.unwrap_or(0).saturating_add(MAX_SEQ_JUMP) {
+                let detail = format!(
+                    "batch {} of '{gw}' is more than {MAX_SEQ_JUMP} past the stored seq {}: more than its queue could hold; not stored",
+                    b.seq,
+                    mark.unwrap_or(0)
+                );
+                let topic = topic::topic(tenant, gw, Channel::Telemetry);
+                self.reject(Reason::SeqOutOfRange, &topic, None, detail, now);
+                keep.push(false);
+                continue;
+            }
             match self.gaps.judge(gw, b.seq, mark, started) {
                 gaps::Verdict::Store => {
                     let m = last.entry(gw).or_insert(b.seq);
@@ -227,26 +287,35 @@ impl Pipeline {
         });
     }
 
-    /// Decode, then check the envelope, then every reading.
-    fn decode_and_validate(&self, topic: &Topic<'_>, msg: &Message, now: Timestamp) -> Option<Accepted> {
-        if msg.payload.len() > self.limits.max_payload_bytes {
-            let detail = format!(
-                "payload of {} bytes exceeds the limit of {}",
-                msg.payload.len(),
-                self.limits.max_payload_bytes
-            );
-            self.reject(Reason::Oversized, &msg.topic, None, detail, now);
+    /// Decode a verified body, then check the envelope, then every reading.
+    fn decode_and_validate(
+        &self,
+        topic: &Topic<'_>,
+        topic_name: &str,
+        body: &[u8],
+        counter: u64,
+        now: Timestamp,
+    ) -> Option<Accepted> {
+        if body.len() > self.limits.max_payload_bytes {
+            let detail =
+                format!("payload of {} bytes exceeds the limit of {}", body.len(), self.limits.max_payload_bytes);
+            self.reject(Reason::Oversized, topic_name, None, detail, now);
             return None;
         }
-        let mut batch = match codec::decode(&msg.payload) {
+        let mut batch = match codec::decode(body) {
             Ok(b) => b,
             Err(e) => {
-                self.reject(Reason::Malformed, &msg.topic, None, e.to_string(), now);
+                self.reject(Reason::Malformed, topic_name, None, e.to_string(), now);
                 return None;
             }
         };
+        if batch.seq != counter {
+            let detail = format!("batch seq {} is not the seq {counter} its authenticator covers", batch.seq);
+            self.reject(Reason::BadSignature, topic_name, None, detail, now);
+            return None;
+        }
         if let Err((reason, detail)) = validate::check_envelope(topic, &batch, &self.inventory) {
-            self.reject(reason, &msg.topic, None, detail, now);
+            self.reject(reason, topic_name, None, detail, now);
             return None;
         }
         let gateway = batch.gateway.clone();
@@ -264,7 +333,7 @@ impl Pipeline {
             match owned.and_then(|()| validate::check_value(r, &self.limits, now)) {
                 Ok(()) => true,
                 Err((reason, detail)) => {
-                    self.reject(reason, &msg.topic, Some(&r.device), detail, now);
+                    self.reject(reason, topic_name, Some(&r.device), detail, now);
                     false
                 }
             }
@@ -310,9 +379,6 @@ impl Pipeline {
     }
 
     fn status(&self, topic: &Topic<'_>, payload: &[u8]) {
-        if payload.is_empty() {
-            return; // a cleared retained message
-        }
         match serde_json::from_slice::<GatewayStatus>(payload) {
             Ok(s) if s.gateway == topic.gateway => self.inventory.set_gateway_online(topic.gateway, s.online),
             Ok(s) => {
@@ -320,5 +386,17 @@ impl Pipeline {
             }
             Err(e) => tracing::warn!(message = "Bad gateway status.", gateway = topic.gateway, error = %e),
         }
+    }
+}
+
+/// Longest command-ack reason kept (characters): what a gateway writes there reaches the
+/// audit log and the API.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Cuts `text` to at most `max` characters.
+fn cap(text: &mut String, max: usize) {
+    if let Some((i, _)) = text.char_indices().nth(max) {
+        text.truncate(i);
+        text.push('…');
     }
 }

@@ -49,11 +49,20 @@ pub enum Reason {
     /// The batch's seq skips past batches of its gateway that were not stored: held back
     /// until the missing ones arrive (or the hold expires), see `crate::pipeline::gaps`.
     SeqGap,
+    /// The message does not verify with the link key of its topic's gateway (forged,
+    /// tampered, moved, an unknown key or a gateway not enrolled).
+    BadSignature,
+    /// The message is not an authenticated envelope at all.
+    Unsigned,
+    /// A verified message whose counter was seen already, or is older than the last.
+    Replayed,
+    /// The batch's seq is further past the gateway's stored mark than its queue could hold.
+    SeqOutOfRange,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Malformed,
         Reason::Oversized,
         Reason::TopicMismatch,
@@ -66,6 +75,10 @@ impl Reason {
         Reason::TimestampFuture,
         Reason::TimestampPast,
         Reason::SeqGap,
+        Reason::BadSignature,
+        Reason::Unsigned,
+        Reason::Replayed,
+        Reason::SeqOutOfRange,
     ];
 
     /// Stable snake_case name.
@@ -83,6 +96,10 @@ impl Reason {
             Reason::TimestampFuture => "timestamp_future",
             Reason::TimestampPast => "timestamp_past",
             Reason::SeqGap => "seq_gap",
+            Reason::BadSignature => "bad_signature",
+            Reason::Unsigned => "unsigned",
+            Reason::Replayed => "replayed",
+            Reason::SeqOutOfRange => "seq_out_of_range",
         }
     }
 }
@@ -246,8 +263,8 @@ mod tests {
                 district: None,
             }],
             gateways: vec![
-                GatewayInfo { id: "gw-a".into(), tenant: "county".into(), site: "s".into() },
-                GatewayInfo { id: "gw-b".into(), tenant: "county".into(), site: "s".into() },
+                GatewayInfo { id: "gw-a".into(), tenant: "county".into(), site: "s".into(), public_key: None },
+                GatewayInfo { id: "gw-b".into(), tenant: "county".into(), site: "s".into(), public_key: None },
             ],
             devices: vec![Device {
                 id: "meter-1".into(),
