@@ -76,10 +76,30 @@ fn inventory() -> Inventory {
             site("farm", "farm", "dairy", None),
         ],
         gateways: vec![
-            GatewayInfo { id: "gw-works".into(), tenant: "county".into(), site: "works".into(), public_key: None },
-            GatewayInfo { id: "gw-farm".into(), tenant: "dairy".into(), site: "farm".into(), public_key: None },
-            GatewayInfo { id: "gw-dongcun".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None },
-            GatewayInfo { id: "gw-xicun".into(), tenant: "county".into(), site: "xicun".into(), public_key: None },
+            GatewayInfo {
+                id: "gw-works".into(),
+                tenant: "county".into(),
+                site: "works".into(),
+                public_key: crate::keys::public_key("gw-works"),
+            },
+            GatewayInfo {
+                id: "gw-farm".into(),
+                tenant: "dairy".into(),
+                site: "farm".into(),
+                public_key: crate::keys::public_key("gw-farm"),
+            },
+            GatewayInfo {
+                id: "gw-dongcun".into(),
+                tenant: "county".into(),
+                site: "dongcun".into(),
+                public_key: crate::keys::public_key("gw-dongcun"),
+            },
+            GatewayInfo {
+                id: "gw-xicun".into(),
+                tenant: "county".into(),
+                site: "xicun".into(),
+                public_key: crate::keys::public_key("gw-xicun"),
+            },
         ],
         devices: vec![
             device("wq-1", DeviceKind::WaterQuality, "works", "gw-works"),
@@ -134,10 +154,13 @@ async fn start(data: &Path, rules: &Path, webhook: SocketAddr) -> Running {
     running
 }
 
-async fn publish(broker: SocketAddr, tenant: &str, gw: &str, seq: u64, readings: Vec<Reading>) {
+async fn publish(ingest: &Running, tenant: &str, gw: &str, seq: u64, readings: Vec<Reading>) {
+    let broker = ingest.mqtt.expect("the embedded broker");
     let opts = MqttOptions::new(format!("{gw}-{seq}"), broker.ip().to_string(), broker.port());
     let (client, mut events) = AsyncClient::new(opts, 16);
-    let payload = codec::encode(&Batch { gateway: gw.into(), seq, readings }, Codec::Binary);
+    let body = codec::encode(&Batch { gateway: gw.into(), seq, readings }, Codec::Binary);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&ingest.state.commands.public_key()).expect("ingest's key");
+    let payload = crate::keys::seal(tenant, gw, protocol::topic::Channel::Telemetry, &key, seq, &body);
     client.publish(format!("vt/{tenant}/{gw}/up/telemetry"), QoS::AtLeastOnce, false, payload).await.expect("publish");
     // Drive the connection until the PUBACK.
     for _ in 0..20 {
@@ -219,7 +242,7 @@ async fn alerts_are_tenant_scoped_acknowledged_silenced_and_survive_a_restart() 
     let now = now_ms();
     let published = std::time::Instant::now();
     publish(
-        ingest.mqtt.unwrap(),
+        &ingest,
         "county",
         "gw-works",
         1,
@@ -227,7 +250,7 @@ async fn alerts_are_tenant_scoped_acknowledged_silenced_and_survive_a_restart() 
     )
     .await;
     publish(
-        ingest.mqtt.unwrap(),
+        &ingest,
         "dairy",
         "gw-farm",
         1,
@@ -379,7 +402,7 @@ async fn alerts_are_tenant_scoped_acknowledged_silenced_and_survive_a_restart() 
     // is queryable.
     let later = now_ms();
     publish(
-        ingest.mqtt.unwrap(),
+        &ingest,
         "county",
         "gw-works",
         2,

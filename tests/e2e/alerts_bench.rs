@@ -94,6 +94,9 @@ type Probes = Vec<(String, String)>;
 
 fn latency_inventory(plan: &Plan) -> (Inventory, Gateways, Probes) {
     let mut file = ingest::demo::inventory_of(plan);
+    for g in &mut file.gateways {
+        g.public_key = crate::keys::public_key(&g.id);
+    }
     let mut gateways = Vec::new();
     let mut probes = Vec::new();
     for g in plan.gateways.iter().filter(|g| g.devices.iter().any(|d| d.kind == DeviceKind::WaterMeter)) {
@@ -148,19 +151,23 @@ impl ingest::pipeline::Sink for DurableAt {
 
 struct Publisher {
     client: AsyncClient,
+    /// Ingest's public key: batches are sealed as their gateway seals them.
+    ingest: ed25519_dalek::VerifyingKey,
 }
 
 impl Publisher {
-    fn new(broker: SocketAddr, name: &str) -> Publisher {
+    fn new(broker: SocketAddr, name: &str, ingest: ed25519_dalek::VerifyingKey) -> Publisher {
         let mut opts = MqttOptions::new(name, broker.ip().to_string(), broker.port());
         opts.set_max_packet_size(1 << 20, 1 << 20).set_inflight(200).set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(opts, 1000);
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
-        Publisher { client }
+        Publisher { client, ingest }
     }
 
     async fn send(&self, b: &Batch) {
-        let payload = codec::encode(b, Codec::Binary);
+        let body = codec::encode(b, Codec::Binary);
+        let channel = protocol::topic::Channel::Telemetry;
+        let payload = crate::keys::seal("county", &b.gateway, channel, &self.ingest, b.seq, &body);
         self.client
             .publish(format!("vt/county/{}/up/telemetry", b.gateway), QoS::AtLeastOnce, false, payload)
             .await
@@ -188,11 +195,12 @@ async fn latency_from_publish_to_alert_at_half_of_the_maximum_load() {
         ..Options::default()
     };
     let ingest = service::start(config, inventory, options).await.expect("ingest");
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&ingest.state.commands.public_key()).expect("ingest's key");
     let broker = ingest.mqtt.unwrap();
     let alerts = ingest.state.alerts.clone().unwrap();
     let stored = || ingest.state.metrics.readings_stored.get();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pubs: Vec<Publisher> = (0..2).map(|i| Publisher::new(broker, &format!("bench-{i}"))).collect();
+    let pubs: Vec<Publisher> = (0..2).map(|i| Publisher::new(broker, &format!("bench-{i}"), key)).collect();
     let mut seq: HashMap<String, u64> = HashMap::new();
     let mut next_seq = |gw: &str| {
         let s = seq.entry(gw.to_string()).or_default();

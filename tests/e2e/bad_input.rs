@@ -1,6 +1,8 @@
 //! Bad input of every kind is refused with its reason and does not disturb the good
 //! readings around it: a raw MQTT client plays a misbehaving gateway against the real
-//! embedded broker and the real ingest.
+//! embedded broker and the real ingest. It holds gw-a's key (and gw-b's, for a gateway
+//! that names another in its batch), so its messages verify and reach validation; what a
+//! stranger without a key sends ends at the authenticator (`bad_signature`, `unsigned`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use ingest::service::{self, Options};
 use protocol::codec::{self, Codec};
 use protocol::delivery::DeliveryAck;
+use protocol::topic::{Channel, Topic};
 use protocol::{Batch, DeviceKind, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -39,8 +42,18 @@ fn inventory() -> Inventory {
     Inventory::from_file(InventoryFile {
         sites: vec![site],
         gateways: vec![
-            GatewayInfo { id: "gw-a".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None },
-            GatewayInfo { id: "gw-b".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None },
+            GatewayInfo {
+                id: "gw-a".into(),
+                tenant: "county".into(),
+                site: "dongcun".into(),
+                public_key: crate::keys::public_key("gw-a"),
+            },
+            GatewayInfo {
+                id: "gw-b".into(),
+                tenant: "county".into(),
+                site: "dongcun".into(),
+                public_key: crate::keys::public_key("gw-b"),
+            },
         ],
         devices: vec![device("meter-1", "gw-a"), device("meter-2", "gw-b")],
     })
@@ -69,6 +82,7 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
     })
     .await;
 
+    let ingest_key = crate::keys::ingest_key(&base).await;
     // A client that publishes as gateway gw-a and listens to its downlink.
     let mut opts = MqttOptions::new("gw-a", broker.ip().to_string(), broker.port());
     opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -76,8 +90,10 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
     let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<u64>();
     tokio::spawn(async move {
         while let Ok(ev) = events.poll().await {
+            let delivery = Topic::new("county", "gw-a", Channel::Delivery);
             if let Event::Incoming(Packet::Publish(p)) = ev
-                && let Ok(ack) = DeliveryAck::from_json(&p.payload)
+                && let Ok(opened) = protocol::auth::open_signed(&p.payload, &delivery, &ingest_key)
+                && let Ok(ack) = DeliveryAck::from_json(opened.body)
             {
                 let _ = acks_tx.send(ack.seq);
             }
@@ -90,9 +106,14 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
         let c = client.clone();
         async move { c.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap() }
     };
+    // Sealed as gateway `gw` seals its uplink (the counter of a batch is its seq).
+    let sealed = |gw: &str, seq: u64, body: Vec<u8>| {
+        crate::keys::seal("county", gw, Channel::Telemetry, &ingest_key, seq, &body)
+    };
+    let batch = |gw: &str, seq: u64, readings: Vec<Reading>| sealed(gw, seq, batch(gw, seq, readings));
 
     publish(a, batch("gw-a", 1, vec![reading("meter-1", "flow", now, 1.0)])).await;
-    publish(a, b"{\"gateway\": \"gw-a\", \"seq\": ".to_vec()).await; // malformed
+    publish(a, sealed("gw-a", 9, b"{\"gateway\": \"gw-a\", \"seq\": ".to_vec())).await; // malformed
     publish(a, vec![b' '; 300 * 1024]).await; // oversized
     publish(
         a,
@@ -112,9 +133,13 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
         ),
     )
     .await;
-    // A gateway publishing as another: gw-a's batch on gw-b's topic, and an unknown gateway.
+    // A gateway publishing as another: gw-b (with its own key) sends a batch that names gw-a;
+    // gw-a's sealed batch moved to gw-b's topic; a gateway nobody enrolled; no envelope.
+    let names_a = super::bad_input::batch("gw-a", 3, vec![reading("meter-1", "flow", now, 9.0)]);
+    publish("vt/county/gw-b/up/telemetry", sealed("gw-b", 3, names_a)).await;
     publish("vt/county/gw-b/up/telemetry", batch("gw-a", 3, vec![reading("meter-1", "flow", now, 9.0)])).await;
     publish("vt/county/gw-zz/up/telemetry", batch("gw-zz", 1, vec![reading("meter-1", "flow", now, 9.0)])).await;
+    publish(a, super::bad_input::batch("gw-a", 4, vec![reading("meter-1", "flow", now, 9.0)])).await;
     publish(a, batch("gw-a", 3, vec![reading("meter-1", "flow", now + 2, 3.0)])).await;
     publish(a, batch("gw-a", 1, vec![reading("meter-1", "flow", now, 1.0)])).await; // a resend
 
@@ -132,7 +157,7 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
 
     let rej = eventually("all refusals counted", Duration::from_secs(10), || async {
         let r = get_json(&base, "/api/v1/rejections").await;
-        (r["counts"]["unknown_gateway"].as_u64() == Some(1)).then_some(r)
+        (r["counts"]["bad_signature"].as_u64() == Some(2) && r["counts"]["unsigned"].as_u64() == Some(1)).then_some(r)
     })
     .await;
     let counts = &rej["counts"];
@@ -147,7 +172,10 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
         ("timestamp_past", 1),
         ("foreign_device", 1),
         ("topic_mismatch", 1),
-        ("unknown_gateway", 1),
+        // Before authentication, gw-zz's batch was `unknown_gateway`: now nothing from a
+        // gateway without an enrolled key gets that far.
+        ("bad_signature", 2),
+        ("unsigned", 1),
     ] {
         assert_eq!(counts[reason].as_u64(), Some(n), "{reason}: {counts}");
     }

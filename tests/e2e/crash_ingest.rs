@@ -68,7 +68,11 @@ fn write_files(dir: &Path, http: u16, mqtt: u16) -> PathBuf {
         "[[sites]]\nid = \"s\"\nname = \"S\"\nkind = \"village\"\ntenant = \"county\"\nlat = 34.7\nlon = 113.6\n",
     );
     for g in 0..GATEWAYS {
-        inv.push_str(&format!("\n[[gateways]]\nid = \"{}\"\ntenant = \"county\"\nsite = \"s\"\n", gateway_id(g)));
+        inv.push_str(&format!(
+            "\n[[gateways]]\nid = \"{}\"\ntenant = \"county\"\nsite = \"s\"\npublic_key = \"{}\"\n",
+            gateway_id(g),
+            crate::keys::identity(&gateway_id(g)).public_hex()
+        ));
         for d in 0..DEVICES {
             inv.push_str(&format!(
                 "\n[[devices]]\nid = \"m-{g}-{d}\"\nkind = \"water_meter\"\nsite = \"s\"\ngateway = \"{}\"\n",
@@ -77,6 +81,12 @@ fn write_files(dir: &Path, http: u16, mqtt: u16) -> PathBuf {
         }
     }
     std::fs::write(dir.join("inventory.toml"), inv).expect("inventory");
+    // Ingest's key, known to the test's gateways before ingest first starts (as a county
+    // gives gateways its key when it installs them).
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    let key_file = dir.join("data").join(ingest::command::KEY_FILE);
+    std::fs::write(&key_file, INGEST_SEED).expect("ingest key");
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("0600");
     let config = format!(
         "data_dir = \"data\"\ninventory = \"inventory.toml\"\nhttp = \"127.0.0.1:{http}\"\n\
          [broker]\ntype = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
@@ -85,6 +95,19 @@ fn write_files(dir: &Path, http: u16, mqtt: u16) -> PathBuf {
     let path = dir.join("ingest.toml");
     std::fs::write(&path, config).expect("config");
     path
+}
+
+/// Ingest's key in this test.
+const INGEST_SEED: [u8; 32] = [0x17; 32];
+
+fn ingest_key() -> ed25519_dalek::VerifyingKey {
+    ed25519_dalek::SigningKey::from_bytes(&INGEST_SEED).verifying_key()
+}
+
+/// A batch sealed as its gateway seals it.
+fn sealed(b: &Batch) -> Vec<u8> {
+    let body = codec::encode(b, Codec::Binary);
+    crate::keys::seal("county", &b.gateway, protocol::topic::Channel::Telemetry, &ingest_key(), b.seq, &body)
 }
 
 /// A gateway's view: the highest seq ingest acknowledged.
@@ -117,7 +140,9 @@ async fn gateway(g: usize, mqtt: u16, t0: i64, acked: Acked) {
                     last_progress = tokio::time::Instant::now();
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == delivery => {
-                    if let Ok(ack) = DeliveryAck::from_json(&p.payload) {
+                    let down = protocol::topic::Topic::new("county", &id, protocol::topic::Channel::Delivery);
+                    let opened = protocol::auth::open_signed(&p.payload, &down, &ingest_key());
+                    if let Ok(ack) = opened.map_err(|_| ()).and_then(|o| DeliveryAck::from_json(o.body).map_err(|_| ())) {
                         while queue.front().is_some_and(|(s, _)| *s <= ack.seq) {
                             queue.pop_front();
                         }
@@ -142,7 +167,7 @@ async fn gateway(g: usize, mqtt: u16, t0: i64, acked: Acked) {
                     continue;
                 }
                 if queue.len() < WINDOW && next <= BATCHES {
-                    let payload = codec::encode(&batch(g, next, t0), Codec::Binary);
+                    let payload = sealed(&batch(g, next, t0));
                     if client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).is_ok() {
                         queue.push_back((next, payload));
                         next += 1;
@@ -309,10 +334,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_batch_and_stores_none_tw
     let before = duplicates().await.unwrap_or(0);
     let opts = MqttOptions::new("forger", "127.0.0.1", mqtt);
     let (client, mut eventloop) = AsyncClient::new(opts, 10);
-    client
-        .publish("vt/county/gw-0/up/telemetry", QoS::AtLeastOnce, false, codec::encode(&forged, Codec::Binary))
-        .await
-        .expect("publish");
+    client.publish("vt/county/gw-0/up/telemetry", QoS::AtLeastOnce, false, sealed(&forged)).await.expect("publish");
     let poll = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     eventually("the resend to be counted as a duplicate", Duration::from_secs(10), || async {
         (duplicates().await? > before).then_some(())

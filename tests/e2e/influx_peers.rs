@@ -135,7 +135,12 @@ pub(crate) fn inventory(devices: &[String]) -> Inventory {
             village: None,
             district: None,
         }],
-        gateways: vec![GatewayInfo { id: "gw-1".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None }],
+        gateways: vec![GatewayInfo {
+            id: "gw-1".into(),
+            tenant: "county".into(),
+            site: "dongcun".into(),
+            public_key: crate::keys::public_key("gw-1"),
+        }],
         devices: devices
             .iter()
             .map(|id| Device {

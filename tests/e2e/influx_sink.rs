@@ -64,11 +64,14 @@ async fn the_influxdb_sink_delivers_every_stored_reading_to_victoriametrics_acro
 
     let t0 = now_ms() - 600_000;
     let mut sent = 0u64;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&ingest.state.commands.public_key()).expect("ingest's key");
     let publish = |from: u64, to: u64| {
         let client = client.clone();
         async move {
             for seq in from..to {
-                let payload = codec::encode(&batch(seq, t0), Codec::Binary);
+                let body = codec::encode(&batch(seq, t0), Codec::Binary);
+                let channel = protocol::topic::Channel::Telemetry;
+                let payload = crate::keys::seal("county", "gw-1", channel, &key, seq, &body);
                 client.publish("vt/county/gw-1/up/telemetry", QoS::AtLeastOnce, false, payload).await.expect("publish");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -13,3 +13,4 @@ mod gateway_downlink;
 mod influx_peers;
 mod influx_sink;
 mod influx_write;
+mod keys;
