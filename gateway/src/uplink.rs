@@ -148,10 +148,11 @@ pub async fn run(
         }
         // Without configured credentials: the gateway id and the password derived from the
         // link key, which ingest's embedded broker derives too (docs/SECURITY.md).
-        (None, Some(t)) => {
+        (None, Some(t)) if m.tls.as_ref().is_none_or(|tls| tls.client_auth.is_none()) => {
             opts.set_credentials(config.gateway.clone(), t.broker_password());
         }
-        (None, None) => {}
+        // A client certificate is the login; nothing to add.
+        (None, _) => {}
     }
     if let Some(tls) = &m.tls {
         opts.set_transport(Transport::tls_with_config(tls_config(tls)?));

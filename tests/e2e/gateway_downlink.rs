@@ -183,7 +183,9 @@ async fn retained_status(demo: &Demo, gateway: &str, id: &str) -> Option<Gateway
     let got = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             if let Ok(Event::Incoming(Packet::Publish(p))) = ev.poll().await {
-                return serde_json::from_slice::<GatewayStatus>(&p.payload).ok();
+                let body =
+                    crate::keys::open_demo_uplink(&demo.data_dir, "county", gateway, Channel::Status, &p.payload)?;
+                return serde_json::from_slice::<GatewayStatus>(&body).ok();
             }
         }
     })
@@ -207,10 +209,15 @@ async fn a_config_on_the_retained_topic_is_refused_with_its_line_or_applied_with
     let (c, mut ev) = broker_client(&demo, "operator-config");
     tokio::spawn(async move { while ev.poll().await.is_ok() {} });
     let topic = topic::topic("county", &gw, Channel::Config);
+    // Configurations are signed by ingest and versioned.
+    let ingest_key = crate::keys::ingest_signing_key(&demo.data_dir);
+    let signed = |version: u64, text: &[u8]| {
+        protocol::auth::seal_signed(&topic::Topic::new("county", &gw, Channel::Config), &ingest_key, version, text)
+    };
 
     // A typo: refused, reported with its line, and the gateway keeps polling both devices.
     let bad = "gateway = \"x\"\ntenant = \"county\"\n[mqtt]\nurl = \"mqtt://h\"\nintervall = 3\n";
-    c.publish(&topic, QoS::AtLeastOnce, true, bad.as_bytes().to_vec()).await.unwrap();
+    c.publish(&topic, QoS::AtLeastOnce, true, signed(1, bad.as_bytes())).await.unwrap();
     let status = eventually("the refusal in the status", Duration::from_secs(20), || async {
         let s = retained_status(&demo, &gw, "watch-1").await?;
         s.config.as_ref().is_some_and(|c| !c.applied).then_some(s)
@@ -256,7 +263,15 @@ write = {{ device = "{pump}", point = "level_stop_setpoint", value = 3.3 }}
         pump = pump.id,
         unit = pump.unit,
     );
-    c.publish(&topic, QoS::AtLeastOnce, true, good.into_bytes()).await.unwrap();
+    // Unsigned, it is refused (and named so in the status); signed, it is applied.
+    c.publish(&topic, QoS::AtLeastOnce, true, good.clone().into_bytes()).await.unwrap();
+    let status = eventually("the unsigned config refused", Duration::from_secs(20), || async {
+        let s = retained_status(&demo, &gw, "watch-u").await?;
+        s.config.as_ref().is_some_and(|c| !c.applied && c.errors[0].contains("not authenticated")).then_some(s)
+    })
+    .await;
+    assert_eq!(status.devices.len(), cfg.devices.len(), "the old configuration keeps running");
+    c.publish(&topic, QoS::AtLeastOnce, true, signed(2, good.as_bytes())).await.unwrap();
     let status = eventually("the new config in the status", Duration::from_secs(20), || async {
         let s = retained_status(&demo, &gw, "watch-2").await?;
         s.config.as_ref().is_some_and(|c| c.applied).then_some(s)

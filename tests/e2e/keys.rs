@@ -50,3 +50,26 @@ pub(crate) fn seal(
 ) -> Vec<u8> {
     auth::seal_mac(&Topic::new(tenant, gateway, channel), &link(tenant, gateway, ingest), counter, body)
 }
+
+/// Ingest's signing key from a data directory (`command.key`): what a test that plays
+/// ingest (or a compromised ingest) signs downlink messages with.
+pub(crate) fn ingest_signing_key(data_dir: &std::path::Path) -> ed25519_dalek::SigningKey {
+    let bytes = std::fs::read(data_dir.join(ingest::command::KEY_FILE)).expect("ingest's key file");
+    let seed: [u8; 32] = bytes.as_slice().try_into().expect("32 bytes");
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+/// Opens what a demo gateway sealed on `channel`: its key from beside its queue, ingest's
+/// from the data directory. `None` if it does not verify.
+pub(crate) fn open_demo_uplink(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    gateway: &str,
+    channel: Channel,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let identity = ingest::demo::gateway_identity(data_dir, gateway).ok()?;
+    let ingest = ingest_signing_key(data_dir);
+    let link = LinkKey::for_ingest(&ingest, &identity.public(), tenant, gateway).ok()?;
+    auth::open_mac(payload, &Topic::new(tenant, gateway, channel), &link).ok().map(|o| o.body.to_vec())
+}

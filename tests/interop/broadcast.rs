@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{Mosquitto, eventually, library, modbus_tcp};
 use crate::mqtt::ingest_on;
 
-fn inventory() -> Inventory {
+fn inventory(key: Option<String>) -> Inventory {
     Inventory::from_file(InventoryFile {
         sites: vec![Site {
             id: "dongcun".into(),
@@ -29,7 +29,12 @@ fn inventory() -> Inventory {
             village: Some("dongcun".into()),
             district: None,
         }],
-        gateways: vec![GatewayInfo { id: "gw-spk".into(), tenant: "county".into(), site: "dongcun".into(), public_key: None }],
+        gateways: vec![GatewayInfo {
+            id: "gw-spk".into(),
+            tenant: "county".into(),
+            site: "dongcun".into(),
+            public_key: key,
+        }],
         devices: vec![Device {
             id: "dongcun-speaker-1".into(),
             kind: DeviceKind::Speaker,
@@ -47,11 +52,13 @@ async fn a_signed_broadcast_lands_whole_in_the_speakers_mailbox_and_verifies_the
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::plain(dir.path()).await;
     let (_device, addr) = modbus_tcp().await;
-    let running = ingest_on(&dir.path().join("ingest"), mosquitto.port, None, inventory()).await;
+    let (queue, key) = crate::keys::enrol(dir.path(), "gw-spk");
+    let running = ingest_on(&dir.path().join("ingest"), mosquitto.port, None, inventory(key)).await;
     let commands = running.state.commands.clone();
 
     let mut cfg = GatewayConfig::new("gw-spk", "county", MqttConfig { port: mosquitto.port, ..MqttConfig::default() });
     cfg.command_key = Some(commands.public_key());
+    cfg.queue.dir = Some(queue);
     cfg.devices = vec![DeviceConfig::tcp("dongcun-speaker-1", "interop-speaker", addr, 1)];
     let stop = CancellationToken::new();
     tokio::spawn(gateway::Gateway::new(cfg, library(), gateway::system_clock()).unwrap().run(stop.clone()));

@@ -8,6 +8,7 @@
 mod arm;
 mod broadcast;
 mod common;
+mod keys;
 mod modbus;
 mod mqtt;
 mod outage;

@@ -13,6 +13,7 @@ use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use ingest::service::{self, Options, Running};
 use protocol::DeviceKind;
 use protocol::status::GatewayStatus;
+use protocol::topic::Channel;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +51,7 @@ async fn broker(dir: &Path) -> (Mosquitto, u16, u16) {
     (Mosquitto::start(dir, plain, &config).await, cert, pw)
 }
 
-fn inventory() -> Inventory {
+fn inventory(keys: &[(&str, Option<String>)]) -> Inventory {
     let site = Site {
         id: "s1".into(),
         name: "S1".into(),
@@ -61,7 +62,12 @@ fn inventory() -> Inventory {
         village: None,
         district: None,
     };
-    let gw = |id: &str| GatewayInfo { id: id.into(), tenant: "county".into(), site: "s1".into(), public_key: None };
+    let gw = |id: &str| GatewayInfo {
+        id: id.into(),
+        tenant: "county".into(),
+        site: "s1".into(),
+        public_key: keys.iter().find(|(g, _)| *g == id).and_then(|(_, k)| k.clone()),
+    };
     let dev = |id: &str, g: &str| Device {
         id: id.into(),
         kind: DeviceKind::WaterQuality,
@@ -152,13 +158,20 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     let dir = tempfile::tempdir().unwrap();
     let (mosquitto, cert_port, pw_port) = broker(dir.path()).await;
     let (_device, probe) = modbus_tcp().await;
+    // Each gateway's key is made beside its queue and enrolled before ingest starts.
+    let (queue_a, key_a) = crate::keys::enrol(dir.path(), "gw-a");
+    let (queue_c, key_c) = crate::keys::enrol(dir.path(), "gw-c");
     let running = ingest_on(
         &dir.path().join("ingest"),
         mosquitto.port,
         Some(("ingest".into(), "ingest-secret".into())),
-        inventory(),
+        inventory(&[("gw-a", key_a), ("gw-c", key_c)]),
     )
     .await;
+    let status_of = |payload: &[u8]| {
+        let body = crate::keys::open(&dir.path().join("ingest"), &queue_a, "gw-a", Channel::Status, payload)?;
+        serde_json::from_slice::<GatewayStatus>(&body).ok()
+    };
     let ca = dir.path().join("ca.pem");
 
     // gw-a: client certificate; gw-c: username and password over TLS.
@@ -167,12 +180,15 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
         ca_file: Some(ca.clone()),
         client_auth: Some((dir.path().join("gw-a.pem"), dir.path().join("gw-a.key"))),
     };
-    let gw_a =
-        gateway::Gateway::new(gateway_config("gw-a", cert_port, tls_a, probe), library(), gateway::system_clock())
-            .unwrap();
+    let mut cfg_a = gateway_config("gw-a", cert_port, tls_a, probe);
+    cfg_a.queue.dir = Some(queue_a.clone());
+    cfg_a.command_key = crate::keys::command_key(&running);
+    let gw_a = gateway::Gateway::new(cfg_a, library(), gateway::system_clock()).unwrap();
     let task_a = tokio::spawn(gw_a.try_run(stop.clone()));
     let mut cfg_c = gateway_config("gw-c", pw_port, TlsConfig { ca_file: Some(ca.clone()), client_auth: None }, probe);
     cfg_c.mqtt.credentials = Some(("gw-c".into(), "gw-c-secret".into()));
+    cfg_c.queue.dir = Some(queue_c);
+    cfg_c.command_key = crate::keys::command_key(&running);
     let gw_c = gateway::Gateway::new(cfg_c, library(), gateway::system_clock()).unwrap();
     tokio::spawn(gw_c.run(stop.clone()));
 
@@ -187,7 +203,7 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     // The retained status says online, with the device's health.
     let (c, ev) = client("watcher-1", mosquitto.port, "ingest", "ingest-secret");
     let (got, _) = collect(ev, c, "vt/county/gw-a/up/status", Duration::from_secs(2)).await;
-    let status: GatewayStatus = serde_json::from_slice(&got.first().expect("a retained status").1).unwrap();
+    let status = status_of(&got.first().expect("a retained status").1).expect("gw-a's sealed status");
     assert!(status.online && status.devices.iter().any(|d| d.id == "gw-a-probe" && d.online), "{status:?}");
 
     // gw-b holds a valid certificate but may not publish as gw-a nor read gw-a's downlink:
@@ -221,7 +237,7 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     let status = eventually("gw-a's last will", Duration::from_secs(20), || async {
         let (c, ev) = client("watcher-3", mosquitto.port, "ingest", "ingest-secret");
         let (got, _) = collect(ev, c, "vt/county/gw-a/up/status", Duration::from_millis(800)).await;
-        let s: GatewayStatus = serde_json::from_slice(&got.first()?.1).ok()?;
+        let s = status_of(&got.first()?.1)?;
         (!s.online).then_some(s)
     })
     .await;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{Mosquitto, Peer, eventually, gateway_binary, library, modbus_tcp, quiet};
 use crate::mqtt::ingest_on;
 
-fn inventory(gateway: &str, device: &str) -> Inventory {
+fn inventory(gateway: &str, device: &str, key: Option<String>) -> Inventory {
     Inventory::from_file(InventoryFile {
         sites: vec![Site {
             id: "s1".into(),
@@ -30,7 +30,7 @@ fn inventory(gateway: &str, device: &str) -> Inventory {
             village: None,
             district: None,
         }],
-        gateways: vec![GatewayInfo { id: gateway.into(), tenant: "county".into(), site: "s1".into(), public_key: None }],
+        gateways: vec![GatewayInfo { id: gateway.into(), tenant: "county".into(), site: "s1".into(), public_key: key }],
         devices: vec![Device {
             id: device.into(),
             kind: DeviceKind::WaterMeter,
@@ -88,7 +88,9 @@ async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_
     let dir = tempfile::tempdir().unwrap();
     let mut mosquitto = Mosquitto::plain(dir.path()).await;
     let (mut device, probe) = modbus_tcp().await;
-    let running = ingest_on(&dir.path().join("ingest"), mosquitto.port, None, inventory("gw-o", "counter-1")).await;
+    let key = crate::keys::enrol_in(&dir.path().join("queue"));
+    let running =
+        ingest_on(&dir.path().join("ingest"), mosquitto.port, None, inventory("gw-o", "counter-1", key)).await;
 
     // The gateway's clock runs 60 times faster than the wall: 10 s of outage are 10 min of
     // its time, and the readings taken meanwhile are stamped 12 s apart. It starts 45 min
@@ -113,6 +115,7 @@ async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_
     cfg.publish.interval = Duration::from_millis(200);
     cfg.publish.resend_after = Duration::from_secs(2);
     cfg.queue = QueueConfig { dir: Some(dir.path().join("queue")), max_bytes: 8 << 20 };
+    cfg.command_key = Some(running.state.commands.public_key());
     let stop = CancellationToken::new();
     let gw = gateway::Gateway::new(cfg, library(), clock.clone()).unwrap();
     let task = tokio::spawn(gw.try_run(stop.clone()));
@@ -146,7 +149,7 @@ async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_
     running.stop().await;
 }
 
-fn write_config(dir: &Path, broker_port: u16, probe: std::net::SocketAddr) -> std::path::PathBuf {
+fn write_config(dir: &Path, broker_port: u16, probe: std::net::SocketAddr, command_key: &str) -> std::path::PathBuf {
     let profiles = dir.join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(
@@ -157,6 +160,7 @@ fn write_config(dir: &Path, broker_port: u16, probe: std::net::SocketAddr) -> st
     let config = format!(
         r#"gateway = "gw-k"
 tenant = "county"
+command_key = "{command_key}"
 profile_dirs = ["{profiles}"]
 [mqtt]
 url = "mqtt://127.0.0.1:{broker_port}"
@@ -194,8 +198,11 @@ async fn a_gateway_killed_with_sigkill_during_an_outage_delivers_every_sealed_ba
     let dir = tempfile::tempdir().unwrap();
     let mut mosquitto = Mosquitto::plain(dir.path()).await;
     let (mut device, probe) = modbus_tcp().await;
-    let running = ingest_on(&dir.path().join("ingest"), mosquitto.port, None, inventory("gw-k", "counter-2")).await;
-    let config = write_config(dir.path(), mosquitto.port, probe);
+    let key = crate::keys::enrol_in(&dir.path().join("queue"));
+    let running =
+        ingest_on(&dir.path().join("ingest"), mosquitto.port, None, inventory("gw-k", "counter-2", key)).await;
+    let command_key: String = running.state.commands.public_key().iter().map(|b| format!("{b:02x}")).collect();
+    let config = write_config(dir.path(), mosquitto.port, probe, &command_key);
 
     let mut gw = start_gateway(&config);
     eventually("first readings", Duration::from_secs(30), || async {
@@ -207,8 +214,12 @@ async fn a_gateway_killed_with_sigkill_during_an_outage_delivers_every_sealed_ba
     tokio::time::sleep(Duration::from_secs(3)).await;
     gw.assert_running();
     gw.kill();
-    let queued: u64 =
-        std::fs::read_dir(dir.path().join("queue")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let queued: u64 = std::fs::read_dir(dir.path().join("queue"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
     assert!(queued > 0, "the queue is on disk");
     // It comes back while the broker is still down, then the broker comes back.
     let mut gw = start_gateway(&config);
