@@ -65,10 +65,22 @@ struct Wire {
     batches: AtomicU64,
 }
 
-async fn run(binary: &Path, dir: &Path, broker: std::net::SocketAddr, devices: &str, codec: &str, secs: u64) {
+/// The gateway's key, made once and put in each run's queue directory (one gateway, one
+/// enrolled key), and ingest's public key for its config.
+async fn run(
+    binary: &Path,
+    dir: &Path,
+    broker: std::net::SocketAddr,
+    devices: &str,
+    codec: &str,
+    secs: u64,
+    command_key: &str,
+) {
     let queue = dir.join(format!("queue-{codec}"));
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::copy(dir.join("gateway.key"), queue.join(gateway::identity::FILE)).unwrap();
     let config = format!(
-        "gateway = \"{GATEWAY}\"\ntenant = \"county\"\nhealth_interval_secs = 60\n[mqtt]\nurl = \"mqtt://{broker}\"\ncodec = \"{codec}\"\n\
+        "gateway = \"{GATEWAY}\"\ntenant = \"county\"\ncommand_key = \"{command_key}\"\nhealth_interval_secs = 60\n[mqtt]\nurl = \"mqtt://{broker}\"\ncodec = \"{codec}\"\n\
          [publish]\ninterval_ms = 1000\n[queue]\ndir = \"{}\"\n{devices}",
         queue.display()
     );
@@ -184,7 +196,11 @@ async fn main() {
     inventory.gateways.push(GatewayInfo {
         id: GATEWAY.into(),
         tenant: "county".into(),
-        site: villages[0].site.clone(), public_key: None,
+        site: villages[0].site.clone(),
+        public_key: {
+            let (id, _) = gateway::identity::Identity::load_or_create(Some(dir.path())).unwrap();
+            Some(id.public_hex())
+        },
     });
     println!("devices polled every second: {n} on {} Modbus TCP endpoints", villages.len());
 
@@ -194,8 +210,9 @@ async fn main() {
     println!(
         "| codec | measured | throughput | bytes on the wire | memory | CPU | disk |\n|---|---|---|---|---|---|---|"
     );
-    run(&binary, dir.path(), mqtt, &devices, "binary", secs).await;
-    run(&binary, dir.path(), mqtt, &devices, "json", secs.min(20)).await;
+    let key: String = running.state.commands.public_key().iter().map(|b| format!("{b:02x}")).collect();
+    run(&binary, dir.path(), mqtt, &devices, "binary", secs, &key).await;
+    run(&binary, dir.path(), mqtt, &devices, "json", secs.min(20), &key).await;
     let stored = running.state.store.latest().len();
     println!("series in ingest's store: {stored}");
     running.stop().await;
