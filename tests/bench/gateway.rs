@@ -99,10 +99,17 @@ async fn run(
     let topic = format!("vt/county/{GATEWAY}/up/telemetry");
     client.subscribe(&topic, QoS::AtMostOnce).await.unwrap();
     let w = wire.clone();
+    // The watcher reads the sealed batches as ingest does, with the link key.
+    let identity = gateway::identity::Identity::load(&dir.join("gateway.key")).unwrap();
+    let seed: [u8; 32] = std::fs::read(dir.join("ingest").join(ingest::command::KEY_FILE)).unwrap().try_into().unwrap();
+    let ingest_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let link = protocol::auth::LinkKey::for_ingest(&ingest_key, &identity.public(), "county", GATEWAY).unwrap();
     let watcher = tokio::spawn(async move {
+        let telemetry = protocol::topic::Topic::new("county", GATEWAY, protocol::topic::Channel::Telemetry);
         while let Ok(e) = ev.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = e
-                && let Ok(b) = protocol::codec::decode(&p.payload)
+                && let Ok(opened) = protocol::auth::open_mac(&p.payload, &telemetry, &link)
+                && let Ok(b) = protocol::codec::decode(opened.body)
             {
                 w.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                 // Fixed header (2-4), topic length and topic, packet id: what QoS 1 adds.
