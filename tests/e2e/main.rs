@@ -3,6 +3,7 @@
 //! One binary with a module per area (faster to build than one binary per file).
 
 mod alerts;
+mod attacks;
 mod bad_input;
 mod broadcast;
 mod common;
