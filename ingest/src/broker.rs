@@ -4,8 +4,19 @@
 //! rumqttd has no stop call. It accepts MQTT 3.1.1 clients on one listener; gateways and
 //! ingest's own subscriber connect to it over loopback like to any other broker, so the
 //! embedded and the external broker take the same code path.
+//!
+//! Closed to strangers (docs/SECURITY.md): every client logs in. A gateway's username is its
+//! id and its password the one derived from its link key ([`protocol::auth::LinkKey::broker_password`]),
+//! checked against the keyring, so a gateway not enrolled, or revoked, cannot connect; its
+//! client id must be its username, so nobody takes a gateway's session. Ingest's own login
+//! is made at start ([`ingest_login`]) and never leaves the process; the client id
+//! `ingest` and every gateway id belong to their logins alone. The check keeps no state
+//! per refused client.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::keyring::Keyring;
 use std::time::Duration;
 
 /// The broker configuration shipped with ingest.
@@ -22,10 +33,40 @@ pub enum BrokerError {
     NotListening(SocketAddr),
 }
 
-/// Starts the broker on `listen` and waits until it accepts connections.
-pub async fn start(listen: SocketAddr) -> Result<(), BrokerError> {
+/// Ingest's own login on the embedded broker: `ingest` and a random password made now.
+pub fn ingest_login() -> (String, String) {
+    use rand_core::RngCore as _;
+    let mut secret = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut secret);
+    ("ingest".into(), secret.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a client may connect: ingest's login (any client id that is not a gateway's),
+/// or an enrolled gateway's id, password and client id all matching.
+pub fn admit(keyring: &Keyring, ingest: &(String, String), client_id: &str, user: &str, pass: &str) -> bool {
+    if user == ingest.0 {
+        return ct_eq(pass.as_bytes(), ingest.1.as_bytes()) && keyring.keys_of(client_id).is_empty();
+    }
+    client_id == user && keyring.broker_passwords(user).iter().any(|p| ct_eq(p.as_bytes(), pass.as_bytes()))
+}
+
+/// Compares in time that depends only on the lengths.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Starts the broker on `listen` and waits until it accepts connections; logins are
+/// checked with [`admit`].
+pub async fn start(listen: SocketAddr, keyring: Arc<Keyring>, ingest: (String, String)) -> Result<(), BrokerError> {
     let text = CONFIG.replace("LISTEN_V4", &listen.to_string());
-    let config: rumqttd::Config = toml::from_str(&text).map_err(|e| BrokerError::Config(e.to_string()))?;
+    let mut config: rumqttd::Config = toml::from_str(&text).map_err(|e| BrokerError::Config(e.to_string()))?;
+    for server in config.v4.iter_mut().flat_map(|m| m.values_mut()) {
+        let (keyring, ingest) = (keyring.clone(), ingest.clone());
+        server.connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let ok = admit(&keyring, &ingest, &client_id, &user, &pass);
+            async move { ok }
+        });
+    }
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {
@@ -64,7 +105,9 @@ async fn answers_mqtt(addr: SocketAddr) -> bool {
         let mut connack = [0u8; 4];
         s.read_exact(&mut connack).await?;
         s.write_all(PROBE_DISCONNECT).await?;
-        std::io::Result::Ok(connack[0] == 0x20 && connack[3] == 0)
+        // Any CONNACK is an MQTT answer: the probe has no login, so the broker refuses it
+        // (return code 5, not authorised), which shows it is up and checking logins.
+        std::io::Result::Ok(connack[0] == 0x20)
     };
     matches!(tokio::time::timeout(Duration::from_secs(1), handshake).await, Ok(Ok(true)))
 }
@@ -83,7 +126,8 @@ mod tests {
     #[tokio::test]
     async fn the_readiness_probe_wants_an_mqtt_answer_not_just_an_open_port() {
         let listen = free_local_addr().unwrap();
-        start(listen).await.unwrap();
+        let keyring = Arc::new(Keyring::new(ed25519_dalek::SigningKey::from_bytes(&[2u8; 32])));
+        start(listen, keyring, ingest_login()).await.unwrap();
         assert!(answers_mqtt(listen).await, "the embedded broker completes the handshake");
 
         // Something that accepts connections but does not speak MQTT is not a broker.
@@ -96,5 +140,30 @@ mod tests {
             }
         });
         assert!(!answers_mqtt(addr).await);
+    }
+
+    #[test]
+    fn only_enrolled_gateways_and_ingest_log_in_and_nobody_takes_anothers_client_id() {
+        let ingest_key = ed25519_dalek::SigningKey::from_bytes(&[2u8; 32]);
+        let keyring = Keyring::new(ingest_key.clone());
+        let gw = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        keyring.set("county", "gw-a", &[gw.verifying_key()]).unwrap();
+        let pass = protocol::auth::LinkKey::for_gateway(&gw, &ingest_key.verifying_key(), "county", "gw-a")
+            .unwrap()
+            .broker_password();
+        let ingest = ingest_login();
+        // Positive controls: the gateway with its derived password, ingest with its own.
+        assert!(admit(&keyring, &ingest, "gw-a", "gw-a", &pass));
+        assert!(admit(&keyring, &ingest, "ingest", "ingest", &ingest.1));
+        // Anonymous, a wrong password, an unknown gateway, another gateway's client id,
+        // and ingest's client id or a gateway's taken with ingest's login.
+        assert!(!admit(&keyring, &ingest, "gw-a", "", ""));
+        assert!(!admit(&keyring, &ingest, "gw-a", "gw-a", "guess"));
+        assert!(!admit(&keyring, &ingest, "gw-zz", "gw-zz", &pass));
+        assert!(!admit(&keyring, &ingest, "ingest", "gw-a", &pass));
+        assert!(!admit(&keyring, &ingest, "ingest", "ingest", "guess"));
+        assert!(!admit(&keyring, &ingest, "gw-a", "ingest", &ingest.1));
+        keyring.revoke("gw-a");
+        assert!(!admit(&keyring, &ingest, "gw-a", "gw-a", &pass), "revoked at once");
     }
 }

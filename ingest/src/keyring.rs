@@ -107,6 +107,15 @@ impl Keyring {
         read(&self.gateways).get(gateway).map(|e| e.public.clone()).unwrap_or_default()
     }
 
+    /// The broker passwords of an enrolled gateway, one per key it holds (derived from
+    /// the link keys); empty for a gateway not enrolled.
+    pub fn broker_passwords(&self, gateway: &str) -> Vec<String> {
+        read(&self.gateways)
+            .get(gateway)
+            .map(|e| e.links.iter().map(LinkKey::broker_password).collect())
+            .unwrap_or_default()
+    }
+
     /// Number of gateways enrolled.
     pub fn len(&self) -> usize {
         read(&self.gateways).len()

@@ -56,6 +56,9 @@ pub struct Running {
     pub http: SocketAddr,
     /// Where the embedded broker listens (`None` with an external broker).
     pub mqtt: Option<SocketAddr>,
+    /// Ingest's own login on the embedded broker (made at start, never stored): what a
+    /// test that plays a compromised broker, or a local tool, connects with.
+    pub broker_login: Option<(String, String)>,
     /// The API's state (store, inventory, metrics...).
     pub state: AppState,
     /// The MQTT source (downlink publishing, command acks).
@@ -112,12 +115,24 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     let mut sinks = options.sinks;
     sinks.extend(built.sinks);
 
+    // Ingest's key and the enrolled gateways: what every message and every broker login
+    // is checked against.
+    let key = crate::command::load_or_create_key(&config.data_dir.join(crate::command::KEY_FILE))?;
+    let keyring = Arc::new(crate::keyring::Keyring::new(key));
+    enrol_all(&keyring, &inventory);
+
+    let mut broker_login = None;
     let (conn, mqtt_addr) = match &config.broker {
         BrokerConfig::Embedded { listen } => {
             let listen = if listen.port() == 0 { crate::broker::free_local_addr()? } else { *listen };
-            crate::broker::start(listen).await?;
+            let login = crate::broker::ingest_login();
+            crate::broker::start(listen, keyring.clone(), login.clone()).await?;
+            broker_login = Some(login.clone());
             let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
-            (Connection { host, port: listen.port(), client_id: "ingest".into(), credentials: None }, Some(listen))
+            (
+                Connection { host, port: listen.port(), client_id: "ingest".into(), credentials: Some(login) },
+                Some(listen),
+            )
         }
         BrokerConfig::External { host, port, credentials } => (
             Connection {
@@ -158,9 +173,6 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         tracing::info!(message = "Restored devices first seen through line protocol.", devices = restored);
     }
     let rejections = Arc::new(Rejections::default());
-    let key = crate::command::load_or_create_key(&config.data_dir.join(crate::command::KEY_FILE))?;
-    let keyring = Arc::new(crate::keyring::Keyring::new(key));
-    enrol_all(&keyring, &inventory);
     let pipeline = Arc::new(Pipeline {
         store: store.clone(),
         inventory: inventory.clone(),
@@ -225,7 +237,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         }
     });
     tracing::info!(message = "Ingest started.", %http);
-    Ok(Running { http, mqtt: mqtt_addr, state, source, shutdown, server, sink_tasks: built.tasks })
+    Ok(Running { http, mqtt: mqtt_addr, broker_login, state, source, shutdown, server, sink_tasks: built.tasks })
 }
 
 /// Drops expired partitions now and then every `interval`, with ingest's clock.

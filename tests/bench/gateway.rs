@@ -67,6 +67,7 @@ struct Wire {
 
 /// The gateway's key, made once and put in each run's queue directory (one gateway, one
 /// enrolled key), and ingest's public key for its config.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     binary: &Path,
     dir: &Path,
@@ -75,6 +76,7 @@ async fn run(
     codec: &str,
     secs: u64,
     command_key: &str,
+    login: (String, String),
 ) {
     let queue = dir.join(format!("queue-{codec}"));
     std::fs::create_dir_all(&queue).unwrap();
@@ -94,6 +96,7 @@ async fn run(
         batches: AtomicU64::new(0),
     });
     let mut o = MqttOptions::new(format!("bench-watch-{codec}"), broker.ip().to_string(), broker.port());
+    o.set_credentials(login.0, login.1);
     o.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut ev) = AsyncClient::new(o, 64);
     let topic = format!("vt/county/{GATEWAY}/up/telemetry");
@@ -218,8 +221,9 @@ async fn main() {
         "| codec | measured | throughput | bytes on the wire | memory | CPU | disk |\n|---|---|---|---|---|---|---|"
     );
     let key: String = running.state.commands.public_key().iter().map(|b| format!("{b:02x}")).collect();
-    run(&binary, dir.path(), mqtt, &devices, "binary", secs, &key).await;
-    run(&binary, dir.path(), mqtt, &devices, "json", secs.min(20), &key).await;
+    let login = running.broker_login.clone().unwrap();
+    run(&binary, dir.path(), mqtt, &devices, "binary", secs, &key, login.clone()).await;
+    run(&binary, dir.path(), mqtt, &devices, "json", secs.min(20), &key, login).await;
     let stored = running.state.store.latest().len();
     println!("series in ingest's store: {stored}");
     running.stop().await;

@@ -156,7 +156,9 @@ async fn start(data: &Path, rules: &Path, webhook: SocketAddr) -> Running {
 
 async fn publish(ingest: &Running, tenant: &str, gw: &str, seq: u64, readings: Vec<Reading>) {
     let broker = ingest.mqtt.expect("the embedded broker");
-    let opts = MqttOptions::new(format!("{gw}-{seq}"), broker.ip().to_string(), broker.port());
+    let mut opts = MqttOptions::new(format!("{gw}-{seq}"), broker.ip().to_string(), broker.port());
+    let (user, pass) = ingest.broker_login.clone().expect("ingest's login");
+    opts.set_credentials(user, pass);
     let (client, mut events) = AsyncClient::new(opts, 16);
     let body = codec::encode(&Batch { gateway: gw.into(), seq, readings }, Codec::Binary);
     let key = ed25519_dalek::VerifyingKey::from_bytes(&ingest.state.commands.public_key()).expect("ingest's key");

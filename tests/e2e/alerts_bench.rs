@@ -156,8 +156,9 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(broker: SocketAddr, name: &str, ingest: ed25519_dalek::VerifyingKey) -> Publisher {
+    fn new(broker: SocketAddr, login: (String, String), name: &str, ingest: ed25519_dalek::VerifyingKey) -> Publisher {
         let mut opts = MqttOptions::new(name, broker.ip().to_string(), broker.port());
+        opts.set_credentials(login.0, login.1);
         opts.set_max_packet_size(1 << 20, 1 << 20).set_inflight(200).set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(opts, 1000);
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
@@ -200,7 +201,9 @@ async fn latency_from_publish_to_alert_at_half_of_the_maximum_load() {
     let alerts = ingest.state.alerts.clone().unwrap();
     let stored = || ingest.state.metrics.readings_stored.get();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pubs: Vec<Publisher> = (0..2).map(|i| Publisher::new(broker, &format!("bench-{i}"), key)).collect();
+    let pubs: Vec<Publisher> = (0..2)
+        .map(|i| Publisher::new(broker, ingest.broker_login.clone().expect("login"), &format!("bench-{i}"), key))
+        .collect();
     let mut seq: HashMap<String, u64> = HashMap::new();
     let mut next_seq = |gw: &str| {
         let s = seq.entry(gw.to_string()).or_default();

@@ -38,13 +38,41 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn attacker(demo: &Demo, id: &str) -> AsyncClient {
+/// A client on the demo's broker that logs in with `login`.
+fn attacker(demo: &Demo, id: &str, login: (String, String)) -> AsyncClient {
     let addr = demo.ingest.mqtt.unwrap();
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(5)).set_inflight(500).set_max_packet_size(2 << 20, 2 << 20);
+    o.set_credentials(login.0, login.1);
     let (c, mut ev) = AsyncClient::new(o, 4096);
     tokio::spawn(async move { while ev.poll().await.is_ok() {} });
     c
+}
+
+/// Whether the broker accepts a connection as `id` with `login` (`None`: anonymous).
+async fn admitted(demo: &Demo, id: &str, login: Option<(String, String)>) -> bool {
+    let addr = demo.ingest.mqtt.unwrap();
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(5));
+    if let Some((u, p)) = login {
+        o.set_credentials(u, p);
+    }
+    let (c, mut ev) = AsyncClient::new(o, 16);
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
+                    return a.code == rumqttc::ConnectReturnCode::Success;
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let _ = c.disconnect().await;
+    answer
 }
 
 async fn healthy(demo: &Demo) -> bool {
@@ -86,7 +114,26 @@ async fn forgeries_replays_and_floods_are_refused_by_reason_while_the_real_gatew
     // Positive control before anything: the real gateway delivers.
     still_delivering(&demo, &pump, now_ms() - 60_000).await;
     let rss0 = rss_kib();
-    let stranger = attacker(&demo, "stranger");
+    let ingest_vk = ed25519_dalek::VerifyingKey::from_bytes(&demo.ingest.state.commands.public_key()).unwrap();
+    let stolen = ingest::demo::gateway_identity(&demo.data_dir, &a).unwrap();
+    let a_login = (a.clone(), stolen.link_key(&ingest_vk, &tenant, &a).unwrap().broker_password());
+    let ingest_login = demo.ingest.broker_login.clone().unwrap();
+
+    // 0. The broker is closed to strangers: anonymous, a guessed password, a gateway not
+    //    enrolled, A's login under B's or ingest's client id, ingest's login under a
+    //    gateway's client id: all refused. Positive controls: A's and ingest's own logins.
+    assert!(!admitted(&demo, "stranger", None).await, "an anonymous client connected");
+    assert!(!admitted(&demo, &a, Some((a.clone(), "guess".into()))).await);
+    assert!(!admitted(&demo, "gw-nobody", Some(("gw-nobody".into(), a_login.1.clone()))).await);
+    assert!(!admitted(&demo, &b, Some(a_login.clone())).await, "A's login took B's client id");
+    assert!(!admitted(&demo, "ingest", Some(a_login.clone())).await, "A's login took ingest's client id");
+    assert!(!admitted(&demo, &a, Some(ingest_login.clone())).await, "ingest's login took A's client id");
+    assert!(admitted(&demo, "watcher", Some(ingest_login.clone())).await, "positive control: ingest's login");
+    assert!(healthy(&demo).await, "ingest's own client was not pushed off");
+
+    // From here on the attacker holds ingest's broker login: a compromised broker, which
+    // can publish anything anywhere. Trust must not rest on it.
+    let stranger = attacker(&demo, "stranger", ingest_login.clone());
     let telemetry_a = topic::topic(&tenant, &a, Channel::Telemetry);
     let forged = |gw: &str, seq: u64| {
         let readings = vec![Reading::new(pump.as_str(), Metric::new("tank_level"), Timestamp(now_ms()), 0.01)];
@@ -121,8 +168,6 @@ async fn forgeries_replays_and_floods_are_refused_by_reason_while_the_real_gatew
 
     // 2. A stolen gateway: A's key publishing as B is refused; A's key on A's own topic
     //    with seq 2^62 is refused as out of range and never becomes A's mark.
-    let ingest_vk = ed25519_dalek::VerifyingKey::from_bytes(&demo.ingest.state.commands.public_key()).unwrap();
-    let stolen = ingest::demo::gateway_identity(&demo.data_dir, &a).unwrap();
     let as_b = stolen.link_key(&ingest_vk, &tenant, &b).unwrap();
     let bad1 = rejected(&demo, Reason::BadSignature);
     let sealed =

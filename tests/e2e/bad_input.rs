@@ -85,6 +85,7 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
     let ingest_key = crate::keys::ingest_key(&base).await;
     // A client that publishes as gateway gw-a and listens to its downlink.
     let mut opts = MqttOptions::new("gw-a", broker.ip().to_string(), broker.port());
+    opts.set_credentials("gw-a", crate::keys::link("county", "gw-a", &ingest_key).broker_password());
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(opts, 64);
     let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<u64>();

@@ -21,6 +21,9 @@ async fn attacker(demo: &ingest::demo::Demo) -> (AsyncClient, tokio::sync::mpsc:
     let broker = demo.ingest.mqtt.expect("broker");
     let mut opts = MqttOptions::new("attacker", broker.ip().to_string(), broker.port());
     opts.set_max_packet_size(1 << 20, 1 << 20);
+    // With ingest's own broker login: someone who controls the broker.
+    let (user, pass) = demo.ingest.broker_login.clone().expect("ingest's login");
+    opts.set_credentials(user, pass);
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     client.subscribe("vt/county/gw-dongcun/down/cmd", QoS::AtLeastOnce).await.expect("subscribe");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -118,6 +118,7 @@ type Acked = Arc<Mutex<Vec<u64>>>;
 async fn gateway(g: usize, mqtt: u16, t0: i64, acked: Acked) {
     let id = gateway_id(g);
     let mut opts = MqttOptions::new(id.clone(), "127.0.0.1", mqtt);
+    opts.set_credentials(id.clone(), crate::keys::link("county", &id, &ingest_key()).broker_password());
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = AsyncClient::new(opts, 10 * WINDOW);
     let topic = format!("vt/county/{id}/up/telemetry");
@@ -332,7 +333,9 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_batch_and_stores_none_tw
             .find_map(|l| l.strip_prefix("ingest_batches_duplicate_total ").and_then(|v| v.trim().parse::<u64>().ok()))
     };
     let before = duplicates().await.unwrap_or(0);
-    let opts = MqttOptions::new("forger", "127.0.0.1", mqtt);
+    // gw-0 itself resends an old seq (its batches are all acknowledged by now).
+    let mut opts = MqttOptions::new("gw-0", "127.0.0.1", mqtt);
+    opts.set_credentials("gw-0", crate::keys::link("county", "gw-0", &ingest_key()).broker_password());
     let (client, mut eventloop) = AsyncClient::new(opts, 10);
     client.publish("vt/county/gw-0/up/telemetry", QoS::AtLeastOnce, false, sealed(&forged)).await.expect("publish");
     let poll = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });

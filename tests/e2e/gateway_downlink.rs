@@ -64,6 +64,8 @@ async fn command_state(demo: &Demo, id: u64) -> Option<Value> {
 fn broker_client(demo: &Demo, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
     let addr = demo.ingest.mqtt.unwrap();
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    let (user, pass) = demo.ingest.broker_login.clone().expect("ingest's login");
+    o.set_credentials(user, pass);
     o.set_keep_alive(Duration::from_secs(5));
     AsyncClient::new(o, 64)
 }

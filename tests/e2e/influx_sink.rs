@@ -54,6 +54,8 @@ async fn the_influxdb_sink_delivers_every_stored_reading_to_victoriametrics_acro
     let broker = ingest.mqtt.expect("embedded broker");
 
     let mut opts = MqttOptions::new("gw-1", broker.ip().to_string(), broker.port());
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&ingest.state.commands.public_key()).expect("ingest's key");
+    opts.set_credentials("gw-1", crate::keys::link("county", "gw-1", &key).broker_password());
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
