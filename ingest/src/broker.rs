@@ -77,7 +77,7 @@ pub async fn start(listen: SocketAddr, keyring: Arc<Keyring>, ingest: (String, S
         })
         .map_err(|e| BrokerError::Config(e.to_string()))?;
     for _ in 0..200 {
-        if answers_mqtt(listen).await {
+        if answers_mqtt(listen, &ingest).await {
             tracing::info!(message = "Embedded broker listening.", %listen);
             return Ok(());
         }
@@ -86,28 +86,42 @@ pub async fn start(listen: SocketAddr, keyring: Arc<Keyring>, ingest: (String, S
     Err(BrokerError::NotListening(listen))
 }
 
-/// MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id `ingest-probe`).
-const PROBE_CONNECT: &[u8] = &[
-    0x10, 24, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 12, b'i', b'n', b'g', b'e', b's', b't', b'-', b'p',
-    b'r', b'o', b'b', b'e',
-];
+/// MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id `ingest-probe`) with
+/// ingest's login: the broker answers a client without a valid login with nothing at all.
+fn probe_connect(login: &(String, String)) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 10];
+    for field in ["ingest-probe", login.0.as_str(), login.1.as_str()] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
 /// MQTT DISCONNECT.
 const PROBE_DISCONNECT: &[u8] = &[0xE0, 0];
 
 /// Whether the broker completes an MQTT handshake on `addr`. A bare TCP connect that
 /// hangs up would do to see the port open, but rumqttd logs every such hang-up as an
 /// ERROR, and an operator's first log line should not be a false alarm.
-async fn answers_mqtt(addr: SocketAddr) -> bool {
+async fn answers_mqtt(addr: SocketAddr, login: &(String, String)) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let handshake = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(PROBE_CONNECT).await?;
+        s.write_all(&probe_connect(login)).await?;
         let mut connack = [0u8; 4];
         s.read_exact(&mut connack).await?;
         s.write_all(PROBE_DISCONNECT).await?;
-        // Any CONNACK is an MQTT answer: the probe has no login, so the broker refuses it
-        // (return code 5, not authorised), which shows it is up and checking logins.
-        std::io::Result::Ok(connack[0] == 0x20)
+        std::io::Result::Ok(connack[0] == 0x20 && connack[3] == 0)
     };
     matches!(tokio::time::timeout(Duration::from_secs(1), handshake).await, Ok(Ok(true)))
 }
@@ -127,8 +141,11 @@ mod tests {
     async fn the_readiness_probe_wants_an_mqtt_answer_not_just_an_open_port() {
         let listen = free_local_addr().unwrap();
         let keyring = Arc::new(Keyring::new(ed25519_dalek::SigningKey::from_bytes(&[2u8; 32])));
-        start(listen, keyring, ingest_login()).await.unwrap();
-        assert!(answers_mqtt(listen).await, "the embedded broker completes the handshake");
+        let login = ingest_login();
+        start(listen, keyring, login.clone()).await.unwrap();
+        assert!(answers_mqtt(listen, &login).await, "the embedded broker completes the handshake");
+        let wrong = (login.0.clone(), "guess".to_string());
+        assert!(!answers_mqtt(listen, &wrong).await, "a wrong login gets no session");
 
         // Something that accepts connections but does not speak MQTT is not a broker.
         let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,7 +156,7 @@ mod tests {
                 held.push(s);
             }
         });
-        assert!(!answers_mqtt(addr).await);
+        assert!(!answers_mqtt(addr, &login).await);
     }
 
     #[test]

@@ -394,6 +394,15 @@ gateway = "gw-dongcun"
         let inv = Inventory::from_source(&Source::from_text("inventory.example.toml", text))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(inv.ownership("gw-waterworks", "waterworks-pump-1"), Ownership::Own);
+        assert!(inv.gateway("gw-dongcun").and_then(|g| g.public_key).is_some(), "an enrolled gateway");
+    }
+
+    #[test]
+    fn a_bad_public_key_is_reported_with_its_line() {
+        let text = include_str!("../inventory.example.toml");
+        let bad = text.replace("d75a980182b10ab7", "zz5a980182b10ab7");
+        let e = Inventory::from_source(&Source::from_text("inv.toml", bad)).unwrap_err().to_string();
+        assert!(e.contains("gateway 'gw-dongcun': public_key: not hexadecimal"), "{e}");
     }
 
     #[test]
