@@ -209,7 +209,9 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     // gw-b holds a valid certificate but may not publish as gw-a nor read gw-a's downlink:
     // the broker drops its publish and delivers it nothing of gw-a's.
     let (watch, watch_ev) = client("watcher-2", mosquitto.port, "ingest", "ingest-secret");
-    let watching = tokio::spawn(collect(watch_ev, watch, "vt/county/gw-a/up/telemetry", Duration::from_secs(4)));
+    // The watcher sees both gateways' telemetry: gw-b's publish on its own topic is the
+    // positive control that gw-b is connected and could publish at all.
+    let watching = tokio::spawn(collect(watch_ev, watch, "vt/county/+/up/telemetry", Duration::from_secs(4)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut o = MqttOptions::new("gw-b", "127.0.0.1", cert_port);
     let tls_b = TlsConfig {
@@ -220,6 +222,8 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     let (b, b_ev) = AsyncClient::new(o, 16);
     let forged = br#"{"gateway":"gw-b-forged","seq":1,"readings":[]}"#.to_vec();
     b.publish("vt/county/gw-a/up/telemetry", QoS::AtLeastOnce, false, forged.clone()).await.unwrap();
+    let own = br#"{"gateway":"gw-b","seq":1,"readings":[]}"#.to_vec();
+    b.publish("vt/county/gw-b/up/telemetry", QoS::AtLeastOnce, false, own.clone()).await.unwrap();
     let eavesdrop = tokio::spawn(collect(b_ev, b, "vt/county/gw-a/down/#", Duration::from_secs(3)));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (ingest_client, mut ingest_ev) = client("ingest-2", mosquitto.port, "ingest", "ingest-secret");
@@ -229,7 +233,11 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     assert!(overheard.is_empty(), "gw-b read gw-a's downlink: {overheard:?}");
     let (seen, _) = watching.await.unwrap();
     assert!(!seen.iter().any(|(_, p)| *p == forged), "the broker let gw-b publish as gw-a");
-    assert!(!seen.is_empty(), "gw-a's own telemetry still flows");
+    assert!(
+        seen.iter().any(|(t, p)| t == "vt/county/gw-b/up/telemetry" && *p == own),
+        "positive control: gw-b's publish on its own topic is seen (gw-b was connected)"
+    );
+    assert!(seen.iter().any(|(t, _)| t == "vt/county/gw-a/up/telemetry"), "gw-a's own telemetry still flows");
 
     // The last will: gw-a vanishes without a goodbye; the broker marks it offline.
     task_a.abort();
