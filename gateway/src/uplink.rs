@@ -129,9 +129,11 @@ pub async fn run(
     let status_topic = topic::topic(&config.tenant, &config.gateway, Channel::Status);
     let telemetry_topic = topic::topic(&config.tenant, &config.gateway, Channel::Telemetry);
     let offline = serde_json::to_vec(&GatewayStatus::offline(&config.gateway)).unwrap_or_default();
-    let (offline, will) = match lock(&shared.trust).as_mut() {
-        Some(t) => (t.seal_status(&offline), t.seal_last_will(&offline)),
-        None => (offline.clone(), offline),
+    // The last will is sealed now (counter 0: ingest takes it only as "offline"); the
+    // goodbye at shutdown is sealed then, so that its counter is newer than every status.
+    let will = match lock(&shared.trust).as_ref() {
+        Some(t) => t.seal_last_will(&offline),
+        None => offline.clone(),
     };
 
     let m = &config.mqtt;
@@ -230,7 +232,11 @@ pub async fn run(
     }
     shared.connected.store(false, Ordering::Relaxed);
     if connected {
-        let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, offline);
+        let goodbye = match lock(&shared.trust).as_mut() {
+            Some(t) => t.seal_status(&offline),
+            None => offline,
+        };
+        let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, goodbye);
         let _ = client.try_disconnect();
         // Let the event loop flush the goodbye.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
