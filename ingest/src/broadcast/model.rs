@@ -18,7 +18,7 @@ use protocol::Timestamp;
 use protocol::command::Level;
 use serde::{Deserialize, Serialize};
 
-use crate::api::time::rfc3339;
+use crate::time::rfc3339;
 
 /// A broadcast id, unique per ingest (also the `broadcast` of every `Play` command).
 pub type BroadcastId = u64;
