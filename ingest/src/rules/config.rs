@@ -301,7 +301,7 @@ fn table_de<'i>(span: &Range<usize>, table: DeTable<'i>) -> ValueDeserializer<'i
 }
 
 fn has(fields: &[&str], key: &str) -> bool {
-    fields.iter().any(|f| *f == key)
+    fields.contains(&key)
 }
 
 /// The keys of [`Head`].
