@@ -285,13 +285,8 @@ async fn rules(State(s): State<Option<Alerts>>, reader: Reader) -> Result<Json<V
     let out = alerts
         .rules()
         .iter()
-        .filter(|r| match &r.kind {
-            // A district rule is visible where its inflow meters are.
-            crate::rules::config::Kind::MassBalance { inflow, .. } => {
-                devices.values().any(|d| reader.may_see(&d.tenant) && r.select.matches(d) && inflow.matches(d))
-            }
-            _ => crate::rules::eval::selects_any(&r.select, &devices, |t| reader.may_see(t)),
-        })
+        // A district rule is visible where its inflow meters are (its kind says so).
+        .filter(|r| crate::rules::eval::rule_visible(r, &devices, |t| reader.may_see(t)))
         .map(|r| serde_json::to_value(&**r).unwrap_or(Value::Null))
         .collect();
     Ok(Json(out))
