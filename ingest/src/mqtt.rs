@@ -119,7 +119,7 @@ pub fn start(conn: Connection, pipeline: Arc<Pipeline>, shutdown: CancellationTo
                     }
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(gateway::uplink::backoff(failures.min(3), "ingest")) => {}
+                        _ = tokio::time::sleep(daemon::backoff(failures.min(3), "ingest")) => {}
                     }
                 }
             }
