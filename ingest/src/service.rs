@@ -50,7 +50,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             sim: None,
-            clock: Arc::new(gateway::now),
+            clock: daemon::system_clock(),
             public_read: true,
             sinks: Vec::new(),
             alerts: None,

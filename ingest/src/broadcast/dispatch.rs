@@ -828,7 +828,7 @@ impl Dispatcher {
                         action: Action::Play(Playback {
                             broadcast: b.id,
                             level: b.level,
-                            content: b.content.to_command(),
+                            content: b.content.clone(),
                             repeat: b.repeat,
                             volume: b.volume,
                             start_at: b.start_at,

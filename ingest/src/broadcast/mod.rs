@@ -507,10 +507,11 @@ impl Broadcasts {
                 {
                     problems.push(format!("audio.url '{}' is not an http(s) URL of at most 512 bytes", a.url));
                 }
-                if parse_sha256(&a.sha256).is_none() {
+                let sha256 = parse_sha256(&a.sha256);
+                if sha256.is_none() {
                     problems.push("audio.sha256 must be 64 hex digits (the SHA-256 of the file)".into());
                 }
-                Some(Content::Audio { url: a.url.clone(), sha256: a.sha256.trim().to_ascii_lowercase() })
+                Some(Content::Audio { url: a.url.clone(), sha256: sha256.unwrap_or_default() })
             }
             (Some(_), Some(_)) => {
                 problems.push("give text or audio, not both".into());
@@ -857,7 +858,7 @@ fn check_fits_mailbox(b: &Broadcast, speakers: &BTreeMap<String, String>) -> Res
         action: Action::Play(Playback {
             broadcast: u64::MAX,
             level: b.level,
-            content: b.content.to_command(),
+            content: b.content.clone(),
             repeat: b.repeat,
             volume: b.volume,
             start_at: Some(Timestamp(i64::MAX)),
