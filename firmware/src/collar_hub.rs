@@ -35,7 +35,7 @@
 use alloc::vec::Vec;
 
 use crate::modbus::{RegisterMap, Table};
-use crate::words::{self, WordOrder};
+use protocol::modbus::{self as words, WordOrder};
 
 /// Word order of the ear-tag number.
 pub const ORDER: WordOrder = WordOrder::Abcd;

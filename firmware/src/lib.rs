@@ -8,17 +8,19 @@
 //! station decides to run its pump, the world decides whether water then flows.
 //!
 //! Modules:
-//! - [`modbus`]: register tables, exception codes, the [`modbus::RegisterMap`] trait and
-//!   range reads and writes with the protocol's quantity limits.
+//! - [`modbus`]: exception codes, the [`modbus::RegisterMap`] trait and range reads and
+//!   writes with the protocol's quantity limits. The tables, word orders and 32-/64-bit
+//!   register conversions are the contract with the gateway and live in
+//!   [`protocol::modbus`].
 //! - [`rtu`]: a Modbus RTU slave (frame in, frame out) over any register map.
 //! - [`crc`]: Modbus CRC-16.
-//! - [`words`]: 32- and 64-bit values over 16-bit registers in the four word orders.
 //! - [`mailbox`]: a signed-command mailbox in holding registers (length word, then the
 //!   envelope's bytes), the thin transport a gateway writes signed commands through.
 //! - [`prng`]: a small deterministic PRNG, seeded per device, for noise and jitter.
 //! - devices: [`water_meter`], [`pump_station`], [`water_quality`], [`barn_climate`],
 //!   [`collar_hub`], [`speaker`]. Each module opens with its register map as a table;
 //!   the gateway profiles `gateway/profiles/vt-sim-*.toml` are written from those tables.
+//!   The speaker's command log layout is in [`protocol::speaker`].
 //!
 //! Invariants every device keeps:
 //! - No panics on any input: out-of-range sensor values are clamped or flagged, bad
@@ -41,6 +43,5 @@ pub mod rtu;
 pub mod speaker;
 pub mod water_meter;
 pub mod water_quality;
-pub mod words;
 
 pub use modbus::{Exception, RegisterMap, Table};

@@ -1,4 +1,5 @@
-//! Modbus data model: the four tables, exception codes, and range reads and writes.
+//! Modbus data model of a device: exception codes, and range reads and writes over the
+//! tables of [`protocol::modbus`].
 //!
 //! A device implements [`RegisterMap`] one address at a time; [`read_registers`],
 //! [`read_bits`], [`write_registers`] and [`write_coils`] turn that into the protocol's
@@ -16,7 +17,6 @@
 //!   state.
 
 use core::fmt;
-use core::str::FromStr;
 
 /// Most registers one read may return (function codes 3 and 4).
 pub const MAX_READ_REGISTERS: usize = 125;
@@ -27,62 +27,9 @@ pub const MAX_WRITE_REGISTERS: usize = 123;
 /// Most coils one write may carry (function code 15).
 pub const MAX_WRITE_COILS: usize = 1968;
 
-/// The four Modbus tables. The names are the ones gateway profiles use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    /// Read-write bits (function codes 1, 5, 15).
-    Coil,
-    /// Read-only bits (function code 2).
-    Discrete,
-    /// Read-only registers (function code 4).
-    Input,
-    /// Read-write registers (function codes 3, 6, 16).
-    Holding,
-}
-
-impl Table {
-    /// Every table.
-    pub const ALL: [Table; 4] = [Table::Coil, Table::Discrete, Table::Input, Table::Holding];
-
-    /// The profile name of the table.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Table::Coil => "coil",
-            Table::Discrete => "discrete",
-            Table::Input => "input",
-            Table::Holding => "holding",
-        }
-    }
-
-    /// True for the two bit tables.
-    pub const fn is_bits(self) -> bool {
-        matches!(self, Table::Coil | Table::Discrete)
-    }
-}
-
-impl fmt::Display for Table {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The text is not one of `coil`, `discrete`, `input`, `holding`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownTable;
-
-impl fmt::Display for UnknownTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("unknown Modbus table; expected one of coil, discrete, input, holding")
-    }
-}
-
-impl FromStr for Table {
-    type Err = UnknownTable;
-
-    fn from_str(s: &str) -> Result<Table, UnknownTable> {
-        Table::ALL.into_iter().find(|t| t.as_str() == s).ok_or(UnknownTable)
-    }
-}
+/// The tables are part of the device <-> gateway contract and live in
+/// [`protocol::modbus`]; re-exported because every register map here names them.
+pub use protocol::modbus::{Table, UnknownTable};
 
 /// A Modbus exception a device answers with; the discriminant is the wire code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -302,14 +249,6 @@ mod tests {
         assert!(t.coil);
         assert_eq!(write_registers(&mut t, 0, &[1]), Err(Exception::IllegalDataAddress));
         assert_eq!(write_coils(&mut t, 0, &[]), Err(Exception::IllegalDataValue));
-    }
-
-    #[test]
-    fn tables_parse_from_profile_names() {
-        for t in Table::ALL {
-            assert_eq!(t.as_str().parse::<Table>(), Ok(t));
-        }
-        assert_eq!("holdings".parse::<Table>(), Err(UnknownTable));
     }
 
     #[test]

@@ -70,7 +70,7 @@
 //! stop, are refused with `IllegalDataValue`.
 
 use crate::modbus::{self, Exception, RegisterMap, Table};
-use crate::words::{self, WordOrder};
+use protocol::modbus::{self as words, WordOrder};
 
 /// Word order of the station's 32-bit registers.
 pub const ORDER: WordOrder = WordOrder::Abcd;

@@ -82,7 +82,9 @@
 //! | holding | 1001-1999 | | | | | mailbox: envelope bytes, big-endian, two a register |
 //!
 //! Input 100..=205 is one read of 106 registers: a gateway that saw input 100 change reads
-//! the block and acks every slot whose sequence is newer than what it last saw.
+//! the block and acks every slot whose sequence is newer than what it last saw. That block's
+//! layout, states and reasons are the contract with the gateway, defined in
+//! [`protocol::speaker`] and re-exported here.
 //!
 //! Reason codes ([`Reason`]): 0 none, 1 malformed, 2 too_large, 3 bad_signature,
 //! 4 wrong_gateway, 5 expired, 6 issued_in_future, 7 replayed, 8 wrong_device,
@@ -99,30 +101,27 @@ use alloc::vec::Vec;
 
 use ed25519_dalek::VerifyingKey;
 use protocol::Timestamp;
-use protocol::command::{self, Action, CommandError, Content, Level, Playback, ReplayWindow};
+use protocol::command::{self, Action, Content, Level, Playback, ReplayWindow};
+
+use protocol::modbus as words;
 
 use crate::mailbox::{self, Mailbox, Written};
 use crate::modbus::{Exception, RegisterMap, Table};
-use crate::words::{self, WordOrder};
 
-/// Word order of the 64-bit ids.
-pub const ORDER: WordOrder = WordOrder::Abcd;
+/// The command log layout, its states and reasons are the contract with the gateway and
+/// live in [`protocol::speaker`]; re-exported here because they are part of this
+/// terminal's register map.
+pub use protocol::speaker::{
+    CommandState, LOG_BASE, LOG_REGISTERS, LogBlock, ORDER, Reason, SLOT_BASE, SLOT_STRIDE, SLOTS, SlotReport,
+    decode_log,
+};
+
 /// Pause between repeats of a clip (s).
 pub const REPEAT_GAP_S: f32 = 2.0;
 /// First and last address of the signed-command mailbox (holding registers).
 pub const MAILBOX: (u16, u16) = (1000, 1000 + mailbox::REGISTERS - 1);
 /// Playbacks that may wait (queued, or suspended by a higher level) besides the one playing.
 pub const QUEUE: usize = 4;
-/// Slots of the command log.
-pub const SLOTS: usize = 8;
-/// First input register of the command log block.
-pub const LOG_BASE: u16 = 100;
-/// First input register of slot 0.
-pub const SLOT_BASE: u16 = 110;
-/// Registers per slot.
-pub const SLOT_STRIDE: u16 = 12;
-/// Input registers of the whole command log block (100..=205), one read.
-pub const LOG_REGISTERS: u16 = SLOT_BASE - LOG_BASE + SLOT_STRIDE * SLOTS as u16;
 /// Text-to-speech speed for CJK characters (characters per second), to size a clip.
 pub const TTS_CJK_PER_S: f32 = 4.0;
 /// Text-to-speech speed for other characters (characters per second).
@@ -158,234 +157,6 @@ pub enum Outcome {
     Played = 1,
     /// Stopped, pre-empted, or cut by a fault.
     Interrupted = 2,
-}
-
-/// Where one command stands, as the command log reports it (slot register +8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum CommandState {
-    /// Verified and accepted; waiting to play (queued, or its start time not reached).
-    Received = 1,
-    /// Refused before acting; the reason says which check failed.
-    Refused = 2,
-    /// Playing now.
-    Playing = 3,
-    /// Every repeat played.
-    Played = 4,
-    /// Cut short for good: stopped, a fault, or expired while suspended.
-    Interrupted = 5,
-    /// Suspended by a higher level; resumes when that one ends.
-    Preempted = 6,
-    /// Accepted but could not play: not ready, queue full, or expired before it started.
-    Failed = 7,
-    /// A stop command carried out.
-    Done = 8,
-}
-
-impl CommandState {
-    /// From the register value.
-    pub const fn from_code(code: u16) -> Option<CommandState> {
-        Some(match code {
-            1 => CommandState::Received,
-            2 => CommandState::Refused,
-            3 => CommandState::Playing,
-            4 => CommandState::Played,
-            5 => CommandState::Interrupted,
-            6 => CommandState::Preempted,
-            7 => CommandState::Failed,
-            8 => CommandState::Done,
-            _ => return None,
-        })
-    }
-
-    /// True once nothing more will happen to the command.
-    pub const fn is_final(self) -> bool {
-        !matches!(self, CommandState::Received | CommandState::Playing | CommandState::Preempted)
-    }
-}
-
-/// Why a command was refused, failed or interrupted (slot register +9, input 102).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum Reason {
-    /// No reason (received, playing, played, done).
-    None = 0,
-    /// Not a signed command envelope, or a body that does not decode.
-    Malformed = 1,
-    /// Larger than the protocol's limit.
-    TooLarge = 2,
-    /// The signature does not verify with the issuer's key: forged or tampered.
-    BadSignature = 3,
-    /// Addressed to another gateway.
-    WrongGateway = 4,
-    /// Past its expiry (refused), or expired before it could start or resume.
-    Expired = 5,
-    /// Issued further in the future than clock skew explains.
-    IssuedInFuture = 6,
-    /// Its id was already used.
-    Replayed = 7,
-    /// Signed for another device behind the same gateway.
-    WrongDevice = 8,
-    /// The terminal has no command key: it refuses every command.
-    NotProvisioned = 9,
-    /// Not a broadcast action (a speaker has no writable points by command).
-    UnsupportedAction = 10,
-    /// Amplifier or horn line faulty.
-    NotReady = 11,
-    /// Too many playbacks waiting.
-    QueueFull = 12,
-    /// A value out of range (volume over 100).
-    Invalid = 13,
-    /// A higher level took over.
-    Preempted = 14,
-    /// A stop command for this broadcast.
-    Stopped = 15,
-    /// A fault of the amplifier or line cut the playback.
-    Fault = 16,
-}
-
-impl Reason {
-    /// Every reason, by code.
-    pub const ALL: [Reason; 17] = [
-        Reason::None,
-        Reason::Malformed,
-        Reason::TooLarge,
-        Reason::BadSignature,
-        Reason::WrongGateway,
-        Reason::Expired,
-        Reason::IssuedInFuture,
-        Reason::Replayed,
-        Reason::WrongDevice,
-        Reason::NotProvisioned,
-        Reason::UnsupportedAction,
-        Reason::NotReady,
-        Reason::QueueFull,
-        Reason::Invalid,
-        Reason::Preempted,
-        Reason::Stopped,
-        Reason::Fault,
-    ];
-
-    /// From the register value.
-    pub fn from_code(code: u16) -> Option<Reason> {
-        Reason::ALL.get(usize::from(code)).copied()
-    }
-
-    /// A short stable name, the same as `CommandError::code` for the protocol's checks.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::None => "none",
-            Reason::Malformed => "malformed",
-            Reason::TooLarge => "too_large",
-            Reason::BadSignature => "bad_signature",
-            Reason::WrongGateway => "wrong_gateway",
-            Reason::Expired => "expired",
-            Reason::IssuedInFuture => "issued_in_future",
-            Reason::Replayed => "replayed",
-            Reason::WrongDevice => "wrong_device",
-            Reason::NotProvisioned => "not_provisioned",
-            Reason::UnsupportedAction => "unsupported_action",
-            Reason::NotReady => "not_ready",
-            Reason::QueueFull => "queue_full",
-            Reason::Invalid => "invalid",
-            Reason::Preempted => "preempted",
-            Reason::Stopped => "stopped",
-            Reason::Fault => "fault",
-        }
-    }
-
-    fn of(e: &CommandError) -> Reason {
-        match e {
-            CommandError::Malformed(_) => Reason::Malformed,
-            CommandError::TooLarge(_) => Reason::TooLarge,
-            CommandError::BadSignature => Reason::BadSignature,
-            CommandError::WrongGateway => Reason::WrongGateway,
-            CommandError::Expired => Reason::Expired,
-            CommandError::IssuedInFuture => Reason::IssuedInFuture,
-            CommandError::Replayed => Reason::Replayed,
-        }
-    }
-}
-
-/// One command log slot as a gateway reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotReport {
-    /// The command id.
-    pub command: u64,
-    /// The broadcast it is about (0 if unknown).
-    pub broadcast: u64,
-    /// Where it stands.
-    pub state: CommandState,
-    /// Why (refused, failed, interrupted), else [`Reason::None`].
-    pub reason: Reason,
-    /// The log sequence at its last change.
-    pub seq: u16,
-    /// Repeat playing now.
-    pub repeat: u16,
-}
-
-/// The command log block (input [`LOG_BASE`], [`LOG_REGISTERS`] registers) decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogBlock {
-    /// The log sequence (input 100).
-    pub seq: u16,
-    /// Verdict on the last envelope: `None` if none yet, `Some(Ok(id))` received,
-    /// `Some(Err((id, reason)))` refused (id 0 if unreadable).
-    pub verdict: Option<Result<u64, (u64, Reason)>>,
-    /// Used slots.
-    pub slots: Vec<SlotReport>,
-}
-
-/// Decodes the command log block; `None` if `regs` is not the whole block.
-pub fn decode_log(regs: &[u16]) -> Option<LogBlock> {
-    if regs.len() != usize::from(LOG_REGISTERS) {
-        return None;
-    }
-    let id = |w: &[u16]| words::to_u64([w[0], w[1], w[2], w[3]], ORDER);
-    let verdict_id = id(&regs[3..7]);
-    let verdict = match regs[1] {
-        1 => Some(Ok(verdict_id)),
-        2 => Some(Err((verdict_id, Reason::from_code(regs[2]).unwrap_or(Reason::Malformed)))),
-        _ => None,
-    };
-    let base = usize::from(SLOT_BASE - LOG_BASE);
-    let stride = usize::from(SLOT_STRIDE);
-    let slots = (0..SLOTS)
-        .filter_map(|i| {
-            let r = &regs[base + i * stride..base + (i + 1) * stride];
-            let command = id(&r[0..4]);
-            (command != 0).then_some(())?;
-            Some(SlotReport {
-                command,
-                broadcast: id(&r[4..8]),
-                state: CommandState::from_code(r[8])?,
-                reason: Reason::from_code(r[9]).unwrap_or(Reason::None),
-                seq: r[10],
-                repeat: r[11],
-            })
-        })
-        .collect();
-    Some(LogBlock { seq: regs[0], verdict, slots })
-}
-
-impl SlotReport {
-    /// The ack a gateway publishes for this slot: `(state, reason)`. The reason starts
-    /// with the firmware's reason code (`bad_signature`, `preempted`, `not_ready`...), which
-    /// is what ingest's dispatcher matches on.
-    pub fn ack(&self) -> (protocol::command::AckState, Option<&'static str>) {
-        use protocol::command::AckState as A;
-        let reason = (self.reason != Reason::None).then(|| self.reason.as_str());
-        match self.state {
-            CommandState::Received => (A::Delivered, None),
-            CommandState::Refused => (A::Refused, reason),
-            CommandState::Playing => (A::Playing, None),
-            CommandState::Played => (A::Played, None),
-            CommandState::Interrupted => (A::Interrupted, reason),
-            CommandState::Preempted => (A::Interrupted, Some(Reason::Preempted.as_str())),
-            CommandState::Failed => (A::Failed, reason),
-            CommandState::Done => (A::Done, None),
-        }
-    }
 }
 
 /// A request to play, from the terminal's own schedule (the routine programme).

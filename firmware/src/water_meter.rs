@@ -41,7 +41,7 @@
 //! Word order DCBA follows some Chinese water meters (DOMAIN.md, Modbus conventions).
 
 use crate::modbus::{Exception, RegisterMap, Table};
-use crate::words::{self, WordOrder};
+use protocol::modbus::{self as words, WordOrder};
 
 /// Word order of the meter's 32-bit registers.
 pub const ORDER: WordOrder = WordOrder::Dcba;

@@ -35,7 +35,7 @@
 //! The block 0..=13 is contiguous so a gateway reads it in one request.
 
 use crate::modbus::{RegisterMap, Table};
-use crate::words::{self, WordOrder};
+use protocol::modbus::{self as words, WordOrder};
 
 /// Word order of the analyser's floats.
 pub const ORDER: WordOrder = WordOrder::Cdab;

@@ -7,8 +7,13 @@
 //! caller's limit, or fails its checksum: everything from there on is a torn tail.
 //!
 //! Invariant: reading never panics and never allocates on a length it has not checked.
+//!
+//! Both logs also do their file I/O through [`fs`], so that tests can cut the power under
+//! them ([`fs::SimFs`]) and check what survives.
 
 #![forbid(unsafe_code)]
+
+pub mod fs;
 
 /// Bytes in a frame's header (length and checksum).
 pub const HEADER: usize = 8;

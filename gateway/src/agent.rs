@@ -30,7 +30,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::Clock;
 use crate::command::{Executor, Route};
 use crate::config::{GatewayConfig, Transport};
 use crate::health::Health;
@@ -42,6 +41,7 @@ use crate::queue::{Queue, QueueError};
 use crate::rules::{Firing, RuleAction, Rules};
 use crate::trust::Trust;
 use crate::uplink::{self, Downlink, Outgoing, Shared, UplinkError};
+use daemon::Clock;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]

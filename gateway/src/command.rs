@@ -32,11 +32,11 @@ use ed25519_dalek::VerifyingKey;
 use protocol::command::{self, AckState, Action, CommandAck, ReplayWindow};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Clock;
 use crate::modbus::value::{self, Table};
 use crate::modbus::{Attempts, Job, MAX_WRITE_REGISTERS, Op};
 use crate::profile::{Mailbox, Profile};
 use crate::report;
+use daemon::Clock;
 
 /// File of the persisted replay window, in the queue directory.
 pub const REPLAY_FILE: &str = "commands.window";
@@ -304,7 +304,7 @@ impl Executor {
     fn done_following(&self, device: &str, id: u64, ending: &report::Ending) {
         self.with_told(device, |t| {
             t.following.retain(|c| *c != id);
-            if let report::Ending::Final { state: firmware::speaker::CommandState::Refused, seq } = ending {
+            if let report::Ending::Final { state: protocol::speaker::CommandState::Refused, seq } = ending {
                 t.refusals.push_back((id, *seq));
                 while t.refusals.len() > REMEMBERED_PER_DEVICE {
                     t.refusals.pop_front();
@@ -317,11 +317,11 @@ impl Executor {
     /// that this gateway did not write (forged, tampered or replayed ones put on its bus by
     /// someone else), each once. The first log seen of a device only sets where to start.
     pub fn on_log(&self, device: &str, words: &[u16]) -> Vec<CommandAck> {
-        let Some(block) = firmware::speaker::decode_log(words) else { return Vec::new() };
+        let Some(block) = protocol::speaker::decode_log(words) else { return Vec::new() };
         let since = self.log_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(device.to_string(), block.seq);
         let Some(since) = since else { return Vec::new() };
         let told = self.with_told(device, |t| t.clone());
-        let told = |slot: &firmware::speaker::SlotReport| {
+        let told = |slot: &protocol::speaker::SlotReport| {
             told.following.contains(&slot.command) || told.refusals.contains(&(slot.command, slot.seq))
         };
         report::foreign_refusals(&block, since, told)

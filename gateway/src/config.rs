@@ -545,7 +545,7 @@ pub fn parse_key(hex: &str) -> Result<[u8; 32], String> {
 
 fn mqtt(src: &Source, spec: &Spanned<MqttSpec>, gateway: &str, problems: &mut Problems) -> MqttConfig {
     let m = spec.get_ref();
-    let (host, port, tls) = match parse_broker_url(&m.url) {
+    let (host, port, tls) = match daemon::parse_broker_url(&m.url) {
         Ok(hp) => hp,
         Err(reason) => {
             problems.push(src.error(spec, format!("mqtt.url '{}': {reason}", m.url)));
@@ -587,36 +587,6 @@ fn mqtt(src: &Source, spec: &Spanned<MqttSpec>, gateway: &str, problems: &mut Pr
         keep_alive: Duration::from_secs(m.keep_alive_secs.max(5)),
         max_inflight: m.max_inflight.max(1),
         reconnect_max: Duration::from_secs(m.reconnect_max_secs.max(1)),
-    }
-}
-
-/// `mqtt://host:port` (port 1883 if left out): host and port. Plain MQTT only; see
-/// [`parse_broker_url`] for `mqtts://`.
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    match parse_broker_url(url)? {
-        (host, port, false) => Ok((host, port)),
-        (_, _, true) => Err("TLS (mqtts://) is not supported here; use mqtt://".into()),
-    }
-}
-
-/// `mqtt://host:port` (port 1883 if left out) or `mqtts://host:port` (TLS, port 8883);
-/// returns host, port and whether TLS is on.
-pub fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
-    let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtts://") {
-        (r, true, 8883)
-    } else if let Some(r) = url.strip_prefix("mqtt://") {
-        (r, false, 1883)
-    } else {
-        return Err("must start with mqtt:// or mqtts://".into());
-    };
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() => {
-            let port = port.parse::<u16>().map_err(|_| format!("port '{port}' is not a number from 1 to 65535"))?;
-            Ok((host.trim_matches(['[', ']']).to_string(), port, tls))
-        }
-        None if !rest.is_empty() => Ok((rest.to_string(), default_port, tls)),
-        _ => Err("host is missing".into()),
     }
 }
 
@@ -781,15 +751,6 @@ bus = "rs485-9"
         assert!(e.to_string().contains("gw.toml:9:1: rule 'r': device 's' (m1) has no mailbox"), "{e}");
         let e = GatewayConfig::from_source(&Source::from_text("gw.toml", text("spk", "c5ff")), &lib).unwrap_err();
         assert!(e.to_string().contains("envelope is not the hex of a signed command"), "{e}");
-    }
-
-    #[test]
-    fn mqtt_urls_are_checked() {
-        assert_eq!(parse_mqtt_url("mqtt://broker:1884"), Ok(("broker".into(), 1884)));
-        assert_eq!(parse_broker_url("mqtt://broker"), Ok(("broker".into(), 1883, false)));
-        assert_eq!(parse_broker_url("mqtts://broker"), Ok(("broker".into(), 8883, true)));
-        assert!(parse_mqtt_url("http://broker").is_err());
-        assert!(parse_mqtt_url("mqtt://broker:x").is_err());
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //! - [`report`]: a speaker's own verdicts from its command log, turned into acks.
 //! - [`rules`]: local rules that act while the uplink is down.
 //! - [`agent`]: wires it all together, and applies configurations from the config topic.
+//!
+//! The edge helpers it shares with ingest (the [`daemon::Clock`], reconnect backoff,
+//! broker URLs, `--log-format`) live in `daemon`; the Modbus tables and word orders and
+//! the speaker's command log layout, which it shares with the devices, live in `protocol`.
 
 pub mod agent;
 pub mod command;
@@ -30,26 +34,9 @@ pub mod rules;
 pub mod trust;
 pub mod uplink;
 
-use std::sync::Arc;
-
 pub use agent::Gateway;
 pub use config::GatewayConfig;
 pub use profile::Library;
-use protocol::Timestamp;
 
 /// The gateway's software version, reported in its status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Where readings get their time from. Tests and simulations pass their own.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// The system clock, in milliseconds since the Unix epoch.
-pub fn system_clock() -> Clock {
-    Arc::new(now)
-}
-
-/// Now, from the system clock.
-pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

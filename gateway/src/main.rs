@@ -16,9 +16,8 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: "text" for people, "json" for log collectors.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    log: daemon::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -54,7 +53,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    daemon::init_logging(&cli.log_format, "info");
+    cli.log.init("info");
     match cli.command {
         Command::GenerateConfig => {
             print!("{EXAMPLE}");
@@ -102,7 +101,7 @@ fn main() -> anyhow::Result<()> {
                 .context("starting the runtime")?;
             rt.block_on(async move {
                 let shutdown = CancellationToken::new();
-                let gw = Gateway::new(cfg, lib, gateway::system_clock()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let gw = Gateway::new(cfg, lib, daemon::system_clock()).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
                     daemon::stop_signal().await;

@@ -23,10 +23,10 @@ use protocol::Reading;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::Clock;
 use crate::health::Health;
 use crate::modbus::plan::Read;
 use crate::modbus::{DeviceReader, Job, Link};
+use daemon::Clock;
 
 /// One device on an endpoint, with its schedule.
 #[derive(Debug)]

@@ -65,8 +65,8 @@ pub struct Mailbox {
     pub log: Option<CommandLog>,
 }
 
-/// A command log block in the layout of the speaker terminal (`firmware::speaker`,
-/// [`firmware::speaker::LOG_REGISTERS`] registers: sequence, last verdict, eight slots),
+/// A command log block in the layout of the speaker terminal (`protocol::speaker`,
+/// [`protocol::speaker::LOG_REGISTERS`] registers: sequence, last verdict, eight slots),
 /// read in one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandLog {
@@ -79,7 +79,7 @@ pub struct CommandLog {
 impl CommandLog {
     /// Registers in the block.
     pub const fn count(&self) -> u16 {
-        firmware::speaker::LOG_REGISTERS
+        protocol::speaker::LOG_REGISTERS
     }
 }
 
@@ -526,7 +526,7 @@ fn mailbox(src: &Source, spanned: &Spanned<MailboxSpec>, problems: &mut Problems
         ));
         ok = false;
     }
-    let count = u32::from(firmware::speaker::LOG_REGISTERS);
+    let count = u32::from(protocol::speaker::LOG_REGISTERS);
     let log = m.log.as_ref().and_then(|l| {
         let mut fine = true;
         if !matches!(l.table, Table::Input | Table::Holding) {

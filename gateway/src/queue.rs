@@ -39,17 +39,20 @@
 //! there. A segment whose batches were all acked or dropped is deleted, except the newest.
 //!
 //! With `dir = None` the same queue lives in memory (unit tests).
+//!
+//! File I/O goes through [`frames::fs::Fs`] ([`Queue::open_on`]): the real file system, or
+//! in tests one that loses what was not synced at a simulated power cut, cut at every
+//! file operation in turn (`every_published_batch_and_the_seq_survive_a_power_cut_at_every_step`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::codec::{self, Codec};
 use protocol::{Batch, Reading, Timestamp};
+
+use frames::fs::{FileRef, Fs, RealFs};
 
 use crate::config::QueueConfig;
 
@@ -108,7 +111,7 @@ struct Entry {
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
-    file: Arc<File>,
+    file: FileRef,
     size: u64,
     /// Highest batch seq in this segment (0 if none).
     last_seq: u64,
@@ -137,6 +140,8 @@ pub struct Queue {
     max_bytes: u64,
     segment_bytes: u64,
     dir: Option<PathBuf>,
+    /// Where the segment files are (the real file system but in power-cut tests).
+    fs: Arc<dyn Fs>,
     /// Segment files by the seq they start at; the last is the one appended to.
     segments: BTreeMap<u64, Segment>,
     /// In-memory payloads when there is no directory.
@@ -151,6 +156,17 @@ impl Queue {
     /// Opens (or creates) the queue in `config.dir`, recovering every unconfirmed batch and
     /// the next seq; without a directory, an empty in-memory queue whose first seq is 1.
     pub fn open(gateway: &str, codec: Codec, config: &QueueConfig) -> Result<(Queue, OpenReport), QueueError> {
+        Queue::open_on(gateway, codec, config, Arc::new(RealFs))
+    }
+
+    /// [`Queue::open`] with the segment files on `fs` (tests pass a simulated file system
+    /// to cut the power under the queue).
+    pub fn open_on(
+        gateway: &str,
+        codec: Codec,
+        config: &QueueConfig,
+        fs: Arc<dyn Fs>,
+    ) -> Result<(Queue, OpenReport), QueueError> {
         let max_bytes = config.max_bytes.max(1);
         let mut q = Queue {
             gateway: gateway.to_string(),
@@ -158,6 +174,7 @@ impl Queue {
             max_bytes,
             segment_bytes: (max_bytes / 8).clamp(64 * 1024, 4 * 1024 * 1024),
             dir: config.dir.clone(),
+            fs,
             segments: BTreeMap::new(),
             memory: BTreeMap::new(),
             entries: VecDeque::new(),
@@ -185,20 +202,21 @@ impl Queue {
     }
 
     fn recover(&mut self, dir: &Path, report: &mut OpenReport) -> Result<(), QueueError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut starts: Vec<u64> = std::fs::read_dir(dir)
+        self.fs.create_dir_all(dir).map_err(io_err(dir))?;
+        let mut starts: Vec<u64> = self
+            .fs
+            .list(dir)
             .map_err(io_err(dir))?
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()))
+            .iter()
+            .filter_map(|n| n.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
             .collect();
         starts.sort_unstable();
         let mut max_seq = 0u64;
         let mut released = 0u64;
         for start in starts {
             let path = segment_path(dir, start);
-            let mut file = OpenOptions::new().read(true).append(true).open(&path).map_err(io_err(&path))?;
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io_err(&path))?;
+            let file = self.fs.open(&path, false).map_err(io_err(&path))?;
+            let bytes = file.read_all().map_err(io_err(&path))?;
             let mut pos = 0usize;
             let mut last_seq = 0u64;
             while let Some((body, next)) = frames::frame_at(&bytes, pos, MAX_FRAME) {
@@ -238,7 +256,7 @@ impl Queue {
                 report.torn_bytes += torn;
             }
             report.segments += 1;
-            self.segments.insert(start, Segment { path, file: Arc::new(file), size: pos as u64, last_seq });
+            self.segments.insert(start, Segment { path, file, size: pos as u64, last_seq });
         }
         self.next_seq = max_seq + 1;
         self.release_up_to(released);
@@ -285,7 +303,7 @@ impl Queue {
 
     /// The file to `fdatasync` to make every batch pushed so far durable, or `None` when
     /// there is nothing to sync (in memory). Sync it without holding the queue's lock.
-    pub fn sync_handle(&self) -> Option<(Arc<File>, u64)> {
+    pub fn sync_handle(&self) -> Option<(FileRef, u64)> {
         let (_, s) = self.segments.last_key_value()?;
         Some((s.file.clone(), self.next_seq.saturating_sub(1)))
     }
@@ -407,8 +425,8 @@ impl Queue {
             old.file.sync_data().map_err(io_err(&old.path))?;
         }
         let path = segment_path(&dir, seq);
-        let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err(&path))?;
-        self.segments.insert(seq, Segment { path: path.clone(), file: Arc::new(file), size: 0, last_seq: 0 });
+        let file = self.fs.open(&path, true).map_err(io_err(&path))?;
+        self.segments.insert(seq, Segment { path: path.clone(), file, size: 0, last_seq: 0 });
         let mut body = [0u8; 9];
         body[0] = KIND_START;
         body[1..].copy_from_slice(&seq.to_le_bytes());
@@ -416,7 +434,7 @@ impl Queue {
         if let Some(s) = self.segments.get(&seq) {
             s.file.sync_data().map_err(io_err(&path))?;
         }
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+        self.fs.sync_dir(&dir).map_err(io_err(&dir))?;
         Ok(seq)
     }
 
@@ -426,7 +444,7 @@ impl Queue {
         let mut frame = Vec::with_capacity(HEADER + body.len());
         frames::append(&mut frame, body);
         let offset = s.size;
-        (&*s.file).write_all(&frame).map_err(io_err(&s.path))?;
+        s.file.append(&frame).map_err(io_err(&s.path))?;
         s.size += frame.len() as u64;
         Ok(offset)
     }
@@ -443,7 +461,7 @@ impl Queue {
             .collect();
         for start in doomed {
             if let Some(s) = self.segments.remove(&start)
-                && let Err(error) = std::fs::remove_file(&s.path)
+                && let Err(error) = self.fs.remove_file(&s.path)
             {
                 tracing::warn!(message = "Cannot delete a confirmed queue segment.", file = %s.path.display(), %error);
             }
@@ -603,5 +621,113 @@ mod tests {
         let s = seqs(&mut q);
         assert_eq!(s.last(), Some(&2000));
         assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is the newest, in order, without holes");
+    }
+
+    /// Batch `seq` of the power-cut test: its readings are a function of `seq`.
+    fn readings_of(seq: u64) -> Vec<Reading> {
+        (0..1 + seq % 4)
+            .map(|i| Reading::new("d", Metric::new("flow"), Timestamp((seq * 100 + i) as i64), seq as f64))
+            .collect()
+    }
+
+    /// What the power-cut scenario did before the power went.
+    #[derive(Debug, Default)]
+    struct Done {
+        /// Highest seq marked durable: it may have been published, so ingest may have it.
+        published: u64,
+        /// Highest seq acked by ingest.
+        acked: u64,
+    }
+
+    /// The batcher's and the uplink's calls, as `agent.rs` makes them: push, sync the
+    /// segment through `sync_handle`, mark durable (publishable), ack what ingest stored.
+    fn power_cut_scenario(fs: &frames::fs::SimFs, cfg: &QueueConfig) -> Done {
+        let mut done = Done::default();
+        let alive = |r: bool| {
+            assert!(r || fs.is_dead(), "an operation failed with the power on");
+            r && !fs.is_dead()
+        };
+        let Ok((mut q, _)) = Queue::open_on("gw", Codec::Json, cfg, Arc::new(fs.clone())) else {
+            assert!(fs.is_dead(), "open failed with the power on");
+            return done;
+        };
+        // Small segments: the log rolls, and confirmed segments are deleted, often.
+        q.segment_bytes = 700;
+        for seq in 1..=14u64 {
+            if !alive(q.push(readings_of(seq), Timestamp(seq as i64)).is_ok()) {
+                break;
+            }
+            if seq % 3 != 1 {
+                let Some((file, upto)) = q.sync_handle() else { break };
+                if !alive(file.sync_data().is_ok()) {
+                    break;
+                }
+                q.mark_durable(upto);
+                done.published = upto;
+            }
+            if seq % 4 == 0 {
+                q.ack(done.published - 1);
+                done.acked = done.published - 1;
+                // An ack record is written without a sync and its failure only logged.
+                if !alive(true) {
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// A power cut at every file operation of a run of pushes, syncs and acks, with the
+    /// unsynced bytes lost, half kept, kept or zeroed: every batch that was marked durable
+    /// (so possibly published) and not acked is recovered with its exact bytes, the next
+    /// seq is above every seq that may have been published (ingest would drop a reused one
+    /// as a duplicate), and the recovered seqs are in order without holes.
+    ///
+    /// Tried on 2026-12-03: without the `sync_data` of the handle before `mark_durable` the
+    /// test fails ("published up to 2, recovered []"); without the directory sync in `roll`
+    /// it fails too (a new segment's name is lost with the batches in it). Without the sync
+    /// of a new segment's start frame it still passes: the first batch's sync, which always
+    /// follows a roll, covers that frame.
+    #[test]
+    fn every_published_batch_and_the_seq_survive_a_power_cut_at_every_step() {
+        use frames::fs::{SimFs, Tear};
+        let cfg = QueueConfig { dir: Some(PathBuf::from("/queue")), max_bytes: 1 << 20 };
+        let fs = SimFs::new();
+        let done = power_cut_scenario(&fs, &cfg);
+        assert_eq!((done.published, done.acked), (14, 11), "without a cut the scenario runs to its end");
+        let ops = fs.ops();
+        let mut rolled = false;
+        for cut in 0..=ops {
+            for tear in Tear::ALL {
+                let fs = SimFs::new();
+                fs.cut_at_op(cut);
+                let done = power_cut_scenario(&fs, &cfg);
+                let after = fs.power_cut(tear);
+                let what = format!("cut at op {cut} of {ops}, {tear:?}");
+                let (mut q, report) = Queue::open_on("gw", Codec::Json, &cfg, Arc::new(after.clone()))
+                    .unwrap_or_else(|e| panic!("{what}: the queue refused to open: {e}"));
+                rolled |= report.segments > 1;
+                q.resend_all();
+                let got = q.due(Instant::now(), Duration::ZERO, usize::MAX);
+                let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+                assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{what}: recovered {seqs:?}");
+                for want in done.acked + 1..=done.published {
+                    assert!(seqs.contains(&want), "{what}: published up to {}, recovered {seqs:?}", done.published);
+                }
+                assert!(q.next_seq() > done.published, "{what}: next seq {} reuses a published one", q.next_seq());
+                for (seq, bytes) in &got {
+                    let batch = Batch { gateway: "gw".into(), seq: *seq, readings: readings_of(*seq) };
+                    assert_eq!(
+                        **bytes,
+                        *codec::encode(&batch, Codec::Json),
+                        "{what}: batch {seq} is not what was pushed"
+                    );
+                }
+                // The queue goes on from there.
+                let next = q.next_seq();
+                assert_eq!(q.push(readings_of(next), Timestamp(0)).unwrap(), next, "{what}");
+            }
+        }
+        assert!(rolled, "the scenario should roll segments");
     }
 }

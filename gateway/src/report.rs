@@ -1,10 +1,10 @@
 //! A device's own verdicts on the signed commands written into its mailbox: the speaker
-//! terminal's command log (`firmware::speaker`, input 100..=205) turned into acks.
+//! terminal's command log (`protocol::speaker`, input 100..=205) turned into acks.
 //!
 //! Design constraints:
 //! - An ack says what the device reported, never what the gateway hopes: the slot state
 //!   maps to an ack as docs/BROADCAST.md ("Gateway duties") tables it, through
-//!   [`firmware::speaker::SlotReport::ack`]; reasons the device gave end in `(speaker)`.
+//!   [`protocol::speaker::SlotReport::ack`]; reasons the device gave end in `(speaker)`.
 //! - Reads go to the task that owns the device's link ([`crate::modbus::Job`]), like polls
 //!   and writes: one request at a time on an RS-485 bus, never a second connection.
 //! - A command is followed every [`FOLLOW_INTERVAL`] until it is final, instead of waiting
@@ -15,8 +15,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use firmware::speaker::{CommandState, LogBlock, SlotReport, decode_log};
 use protocol::command::AckState;
+use protocol::speaker::{CommandState, LogBlock, SlotReport, decode_log};
 
 /// How often a command in progress is looked at on its device (the spec: 200-500 ms).
 /// Each look reads the log's sequence register (one register) and the whole log only when
@@ -136,7 +136,7 @@ where
 
 enum Found {
     Slot(SlotReport),
-    Refused(firmware::speaker::Reason),
+    Refused(protocol::speaker::Reason),
     Nothing,
 }
 
@@ -169,7 +169,7 @@ pub fn foreign_refusals(block: &LogBlock, since: u16, told: impl Fn(&SlotReport)
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use firmware::speaker::{LOG_BASE, LOG_REGISTERS, Reason, SLOT_BASE, SLOT_STRIDE};
+    use protocol::speaker::{LOG_BASE, LOG_REGISTERS, Reason, SLOT_BASE, SLOT_STRIDE};
 
     use super::*;
 

@@ -112,7 +112,7 @@ impl Trust {
                 (boot, read_number(&dir.join(CONFIG_VERSION_FILE))?.unwrap_or(0))
             }
             // Without a directory, the clock in seconds keeps restarts apart well enough.
-            None => (crate::now().0.max(0) as u64 / 1000, 0),
+            None => (daemon::now().0.max(0) as u64 / 1000, 0),
         };
         Ok(Trust {
             tenant: tenant.into(),

@@ -43,8 +43,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{GatewayConfig, TlsConfig};
 use crate::health::Health;
 use crate::queue::Queue;
+use daemon::Clock;
+
+use crate::VERSION;
 use crate::trust::{Refusal, Trust};
-use crate::{Clock, VERSION};
 
 /// Largest MQTT packet the gateway sends or accepts.
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
@@ -205,7 +207,8 @@ pub async fn run(
                     connected = false;
                     shared.connected.store(false, Ordering::Relaxed);
                     failures = failures.saturating_add(1);
-                    let delay = backoff(failures, &config.gateway).min(jitter_cap(m.reconnect_max, failures, &config.gateway));
+                    let delay = daemon::backoff(failures, &config.gateway)
+                        .min(daemon::capped_backoff(m.reconnect_max, failures, &config.gateway));
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -440,7 +443,7 @@ async fn downlink_message(
                         digest,
                         applied: false,
                         errors: vec![format!("{}: refused: {error}", topic)],
-                        ts: crate::now(),
+                        ts: daemon::now(),
                     });
                     shared.status_dirty.store(true, Ordering::Relaxed);
                     shared.wake.notify_one();
@@ -456,7 +459,7 @@ async fn downlink_message(
 /// broker can send them; the log must not be theirs to fill).
 fn warn_refused(what: &str, error: &Refusal) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::now().0.max(0) as u64;
+    let now = daemon::now().0.max(0) as u64;
     let last = LAST.load(Ordering::Relaxed);
     if now.saturating_sub(last) >= 10_000
         && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -481,43 +484,9 @@ fn status_json(config: &GatewayConfig, shared: &Shared, health: &Health, clock: 
     }
 }
 
-/// Exponential backoff from 1 s to 60 s, with up to 50% jitter derived from the gateway
-/// id, the attempt and the clock's nanoseconds, so gateways spread out.
-pub fn backoff(attempt: u32, gateway: &str) -> Duration {
-    let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(60_000);
-    Duration::from_millis(base / 2 + jitter(attempt, gateway) % (base / 2 + 1))
-}
-
-/// The same backoff capped at `max` (still jittered within its lower half).
-fn jitter_cap(max: Duration, attempt: u32, gateway: &str) -> Duration {
-    let max = max.as_millis().max(2) as u64;
-    Duration::from_millis(max / 2 + jitter(attempt, gateway) % (max / 2 + 1))
-}
-
-fn jitter(attempt: u32, gateway: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in gateway.bytes().chain(attempt.to_le_bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    h ^ u64::from(since_epoch.subsec_nanos())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_a_minute_and_stays_jittered() {
-        for attempt in 1..20 {
-            let d = backoff(attempt, "gw-1");
-            let base = 1000u64 * (1 << (attempt - 1).min(6));
-            let base = base.min(60_000);
-            assert!(d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base), "{attempt}: {d:?}");
-        }
-        let capped = backoff(10, "gw").min(jitter_cap(Duration::from_secs(4), 10, "gw"));
-        assert!(capped <= Duration::from_secs(4));
-    }
 
     #[test]
     fn the_bucket_limits_publishes_a_second() {

@@ -12,11 +12,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, AppState};
+use crate::error::ApiError;
 
 /// What a token may do; ordered from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -105,6 +105,17 @@ impl Tokens {
     }
 }
 
+/// Who may call the HTTP API: the tokens, and whether reads need one. Every router's state
+/// offers it (axum's `FromRef`), so the extractors below work in every domain's handlers
+/// without those depending on the API's state.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// API tokens.
+    pub tokens: Tokens,
+    /// Whether reads need no token.
+    pub public_read: bool,
+}
+
 /// A fresh random token (for the demo when none is given).
 pub fn generate_token() -> String {
     use ed25519_dalek::SigningKey;
@@ -118,10 +129,15 @@ pub fn generate_token() -> String {
 #[derive(Debug, Clone)]
 pub struct Authorized(pub Principal);
 
-impl FromRequestParts<AppState> for Authorized {
+impl<S> FromRequestParts<S> for Authorized
+where
+    S: Send + Sync,
+    Access: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Authorized, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Authorized, ApiError> {
+        let access = Access::from_ref(state);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -130,12 +146,44 @@ impl FromRequestParts<AppState> for Authorized {
         let secret = header.strip_prefix("Token ").or_else(|| header.strip_prefix("Bearer ")).ok_or_else(|| {
             ApiError::Unauthorized("Authorization must be 'Token <token>' or 'Bearer <token>'".into())
         })?;
-        state
+        access
             .tokens
             .lookup(secret.trim())
             .cloned()
             .map(Authorized)
             .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
+    }
+}
+
+/// A reader: anyone when reads are public, otherwise a token holder. Carries the tenant
+/// scope reads are filtered by.
+#[derive(Debug, Clone)]
+pub struct Reader(pub Option<Principal>);
+
+impl Reader {
+    /// True if the reader may see `tenant`'s data.
+    pub fn may_see(&self, tenant: &str) -> bool {
+        self.0.as_ref().is_none_or(|p| p.may_access(tenant))
+    }
+}
+
+impl<S> FromRequestParts<S> for Reader
+where
+    S: Send + Sync,
+    Access: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Reader, ApiError> {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            let Authorized(p) = Authorized::from_request_parts(parts, state).await?;
+            return Ok(Reader(Some(p)));
+        }
+        if Access::from_ref(state).public_read {
+            Ok(Reader(None))
+        } else {
+            Err(ApiError::Unauthorized("reads need a token here (Authorization: Token <token>)".into()))
+        }
     }
 }
 

@@ -284,7 +284,7 @@ impl IngestConfig {
                 }
             },
             BrokerSpec::External { url, username, password } => {
-                let (host, port) = gateway::config::parse_mqtt_url(&url).unwrap_or_else(|reason| {
+                let (host, port) = daemon::parse_mqtt_url(&url).unwrap_or_else(|reason| {
                     problems.push(src.error_at(None, format!("broker.url '{url}': {reason}")));
                     (String::new(), 0)
                 });

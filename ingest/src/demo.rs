@@ -303,7 +303,7 @@ fn spawn_gateway(
     library: &gateway::Library,
     stop: &CancellationToken,
 ) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
-    let gw = gateway::Gateway::new(cfg.clone(), library.clone(), gateway::system_clock())
+    let gw = gateway::Gateway::new(cfg.clone(), library.clone(), daemon::system_clock())
         .map_err(|e| anyhow::anyhow!("gateway {}: {e}", cfg.gateway))?;
     let own = stop.child_token();
     Ok((own.clone(), tokio::spawn(gw.run(own))))

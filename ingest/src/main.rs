@@ -17,9 +17,8 @@ use ingest::service::{self, Options};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: "text" for people, "json" for log collectors.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    log: daemon::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -73,7 +72,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    daemon::init_logging(&cli.log_format, "info,rumqttd=warn,rumqttd::router::routing=off");
+    cli.log.init("info,rumqttd=warn,rumqttd::router::routing=off");
     match cli.command {
         Command::GenerateConfig => {
             print!("{EXAMPLE}");

@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::validate::Reason;
+use crate::reason::Reason;
 
 /// Label of a rejection reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -1,8 +1,15 @@
-//! Starting and stopping the whole service: store, broker, pipeline, HTTP.
+//! Starting and stopping the whole service: store, broker, sources -> pipeline -> sinks,
+//! alerts, commands, broadcasts, HTTP.
 //!
 //! One [`start`] serves both `ingest run` and `ingest demo` and the end-to-end tests, so
 //! what the tests exercise is what runs in production. Ports may be 0: the bound
 //! addresses come back in [`Running`].
+//!
+//! Order of construction: the MQTT source connects first (nothing runs yet) so that its
+//! downlink exists when alerts and commands are built; then the pipeline with its sinks
+//! (alerts among them); then the sources run. Every task is spawned through one
+//! [`Tasks`] and [`Running::stop`] waits for all of them, naming any that does not end
+//! within [`crate::tasks::STOP_WITHIN`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,9 +24,11 @@ use crate::auth::Tokens;
 use crate::config::{BrokerConfig, IngestConfig};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::mqtt::{self, Connection, Source};
 use crate::pipeline::validate::Rejections;
 use crate::pipeline::{Clock, Pipeline, Sink};
+use crate::sources::line_protocol::LineProtocol;
+use crate::sources::mqtt::{self, Connection, Source};
+use crate::tasks::Tasks;
 
 /// What the caller may add to a plain configuration.
 pub struct Options {
@@ -41,7 +50,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             sim: None,
-            clock: Arc::new(gateway::now),
+            clock: daemon::system_clock(),
             public_read: true,
             sinks: Vec::new(),
             alerts: None,
@@ -64,19 +73,18 @@ pub struct Running {
     /// The MQTT source (downlink publishing, command acks).
     pub source: Source,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
-    /// Sink workers: they spill what they hold when stopped.
-    sink_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every task ingest spawned (HTTP server, MQTT source, sinks, alerts, commands,
+    /// broadcasts, retention).
+    tasks: Tasks,
 }
 
 impl Running {
-    /// Stops accepting, finishes in-flight requests, and returns.
+    /// Stops accepting, finishes in-flight requests, waits for every task (sinks spill what
+    /// they hold), checkpoints the store, and returns. A task that does not end within
+    /// [`crate::tasks::STOP_WITHIN`] is named in the log and left behind.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.server.await;
-        for task in self.sink_tasks {
-            let _ = task.await;
-        }
+        self.tasks.stop(crate::tasks::STOP_WITHIN).await;
         // Seal the log so that the next start replays nothing (a crash instead loses
         // nothing either: the log has it).
         let store = self.state.store.clone();
@@ -98,6 +106,7 @@ impl Running {
 /// Starts ingest.
 pub async fn start(config: IngestConfig, inventory: Inventory, options: Options) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
+    let tasks = Tasks::new();
     let store_config = config.store.store_config(config.data_dir.join("store"));
     let (store, report) =
         tokio::task::spawn_blocking(move || Store::open(store_config)).await.context("opening the store")??;
@@ -109,11 +118,16 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         series = report.series
     );
     let store = Arc::new(store);
-    spawn_retention(store.clone(), options.clock.clone(), config.store.retention_interval, shutdown.clone());
+    spawn_retention(&tasks, store.clone(), options.clock.clone(), config.store.retention_interval, shutdown.clone());
     let metrics = Arc::new(Metrics::default());
     let built = crate::sinks::build(&config.sinks, &metrics, &shutdown)?;
     let mut sinks = options.sinks;
     sinks.extend(built.sinks);
+    for task in built.tasks {
+        tasks.spawn("sink-worker", async move {
+            let _ = task.await;
+        });
+    }
 
     // Ingest's key and the enrolled gateways: what every message and every broker login
     // is checked against.
@@ -145,10 +159,14 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         ),
     };
 
+    // Connect first (nothing runs yet): alerts and commands publish through its downlink.
+    let (source, mqtt_source) = mqtt::connect(conn);
     let inventory = Arc::new(inventory);
-    // Alerts see durable readings from every path in: MQTT and line protocol alike.
+    // Alerts see durable readings from every source: MQTT and line protocol alike.
     let alerts = match options.alerts {
-        Some(opts) => {
+        Some(mut opts) => {
+            opts.downlink = Some(source.downlink.clone());
+            opts.tasks = tasks.clone();
             let deps = crate::alerts::Deps {
                 store: store.clone(),
                 inventory: inventory.clone(),
@@ -162,16 +180,6 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         }
         None => None,
     };
-    let line_protocol = Arc::new(crate::api::write::LineProtocolIn::new(
-        Some(config.data_dir.clone()),
-        sinks.clone(),
-        config.limits,
-        &metrics,
-    ));
-    let restored = line_protocol.restore(&inventory).context("reading the external devices' registrations")?;
-    if restored > 0 {
-        tracing::info!(message = "Restored devices first seen through line protocol.", devices = restored);
-    }
     let rejections = Arc::new(Rejections::default());
     let pipeline = Arc::new(Pipeline {
         store: store.clone(),
@@ -184,15 +192,18 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         gaps: Default::default(),
         keyring: keyring.clone(),
     });
-    let source = mqtt::start(conn, pipeline, shutdown.clone());
-    if let Some(a) = &alerts {
-        a.set_downlink(source.downlink.clone());
+    let line_protocol = Arc::new(LineProtocol::new(Some(config.data_dir.clone()), pipeline.clone(), &metrics));
+    let restored = line_protocol.restore(&inventory).context("reading the external devices' registrations")?;
+    if restored > 0 {
+        tracing::info!(message = "Restored devices first seen through line protocol.", devices = restored);
     }
     let commands = crate::command::Commander::open(
         &config.data_dir,
         source.downlink.clone(),
         &source.command_acks,
         options.clock.clone(),
+        &tasks,
+        shutdown.clone(),
     )
     .context("opening the command signing key and audit log")?;
     // Broadcasts go through the same Commander: one key, one id sequence, one ack stream.
@@ -205,8 +216,11 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         clock: options.clock.clone(),
         path: Arc::new(commands.clone()),
         shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
     })
     .context("starting emergency broadcasts")?;
+    // Everything that consumes the source's output exists: run it.
+    mqtt_source.run(pipeline, &tasks, shutdown.clone());
 
     let ready: Arc<AtomicBool> = source.subscribed.clone();
     let state = AppState {
@@ -230,24 +244,25 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     let http = listener.local_addr()?;
     let app = api::app(state.clone());
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
+    tasks.spawn("http-server", async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(message = "HTTP server failed.", error = %e);
         }
     });
     tracing::info!(message = "Ingest started.", %http);
-    Ok(Running { http, mqtt: mqtt_addr, broker_login, state, source, shutdown, server, sink_tasks: built.tasks })
+    Ok(Running { http, mqtt: mqtt_addr, broker_login, state, source, shutdown, tasks })
 }
 
 /// Drops expired partitions now and then every `interval`, with ingest's clock.
 fn spawn_retention(
+    tasks: &Tasks,
     store: Arc<Store>,
-    clock: crate::pipeline::Clock,
+    clock: Clock,
     interval: std::time::Duration,
     stop: CancellationToken,
 ) {
-    tokio::spawn(async move {
+    tasks.spawn("retention", async move {
         loop {
             let (s, now) = (store.clone(), clock());
             match tokio::task::spawn_blocking(move || s.enforce_retention(now)).await {

@@ -115,7 +115,9 @@ pub struct Playback {
     pub broadcast: u64,
     /// Warning level; a higher one pre-empts a lower one that is playing.
     pub level: Level,
-    /// What to play.
+    /// What to play. In a command's JSON (ingest's command audit log and API) the audio
+    /// checksum stays the array of 32 numbers it has always been there; see [`Content`].
+    #[serde(with = "content_in_command")]
     pub content: Content,
     /// How many times to play it, at least once.
     pub repeat: u8,
@@ -125,8 +127,15 @@ pub struct Playback {
     pub start_at: Option<Timestamp>,
 }
 
-/// What a speaker plays.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a speaker plays: the one content type of a broadcast, from ingest's API and audit
+/// log through the signed command to the speaker.
+///
+/// JSON: `{"type": "tts", "text": ...}` or `{"type": "audio", "url": ..., "sha256": ...}`
+/// with the checksum as 64 lowercase hex digits (any case is read), as ingest's broadcast
+/// API and audit log spell it. Inside a [`Playback`] the checksum is an array of 32
+/// numbers instead, the form commands have always had in JSON, so neither log changes.
+/// The signed bytes ([`Command::to_bytes`]) are neither: the checksum is 32 raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Content {
     /// Text read out by the speaker's text-to-speech.
@@ -139,8 +148,98 @@ pub enum Content {
         /// Where to fetch it.
         url: String,
         /// SHA-256 of the file; a speaker refuses a file that does not match.
+        #[serde(with = "sha256_hex")]
         sha256: [u8; 32],
     },
+}
+
+impl Content {
+    /// The text, for TTS content.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Content::Tts { text } => Some(text),
+            Content::Audio { .. } => None,
+        }
+    }
+}
+
+/// 64 hex digits (either case, surrounding blanks ignored) into the 32 bytes of a SHA-256.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A SHA-256 as 64 lowercase hex digits, the inverse of [`parse_sha256`].
+pub fn sha256_hex(sha256: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in sha256 {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xF)]));
+    }
+    out
+}
+
+/// Serde for a checksum as hex digits (see [`Content`]).
+mod sha256_hex {
+    use alloc::string::String;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(sha256: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::sha256_hex(sha256))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let hex = String::deserialize(d)?;
+        super::parse_sha256(&hex).ok_or_else(|| D::Error::custom("sha256 must be 64 hex digits"))
+    }
+}
+
+/// Serde for [`Content`] inside a command: the checksum as 32 numbers (see [`Content`]).
+mod content_in_command {
+    use alloc::string::String;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Content;
+
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Ref<'a> {
+        Tts { text: &'a str },
+        Audio { url: &'a str, sha256: &'a [u8; 32] },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Owned {
+        Tts { text: String },
+        Audio { url: String, sha256: [u8; 32] },
+    }
+
+    pub(super) fn serialize<S: Serializer>(content: &Content, s: S) -> Result<S::Ok, S::Error> {
+        match content {
+            Content::Tts { text } => Ref::Tts { text },
+            Content::Audio { url, sha256 } => Ref::Audio { url, sha256 },
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Content, D::Error> {
+        Ok(match Owned::deserialize(d)? {
+            Owned::Tts { text } => Content::Tts { text },
+            Owned::Audio { url, sha256 } => Content::Audio { url, sha256 },
+        })
+    }
 }
 
 /// Why a command was refused. Every variant becomes a refused ack with this text.
@@ -595,5 +694,37 @@ mod tests {
         assert!(CommandError::Replayed.to_string().contains("replay"));
         assert!(Level::Red.preempts(Level::Yellow));
         assert!(!Level::Blue.preempts(Level::Blue));
+    }
+
+    #[test]
+    fn content_json_spells_the_checksum_in_hex_and_commands_keep_their_array() {
+        let audio = Content::Audio { url: "http://x/a.mp3".into(), sha256: [0xab; 32] };
+        let json = serde_json::to_string(&audio).unwrap();
+        let hex = "ab".repeat(32);
+        assert_eq!(json, alloc::format!(r#"{{"type":"audio","url":"http://x/a.mp3","sha256":"{hex}"}}"#));
+        assert_eq!(serde_json::from_str::<Content>(&json).unwrap(), audio);
+        let upper = json.replace("ab", "AB");
+        assert_eq!(serde_json::from_str::<Content>(&upper).unwrap(), audio, "either case is read");
+        assert!(serde_json::from_str::<Content>(r#"{"type":"audio","url":"u","sha256":"abc"}"#).is_err());
+        let tts = Content::Tts { text: "水".into() };
+        assert_eq!(serde_json::to_string(&tts).unwrap(), r#"{"type":"tts","text":"水"}"#);
+
+        let play =
+            Playback { broadcast: 1, level: Level::Blue, content: audio, repeat: 1, volume: None, start_at: None };
+        let json = serde_json::to_value(&play).unwrap();
+        let array: Vec<u8> = serde_json::from_value(json["content"]["sha256"].clone()).unwrap();
+        assert_eq!(array, [0xab; 32], "inside a command the checksum is 32 numbers");
+        assert_eq!(json["content"]["type"], "audio");
+        assert_eq!(serde_json::from_value::<Playback>(json).unwrap(), play);
+    }
+
+    #[test]
+    fn checksums_parse_from_hex_and_print_back_lowercase() {
+        let bytes = parse_sha256(&"AB".repeat(32)).unwrap();
+        assert_eq!(bytes, [0xab; 32]);
+        assert_eq!(parse_sha256(&alloc::format!(" {} ", "ab".repeat(32))), Some(bytes));
+        assert_eq!(sha256_hex(&bytes), "ab".repeat(32));
+        assert!(parse_sha256("abc").is_none());
+        assert!(parse_sha256(&"zz".repeat(32)).is_none());
     }
 }

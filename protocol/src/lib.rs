@@ -15,6 +15,8 @@
 //! - [`delivery`] and [`status`]: ingest's delivery acks and the gateway's retained status.
 //! - [`command`]: signed downlink commands, their acks, and the replay window that both the
 //!   gateway and the firmware use to refuse forged, expired or replayed commands.
+//! - [`modbus`] and [`speaker`]: the device <-> gateway contract: Modbus tables, word
+//!   orders and register conversions, and the speaker terminal's command log layout.
 #![no_std]
 
 extern crate alloc;
@@ -28,8 +30,10 @@ pub mod command;
 pub mod delivery;
 pub mod device;
 pub mod id;
+pub mod modbus;
 pub mod reading;
 pub mod receipt;
+pub mod speaker;
 pub mod status;
 pub mod topic;
 pub mod varint;

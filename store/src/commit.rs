@@ -126,3 +126,183 @@ impl Commit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use frames::fs::FsFile;
+
+    use super::*;
+
+    /// A log file whose `sync_data` blocks until the test releases it, and counts.
+    #[derive(Debug, Default)]
+    struct GatedFile {
+        state: Mutex<Gate>,
+        changed: Condvar,
+    }
+
+    #[derive(Debug, Default)]
+    struct Gate {
+        entered: u64,
+        released: u64,
+        syncs: u64,
+        fail: bool,
+    }
+
+    impl GatedFile {
+        fn lock(&self) -> MutexGuard<'_, Gate> {
+            self.state.lock().unwrap()
+        }
+
+        /// Waits until `n` syncs have started.
+        fn wait_entered(&self, n: u64) {
+            let mut g = self.lock();
+            while g.entered < n {
+                g = self.changed.wait(g).unwrap();
+            }
+        }
+
+        /// Lets one more sync finish.
+        fn release(&self) {
+            self.lock().released += 1;
+            self.changed.notify_all();
+        }
+
+        fn syncs(&self) -> u64 {
+            self.lock().syncs
+        }
+    }
+
+    impl FsFile for GatedFile {
+        fn append(&self, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn read_all(&self) -> std::io::Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_len(&self, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            let mut g = self.lock();
+            g.entered += 1;
+            let me = g.entered;
+            self.changed.notify_all();
+            while g.released < me {
+                g = self.changed.wait(g).unwrap();
+            }
+            g.syncs += 1;
+            if g.fail { Err(std::io::Error::other("the disk said no")) } else { Ok(()) }
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            self.sync_data()
+        }
+    }
+
+    fn setup(fail: bool) -> (Arc<Commit>, Arc<GatedFile>, SyncHandle) {
+        let file = Arc::new(GatedFile::default());
+        file.lock().fail = fail;
+        let handle =
+            SyncHandle { file: file.clone(), path: "wal/1.log".into(), poisoned: Arc::new(AtomicBool::new(false)) };
+        (Arc::new(Commit::new(handle.clone(), FsyncPolicy::Always)), file, handle)
+    }
+
+    #[test]
+    fn a_writer_is_acknowledged_only_after_the_sync_that_covers_its_group() {
+        let (commit, file, handle) = setup(false);
+        let t1 = commit.issue(handle.clone());
+        let t2 = commit.issue(handle.clone());
+        let acked = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (commit, acked) = (commit.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let r = commit.wait_durable(t2);
+                acked.store(true, Ordering::SeqCst);
+                r
+            })
+        };
+        file.wait_entered(1);
+        // The sync has started and not finished: the writer must still be waiting.
+        assert!(!acked.load(Ordering::SeqCst), "acknowledged before its sync finished");
+        // A group written while that sync runs is not covered by it.
+        let t3 = commit.issue(handle);
+        file.release();
+        writer.join().unwrap().unwrap();
+        assert!(acked.load(Ordering::SeqCst));
+        assert_eq!(file.syncs(), 1);
+        // The group before shared that sync: no second one for it.
+        commit.wait_durable(t1).unwrap();
+        assert_eq!(file.syncs(), 1, "one sync covers every group written before it started");
+        // The group written during the sync needs (and gets) its own.
+        let late = {
+            let commit = commit.clone();
+            std::thread::spawn(move || commit.wait_durable(t3))
+        };
+        file.wait_entered(2);
+        file.release();
+        late.join().unwrap().unwrap();
+        assert_eq!(file.syncs(), 2);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_waiter_it_covered_and_every_later_group() {
+        let (commit, file, handle) = setup(true);
+        let tickets = [commit.issue(handle.clone()), commit.issue(handle.clone()), commit.issue(handle.clone())];
+        let waiters: Vec<_> = tickets
+            .iter()
+            .map(|&t| {
+                let commit = commit.clone();
+                std::thread::spawn(move || commit.wait_durable(t))
+            })
+            .collect();
+        file.wait_entered(1);
+        file.release();
+        for (t, w) in tickets.iter().zip(waiters) {
+            let r = w.join().unwrap();
+            assert!(r.is_err(), "ticket {t} was acknowledged although its sync failed");
+        }
+        assert_eq!(file.syncs(), 1, "the waiters learn of the failure; they do not retry on a poisoned log");
+        assert!(handle.poisoned.load(Ordering::SeqCst));
+        let later = commit.issue(handle);
+        assert!(matches!(commit.wait_durable(later), Err(StoreError::Poisoned { .. })));
+        // Failed groups still take their turn in the apply order: nobody waits for ever.
+        for t in tickets.into_iter().chain([later]) {
+            commit.apply_in_order(t, || {});
+        }
+        commit.wait_all_applied();
+    }
+
+    #[test]
+    fn groups_are_applied_in_ticket_order_whatever_order_their_writers_arrive_in() {
+        let (commit, _, handle) = setup(false);
+        let tickets: Vec<u64> = (0..4).map(|_| commit.issue(handle.clone())).collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let late: Vec<_> = tickets[1..]
+            .iter()
+            .rev()
+            .map(|&t| {
+                let (commit, order) = (commit.clone(), order.clone());
+                std::thread::spawn(move || commit.apply_in_order(t, || order.lock().unwrap().push(t)))
+            })
+            .collect();
+        commit.apply_in_order(tickets[0], || order.lock().unwrap().push(tickets[0]));
+        late.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(*order.lock().unwrap(), tickets);
+        commit.wait_all_applied();
+    }
+
+    #[test]
+    fn with_fsync_never_nothing_is_synced_and_every_group_is_acknowledged() {
+        let file = Arc::new(GatedFile::default());
+        let handle = SyncHandle { file: file.clone(), path: "wal".into(), poisoned: Arc::new(AtomicBool::new(false)) };
+        let commit = Commit::new(handle.clone(), FsyncPolicy::Never);
+        let t = commit.issue(handle);
+        commit.wait_durable(t).unwrap();
+        assert_eq!(file.syncs(), 0);
+    }
+}

@@ -13,6 +13,11 @@
 //!   checkpoint fails, `sealing` goes back in front of `active` (it is older).
 //! - Inserting a reading costs one hash lookup per device change, not per reading: readings
 //!   of a batch come grouped by device (a poll yields all metrics of one device).
+//! - Finding a device's series for a metric never scans more than [`SCAN_LIMIT`] entries:
+//!   a device with more metrics gets a hash index ([`DeviceSeries`]). One line-protocol
+//!   line of 80k fields used to scan 80k entries per field, under the head's write lock,
+//!   which stalled every reader for seconds. Nothing else in the append path grows with
+//!   the number of metrics a device has.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,11 +56,58 @@ pub(crate) struct Sealing {
     pub(crate) latest: Vec<(u32, Latest)>,
 }
 
+/// Up to this many metrics, a device's series are found by scanning a short list (faster
+/// than hashing for the usual handful); beyond it, by a hash index.
+pub(crate) const SCAN_LIMIT: usize = 16;
+
+/// One device's series: `(metric, series id)` in registration order, and once there are
+/// more than [`SCAN_LIMIT`] of them, an index by metric.
+#[derive(Default)]
+pub(crate) struct DeviceSeries {
+    list: Vec<(Metric, u32)>,
+    index: Option<HashMap<Metric, u32>>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Entries compared or hashed by [`DeviceSeries::get`] on this thread (tests count the
+    /// work of a lookup with it, not its time).
+    pub(crate) static PROBES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl DeviceSeries {
+    fn get(&self, metric: &Metric) -> Option<u32> {
+        if let Some(index) = &self.index {
+            #[cfg(test)]
+            PROBES.with(|p| p.set(p.get() + 1));
+            return index.get(metric).copied();
+        }
+        let found = self.list.iter().position(|(m, _)| m == metric);
+        #[cfg(test)]
+        PROBES.with(|p| p.set(p.get() + found.map_or(self.list.len(), |i| i + 1) as u64));
+        found.map(|i| self.list[i].1)
+    }
+
+    fn push(&mut self, metric: Metric, sid: u32) {
+        match &mut self.index {
+            Some(index) => {
+                index.insert(metric, sid);
+            }
+            None if self.list.len() >= SCAN_LIMIT => {
+                let mut index: HashMap<Metric, u32> = std::mem::take(&mut self.list).into_iter().collect();
+                index.insert(metric, sid);
+                self.index = Some(index);
+            }
+            None => self.list.push((metric, sid)),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Head {
     devices: HashMap<Arc<str>, u32>,
     /// By device slot: the device's series.
-    slots: Vec<Vec<(Metric, u32)>>,
+    slots: Vec<DeviceSeries>,
     slot_names: Vec<Arc<str>>,
     pub(crate) series: Vec<SeriesInfo>,
     pub(crate) persisted_series: usize,
@@ -99,12 +151,12 @@ impl Head {
             None => {
                 let s = self.slots.len() as u32;
                 self.devices.insert(info.device.clone(), s);
-                self.slots.push(Vec::new());
+                self.slots.push(DeviceSeries::default());
                 self.slot_names.push(info.device.clone());
                 s
             }
         };
-        self.slots[slot as usize].push((info.metric.clone(), sid));
+        self.slots[slot as usize].push(info.metric.clone(), sid);
         self.series.push(info);
         self.latest.push(None);
         self.touched.push(false);
@@ -114,7 +166,7 @@ impl Head {
     /// The series id of `(device, metric)`, if it exists.
     pub(crate) fn lookup(&self, device: &str, metric: &Metric) -> Option<u32> {
         let slot = *self.devices.get(device)?;
-        self.slots[slot as usize].iter().find(|(m, _)| m == metric).map(|&(_, sid)| sid)
+        self.slots[slot as usize].get(metric)
     }
 
     fn slot_of(&mut self, device: &str, cache: &mut Option<u32>) -> Option<u32> {
@@ -130,14 +182,20 @@ impl Head {
 
     /// The id of `(device, metric)`, registering it if new.
     fn series_id(&mut self, device: &str, metric: &Metric, cache: &mut Option<u32>) -> u32 {
-        if let Some(slot) = self.slot_of(device, cache)
-            && let Some(&(_, sid)) = self.slots[slot as usize].iter().find(|(m, _)| m == metric)
+        let slot = self.slot_of(device, cache);
+        if let Some(slot) = slot
+            && let Some(sid) = self.slots[slot as usize].get(metric)
         {
             return sid;
         }
-        let device: Arc<str> = Arc::from(device);
+        // A known device's name is shared, not copied once per series.
+        let device: Arc<str> = match slot {
+            Some(slot) => self.slot_names[slot as usize].clone(),
+            None => Arc::from(device),
+        };
         let sid = self.register(SeriesInfo { device, metric: metric.clone(), family: family_of(metric) });
-        *cache = None;
+        // The device has a slot now, so the cache can hold it.
+        *cache = self.devices.get(&*self.series[sid as usize].device).copied();
         sid
     }
 
@@ -309,5 +367,53 @@ mod tests {
         assert_eq!(h.series.len(), 3);
         assert_eq!(h.lookup("a", &Metric::new("flow")), Some(1));
         assert_eq!(h.lookup("b", &Metric::new("flow")), None);
+    }
+
+    /// One wide line (one device, thousands of metrics) used to cost a scan of the device's
+    /// series per reading: 80k fields took 8 s under the write lock. This counts the
+    /// entries every lookup touched, not time: with the old scan (`SCAN_LIMIT` made huge)
+    /// it is 100 M here and the test fails; with the index, under 20 per reading.
+    #[test]
+    fn a_device_with_many_metrics_costs_a_bounded_number_of_probes_per_reading() {
+        let n = 10_000u64;
+        let metrics: Vec<Metric> = (0..n).map(|i| Metric::new(&format!("field_{i}"))).collect();
+        let mut h = Head::default();
+        PROBES.with(|p| p.set(0));
+        let mut c = None;
+        for (i, m) in metrics.iter().enumerate() {
+            h.insert("wide", m, 1, i as f64, 0, &mut c);
+        }
+        let mut c = None;
+        for (i, m) in metrics.iter().enumerate() {
+            h.insert("wide", m, 2, i as f64, 0, &mut c);
+        }
+        let probes = PROBES.with(|p| p.get());
+        // A fixed bound, not one derived from SCAN_LIMIT: a scan of every metric fails it.
+        let bound = 2 * n * 16;
+        assert!(probes <= bound, "{probes} probes for {} inserts (bound {bound})", 2 * n);
+        // Every series still found, one per metric, and each device name stored once.
+        assert_eq!(h.series.len() as u64, n);
+        assert_eq!(h.lookup("wide", &metrics[1234]), Some(1234));
+        assert_eq!(h.lookup("wide", &Metric::new("field_x")), None);
+        assert!(h.series.iter().all(|s| Arc::ptr_eq(&s.device, &h.series[0].device)));
+        assert_eq!(h.points(9_999, 0, 10).ts, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_device_crossing_the_scan_limit_keeps_every_series_under_its_id() {
+        let mut h = Head::default();
+        let mut c = None;
+        for round in 0..2 {
+            for i in 0..=SCAN_LIMIT + 3 {
+                h.insert("d", &Metric::new(&format!("m{i}")), round, 0.0, 0, &mut c);
+                h.insert("e", &Metric::new("ph"), round, 0.0, 0, &mut c);
+            }
+        }
+        for i in 0..=SCAN_LIMIT + 3 {
+            let sid = h.lookup("d", &Metric::new(&format!("m{i}"))).unwrap();
+            assert_eq!(h.series[sid as usize].metric, Metric::new(&format!("m{i}")));
+            assert_eq!(h.points(sid, 0, 10).len(), 2, "m{i}: both rounds in the same series");
+        }
+        assert_eq!(h.series.len(), SCAN_LIMIT + 5);
     }
 }

@@ -28,12 +28,14 @@
 //! - After a failed write or fsync the log is poisoned: what reached the disk is unknown
 //!   (the kernel may have dropped the dirty pages), so it refuses appends until reopened.
 //! - Encoding reuses one buffer: the hot path allocates nothing per reading.
+//! - All file I/O goes through [`frames::fs::Fs`] (the real file system, or a simulated one
+//!   that can lose power in tests): one call per group written or synced, none per record.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use frames::fs::{FileRef, Fs};
 
 use protocol::{Batch, Metric, Reading};
 
@@ -71,8 +73,9 @@ pub(crate) struct ReplayStats {
 }
 
 pub(crate) struct Wal {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
-    file: Arc<File>,
+    file: FileRef,
     path: PathBuf,
     segment: u64,
     fsync: FsyncPolicy,
@@ -87,21 +90,14 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:016}.log"))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
-}
-
 /// The segment numbers in `dir`, ascending. Files that are not segments are left alone.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))? {
-        let entry = entry.map_err(StoreError::io(dir))?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else { continue };
-        if let Ok(n) = stem.parse::<u64>() {
-            out.push(n);
-        }
-    }
+fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut out: Vec<u64> = fs
+        .list(dir)
+        .map_err(StoreError::io(dir))?
+        .iter()
+        .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
+        .collect();
     out.sort_unstable();
     Ok(out)
 }
@@ -111,26 +107,26 @@ impl Wal {
     /// replays the rest in order into `apply`. Torn tails are cut off. Appends then go to a
     /// fresh segment.
     pub(crate) fn open(
+        fs: Arc<dyn Fs>,
         dir: &Path,
         fsync: FsyncPolicy,
         checkpointed: u64,
         mut apply: impl FnMut(&ReplayRecord<'_>),
     ) -> Result<(Wal, ReplayStats), StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        fs.create_dir_all(dir).map_err(StoreError::io(dir))?;
         let mut stats = ReplayStats::default();
         let mut last = checkpointed;
-        for n in list_segments(dir)? {
+        for n in list_segments(&*fs, dir)? {
             let path = segment_path(dir, n);
             if n <= checkpointed {
                 // Sealed by a checkpoint that committed before it could delete them.
-                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+                fs.remove_file(&path).map_err(StoreError::io(&path))?;
                 continue;
             }
             last = last.max(n);
             stats.segments += 1;
-            let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(StoreError::io(&path))?;
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(StoreError::io(&path))?;
+            let file = fs.open(&path, false).map_err(StoreError::io(&path))?;
+            let bytes = file.read_all().map_err(StoreError::io(&path))?;
             let mut pos = 0usize;
             while let Some((payload, next)) = frames::frame_at(&bytes, pos, MAX_FRAME) {
                 let Some(()) = decode_record(payload, &mut apply) else { break };
@@ -150,10 +146,11 @@ impl Wal {
             }
         }
         let segment = last + 1;
-        let (file, path) = create_segment(dir, segment)?;
+        let (file, path) = create_segment(&*fs, dir, segment)?;
         let wal = Wal {
+            fs,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file,
             path,
             segment,
             fsync,
@@ -208,7 +205,7 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(source) = (&*self.file).write_all(&self.buf) {
+        if let Err(source) = self.file.append(&self.buf) {
             self.poisoned.store(true, Ordering::Release);
             return Err(StoreError::Io { path: self.path.clone(), source });
         }
@@ -239,8 +236,8 @@ impl Wal {
         self.check()?;
         sync(&self.file, &self.path, &self.poisoned, self.fsync)?;
         let closed = self.segment;
-        let (file, path) = create_segment(&self.dir, closed + 1)?;
-        self.file = Arc::new(file);
+        let (file, path) = create_segment(&*self.fs, &self.dir, closed + 1)?;
+        self.file = file;
         self.path = path;
         self.segment = closed + 1;
         self.bytes = 0;
@@ -250,10 +247,10 @@ impl Wal {
     /// Deletes the segments up to `upto`, which a committed checkpoint covers. A failure is
     /// only logged: the next open deletes them, as the checkpoint says they are sealed.
     pub(crate) fn remove_upto(&self, upto: u64) {
-        let Ok(segments) = list_segments(&self.dir) else { return };
+        let Ok(segments) = list_segments(&*self.fs, &self.dir) else { return };
         for n in segments.into_iter().filter(|&n| n <= upto) {
             let path = segment_path(&self.dir, n);
-            if let Err(error) = std::fs::remove_file(&path) {
+            if let Err(error) = self.fs.remove_file(&path) {
                 tracing::warn!(message = "Could not delete a sealed log segment.", %error, file = %path.display());
             }
         }
@@ -268,13 +265,13 @@ impl Wal {
 /// The file a group was written to, for the fdatasync that makes it durable.
 #[derive(Clone)]
 pub(crate) struct SyncHandle {
-    pub(crate) file: Arc<File>,
+    pub(crate) file: FileRef,
     pub(crate) path: PathBuf,
     pub(crate) poisoned: Arc<AtomicBool>,
 }
 
 /// fdatasync under `policy`; a failure poisons the log.
-pub(crate) fn sync(file: &File, path: &Path, poisoned: &AtomicBool, policy: FsyncPolicy) -> Result<(), StoreError> {
+pub(crate) fn sync(file: &FileRef, path: &Path, poisoned: &AtomicBool, policy: FsyncPolicy) -> Result<(), StoreError> {
     if policy == FsyncPolicy::Never {
         return Ok(());
     }
@@ -284,11 +281,11 @@ pub(crate) fn sync(file: &File, path: &Path, poisoned: &AtomicBool, policy: Fsyn
     })
 }
 
-fn create_segment(dir: &Path, n: u64) -> Result<(File, PathBuf), StoreError> {
+fn create_segment(fs: &dyn Fs, dir: &Path, n: u64) -> Result<(FileRef, PathBuf), StoreError> {
     let path = segment_path(dir, n);
-    let file = OpenOptions::new().create(true).append(true).open(&path).map_err(StoreError::io(&path))?;
+    let file = fs.open(&path, true).map_err(StoreError::io(&path))?;
     // The new file's name must survive a crash before anything durable is written to it.
-    sync_dir(dir)?;
+    fs.sync_dir(dir).map_err(StoreError::io(dir))?;
     Ok((file, path))
 }
 
@@ -365,6 +362,9 @@ fn decode_record(payload: &[u8], apply: &mut impl FnMut(&ReplayRecord<'_>)) -> O
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use protocol::{Quality, Timestamp};
 
     use super::*;
@@ -386,7 +386,7 @@ mod tests {
 
     fn replay(dir: &Path, checkpointed: u64) -> (Seen, ReplayStats) {
         let mut seen = Vec::new();
-        let (_, stats) = Wal::open(dir, FsyncPolicy::Always, checkpointed, |rec| {
+        let (_, stats) = Wal::open(Arc::new(frames::fs::RealFs), dir, FsyncPolicy::Always, checkpointed, |rec| {
             seen.push((
                 rec.batch.map(|b| b.1),
                 rec.readings
@@ -400,7 +400,7 @@ mod tests {
     }
 
     fn append(dir: &Path, batches: &[Batch]) -> u64 {
-        let (mut wal, _) = Wal::open(dir, FsyncPolicy::Always, 0, |_| {}).unwrap();
+        let (mut wal, _) = Wal::open(Arc::new(frames::fs::RealFs), dir, FsyncPolicy::Always, 0, |_| {}).unwrap();
         wal.begin();
         batches.iter().for_each(|b| wal.push_batch(b));
         wal.commit().unwrap();

@@ -103,7 +103,7 @@ async fn forged_tampered_expired_and_replayed_commands_are_refused_by_gateway_an
     tampered[at] ^= 0x02;
     mallory.publish(topic, QoS::AtLeastOnce, false, tampered.clone()).await.unwrap();
     // Gateway: a command forged with another key.
-    let now = gateway::now();
+    let now = daemon::now();
     let forged_id = u64::try_from(now.0).unwrap() + 10_000_000;
     mallory.publish(topic, QoS::AtLeastOnce, false, forged_play(forged_id, s1, now)).await.unwrap();
     let cid = protocol::command::peek_id(&captured).unwrap();
@@ -150,7 +150,7 @@ async fn forged_tampered_expired_and_replayed_commands_are_refused_by_gateway_an
         (words, wire.len() as u16)
     };
     let speaker_forged_id = forged_id + 1;
-    for envelope in [forged_play(speaker_forged_id, s1, gateway::now()), tampered.clone(), captured.clone()] {
+    for envelope in [forged_play(speaker_forged_id, s1, daemon::now()), tampered.clone(), captured.clone()] {
         let (words, len) = write(envelope);
         for (i, chunk) in words.chunks(123).enumerate() {
             bus.write_multiple_registers(MAILBOX.0 + 1 + (i * 123) as u16, chunk).await.unwrap().unwrap();

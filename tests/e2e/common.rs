@@ -32,5 +32,5 @@ where
 
 /// Milliseconds since the Unix epoch now.
 pub(crate) fn now_ms() -> i64 {
-    gateway::now().0
+    daemon::now().0
 }

@@ -150,8 +150,8 @@ async fn commands_act_only_when_signed_fresh_unused_and_within_the_profile_and_e
         tenant: "county".into(),
         gateway: gw.clone(),
         device: pump.clone(),
-        issued_at: gateway::now(),
-        expires_at: protocol::Timestamp(gateway::now().0 + 60_000),
+        issued_at: daemon::now(),
+        expires_at: protocol::Timestamp(daemon::now().0 + 60_000),
         action: Action::Write { point: "level_start_setpoint".into(), value: 2.0 },
     }
     .sign(&SigningKey::generate(&mut rand_core::OsRng));

@@ -61,7 +61,7 @@ async fn a_signed_broadcast_lands_whole_in_the_speakers_mailbox_and_verifies_the
     cfg.queue.dir = Some(queue);
     cfg.devices = vec![DeviceConfig::tcp("dongcun-speaker-1", "interop-speaker", addr, 1)];
     let stop = CancellationToken::new();
-    tokio::spawn(gateway::Gateway::new(cfg, library(), gateway::system_clock()).unwrap().run(stop.clone()));
+    tokio::spawn(gateway::Gateway::new(cfg, library(), daemon::system_clock()).unwrap().run(stop.clone()));
     eventually("the gateway online", Duration::from_secs(20), || async {
         (running.state.inventory.gateway_online("gw-spk") == Some(true)).then_some(())
     })
@@ -114,7 +114,7 @@ async fn a_signed_broadcast_lands_whole_in_the_speakers_mailbox_and_verifies_the
     }
     let envelope: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).take(len).collect();
     let key = ed25519_dalek::VerifyingKey::from_bytes(&commands.public_key()).unwrap();
-    let cmd = command::open(&envelope, &key, "gw-spk", gateway::now(), &mut ReplayWindow::new())
+    let cmd = command::open(&envelope, &key, "gw-spk", daemon::now(), &mut ReplayWindow::new())
         .expect("the mailbox holds a command that verifies with ingest's key");
     assert_eq!(cmd.id, id);
     let Action::Play(p) = cmd.action else { panic!("a play command") };

@@ -26,12 +26,12 @@ fn value(readings: &[protocol::Reading], metric: &str) -> (f64, Quality) {
 /// Reads the two datasheet profiles and checks what any transport must deliver.
 async fn reads_datasheet_devices(link: &mut Link) {
     let troll = reader("probe-1", 1, "in-situ-aqua-troll-400");
-    let r = troll.read(link, gateway::now).await.expect("the probe answers");
+    let r = troll.read(link, daemon::now).await.expect("the probe answers");
     assert_eq!(value(&r, "ph"), (7.25, Quality::Good));
     assert_eq!(value(&r, "conductivity"), (412.0, Quality::Good));
     assert_eq!(value(&r, "water_temperature"), (14.5, Quality::Good));
     let keller = reader("tank-1", 2, "keller-series30-level");
-    let r = keller.read(link, gateway::now).await.expect("the level probe answers");
+    let r = keller.read(link, daemon::now).await.expect("the level probe answers");
     let (level, q) = value(&r, "tank_level");
     assert!((level - 0.3 * 10.197).abs() < 1e-4 && q == Quality::Good, "{level}");
 }
@@ -45,10 +45,10 @@ async fn pymodbus_over_tcp_reads_writes_and_names_its_exceptions() {
     // The data quality id of the pH block (register 1542) says "error": the reading is bad.
     let a = Attempts::default();
     link.write(1, Table::Holding, 1541, &[3], a).await.unwrap();
-    let r = reader("probe-1", 1, "in-situ-aqua-troll-400").read(&mut link, gateway::now).await.unwrap();
+    let r = reader("probe-1", 1, "in-situ-aqua-troll-400").read(&mut link, daemon::now).await.unwrap();
     assert_eq!(value(&r, "ph").1, Quality::Bad);
     link.write(1, Table::Holding, 1541, &[4], a).await.unwrap();
-    let r = reader("probe-1", 1, "in-situ-aqua-troll-400").read(&mut link, gateway::now).await.unwrap();
+    let r = reader("probe-1", 1, "in-situ-aqua-troll-400").read(&mut link, daemon::now).await.unwrap();
     assert_eq!(value(&r, "ph").1, Quality::Uncertain, "an unlisted status is uncertain");
 
     // Reading past the device's registers: the exception comes back by name.

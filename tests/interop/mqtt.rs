@@ -183,13 +183,13 @@ async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_e
     let mut cfg_a = gateway_config("gw-a", cert_port, tls_a, probe);
     cfg_a.queue.dir = Some(queue_a.clone());
     cfg_a.command_key = crate::keys::command_key(&running);
-    let gw_a = gateway::Gateway::new(cfg_a, library(), gateway::system_clock()).unwrap();
+    let gw_a = gateway::Gateway::new(cfg_a, library(), daemon::system_clock()).unwrap();
     let task_a = tokio::spawn(gw_a.try_run(stop.clone()));
     let mut cfg_c = gateway_config("gw-c", pw_port, TlsConfig { ca_file: Some(ca.clone()), client_auth: None }, probe);
     cfg_c.mqtt.credentials = Some(("gw-c".into(), "gw-c-secret".into()));
     cfg_c.queue.dir = Some(queue_c);
     cfg_c.command_key = crate::keys::command_key(&running);
-    let gw_c = gateway::Gateway::new(cfg_c, library(), gateway::system_clock()).unwrap();
+    let gw_c = gateway::Gateway::new(cfg_c, library(), daemon::system_clock()).unwrap();
     tokio::spawn(gw_c.run(stop.clone()));
 
     for device in ["gw-a-probe", "gw-c-probe"] {

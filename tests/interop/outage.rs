@@ -96,8 +96,8 @@ async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_
     // its time, and the readings taken meanwhile are stamped 12 s apart. It starts 45 min
     // back so that no reading is in ingest's future.
     const SPEED: i64 = 60;
-    let (t0, start) = (Instant::now(), gateway::now().0 - 45 * 60_000);
-    let clock: gateway::Clock = Arc::new(move || Timestamp(start + t0.elapsed().as_millis() as i64 * SPEED));
+    let (t0, start) = (Instant::now(), daemon::now().0 - 45 * 60_000);
+    let clock: daemon::Clock = Arc::new(move || Timestamp(start + t0.elapsed().as_millis() as i64 * SPEED));
     let mut cfg = GatewayConfig::new(
         "gw-o",
         "county",

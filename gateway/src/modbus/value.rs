@@ -1,5 +1,5 @@
-//! Register tables, value types and word orders, and the conversion between register
-//! words and engineering values.
+//! Value types and the conversion between register words and engineering values, over
+//! the tables and word orders of [`protocol::modbus`].
 //!
 //! Vendors disagree on how a 32- or 64-bit value spans registers (DOMAIN.md: ABB uses
 //! ABCD, Vaisala and Xylem CDAB, some Chinese meters DCBA). We name orders the way their
@@ -19,43 +19,9 @@ use std::fmt;
 
 use serde::Deserialize;
 
-/// The four Modbus data tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Table {
-    /// Read/write bits (function codes 1, 5, 15).
-    Coil,
-    /// Read-only bits (function code 2).
-    Discrete,
-    /// Read-only registers (function code 4).
-    Input,
-    /// Read/write registers (function codes 3, 6, 16).
-    #[default]
-    Holding,
-}
-
-impl Table {
-    /// True for the bit tables.
-    pub const fn is_bits(self) -> bool {
-        matches!(self, Table::Coil | Table::Discrete)
-    }
-
-    /// Most registers (or bits) one read may ask for (Modbus application protocol v1.1b3).
-    pub const fn max_read(self) -> u16 {
-        if self.is_bits() { 2000 } else { 125 }
-    }
-}
-
-impl fmt::Display for Table {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Table::Coil => "coil",
-            Table::Discrete => "discrete",
-            Table::Input => "input",
-            Table::Holding => "holding",
-        })
-    }
-}
+/// Tables and word orders are the device <-> gateway contract, defined once in
+/// [`protocol::modbus`]; profiles name them and [`decode`]/[`encode`] take them.
+pub use protocol::modbus::{Table, WordOrder};
 
 /// How raw registers are interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -126,41 +92,13 @@ impl fmt::Display for ValueType {
     }
 }
 
-/// Word and byte order of a multi-register value (see the module table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-pub enum WordOrder {
-    /// Big-endian words and bytes.
-    #[default]
-    #[serde(rename = "ABCD")]
-    Abcd,
-    /// Low word first, bytes big-endian.
-    #[serde(rename = "CDAB")]
-    Cdab,
-    /// High word first, bytes swapped.
-    #[serde(rename = "BADC")]
-    Badc,
-    /// Fully little-endian.
-    #[serde(rename = "DCBA")]
-    Dcba,
-}
-
-impl WordOrder {
-    const fn low_word_first(self) -> bool {
-        matches!(self, WordOrder::Cdab | WordOrder::Dcba)
-    }
-
-    const fn swap_bytes(self) -> bool {
-        matches!(self, WordOrder::Badc | WordOrder::Dcba)
-    }
-}
-
 /// The raw value of `words` (exactly `ty.registers()` of them) as big-endian bytes.
 fn to_be_bytes(words: &[u16], order: WordOrder) -> [u8; 8] {
     let mut out = [0u8; 8];
     let n = words.len().min(4);
     for i in 0..n {
-        let w = if order.low_word_first() { words[n - 1 - i] } else { words[i] };
-        let w = if order.swap_bytes() { w.swap_bytes() } else { w };
+        let w = if order.swaps_words() { words[n - 1 - i] } else { words[i] };
+        let w = if order.swaps_bytes() { w.swap_bytes() } else { w };
         out[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
     }
     out
@@ -268,10 +206,10 @@ pub fn encode(value: f64, ty: ValueType, order: WordOrder, scale: f64, offset: f
         .chunks(2)
         .map(|c| {
             let w = u16::from_be_bytes([c[0], c[1]]);
-            if order.swap_bytes() { w.swap_bytes() } else { w }
+            if order.swaps_bytes() { w.swap_bytes() } else { w }
         })
         .collect();
-    if order.low_word_first() {
+    if order.swaps_words() {
         words.reverse();
     }
     Ok(words)

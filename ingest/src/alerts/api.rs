@@ -5,7 +5,7 @@
 //! valid for the tenant of what it touches; a tenant the caller may not see is "not
 //! found", so ids do not leak across tenants.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -15,12 +15,21 @@ use serde_json::{Value, json};
 use super::Alerts;
 use super::manager::{ManagerError, NewSilence};
 use super::model::{Alert, AlertState, Matchers, ProposalState, ProposedBroadcast, Severity, Silence, SilenceKind};
-use crate::api::time::{parse, rfc3339};
-use crate::api::{ApiError, AppState, Reader};
-use crate::auth::{Authorized, Principal, Role};
+use crate::auth::{Access, Authorized, Principal, Reader, Role};
+use crate::broadcast::Broadcasts;
+use crate::error::ApiError;
+use crate::time::{parse, rfc3339};
 
-/// The routes, mounted under `/api/v1`.
-pub fn router() -> Router<AppState> {
+/// The routes, mounted under `/api/v1`. The handlers take alerts (`None`: not enabled,
+/// every call answers 404), broadcasts (an approved proposal becomes one) and the tokens
+/// out of the API's state.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Access: FromRef<S>,
+    Option<Alerts>: FromRef<S>,
+    Broadcasts: FromRef<S>,
+{
     Router::new()
         .route("/alerts", get(list))
         .route("/alerts/{id}", get(one))
@@ -33,8 +42,8 @@ pub fn router() -> Router<AppState> {
         .route("/proposed-broadcasts/{id}/approve", post(approve))
 }
 
-fn alerts(s: &AppState) -> Result<&Alerts, ApiError> {
-    s.alerts.as_ref().ok_or_else(|| ApiError::NotFound("alerts are not enabled on this ingest".into()))
+fn alerts(s: &Option<Alerts>) -> Result<&Alerts, ApiError> {
+    s.as_ref().ok_or_else(|| ApiError::NotFound("alerts are not enabled on this ingest".into()))
 }
 
 fn manager_error(e: ManagerError) -> ApiError {
@@ -118,7 +127,7 @@ pub(crate) struct AlertQuery {
 }
 
 async fn list(
-    State(s): State<AppState>,
+    State(s): State<Option<Alerts>>,
     reader: Reader,
     Query(q): Query<AlertQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
@@ -156,7 +165,7 @@ async fn list(
     Ok(Json(list.iter().map(view).collect()))
 }
 
-async fn one(State(s): State<AppState>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+async fn one(State(s): State<Option<Alerts>>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
     let a = alerts(&s)?
         .with_manager(|m| m.alert(id).cloned())
         .filter(|a| reader.may_see(&a.tenant))
@@ -176,7 +185,7 @@ fn operator(p: &Principal) -> Result<(), ApiError> {
 }
 
 async fn ack(
-    State(s): State<AppState>,
+    State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
     Path(id): Path<u64>,
     body: Option<Json<AckBody>>,
@@ -210,7 +219,7 @@ pub(crate) struct SilenceBody {
     tenant: Option<String>,
 }
 
-async fn silences(State(s): State<AppState>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
+async fn silences(State(s): State<Option<Alerts>>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
     let alerts = alerts(&s)?;
     let now = alerts.now();
     let list = alerts.with_manager(|m| m.silences(|x| reader.may_see(&x.tenant)));
@@ -230,7 +239,7 @@ fn tenant_for(p: &Principal, named: Option<String>) -> Result<String, ApiError> 
 }
 
 async fn create_silence(
-    State(s): State<AppState>,
+    State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
     body: Result<Json<SilenceBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -259,7 +268,7 @@ async fn create_silence(
 }
 
 async fn expire_silence(
-    State(s): State<AppState>,
+    State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, ApiError> {
@@ -270,25 +279,20 @@ async fn expire_silence(
     Ok(Json(silence_view(&silence, now)))
 }
 
-async fn rules(State(s): State<AppState>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
+async fn rules(State(s): State<Option<Alerts>>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
     let alerts = alerts(&s)?;
     let devices = crate::rules::eval::device_metas(alerts.inventory());
     let out = alerts
         .rules()
         .iter()
-        .filter(|r| match &r.kind {
-            // A district rule is visible where its inflow meters are.
-            crate::rules::config::Kind::MassBalance { inflow, .. } => {
-                devices.values().any(|d| reader.may_see(&d.tenant) && r.select.matches(d) && inflow.matches(d))
-            }
-            _ => crate::rules::eval::selects_any(&r.select, &devices, |t| reader.may_see(t)),
-        })
+        // A district rule is visible where its inflow meters are (its kind says so).
+        .filter(|r| crate::rules::eval::rule_visible(r, &devices, |t| reader.may_see(t)))
         .map(|r| serde_json::to_value(&**r).unwrap_or(Value::Null))
         .collect();
     Ok(Json(out))
 }
 
-async fn reload(State(s): State<AppState>, Authorized(p): Authorized) -> Result<Json<Value>, ApiError> {
+async fn reload(State(s): State<Option<Alerts>>, Authorized(p): Authorized) -> Result<Json<Value>, ApiError> {
     p.require(Role::Admin)?;
     match alerts(&s)?.reload().await {
         Ok(n) => Ok(Json(json!({ "rules": n }))),
@@ -296,13 +300,14 @@ async fn reload(State(s): State<AppState>, Authorized(p): Authorized) -> Result<
     }
 }
 
-async fn proposals(State(s): State<AppState>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
+async fn proposals(State(s): State<Option<Alerts>>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {
     let list = alerts(&s)?.with_manager(|m| m.proposals(|p| reader.may_see(&p.tenant)));
     Ok(Json(list.iter().map(proposal_view).collect()))
 }
 
 async fn approve(
-    State(s): State<AppState>,
+    State(s): State<Option<Alerts>>,
+    State(broadcasts): State<Broadcasts>,
     Authorized(p): Authorized,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, ApiError> {
@@ -321,7 +326,7 @@ async fn approve(
         return Err(ApiError::Unprocessable(format!("proposed broadcast {id} is {:?}, not proposed", proposal.state)));
     }
     let broadcast =
-        s.broadcasts.create(&p, broadcast_request(&proposal, now)).await.map_err(|e| match ApiError::from(e) {
+        broadcasts.create(&p, broadcast_request(&proposal, now)).await.map_err(|e| match ApiError::from(e) {
             ApiError::BadRequest(m) | ApiError::Unprocessable(m) => {
                 ApiError::Unprocessable(format!("proposed broadcast {id}: the dispatcher refused it: {m}"))
             }
@@ -332,7 +337,7 @@ async fn approve(
         Ok(proposal) => proposal,
         Err(e) => {
             // Someone else approved it meanwhile: theirs stands, ours is withdrawn.
-            if let Err(c) = s.broadcasts.cancel(&p, broadcast).await {
+            if let Err(c) = broadcasts.cancel(&p, broadcast).await {
                 tracing::warn!(message = "Could not cancel a duplicate broadcast.", broadcast, error = %c);
             }
             return Err(e);

@@ -29,7 +29,7 @@ pub mod model;
 pub mod notify;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use conf::ConfigErrors;
@@ -45,10 +45,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::mqtt::Downlink;
-use crate::pipeline::{Clock, Sink};
 use crate::rules::config::{Rule, RuleSet};
 use crate::rules::eval::Evaluator;
+use crate::sinks::Sink;
+use crate::sources::mqtt::Downlink;
+use crate::tasks::Tasks;
+use crate::time::Clock;
 pub use config::AlertsConfig;
 pub use manager::{AlertEvent, Lifecycle, Manager};
 
@@ -128,6 +130,11 @@ pub struct AlertsOptions {
     /// Do not tick by wall time at all: the caller calls [`Alerts::tick`] (tests that step
     /// simulated time by hand).
     pub manual_ticks: bool,
+    /// Where MQTT notifiers publish (the MQTT source's, from its connect step); `None`
+    /// (alerts without MQTT, as in tests) drops their events, counted as `dropped`.
+    pub downlink: Option<Downlink>,
+    /// Where alerts' tasks are tracked, so that a stop waits for them (the service's).
+    pub tasks: Tasks,
 }
 
 struct Shared {
@@ -136,7 +143,6 @@ struct Shared {
     rules: RwLock<Vec<Arc<Rule>>>,
     inventory: Arc<Inventory>,
     metrics: AlertMetrics,
-    downlink: Arc<OnceLock<Downlink>>,
     events: broadcast::Sender<AlertEvent>,
     clock: Clock,
 }
@@ -206,12 +212,12 @@ impl Alerts {
             "Alert notifications by notifier and outcome",
             notify_counter.clone(),
         );
-        let downlink = Arc::new(OnceLock::new());
         let notifiers = notify::start(
             &opts.config.notifiers,
-            downlink.clone(),
+            opts.downlink.clone(),
             notify_counter,
             deps.clock.clone(),
+            &opts.tasks,
             shutdown.clone(),
         );
         let evaluator = Evaluator::new(set.rules, deps.inventory.clone(), Some(deps.store.clone()));
@@ -222,7 +228,6 @@ impl Alerts {
             rules: RwLock::new(evaluator.rules().to_vec()),
             inventory: deps.inventory,
             metrics,
-            downlink,
             events: events.clone(),
             clock: deps.clock,
         });
@@ -230,7 +235,7 @@ impl Alerts {
         // Fan events out to the notifiers.
         let mut rx_events = events.subscribe();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        opts.tasks.spawn("alert-fanout", async move {
             loop {
                 let e = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -262,9 +267,8 @@ impl Alerts {
         // waiting in the shared runtime's queue behind HTTP, MQTT and notifier tasks.
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(AlertsError::Thread)?;
-        std::thread::Builder::new()
-            .name("rules".into())
-            .spawn(move || runtime.block_on(task.run(rx, tick_every, shutdown)))
+        opts.tasks
+            .spawn_thread("rules", move || runtime.block_on(task.run(rx, tick_every, shutdown)))
             .map_err(AlertsError::Thread)?;
         Ok(alerts)
     }
@@ -296,11 +300,6 @@ impl Alerts {
     /// Events as they happen (firing, resolved, acknowledged, proposals and approvals).
     pub fn subscribe(&self) -> broadcast::Receiver<AlertEvent> {
         self.shared.events.subscribe()
-    }
-
-    /// Gives the MQTT notifier its connection once the MQTT source is up.
-    pub fn set_downlink(&self, downlink: Downlink) {
-        let _ = self.shared.downlink.set(downlink);
     }
 
     /// Evaluates the time-driven rules at `now` (for callers that step time by hand).

@@ -8,53 +8,14 @@
 //!   a pending alert whose condition ends before its hold time is dropped, never fired;
 //! - silences and maintenance windows mute notifications; the alert is still recorded.
 
-use std::fmt;
 use std::str::FromStr;
 
 use protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// How bad it is. Ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Worth knowing; nobody needs to act now.
-    Info,
-    /// Someone should look today.
-    Warning,
-    /// Someone must act now (supply, safety, a sick animal).
-    Critical,
-}
-
-impl Severity {
-    /// Every severity.
-    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
-
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Severity, String> {
-        Severity::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("severity '{s}' must be info, warning or critical"))
-    }
-}
+/// Severity and entity are what rules produce; they live with the rules (the lower module)
+/// and are re-exported here, where the alert records use them.
+pub use crate::rules::signal::{Entity, Severity};
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,27 +55,6 @@ impl FromStr for AlertState {
             .into_iter()
             .find(|x| x.as_str() == s)
             .ok_or_else(|| format!("state '{s}' must be pending, firing, acknowledged, resolved or active"))
-    }
-}
-
-/// What an alert is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type", content = "id")]
-pub enum Entity {
-    /// One device (a cow is a device).
-    Device(String),
-    /// A whole gateway and everything behind it.
-    Gateway(String),
-    /// A supply district.
-    District(String),
-}
-
-impl Entity {
-    /// The id inside.
-    pub fn id(&self) -> &str {
-        match self {
-            Entity::Device(s) | Entity::Gateway(s) | Entity::District(s) => s,
-        }
     }
 }
 

@@ -10,7 +10,6 @@
 //!   refuse replays. Failed deliveries are retried with exponential backoff.
 //! - MQTT events are published (QoS 1) through ingest's own broker connection.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -23,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::NotifierConfig;
 use super::manager::AlertEvent;
-use crate::mqtt::Downlink;
+use crate::sources::mqtt::Downlink;
+use crate::tasks::Tasks;
 
 /// Labels of the notification counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,9 +51,10 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 /// Starts one task per notifier; returns their queues.
 pub fn start(
     configs: &[NotifierConfig],
-    downlink: Arc<OnceLock<Downlink>>,
+    downlink: Option<Downlink>,
     counter: Family<NotifyLabel, Counter>,
-    clock: crate::pipeline::Clock,
+    clock: crate::time::Clock,
+    tasks: &Tasks,
     shutdown: CancellationToken,
 ) -> Vec<(NotifierConfig, mpsc::Sender<AlertEvent>)> {
     let mut out = Vec::new();
@@ -62,7 +63,7 @@ pub fn start(
         let task =
             Task { cfg: cfg.clone(), downlink: downlink.clone(), counter: counter.clone(), clock: clock.clone() };
         let stop = shutdown.clone();
-        tokio::spawn(async move { task.run(rx, stop).await });
+        tasks.spawn("alert-notifier", async move { task.run(rx, stop).await });
         out.push((cfg.clone(), tx));
     }
     out
@@ -80,9 +81,9 @@ pub fn wants(cfg: &NotifierConfig, e: &AlertEvent) -> bool {
 
 struct Task {
     cfg: NotifierConfig,
-    downlink: Arc<OnceLock<Downlink>>,
+    downlink: Option<Downlink>,
     counter: Family<NotifyLabel, Counter>,
-    clock: crate::pipeline::Clock,
+    clock: crate::time::Clock,
 }
 
 impl Task {
@@ -171,7 +172,7 @@ impl Task {
     }
 
     async fn mqtt(&self, template: &str, e: &AlertEvent) {
-        let Some(downlink) = self.downlink.get() else {
+        let Some(downlink) = &self.downlink else {
             self.count("dropped");
             return;
         };

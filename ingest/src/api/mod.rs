@@ -6,31 +6,40 @@
 //! to tenants only ever sees those tenants' devices.
 //!
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; a server
-//! error logs its cause and tells the client only that it happened.
+//! error logs its cause and tells the client only that it happened ([`ApiError`]).
+//!
+//! Layering: `api` composes the routers. Each domain (alerts, broadcasts, commands, the
+//! line-protocol source) writes its handlers against its own state, taken out of
+//! [`AppState`] with axum's `FromRef`, so no domain module depends on `api`.
 
 mod dashboard;
 mod read;
 mod sim;
-pub mod time;
-pub mod write;
+
+pub use crate::auth::Reader;
+pub use crate::error::ApiError;
+/// Times in the API, kept under this name for callers of `ingest::api::time`.
+pub use crate::time;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 use store::Store;
 
-use crate::auth::{Authorized, Principal, Tokens};
+use crate::alerts::Alerts;
+use crate::auth::{Access, Tokens};
+use crate::broadcast::Broadcasts;
+use crate::command::Commander;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::pipeline::Clock;
 use crate::pipeline::validate::Rejections;
+use crate::sources::line_protocol::LineProtocol;
+use crate::time::Clock;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -54,103 +63,48 @@ pub struct AppState {
     /// Ingest's clock.
     pub clock: Clock,
     /// Rules and alerts, when enabled.
-    pub alerts: Option<crate::alerts::Alerts>,
+    pub alerts: Option<Alerts>,
     /// Emergency broadcasts: create, approve, cancel, follow.
-    pub broadcasts: crate::broadcast::Broadcasts,
+    pub broadcasts: Broadcasts,
     /// Signs, sends and tracks commands to gateways.
-    pub commands: crate::command::Commander,
-    /// Line protocol in (`/api/v2/write`): its sinks, limits and counters.
-    pub line_protocol: Arc<write::LineProtocolIn>,
+    pub commands: Commander,
+    /// Line protocol in (`/api/v2/write`): the source, its limits and counters.
+    pub line_protocol: Arc<LineProtocol>,
 }
 
-/// An API error: a status and a sentence for the client.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The request is wrong (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// No or an unknown token (401).
-    #[error("{0}")]
-    Unauthorized(String),
-    /// The token may not do this (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// No such thing (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// Understood, but not applicable (422).
-    #[error("{0}")]
-    Unprocessable(String),
-    /// Not ready yet (503).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Our fault (500); the cause is logged, not sent.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+impl FromRef<AppState> for Access {
+    fn from_ref(s: &AppState) -> Access {
+        Access { tokens: s.tokens.clone(), public_read: s.public_read }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
-            ApiError::Internal(cause) => {
-                tracing::error!(message = "API request failed.", cause = %cause);
-                "internal error; see the ingest log".to_string()
-            }
-            other => other.to_string(),
-        };
-        (status, axum::Json(json!({ "error": message }))).into_response()
+impl FromRef<AppState> for Option<Alerts> {
+    fn from_ref(s: &AppState) -> Option<Alerts> {
+        s.alerts.clone()
     }
 }
 
-impl From<store::StoreError> for ApiError {
-    fn from(e: store::StoreError) -> ApiError {
-        match e {
-            store::StoreError::BadQuery(q) => ApiError::BadRequest(q),
-            other => ApiError::Internal(other.to_string()),
-        }
+impl FromRef<AppState> for Broadcasts {
+    fn from_ref(s: &AppState) -> Broadcasts {
+        s.broadcasts.clone()
     }
 }
 
-/// A reader: anyone when reads are public, otherwise a token holder. Carries the tenant
-/// scope reads are filtered by.
-#[derive(Debug, Clone)]
-pub struct Reader(pub Option<Principal>);
-
-impl Reader {
-    /// True if the reader may see `tenant`'s data.
-    pub fn may_see(&self, tenant: &str) -> bool {
-        self.0.as_ref().is_none_or(|p| p.may_access(tenant))
+impl FromRef<AppState> for Commander {
+    fn from_ref(s: &AppState) -> Commander {
+        s.commands.clone()
     }
 }
 
-impl FromRequestParts<AppState> for Reader {
-    type Rejection = ApiError;
+impl FromRef<AppState> for Arc<Inventory> {
+    fn from_ref(s: &AppState) -> Arc<Inventory> {
+        s.inventory.clone()
+    }
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Reader, ApiError> {
-        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
-            let Authorized(p) = Authorized::from_request_parts(parts, state).await?;
-            return Ok(Reader(Some(p)));
-        }
-        if state.public_read {
-            Ok(Reader(None))
-        } else {
-            Err(ApiError::Unauthorized("reads need a token here (Authorization: Token <token>)".into()))
-        }
+impl FromRef<AppState> for Arc<LineProtocol> {
+    fn from_ref(s: &AppState) -> Arc<LineProtocol> {
+        s.line_protocol.clone()
     }
 }
 
@@ -175,7 +129,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
-        .route("/api/v2/write", post(write::write))
+        .route("/api/v2/write", post(crate::sources::line_protocol::write))
         .nest("/api/v1", api)
         .with_state(state)
 }

@@ -8,9 +8,9 @@ use protocol::{Timestamp, catalogue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::time::{parse, rfc3339};
 use super::{ApiError, AppState, Reader};
 use crate::inventory::Device;
+use crate::time::{parse, rfc3339};
 
 /// Most points one series request returns.
 const MAX_POINTS: usize = 100_000;

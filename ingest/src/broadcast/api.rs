@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,11 +22,16 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{BroadcastError, Broadcasts, CapImport, CreateRequest, Live};
-use crate::api::{ApiError, AppState, Reader};
-use crate::auth::Authorized;
+use crate::auth::{Access, Authorized, Reader};
+use crate::error::ApiError;
 
 /// The broadcast routes, merged under `/api/v1`.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Access: FromRef<S>,
+    Broadcasts: FromRef<S>,
+{
     Router::new()
         .route("/broadcasts", get(list).post(create))
         .route("/broadcasts/cap", post(import_cap))
@@ -69,13 +74,13 @@ fn visible(b: &Broadcasts, reader: &Reader, id: u64) -> Result<Value, ApiError> 
 }
 
 async fn create(
-    State(s): State<AppState>,
+    State(b): State<Broadcasts>,
     Authorized(by): Authorized,
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let id = s.broadcasts.create(&by, req).await?;
-    let v = visible(&s.broadcasts, &Reader(Some(by)), id)?;
+    let id = b.create(&by, req).await?;
+    let v = visible(&b, &Reader(Some(by)), id)?;
     Ok((StatusCode::CREATED, Json(summary(v))))
 }
 
@@ -88,53 +93,53 @@ fn summary(mut v: Value) -> Value {
 }
 
 async fn approve(
-    State(s): State<AppState>,
+    State(b): State<Broadcasts>,
     Authorized(by): Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    s.broadcasts.approve(&by, id).await?;
-    Ok(Json(summary(visible(&s.broadcasts, &Reader(Some(by)), id)?)))
+    b.approve(&by, id).await?;
+    Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
 async fn cancel(
-    State(s): State<AppState>,
+    State(b): State<Broadcasts>,
     Authorized(by): Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    s.broadcasts.cancel(&by, id).await?;
-    Ok(Json(summary(visible(&s.broadcasts, &Reader(Some(by)), id)?)))
+    b.cancel(&by, id).await?;
+    Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
 async fn import_cap(
-    State(s): State<AppState>,
+    State(b): State<Broadcasts>,
     Authorized(by): Authorized,
     query: Result<Query<CapImport>, axum::extract::rejection::QueryRejection>,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Query(options) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let outcome = s.broadcasts.import_cap(&by, &body, options).await?;
+    let outcome = b.import_cap(&by, &body, options).await?;
     let mut v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
     if let super::CapOutcome::Created { id, .. } = outcome
         && let Value::Object(m) = &mut v
     {
-        m.insert("broadcast".into(), summary(visible(&s.broadcasts, &Reader(Some(by)), id)?));
+        m.insert("broadcast".into(), summary(visible(&b, &Reader(Some(by)), id)?));
     }
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn one(State(s): State<AppState>, reader: Reader, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(visible(&s.broadcasts, &reader, parse_id(&id)?)?))
+async fn one(State(b): State<Broadcasts>, reader: Reader, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(visible(&b, &reader, parse_id(&id)?)?))
 }
 
-async fn list(State(s): State<AppState>, reader: Reader) -> Json<Vec<Value>> {
-    Json(s.broadcasts.list().into_iter().filter(|(t, _)| reader.may_see(t)).map(|(_, v)| v).collect())
+async fn list(State(b): State<Broadcasts>, reader: Reader) -> Json<Vec<Value>> {
+    Json(b.list().into_iter().filter(|(t, _)| reader.may_see(t)).map(|(_, v)| v).collect())
 }
 
-async fn export_cap(State(s): State<AppState>, reader: Reader, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn export_cap(State(b): State<Broadcasts>, reader: Reader, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    match s.broadcasts.export_cap(id) {
+    match b.export_cap(id) {
         Some((tenant, xml)) if reader.may_see(&tenant) => {
             Ok(([(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8")], xml).into_response())
         }
@@ -142,27 +147,27 @@ async fn export_cap(State(s): State<AppState>, reader: Reader, Path(id): Path<St
     }
 }
 
-async fn speakers(State(s): State<AppState>, reader: Reader) -> Json<Vec<Value>> {
-    Json(s.broadcasts.speakers().into_iter().filter(|(t, _)| reader.may_see(t)).map(|(_, v)| v).collect())
+async fn speakers(State(b): State<Broadcasts>, reader: Reader) -> Json<Vec<Value>> {
+    Json(b.speakers().into_iter().filter(|(t, _)| reader.may_see(t)).map(|(_, v)| v).collect())
 }
 
-async fn audit(State(s): State<AppState>, Authorized(by): Authorized) -> Result<Json<Value>, ApiError> {
+async fn audit(State(b): State<Broadcasts>, Authorized(by): Authorized) -> Result<Json<Value>, ApiError> {
     by.require(crate::auth::Role::Admin)?;
-    let file = s.broadcasts.audit_path().display().to_string();
-    Ok(Json(match s.broadcasts.verify_audit() {
+    let file = b.audit_path().display().to_string();
+    Ok(Json(match b.verify_audit() {
         Ok(v) => json!({ "file": file, "verified": true, "lines": v.lines, "head": v.head }),
         Err(e) => json!({ "file": file, "verified": false, "error": e.to_string() }),
     }))
 }
 
-async fn refusals(State(s): State<AppState>, Authorized(by): Authorized) -> Result<Json<Value>, ApiError> {
+async fn refusals(State(b): State<Broadcasts>, Authorized(by): Authorized) -> Result<Json<Value>, ApiError> {
     by.require(crate::auth::Role::Operator)?;
     if !by.tenants.is_empty() {
         return Err(ApiError::Forbidden(
             "refusals of unknown commands are shown to tokens of every tenant only".into(),
         ));
     }
-    Ok(Json(s.broadcasts.foreign_refusals()))
+    Ok(Json(b.foreign_refusals()))
 }
 
 fn sse_event(live: &Live) -> Result<Event, Infallible> {
@@ -196,26 +201,26 @@ fn live_stream<F: Fn(&Live) -> bool + Send + Sync + 'static>(
 }
 
 async fn events_one(
-    State(s): State<AppState>,
+    State(b): State<Broadcasts>,
     reader: Reader,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_id(&id)?;
-    let v = visible(&s.broadcasts, &reader, id)?;
+    let v = visible(&b, &reader, id)?;
     let snapshot = Live {
         name: "progress",
         broadcast: Some(id),
         data: json!({ "broadcast": id, "state": v["state"], "counts": v["counts"] }),
     };
-    Ok(live_stream(&s.broadcasts, vec![snapshot], move |l| l.broadcast == Some(id)))
+    Ok(live_stream(&b, vec![snapshot], move |l| l.broadcast == Some(id)))
 }
 
-async fn events_all(State(s): State<AppState>, reader: Reader) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let b = s.broadcasts.clone();
+async fn events_all(State(b): State<Broadcasts>, reader: Reader) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let views = b.clone();
     let everything = reader.0.as_ref().is_none_or(|p| p.tenants.is_empty());
     let keep = move |l: &Live| match l.broadcast {
-        Some(id) => b.view_tenant(id).is_some_and(|t| reader.may_see(&t)),
+        Some(id) => views.view_tenant(id).is_some_and(|t| reader.may_see(&t)),
         None => everything,
     };
-    live_stream(&s.broadcasts, Vec::new(), keep)
+    live_stream(&b, Vec::new(), keep)
 }

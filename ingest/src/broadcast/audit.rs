@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::api::time::rfc3339;
+use crate::time::rfc3339;
 
 /// File of the audit log in the data directory.
 pub const FILE: &str = "broadcasts.audit.jsonl";
@@ -143,7 +143,7 @@ fn read(path: &Path) -> Result<(Vec<Recorded>, Verified, u64), AuditError> {
         if line.hash != expected {
             return Err(tampered(n, "hash does not match the line".into()));
         }
-        let ts = crate::api::time::parse(&line.ts).map_err(|e| tampered(n, e))?;
+        let ts = crate::time::parse(&line.ts).map_err(|e| tampered(n, e))?;
         seq = line.seq;
         head = line.hash;
         out.push(Recorded { seq, ts, event: line.event });

@@ -610,7 +610,7 @@ pub fn export(b: &Broadcast, state: BroadcastState, cancelled_at: Option<Timesta
     x.pair(2, "parameter", "GYT-LEVEL", &(b.level as u8).to_string());
     x.pair(2, "parameter", "VT-REPEAT", &b.repeat.to_string());
     if let Content::Audio { url, sha256 } = &b.content {
-        x.pair(2, "parameter", "VT-AUDIO-SHA256", sha256);
+        x.pair(2, "parameter", "VT-AUDIO-SHA256", &protocol::command::sha256_hex(sha256));
         x.open(2, "resource");
         x.leaf(3, "resourceDesc", "broadcast audio");
         x.leaf(3, "mimeType", mime_of(url));

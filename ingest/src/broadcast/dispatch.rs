@@ -48,7 +48,7 @@ use super::model::{Broadcast, BroadcastId, BroadcastState, Delivery, DeliverySta
 use super::path::{CommandPath, CommandRequest};
 use super::{BroadcastError, Live};
 use crate::auth::Principal;
-use crate::pipeline::Clock;
+use crate::time::Clock;
 
 /// One event of the audit log, and the only way state changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -828,7 +828,7 @@ impl Dispatcher {
                         action: Action::Play(Playback {
                             broadcast: b.id,
                             level: b.level,
-                            content: b.content.to_command(),
+                            content: b.content.clone(),
                             repeat: b.repeat,
                             volume: b.volume,
                             start_at: b.start_at,

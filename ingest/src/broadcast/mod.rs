@@ -57,7 +57,7 @@ use self::path::CommandPath;
 use crate::auth::{Principal, Role};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::pipeline::Clock;
+use crate::time::Clock;
 
 /// Bytes of a speaker's command mailbox (`firmware::mailbox`: 999 data registers).
 pub const MAILBOX_BYTES: usize = 1998;
@@ -132,6 +132,8 @@ pub struct BroadcastOptions {
     pub path: Arc<dyn CommandPath>,
     /// Stops the dispatcher.
     pub shutdown: CancellationToken,
+    /// Where the dispatcher's tasks are tracked, so that a stop waits for them.
+    pub tasks: crate::tasks::Tasks,
 }
 
 /// Live progress: one server-sent event.
@@ -268,7 +270,7 @@ impl TimeInput {
     fn parse(&self, field: &str) -> Result<Timestamp, String> {
         match self {
             TimeInput::Ms(ms) => Ok(Timestamp(*ms)),
-            TimeInput::Text(t) => crate::api::time::parse(t).map_err(|e| format!("{field}: {e}")),
+            TimeInput::Text(t) => crate::time::parse(t).map_err(|e| format!("{field}: {e}")),
         }
     }
 }
@@ -339,7 +341,7 @@ impl Broadcasts {
     /// Loads the configuration, verifies and replays the audit log, and starts the
     /// dispatcher.
     pub fn open(options: BroadcastOptions) -> Result<Broadcasts, OpenError> {
-        let BroadcastOptions { data_dir, config, inventory, store, metrics, clock, path, shutdown } = options;
+        let BroadcastOptions { data_dir, config, inventory, store, metrics, clock, path, shutdown, tasks } = options;
         let config = match config {
             Some(c) => c,
             None => BroadcastConfig::load_or_default(&data_dir)?,
@@ -373,7 +375,7 @@ impl Broadcasts {
         let mut acks_rx = path.acks();
         let ack_tx = tx.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn("broadcast-acks", async move {
             loop {
                 let ack = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -403,7 +405,7 @@ impl Broadcasts {
             clock: clock.clone(),
             config: config.dispatch,
         };
-        tokio::spawn(dispatcher.run(shutdown.clone()));
+        tasks.spawn("broadcast-dispatcher", dispatcher.run(shutdown.clone()));
         Ok(Broadcasts {
             inner: Arc::new(Inner {
                 state,
@@ -505,10 +507,11 @@ impl Broadcasts {
                 {
                     problems.push(format!("audio.url '{}' is not an http(s) URL of at most 512 bytes", a.url));
                 }
-                if parse_sha256(&a.sha256).is_none() {
+                let sha256 = parse_sha256(&a.sha256);
+                if sha256.is_none() {
                     problems.push("audio.sha256 must be 64 hex digits (the SHA-256 of the file)".into());
                 }
-                Some(Content::Audio { url: a.url.clone(), sha256: a.sha256.trim().to_ascii_lowercase() })
+                Some(Content::Audio { url: a.url.clone(), sha256: sha256.unwrap_or_default() })
             }
             (Some(_), Some(_)) => {
                 problems.push("give text or audio, not both".into());
@@ -637,7 +640,7 @@ impl Broadcasts {
         }
         let now = self.now();
         let expires_at = match &options.expires_at {
-            Some(t) => crate::api::time::parse(t).map_err(|e| BroadcastError::Invalid(format!("expires_at: {e}")))?,
+            Some(t) => crate::time::parse(t).map_err(|e| BroadcastError::Invalid(format!("expires_at: {e}")))?,
             None => alert.expires.unwrap_or(Timestamp(now.0 + DEFAULT_CAP_VALIDITY_MS)),
         };
         let targets = match &options.targets {
@@ -855,7 +858,7 @@ fn check_fits_mailbox(b: &Broadcast, speakers: &BTreeMap<String, String>) -> Res
         action: Action::Play(Playback {
             broadcast: u64::MAX,
             level: b.level,
-            content: b.content.to_command(),
+            content: b.content.clone(),
             repeat: b.repeat,
             volume: b.volume,
             start_at: Some(Timestamp(i64::MAX)),

@@ -18,7 +18,7 @@ use protocol::Timestamp;
 use protocol::command::Level;
 use serde::{Deserialize, Serialize};
 
-use crate::api::time::rfc3339;
+use crate::time::rfc3339;
 
 /// A broadcast id, unique per ingest (also the `broadcast` of every `Play` command).
 pub type BroadcastId = u64;
@@ -44,57 +44,10 @@ pub fn parse_level(text: &str) -> Option<Level> {
     }
 }
 
-/// What the speakers play.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Content {
-    /// Text the speaker reads out with its TTS.
-    Tts {
-        /// The text.
-        text: String,
-    },
-    /// An audio file the speaker fetches and checks.
-    Audio {
-        /// Where to fetch it.
-        url: String,
-        /// SHA-256 of the file, 64 hex digits.
-        sha256: String,
-    },
-}
-
-impl Content {
-    /// The content as the signed command carries it. The checksum was validated when the
-    /// broadcast was created.
-    pub fn to_command(&self) -> protocol::command::Content {
-        match self {
-            Content::Tts { text } => protocol::command::Content::Tts { text: text.clone() },
-            Content::Audio { url, sha256 } => {
-                protocol::command::Content::Audio { url: url.clone(), sha256: parse_sha256(sha256).unwrap_or([0; 32]) }
-            }
-        }
-    }
-
-    /// The text, for TTS content.
-    pub fn text(&self) -> Option<&str> {
-        match self {
-            Content::Tts { text } => Some(text),
-            Content::Audio { .. } => None,
-        }
-    }
-}
-
-/// 64 hex digits into 32 bytes.
-pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
+/// What the speakers play, and its checksum parser: the one content type, from the API
+/// through the audit log to the signed command (its JSON is this API's, see
+/// [`protocol::command::Content`]).
+pub use protocol::command::{Content, parse_sha256};
 
 /// Where a broadcast goes, as asked. Resolved to speakers when it is created.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

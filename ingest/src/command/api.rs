@@ -6,26 +6,35 @@
 //! | `GET /api/v1/commands/{id}` | the command, who issued it, and its acks (token of the tenant, or public reads) |
 //! | `GET /api/v1/keys/commands` | `{"algorithm": "ed25519", "public_key": HEX}`: the gateways' `command_key` |
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use protocol::command::Action;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Issue;
-use crate::api::{ApiError, AppState, Reader};
-use crate::auth::{Authorized, Role};
+use super::{Commander, Issue};
+use crate::auth::{Access, Authorized, Reader, Role};
+use crate::error::ApiError;
+use crate::inventory::Inventory;
 
 /// Longest a command may wait to be carried out.
 const MAX_TTL_SECS: u64 = 24 * 3600;
 
-/// The command routes, to nest under `/api/v1`.
-pub fn routes() -> Router<AppState> {
+/// The command routes, to nest under `/api/v1`; the handlers take the [`Commander`], the
+/// inventory and the tokens out of the API's state.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Access: FromRef<S>,
+    Commander: FromRef<S>,
+    Arc<Inventory>: FromRef<S>,
+{
     Router::new()
         .route("/devices/{id}/commands", post(issue_write))
         .route("/commands/{id}", get(get_command))
@@ -46,7 +55,8 @@ const fn default_ttl_secs() -> u64 {
 }
 
 async fn issue_write(
-    State(s): State<AppState>,
+    State(commands): State<Commander>,
+    State(inventory): State<Arc<Inventory>>,
     Authorized(principal): Authorized,
     Path(device): Path<String>,
     body: Result<Json<WriteRequest>, axum::extract::rejection::JsonRejection>,
@@ -55,9 +65,8 @@ async fn issue_write(
     let Json(req) = body.map_err(|e| {
         ApiError::BadRequest(format!("expected {{\"point\": NAME, \"value\": NUMBER, \"ttl_secs\": N}}: {e}"))
     })?;
-    let d = s.inventory.device(&device).ok_or_else(|| ApiError::NotFound(format!("no device '{device}'")))?;
-    let gw = s
-        .inventory
+    let d = inventory.device(&device).ok_or_else(|| ApiError::NotFound(format!("no device '{device}'")))?;
+    let gw = inventory
         .gateway(&d.gateway)
         .ok_or_else(|| ApiError::Unprocessable(format!("device '{device}' has no known gateway")))?;
     principal.require_tenant(&gw.tenant)?;
@@ -76,7 +85,7 @@ async fn issue_write(
         expires_at: None,
         issued_by: principal.name.clone(),
     };
-    let id = s.commands.issue(issue).await.map_err(|e| match e {
+    let id = commands.issue(issue).await.map_err(|e| match e {
         super::CommandError::Publish(_) => ApiError::Unavailable(format!("cannot reach the broker: {e}")),
         other => ApiError::Internal(other.to_string()),
     })?;
@@ -88,8 +97,12 @@ async fn issue_write(
     ))
 }
 
-async fn get_command(State(s): State<AppState>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
-    let r = s.commands.get(id).ok_or_else(|| ApiError::NotFound(format!("no command {id} since ingest started")))?;
+async fn get_command(
+    State(commands): State<Commander>,
+    reader: Reader,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let r = commands.get(id).ok_or_else(|| ApiError::NotFound(format!("no command {id} since ingest started")))?;
     if !reader.may_see(&r.command.tenant) {
         return Err(ApiError::NotFound(format!("no command {id} since ingest started")));
     }
@@ -103,6 +116,6 @@ async fn get_command(State(s): State<AppState>, reader: Reader, Path(id): Path<u
     })))
 }
 
-async fn public_key(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({ "algorithm": "ed25519", "public_key": s.commands.public_key_hex() }))
+async fn public_key(State(commands): State<Commander>) -> Json<Value> {
+    Json(json!({ "algorithm": "ed25519", "public_key": commands.public_key_hex() }))
 }

@@ -37,9 +37,11 @@ use protocol::command::{Action, Command, CommandAck};
 use protocol::topic::{self, Channel};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
-use crate::mqtt::Downlink;
-use crate::pipeline::Clock;
+use crate::sources::mqtt::Downlink;
+use crate::tasks::Tasks;
+use crate::time::Clock;
 
 pub use api::routes;
 
@@ -148,6 +150,8 @@ impl Commander {
         downlink: Downlink,
         acks_in: &broadcast::Sender<(String, CommandAck)>,
         clock: Clock,
+        tasks: &Tasks,
+        shutdown: CancellationToken,
     ) -> Result<Commander, CommandError> {
         let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
         let audit = Audit::open(&data_dir.join(AUDIT_FILE))?;
@@ -163,10 +167,14 @@ impl Commander {
         let commander = Commander { inner };
         let mut rx = acks_in.subscribe();
         let weak = Arc::downgrade(&commander.inner);
-        tokio::spawn(async move {
+        tasks.spawn("command-acks", async move {
             loop {
                 let mut batch = Vec::new();
-                match rx.recv().await {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    a = rx.recv() => a,
+                };
+                match next {
                     Ok(first) => batch.push(first),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(message = "Missed command acks (too many at once).", missed = n);

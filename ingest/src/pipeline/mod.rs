@@ -1,4 +1,10 @@
-//! The pipeline: decode -> validate -> de-duplicate -> store -> sinks.
+//! The pipeline: decode -> validate -> de-duplicate -> store -> sinks, for every source.
+//!
+//! Sources (`crate::sources`) hand it readings: the MQTT source telemetry messages in groups
+//! ([`Pipeline::prepare`] then [`Pipeline::commit`]), the line-protocol source readings it
+//! has checked ([`Pipeline::write_readings`]). Both end in the same step after the durable
+//! append (count, last seen, sinks). Only telemetry passes here: gateway status and command
+//! acks take the MQTT source's own path.
 //!
 //! Design constraints:
 //! - Exactly-once effect: a group of MQTT messages is processed together and every
@@ -25,16 +31,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use protocol::codec;
-use protocol::command::CommandAck;
 use protocol::delivery::DeliveryAck;
-use protocol::status::GatewayStatus;
 use protocol::topic::{self, Channel, Topic};
 use protocol::{Batch, Reading, Timestamp};
 use store::{AppendOutcome, Store};
 
 use crate::config::Limits;
 use crate::inventory::Inventory;
-use crate::metrics::{ChannelLabel, Metrics};
+use crate::metrics::Metrics;
 use validate::{Reason, Rejection, Rejections};
 
 /// Most batches a gateway's queue can hold past what ingest stored: its largest queue
@@ -42,17 +46,8 @@ use validate::{Reason, Rejection, Rejections};
 /// from the gateway's own queue.
 pub const MAX_SEQ_JUMP: u64 = 1 << 20;
 
-/// Where ingest's clock comes from (tests and accelerated simulations pass their own).
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// Something that wants every reading once it is durable: the rule engine, the InfluxDB
-/// sink. Called on the pipeline's thread, so it must not block: queue and return.
-pub trait Sink: Send + Sync {
-    /// Name for logs.
-    fn name(&self) -> &'static str;
-    /// Readings of one tenant that are now durable.
-    fn accept(&self, tenant: &str, readings: &[Reading]);
-}
+pub use crate::sinks::Sink;
+pub use crate::time::Clock;
 
 /// One message as it came off MQTT.
 #[derive(Debug, Clone)]
@@ -68,8 +63,6 @@ pub struct Message {
 pub struct Outcome {
     /// Delivery acks: `(topic, payload)` per gateway that sent telemetry in the group.
     pub delivery_acks: Vec<(String, Vec<u8>)>,
-    /// Command acks that arrived, with their gateway.
-    pub command_acks: Vec<(String, CommandAck)>,
 }
 
 /// The pipeline's parts.
@@ -105,7 +98,6 @@ pub struct Prepared {
     /// `(tenant, gateway)` of every telemetry message, accepted or not: each gets a
     /// delivery ack.
     gateways: std::collections::BTreeSet<(String, String)>,
-    command_acks: Vec<(String, CommandAck)>,
 }
 
 /// A telemetry batch that passed its envelope checks.
@@ -115,88 +107,30 @@ struct Accepted {
 }
 
 impl Pipeline {
-    /// Processes a group of messages: [`Pipeline::prepare`], then [`Pipeline::commit`].
-    /// Returns `Err` only if the store failed, in which case nothing of the group may be
-    /// acknowledged.
+    /// Processes a group of telemetry messages: [`Pipeline::prepare`], then
+    /// [`Pipeline::commit`]. Returns `Err` only if the store failed, in which case nothing
+    /// of the group may be acknowledged.
     pub fn process(&self, group: &[Message]) -> Result<Outcome, store::StoreError> {
         let prepared = self.prepare(group);
         self.commit(&prepared)
     }
 
-    /// Decodes and validates a group (status and command acks take effect here). Touches
-    /// no stored state, so the MQTT writer prepares the next group while the previous one
-    /// is being committed.
+    /// Decodes and validates a group of telemetry messages (a message on another channel
+    /// is not the pipeline's and is skipped). Touches no stored state, so the MQTT source
+    /// prepares the next group while the previous one is being committed.
     pub fn prepare(&self, group: &[Message]) -> Prepared {
         let now = (self.clock)();
-        let mut p = Prepared {
-            now,
-            tenants: Vec::new(),
-            batches: Vec::new(),
-            gateways: Default::default(),
-            command_acks: Vec::new(),
-        };
+        let mut p = Prepared { now, tenants: Vec::new(), batches: Vec::new(), gateways: Default::default() };
         for msg in group {
-            let Ok(topic) = Topic::parse(&msg.topic) else {
-                self.count_message("other");
-                continue;
-            };
-            if !topic.channel.is_uplink() {
-                self.count_message("other");
+            let Ok(topic) = Topic::parse(&msg.topic) else { continue };
+            if topic.channel != Channel::Telemetry {
                 continue;
             }
-            if topic.channel == Channel::Status && msg.payload.is_empty() {
-                continue; // a cleared retained message
-            }
-            if msg.payload.len() > self.limits.max_payload_bytes.saturating_add(protocol::auth::MAX_OVERHEAD) {
-                let detail = format!(
-                    "payload of {} bytes exceeds the limit of {}",
-                    msg.payload.len(),
-                    self.limits.max_payload_bytes
-                );
-                self.reject(Reason::Oversized, &msg.topic, None, detail, now);
-                continue;
-            }
-            let opened = match self.keyring.open(&topic, &msg.payload) {
-                Ok(o) => o,
-                Err(e) => {
-                    let reason =
-                        if e == protocol::auth::AuthError::Unsigned { Reason::Unsigned } else { Reason::BadSignature };
-                    // The detail is the error's fixed text: nothing of the message itself.
-                    self.reject(reason, &msg.topic, None, e.to_string(), now);
-                    continue;
-                }
-            };
-            if !self.keyring.fresh(&topic, opened.counter) {
-                let detail = format!("counter {} was seen already or is older than the last", opened.counter);
-                self.reject(Reason::Replayed, &msg.topic, None, detail, now);
-                continue;
-            }
-            match topic.channel {
-                Channel::Telemetry => {
-                    self.count_message("telemetry");
-                    p.gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()));
-                    if let Some(a) = self.decode_and_validate(&topic, &msg.topic, opened.body, opened.counter, now) {
-                        p.tenants.push(a.tenant);
-                        p.batches.push(a.batch);
-                    }
-                }
-                Channel::Status => {
-                    self.count_message("status");
-                    self.status(&topic, opened.body);
-                }
-                Channel::CommandAck => {
-                    self.count_message("ack");
-                    match serde_json::from_slice::<CommandAck>(opened.body) {
-                        Ok(mut ack) => {
-                            if let Some(r) = &mut ack.reason {
-                                cap(r, MAX_REASON_CHARS);
-                            }
-                            p.command_acks.push((topic.gateway.to_string(), ack));
-                        }
-                        Err(e) => tracing::warn!(message = "Bad command ack.", topic = %msg.topic, error = %e),
-                    }
-                }
-                _ => self.count_message("other"),
+            let Some(opened) = self.authenticate(&topic, &msg.topic, &msg.payload, now) else { continue };
+            p.gateways.insert((topic.tenant.to_string(), topic.gateway.to_string()));
+            if let Some(a) = self.decode_and_validate(&topic, &msg.topic, opened.body, opened.counter, now) {
+                p.tenants.push(a.tenant);
+                p.batches.push(a.batch);
             }
         }
         p
@@ -220,7 +154,7 @@ impl Pipeline {
                 .unzip();
             self.store(&tenants, &batches)?;
         }
-        let mut outcome = Outcome { command_acks: p.command_acks.clone(), ..Outcome::default() };
+        let mut outcome = Outcome::default();
         for (tenant, gateway) in &p.gateways {
             if let Some(seq) = self.store.gateway_seq(gateway) {
                 let topic = topic::topic(tenant, gateway, Channel::Delivery);
@@ -271,10 +205,6 @@ impl Pipeline {
         keep
     }
 
-    fn count_message(&self, channel: &'static str) {
-        self.metrics.messages.get_or_create(&ChannelLabel { channel }).inc();
-    }
-
     fn reject(&self, reason: Reason, topic: &str, device: Option<&str>, detail: String, now: Timestamp) {
         self.metrics.reject(reason, 1);
         tracing::debug!(message = "Refused.", reason = reason.as_str(), topic, detail = %detail);
@@ -285,6 +215,39 @@ impl Pipeline {
             detail,
             at: now,
         });
+    }
+
+    /// Verifies an uplink message against the link key of its topic's gateway and checks
+    /// its counter is fresh; the body only if both hold. A refusal is counted under a fixed
+    /// reason (`oversized`, `unsigned`, `bad_signature`, `replayed`) with a fixed text:
+    /// nothing of the message is read, and no state is kept for its sender.
+    pub fn authenticate<'a>(
+        &self,
+        topic: &Topic<'_>,
+        topic_name: &str,
+        payload: &'a [u8],
+        now: Timestamp,
+    ) -> Option<protocol::auth::Opened<'a>> {
+        if payload.len() > self.limits.max_payload_bytes.saturating_add(protocol::auth::MAX_OVERHEAD) {
+            let detail =
+                format!("payload of {} bytes exceeds the limit of {}", payload.len(), self.limits.max_payload_bytes);
+            self.reject(Reason::Oversized, topic_name, None, detail, now);
+            return None;
+        }
+        let opened = match self.keyring.open(topic, payload) {
+            Ok(o) => o,
+            Err(e) => {
+                let reason = if e == protocol::auth::AuthError::Unsigned { Reason::Unsigned } else { Reason::BadSignature };
+                self.reject(reason, topic_name, None, e.to_string(), now);
+                return None;
+            }
+        };
+        if !self.keyring.fresh(topic, opened.counter) {
+            let detail = format!("counter {} was seen already or is older than the last", opened.counter);
+            self.reject(Reason::Replayed, topic_name, None, detail, now);
+            return None;
+        }
+        Some(opened)
     }
 
     /// Decode a verified body, then check the envelope, then every reading.
@@ -341,7 +304,7 @@ impl Pipeline {
         Some(Accepted { tenant: topic.tenant.to_string(), batch })
     }
 
-    /// One durable append for the whole group, then bookkeeping and sinks.
+    /// One durable append for the whole group, then [`Pipeline::durable`].
     fn store(&self, tenants: &[String], batches: &[Batch]) -> Result<(), store::StoreError> {
         if batches.is_empty() {
             return Ok(());
@@ -351,41 +314,53 @@ impl Pipeline {
         let outcomes = self.store.append_batches(batches)?;
         self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.group_size.observe(messages as f64);
-        // Newest time per device, one entry per run of a device's readings: one inventory
-        // lock per group instead of a map update per reading.
-        let mut seen: Vec<(&str, Timestamp)> = Vec::new();
+        let mut stored: Vec<(&str, &[Reading])> = Vec::with_capacity(batches.len());
         for ((tenant, batch), o) in tenants.iter().zip(batches).zip(outcomes) {
             match o {
-                AppendOutcome::Stored { readings } => {
+                AppendOutcome::Stored { .. } => {
                     self.metrics.batches_stored.inc();
-                    self.metrics.readings_stored.inc_by(readings as u64);
-                    for r in &batch.readings {
-                        match seen.last_mut() {
-                            Some((d, ts)) if *d == r.device.as_str() => *ts = (*ts).max(r.ts),
-                            _ => seen.push((r.device.as_str(), r.ts)),
-                        }
-                    }
-                    for sink in &self.sinks {
-                        sink.accept(tenant, &batch.readings);
-                    }
+                    stored.push((tenant, &batch.readings));
                 }
                 AppendOutcome::Duplicate => {
                     self.metrics.batches_duplicate.inc();
                 }
             }
         }
-        self.inventory.seen_many(seen);
+        self.durable(&stored);
         Ok(())
     }
 
-    fn status(&self, topic: &Topic<'_>, payload: &[u8]) {
-        match serde_json::from_slice::<GatewayStatus>(payload) {
-            Ok(s) if s.gateway == topic.gateway => self.inventory.set_gateway_online(topic.gateway, s.online),
-            Ok(s) => {
-                tracing::warn!(message = "Status names another gateway.", topic_gateway = topic.gateway, status_gateway = %s.gateway)
-            }
-            Err(e) => tracing::warn!(message = "Bad gateway status.", gateway = topic.gateway, error = %e),
+    /// Stores readings a source has already checked (the line-protocol source) with one
+    /// durable append, then [`Pipeline::durable`]. Returns once they are durable; `Err`
+    /// means nothing may be acknowledged.
+    pub fn write_readings(&self, tenant: &str, readings: &[Reading]) -> Result<(), store::StoreError> {
+        if readings.is_empty() {
+            return Ok(());
         }
+        self.store.append_readings(readings)?;
+        self.durable(&[(tenant, readings)]);
+        Ok(())
+    }
+
+    /// What follows every durable append, whichever source it came from: count the
+    /// readings, move the devices' last-seen times, feed the sinks.
+    fn durable(&self, stored: &[(&str, &[Reading])]) {
+        // Newest time per device, one entry per run of a device's readings: one inventory
+        // lock per group instead of a map update per reading.
+        let mut seen: Vec<(&str, Timestamp)> = Vec::new();
+        for (tenant, readings) in stored {
+            self.metrics.readings_stored.inc_by(readings.len() as u64);
+            for r in *readings {
+                match seen.last_mut() {
+                    Some((d, ts)) if *d == r.device.as_str() => *ts = (*ts).max(r.ts),
+                    _ => seen.push((r.device.as_str(), r.ts)),
+                }
+            }
+            for sink in &self.sinks {
+                sink.accept(tenant, readings);
+            }
+        }
+        self.inventory.seen_many(seen);
     }
 }
 
@@ -394,7 +369,7 @@ impl Pipeline {
 pub const MAX_REASON_CHARS: usize = 200;
 
 /// Cuts `text` to at most `max` characters.
-fn cap(text: &mut String, max: usize) {
+pub(crate) fn cap(text: &mut String, max: usize) {
     if let Some((i, _)) = text.char_indices().nth(max) {
         text.truncate(i);
         text.push('…');

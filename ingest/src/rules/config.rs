@@ -2,10 +2,16 @@
 //!
 //! A pack is one TOML file of `[[rules]]`. Every rule has an `id` (unique across all
 //! loaded packs), a `kind`, a `severity`, a `summary` template and a selector; the other
-//! keys depend on the kind (`docs/ALERTS.md` lists them). Loading goes through `conf`, so
-//! every problem is reported with file, line and reason, and all problems of all files
-//! at once. A set of packs loads as a whole or not at all: on reload, an invalid file is
-//! refused and the rules already running keep running.
+//! keys are the kind's own (`docs/ALERTS.md` lists them), declared by the kind's spec
+//! struct in `kinds/<kind>.rs`. Loading goes through `conf`, so every problem is reported
+//! with file, line and reason, and all problems of all files at once. A set of packs
+//! loads as a whole or not at all: on reload, an invalid file is refused and the rules
+//! already running keep running.
+//!
+//! Parsing a rule is two steps, so that every error keeps its position: the table is
+//! parsed with its spans (`toml::de::DeTable`), `kind` is peeked, then the common keys
+//! and the kind's keys are deserialised (both `deny_unknown_fields`) from the same spans.
+//! A key no kind takes is an unknown field; a key of another kind "does not apply".
 //!
 //! Invariants of a compiled [`RuleSet`]:
 //! - rule ids are unique; each rule knows the file and line it came from;
@@ -13,13 +19,18 @@
 //! - numbers that must be positive are (windows, hold times, limits).
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use conf::{ConfigError, ConfigErrors, Problems, Source, Spanned};
 use protocol::{DeviceKind, Metric, catalogue};
+use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
 use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::alerts::model::Severity;
+use super::kinds::KINDS;
+pub use super::kinds::Kind;
+use super::signal::Severity;
 
 /// The packs shipped with ingest, built into the binary: `(file name, text)`.
 pub const DEFAULT_PACKS: &[(&str, &str)] = &[
@@ -47,10 +58,11 @@ impl OneOrMany {
     }
 }
 
-/// The selector as written: which series a rule looks at.
+/// A selector as written: which series a rule looks at (`select`, and the selectors a
+/// kind takes, such as a mass balance's `inflow`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SelectSpec {
+pub struct SelectSpec {
     kind: Option<OneOrMany>,
     site: Option<OneOrMany>,
     district: Option<OneOrMany>,
@@ -69,11 +81,10 @@ pub struct BroadcastSpec {
     pub text: String,
 }
 
-/// One `[[rules]]` table as written. Flat on purpose: serde's tagged enums lose the
-/// positions `conf` needs, so validation checks which keys a kind allows.
+/// The keys every rule takes, whatever its kind.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleSpec {
+struct Head {
     id: Spanned<String>,
     kind: Spanned<String>,
     severity: Spanned<String>,
@@ -82,79 +93,19 @@ struct RuleSpec {
     description: String,
     #[serde(default)]
     select: SelectSpec,
-    metric: Option<Spanned<String>>,
     broadcast: Option<BroadcastSpec>,
-    // threshold, thi
-    above: Option<f64>,
-    below: Option<f64>,
-    clear: Option<f64>,
-    bit: Option<u8>,
-    for_secs: Option<u64>,
-    clear_for_secs: Option<u64>,
-    // rate_of_change
-    window_secs: Option<u64>,
-    rise: Option<f64>,
-    fall: Option<f64>,
-    // staleness, gateway_offline
-    missed: Option<u32>,
-    expected_interval_secs: Option<u64>,
-    min_silence_secs: Option<u64>,
-    group_min_devices: Option<u32>,
-    silence_secs: Option<u64>,
-    grace_secs: Option<u64>,
-    // flatline
-    tolerance: Option<f64>,
-    // drift
-    method: Option<String>,
-    subgroup_secs: Option<u64>,
-    learn_subgroups: Option<u32>,
-    baseline_lambda: Option<f64>,
-    lambda: Option<f64>,
-    limit_l: Option<f64>,
-    k: Option<f64>,
-    h: Option<f64>,
-    direction: Option<String>,
-    min_sigma: Option<f64>,
-    hour_of_day: Option<bool>,
-    // mass_balance
-    inflow: Option<SelectSpec>,
-    meters: Option<SelectSpec>,
-    every_secs: Option<u64>,
-    max_loss_pct: Option<f64>,
-    clear_loss_pct: Option<f64>,
-    counter_modulus: Option<f64>,
-    max_gap_secs: Option<u64>,
-    min_inflow: Option<f64>,
-    // night_flow
-    night_start_hour: Option<f64>,
-    night_end_hour: Option<f64>,
-    utc_offset_hours: Option<f64>,
-    baseline_nights: Option<u32>,
-    min_nights: Option<u32>,
-    rise_pct: Option<f64>,
-    min_rise: Option<f64>,
-    smoothing_secs: Option<u64>,
-    // pump_flow
-    mode: Option<String>,
-    min_flow_ratio: Option<f64>,
-    min_flow: Option<f64>,
-    // tank_empty
-    trend_secs: Option<u64>,
-    floor: Option<f64>,
-    within_hours: Option<f64>,
-    // animal_baseline
-    baseline_hours: Option<f64>,
-    min_baseline_hours: Option<f64>,
-    ratio: Option<f64>,
 }
 
+/// A pack as written; the rules are taken apart with their spans afterwards.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PackSpec {
     #[serde(default)]
+    #[allow(dead_code)]
     description: String,
     #[serde(default)]
-    rules: Vec<Spanned<RuleSpec>>,
+    #[allow(dead_code)]
+    rules: Vec<IgnoredAny>,
 }
 
 /// Which series a rule looks at. Empty lists match everything.
@@ -211,282 +162,6 @@ impl Selector {
             && any(&self.gateways, &d.gateway)
             && any(&self.tenants, &d.tenant)
             && (self.districts.is_empty() || d.district.as_deref().is_some_and(|x| any(&self.districts, x)))
-    }
-}
-
-/// Which way a drift or change counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Upwards only.
-    Up,
-    /// Downwards only.
-    Down,
-    /// Either way.
-    Both,
-}
-
-/// How a drift is charted (DOMAIN.md, drift detection).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "method")]
-pub enum DriftMethod {
-    /// EWMA chart on standardised subgroup means: limit `l` EWMA sigmas (NIST).
-    Ewma {
-        /// Smoothing weight.
-        lambda: f64,
-        /// Limit in EWMA sigmas.
-        l: f64,
-    },
-    /// Tabular CUSUM on standardised subgroup means (Montgomery).
-    Cusum {
-        /// Reference value in sigmas.
-        k: f64,
-        /// Decision interval in sigmas.
-        h: f64,
-    },
-}
-
-/// How an animal is compared with herself.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "method")]
-pub enum AnimalMethod {
-    /// Smoothed value at least `by` above her baseline (body temperature).
-    Rise {
-        /// Rise in the metric's unit.
-        by: f64,
-    },
-    /// Smoothed value at least `ratio` times her baseline (activity in estrus).
-    RatioAbove {
-        /// Ratio.
-        ratio: f64,
-    },
-    /// Smoothed value at most `ratio` times her baseline (rumination drop).
-    RatioBelow {
-        /// Ratio.
-        ratio: f64,
-    },
-}
-
-/// What a pump-flow rule looks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PumpMode {
-    /// Run feedback on, no pump flow.
-    RunWithoutFlow,
-    /// Pump flow, run feedback off.
-    FlowWithoutRun,
-}
-
-/// The kind of a rule and its parameters; times in milliseconds.
-///
-/// Variants differ in size (a mass balance carries two selectors); rules are few and
-/// built once, so boxing the large ones would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Kind {
-    /// Value above or below a limit, with hysteresis and a hold time.
-    Threshold {
-        /// The metric.
-        metric: Metric,
-        /// Raise above this.
-        above: Option<f64>,
-        /// Raise below this.
-        below: Option<f64>,
-        /// Clear only once back past this (hysteresis).
-        clear: f64,
-        /// Look at this bit of an integer value (fault words).
-        bit: Option<u8>,
-    },
-    /// Change of a value over a window.
-    RateOfChange {
-        /// The metric.
-        metric: Metric,
-        /// Window.
-        window_ms: i64,
-        /// Raise on a rise of at least this over the window.
-        rise: Option<f64>,
-        /// Raise on a fall of at least this over the window.
-        fall: Option<f64>,
-    },
-    /// No data from a device for `missed` expected intervals; devices of one gateway
-    /// that all go silent together are one alert for the gateway.
-    Staleness {
-        /// Only this metric counts as data (default: any non-health metric).
-        metric: Option<Metric>,
-        /// Missed intervals before the device is stale.
-        missed: u32,
-        /// The interval the device should report at; learned from its data when `None`.
-        expected_ms: Option<i64>,
-        /// Never stale before this much silence.
-        min_silence_ms: i64,
-        /// At least this many silent devices of one gateway, all of its selected ones,
-        /// make one gateway-level alert instead of one per device.
-        group_min_devices: u32,
-    },
-    /// A whole gateway offline: its status says so for `grace_ms`, or nothing came from
-    /// any of its devices for `silence_ms`. Suppresses the staleness of its devices.
-    GatewayOffline {
-        /// Silence of every device that means the gateway is gone.
-        silence_ms: i64,
-        /// How long an offline status must last.
-        grace_ms: i64,
-    },
-    /// A value that does not move at all where the process always does (stuck sensor).
-    Flatline {
-        /// The metric.
-        metric: Metric,
-        /// Changes up to this are no change.
-        tolerance: f64,
-    },
-    /// Drift of subgroup means against a learned baseline.
-    Drift {
-        /// The metric.
-        metric: Metric,
-        /// The chart.
-        method: DriftMethod,
-        /// Subgroup length.
-        subgroup_ms: i64,
-        /// Subgroups that make the first baseline.
-        learn_subgroups: u32,
-        /// Weight of each in-control subgroup in the baseline's slow update.
-        baseline_lambda: f64,
-        /// Which way counts.
-        direction: Direction,
-        /// Least sigma (measurement uncertainty), so a very steady series does not alarm
-        /// on noise.
-        min_sigma: f64,
-        /// Keep one baseline per local hour of day (diurnal processes).
-        hour_of_day: bool,
-        /// Local time offset from UTC, hours.
-        utc_offset_hours: f64,
-    },
-    /// District loss: inflow against the sum of the district's meters.
-    MassBalance {
-        /// Inflow meters (selected within the district).
-        inflow: Selector,
-        /// Household meters (selected within the district).
-        meters: Selector,
-        /// The counter metric.
-        metric: Metric,
-        /// Balance window.
-        window_ms: i64,
-        /// How often to evaluate.
-        every_ms: i64,
-        /// Raise above this loss.
-        max_loss_pct: f64,
-        /// Clear below this loss.
-        clear_loss_pct: f64,
-        /// Where the counter rolls over.
-        modulus: f64,
-        /// A meter silent for longer has no usable reading.
-        max_gap_ms: i64,
-        /// Less inflow than this over the window is not judged.
-        min_inflow: f64,
-    },
-    /// Minimum night flow above its baseline of the previous nights.
-    NightFlow {
-        /// The flow metric.
-        metric: Metric,
-        /// Night window start, local hour.
-        start_hour: f64,
-        /// Night window end, local hour.
-        end_hour: f64,
-        /// Local time offset from UTC, hours.
-        utc_offset_hours: f64,
-        /// Nights in the baseline.
-        baseline_nights: u32,
-        /// Fewest nights to judge.
-        min_nights: u32,
-        /// Raise when tonight is this much above the baseline, percent.
-        rise_pct: f64,
-        /// ...and at least this much in absolute terms.
-        min_rise: f64,
-        /// Means over this long before taking the minimum.
-        smoothing_ms: i64,
-    },
-    /// Pump state against pump flow.
-    PumpFlow {
-        /// What to look for.
-        mode: PumpMode,
-        /// Flow below this share of the pump's learned running flow is "no flow".
-        min_flow_ratio: f64,
-        /// Floor of "no flow" before a running flow is learned (m³/h).
-        min_flow: f64,
-    },
-    /// Tank level trend projects empty within `within_hours`.
-    TankEmpty {
-        /// The level metric.
-        metric: Metric,
-        /// Window of the trend.
-        trend_ms: i64,
-        /// Level that counts as empty.
-        floor: f64,
-        /// Raise when empty is closer than this.
-        within_hours: f64,
-    },
-    /// An animal against her own recent normal.
-    AnimalBaseline {
-        /// The metric.
-        metric: Metric,
-        /// The comparison.
-        method: AnimalMethod,
-        /// Where the condition clears (same unit as the method's limit).
-        clear: f64,
-        /// Time constant of the baseline.
-        baseline_ms: i64,
-        /// Data needed before the animal is judged.
-        min_baseline_ms: i64,
-        /// Time constant of the smoothed value.
-        smoothing_ms: i64,
-        /// One baseline per local hour of day.
-        hour_of_day: bool,
-        /// Local time offset from UTC, hours.
-        utc_offset_hours: f64,
-    },
-    /// Barn temperature-humidity index (NRC), computed from temperature and humidity.
-    Thi {
-        /// Raise at or above.
-        above: f64,
-        /// Clear below.
-        clear: f64,
-    },
-}
-
-impl Kind {
-    /// The kind's name as written in packs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Kind::Threshold { .. } => "threshold",
-            Kind::RateOfChange { .. } => "rate_of_change",
-            Kind::Staleness { .. } => "staleness",
-            Kind::GatewayOffline { .. } => "gateway_offline",
-            Kind::Flatline { .. } => "flatline",
-            Kind::Drift { .. } => "drift",
-            Kind::MassBalance { .. } => "mass_balance",
-            Kind::NightFlow { .. } => "night_flow",
-            Kind::PumpFlow { .. } => "pump_flow",
-            Kind::TankEmpty { .. } => "tank_empty",
-            Kind::AnimalBaseline { .. } => "animal_baseline",
-            Kind::Thi { .. } => "thi",
-        }
-    }
-
-    /// The metrics whose readings feed the rule (empty: driven by the tick only, or by
-    /// every metric for staleness).
-    pub fn metrics(&self) -> Vec<Metric> {
-        match self {
-            Kind::Threshold { metric, .. }
-            | Kind::RateOfChange { metric, .. }
-            | Kind::Flatline { metric, .. }
-            | Kind::Drift { metric, .. }
-            | Kind::TankEmpty { metric, .. }
-            | Kind::AnimalBaseline { metric, .. } => vec![metric.clone()],
-            Kind::MassBalance { metric, .. } => vec![metric.clone()],
-            Kind::PumpFlow { .. } => vec![Metric::new("pump_running"), Metric::new("pump_flow")],
-            Kind::Thi { .. } => vec![Metric::new("barn_temperature"), Metric::new("relative_humidity")],
-            Kind::Staleness { .. } | Kind::GatewayOffline { .. } | Kind::NightFlow { .. } => Vec::new(),
-        }
     }
 }
 
@@ -593,58 +268,222 @@ pub fn pack_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
 }
 
 fn parse_pack(src: &Source, ids: &mut HashSet<String>) -> Result<Vec<Rule>, ConfigErrors> {
-    let spec: PackSpec = src.parse()?;
-    let _ = &spec.description;
+    // The pack's own keys and the shape of `rules`, with serde's located messages.
+    let _: PackSpec = src.parse()?;
+    let root = DeTable::parse(src.text()).map_err(|e| ConfigErrors(vec![located(src, &e)]))?.into_inner();
     let mut problems = Problems::new();
     let mut out = Vec::new();
     let pack = src.name().file_name().map_or_else(|| src.name().display().to_string(), |n| n.to_string_lossy().into());
-    for r in spec.rules {
-        let line = src.error(&r, "").line.unwrap_or(0);
+    let rules = root.into_iter().find(|(k, _)| k.get_ref() == "rules").map(|(_, v)| v);
+    let Some(DeValue::Array(rules)) = rules.map(Spanned::into_inner) else { return problems.finish(out) };
+    for r in rules.iter() {
         let span = r.span();
-        let spec = r.into_inner();
-        let mut ctx = Ctx {
-            src,
-            problems: &mut problems,
-            span: span.clone(),
-            id: spec.id.get_ref().clone(),
-            kind: spec.kind.get_ref().clone(),
+        let line = src.error_at(Some(span.clone()), "").line.unwrap_or(0);
+        let DeValue::Table(table) = r.get_ref() else {
+            problems.push(src.error_at(Some(span), "a rule must be a table"));
+            continue;
         };
-        if !ids.insert(spec.id.get_ref().clone()) {
-            let e = src.error(&spec.id, format!("rule id '{}' is used twice", spec.id.get_ref()));
-            ctx.problems.push(e);
-        }
-        if let Err(e) = protocol::id::validate(spec.id.get_ref()) {
-            let e = src.error(&spec.id, format!("rule id '{}': {e}", spec.id.get_ref()));
-            ctx.problems.push(e);
-        }
-        if let Some(rule) = compile(&mut ctx, spec, &pack, line) {
+        if let Some(rule) = parse_rule(src, &mut problems, table, span, &pack, line, ids) {
             out.push(rule);
         }
     }
     problems.finish(out)
 }
 
-/// Validation context of one rule: errors land at the rule's line unless a field has its own.
-struct Ctx<'a> {
+/// A toml error as a `conf` error at its position.
+fn located(src: &Source, e: &toml::de::Error) -> ConfigError {
+    src.error_at(e.span(), e.message().trim())
+}
+
+/// A deserializer of `table`, positioned at the rule's span (its own values keep theirs).
+fn table_de<'i>(span: &Range<usize>, table: DeTable<'i>) -> ValueDeserializer<'i> {
+    ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(table)))
+}
+
+fn has(fields: &[&str], key: &str) -> bool {
+    fields.contains(&key)
+}
+
+/// The keys of [`Head`].
+fn head_fields() -> &'static [&'static str] {
+    fields_of::<Head>()
+}
+
+fn parse_rule(
+    src: &Source,
+    problems: &mut Problems,
+    table: &DeTable<'_>,
+    span: Range<usize>,
+    pack: &str,
+    line: usize,
+    ids: &mut HashSet<String>,
+) -> Option<Rule> {
+    // Split the table: the common keys, and the kind's.
+    let (mut head, mut own) = (DeTable::new(), DeTable::new());
+    for (k, v) in table {
+        if has(head_fields(), k.get_ref()) {
+            head.insert(k.clone(), v.clone());
+        } else {
+            own.insert(k.clone(), v.clone());
+        }
+    }
+    let h = match Head::deserialize(table_de(&span, head)) {
+        Ok(h) => h,
+        Err(e) => {
+            problems.push(located(src, &e));
+            return None;
+        }
+    };
+    let mut ctx = Ctx {
+        src,
+        problems,
+        span: span.clone(),
+        id: h.id.get_ref().clone(),
+        kind: h.kind.get_ref().clone(),
+        for_ms: 0,
+        clear_for_ms: 0,
+    };
+    if !ids.insert(h.id.get_ref().clone()) {
+        let e = src.error(&h.id, format!("rule id '{}' is used twice", h.id.get_ref()));
+        ctx.problems.push(e);
+    }
+    if let Err(e) = protocol::id::validate(h.id.get_ref()) {
+        let e = src.error(&h.id, format!("rule id '{}': {e}", h.id.get_ref()));
+        ctx.problems.push(e);
+    }
+    let severity = match h.severity.get_ref().parse::<Severity>() {
+        Ok(sev) => sev,
+        Err(e) => {
+            ctx.fail_at(&h.severity, e);
+            Severity::Warning
+        }
+    };
+    if let Some(b) = &h.broadcast
+        && !matches!(b.level.as_str(), "red" | "orange" | "yellow" | "blue")
+    {
+        ctx.fail(format!("broadcast.level '{}' must be red, orange, yellow or blue", b.level));
+    }
+    let select = ctx.selector(h.select);
+    let name = h.kind.get_ref().as_str();
+    let Some(entry) = KINDS.iter().find(|k| k.name == name) else {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        ctx.fail_at(&h.kind, format!("unknown kind '{name}'; expected one of {}", names.join(", ")));
+        return None;
+    };
+    // Keys of another kind do not apply; keys of none are unknown (serde's words).
+    let fields = (entry.fields)();
+    let mut known = DeTable::new();
+    for (k, v) in own {
+        let key: &str = k.get_ref();
+        if has(fields, key) {
+            known.insert(k, v);
+        } else if KINDS.iter().any(|other| has((other.fields)(), key)) {
+            ctx.fail_at(&k, format!("`{key}` does not apply to a {name} rule"));
+        } else {
+            let expected: Vec<String> = head_fields().iter().chain(fields).map(|f| format!("`{f}`")).collect();
+            let e = src.error(&k, format!("unknown field `{key}`, expected one of {}", expected.join(", ")));
+            ctx.problems.push(e);
+        }
+    }
+    let kind = (entry.build)(&mut ctx, table_de(&span, known))?;
+    Some(Rule {
+        id: h.id.into_inner(),
+        pack: pack.to_string(),
+        line,
+        severity,
+        summary: h.summary,
+        description: h.description,
+        select,
+        for_ms: ctx.for_ms,
+        clear_for_ms: ctx.clear_for_ms,
+        kind,
+        broadcast: h.broadcast,
+    })
+}
+
+/// The field names of a struct that derives `Deserialize` (serde hands them to
+/// `deserialize_struct`); what a kind's spec takes, read from the spec itself.
+pub(crate) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// Validation context of one rule: errors land at the rule's line unless a field has its
+/// own. Kinds compile through it and set the rule's hold times.
+pub struct Ctx<'a> {
     src: &'a Source,
     problems: &'a mut Problems,
-    span: std::ops::Range<usize>,
+    span: Range<usize>,
     id: String,
     kind: String,
+    for_ms: i64,
+    clear_for_ms: i64,
 }
 
 impl Ctx<'_> {
-    fn fail(&mut self, reason: impl Into<String>) {
+    /// A problem with the rule, at its line.
+    pub fn fail(&mut self, reason: impl Into<String>) {
         let e = self.src.error_at(Some(self.span.clone()), format!("rule '{}': {}", self.id, reason.into()));
         self.problems.push(e);
     }
 
-    fn fail_at<T>(&mut self, at: &Spanned<T>, reason: impl Into<String>) {
+    /// A problem with one value, at its position.
+    pub fn fail_at<T>(&mut self, at: &Spanned<T>, reason: impl Into<String>) {
         let e = self.src.error(at, format!("rule '{}': {}", self.id, reason.into()));
         self.problems.push(e);
     }
 
-    fn positive(&mut self, name: &str, v: Option<f64>, default: f64) -> f64 {
+    /// Deserialises a kind's spec; a type error is reported at its value.
+    pub(crate) fn deserialize<S: DeserializeOwned>(&mut self, de: ValueDeserializer<'_>) -> Option<S> {
+        match S::deserialize(de) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.problems.push(located(self.src, &e));
+                None
+            }
+        }
+    }
+
+    /// The rule's hold times (`for_secs`, `clear_for_secs`), for kinds that take them;
+    /// returns the first in milliseconds.
+    pub fn hold(&mut self, for_secs: Option<u64>, clear_for_secs: Option<u64>) -> i64 {
+        self.for_ms = i64::try_from(for_secs.unwrap_or(0).saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.clear_for_ms = i64::try_from(clear_for_secs.unwrap_or(0).saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.for_ms
+    }
+
+    /// A local time offset from UTC in hours (default China Standard Time, +8).
+    pub fn utc_offset(&mut self, v: Option<f64>) -> f64 {
+        let tz = v.unwrap_or(8.0);
+        if !(-14.0..=14.0).contains(&tz) {
+            self.fail(format!("utc_offset_hours {tz} is not a time zone offset"));
+        }
+        tz
+    }
+
+    /// `v` (or `default`), which must be a positive number.
+    pub fn positive(&mut self, name: &str, v: Option<f64>, default: f64) -> f64 {
         let v = v.unwrap_or(default);
         if !(v.is_finite() && v > 0.0) {
             self.fail(format!("{name} must be a positive number, not {v}"));
@@ -652,7 +491,8 @@ impl Ctx<'_> {
         v
     }
 
-    fn secs(&mut self, name: &str, v: Option<u64>, default: u64) -> i64 {
+    /// Seconds `v` (or `default`), at least one, in milliseconds.
+    pub fn secs(&mut self, name: &str, v: Option<u64>, default: u64) -> i64 {
         let v = v.unwrap_or(default);
         if v == 0 {
             self.fail(format!("{name} must be at least 1"));
@@ -660,7 +500,8 @@ impl Ctx<'_> {
         i64::try_from(v.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
-    fn required<T>(&mut self, name: &str, v: Option<T>) -> Option<T> {
+    /// `v`, which the kind needs.
+    pub fn required<T>(&mut self, name: &str, v: Option<T>) -> Option<T> {
         if v.is_none() {
             let kind = self.kind.clone();
             self.fail(format!("a {kind} rule needs `{name}`"));
@@ -668,7 +509,8 @@ impl Ctx<'_> {
         v
     }
 
-    fn metric(&mut self, spec: &Option<Spanned<String>>, default: Option<&str>) -> Option<Metric> {
+    /// The metric named (or `default`), which must be in the catalogue.
+    pub fn metric(&mut self, spec: &Option<Spanned<String>>, default: Option<&str>) -> Option<Metric> {
         match (spec, default) {
             (Some(m), _) => match catalogue::by_name(m.get_ref()) {
                 Some(def) => Some(Metric::from(def)),
@@ -685,7 +527,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn selector(&mut self, s: SelectSpec) -> Selector {
+    /// A selector as written, checked.
+    pub fn selector(&mut self, s: SelectSpec) -> Selector {
         let kinds = s
             .kind
             .map(OneOrMany::into_vec)
@@ -707,406 +550,6 @@ impl Ctx<'_> {
             devices: list(s.device),
             gateways: list(s.gateway),
             tenants: list(s.tenant),
-        }
-    }
-}
-
-/// Which optional keys each kind takes (the common ones are always allowed).
-fn allowed(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "threshold" => &["metric", "above", "below", "clear", "bit", "for_secs", "clear_for_secs"],
-        "rate_of_change" => &["metric", "window_secs", "rise", "fall", "for_secs", "clear_for_secs"],
-        "staleness" => &["metric", "missed", "expected_interval_secs", "min_silence_secs", "group_min_devices"],
-        "gateway_offline" => &["silence_secs", "grace_secs"],
-        "flatline" => &["metric", "tolerance", "for_secs"],
-        "drift" => &[
-            "metric",
-            "method",
-            "subgroup_secs",
-            "learn_subgroups",
-            "baseline_lambda",
-            "lambda",
-            "limit_l",
-            "k",
-            "h",
-            "direction",
-            "min_sigma",
-            "hour_of_day",
-            "utc_offset_hours",
-        ],
-        "mass_balance" => &[
-            "metric",
-            "inflow",
-            "meters",
-            "window_secs",
-            "every_secs",
-            "max_loss_pct",
-            "clear_loss_pct",
-            "counter_modulus",
-            "max_gap_secs",
-            "min_inflow",
-            "for_secs",
-        ],
-        "night_flow" => &[
-            "metric",
-            "night_start_hour",
-            "night_end_hour",
-            "utc_offset_hours",
-            "baseline_nights",
-            "min_nights",
-            "rise_pct",
-            "min_rise",
-            "smoothing_secs",
-        ],
-        "pump_flow" => &["mode", "min_flow_ratio", "min_flow", "for_secs", "clear_for_secs"],
-        "tank_empty" => &["metric", "trend_secs", "floor", "within_hours", "for_secs", "clear_for_secs"],
-        "animal_baseline" => &[
-            "metric",
-            "method",
-            "rise",
-            "ratio",
-            "clear",
-            "baseline_hours",
-            "min_baseline_hours",
-            "smoothing_secs",
-            "hour_of_day",
-            "utc_offset_hours",
-            "for_secs",
-            "clear_for_secs",
-        ],
-        "thi" => &["above", "clear", "for_secs", "clear_for_secs"],
-        _ => return None,
-    })
-}
-
-/// The optional keys a spec sets.
-fn present(s: &RuleSpec) -> Vec<&'static str> {
-    let mut p = Vec::new();
-    macro_rules! check {
-        ($($f:ident),*) => { $( if s.$f.is_some() { p.push(stringify!($f)); } )* };
-    }
-    check!(
-        metric,
-        above,
-        below,
-        clear,
-        bit,
-        for_secs,
-        clear_for_secs,
-        window_secs,
-        rise,
-        fall,
-        missed,
-        expected_interval_secs,
-        min_silence_secs,
-        group_min_devices,
-        silence_secs,
-        grace_secs,
-        tolerance,
-        method,
-        subgroup_secs,
-        learn_subgroups,
-        baseline_lambda,
-        lambda,
-        limit_l,
-        k,
-        h,
-        direction,
-        min_sigma,
-        hour_of_day,
-        inflow,
-        meters,
-        every_secs,
-        max_loss_pct,
-        clear_loss_pct,
-        counter_modulus,
-        max_gap_secs,
-        min_inflow,
-        night_start_hour,
-        night_end_hour,
-        utc_offset_hours,
-        baseline_nights,
-        min_nights,
-        rise_pct,
-        min_rise,
-        smoothing_secs,
-        mode,
-        min_flow_ratio,
-        min_flow,
-        trend_secs,
-        floor,
-        within_hours,
-        baseline_hours,
-        min_baseline_hours,
-        ratio
-    );
-    p
-}
-
-/// Counters of the simulated meters are u32 litres read as m³ (firmware/src/water_meter.rs).
-const DEFAULT_MODULUS: f64 = 4_294_967.296;
-
-fn compile(ctx: &mut Ctx<'_>, s: RuleSpec, pack: &str, line: usize) -> Option<Rule> {
-    let kind_name = s.kind.get_ref().clone();
-    let Some(allowed) = allowed(&kind_name) else {
-        ctx.fail_at(
-            &s.kind,
-            format!(
-                "unknown kind '{kind_name}'; expected one of threshold, rate_of_change, staleness, gateway_offline, \
-                 flatline, drift, mass_balance, night_flow, pump_flow, tank_empty, animal_baseline, thi"
-            ),
-        );
-        return None;
-    };
-    for key in present(&s) {
-        if !allowed.contains(&key) {
-            ctx.fail(format!("`{key}` does not apply to a {kind_name} rule"));
-        }
-    }
-    let severity = match s.severity.get_ref().parse::<Severity>() {
-        Ok(sev) => sev,
-        Err(e) => {
-            ctx.fail_at(&s.severity, e);
-            Severity::Warning
-        }
-    };
-    if let Some(b) = &s.broadcast
-        && !matches!(b.level.as_str(), "red" | "orange" | "yellow" | "blue")
-    {
-        ctx.fail(format!("broadcast.level '{}' must be red, orange, yellow or blue", b.level));
-    }
-    let for_ms = i64::try_from(s.for_secs.unwrap_or(0).saturating_mul(1000)).unwrap_or(i64::MAX);
-    let clear_for_ms = i64::try_from(s.clear_for_secs.unwrap_or(0).saturating_mul(1000)).unwrap_or(i64::MAX);
-    let tz = s.utc_offset_hours.unwrap_or(8.0);
-    if !(-14.0..=14.0).contains(&tz) {
-        ctx.fail(format!("utc_offset_hours {tz} is not a time zone offset"));
-    }
-    let select = ctx.selector(s.select.clone());
-    let kind = match kind_name.as_str() {
-        "threshold" => {
-            let metric = ctx.metric(&s.metric, None)?;
-            if s.above.is_some() == s.below.is_some() {
-                ctx.fail("a threshold rule needs exactly one of `above` and `below`");
-            }
-            let limit = s.above.or(s.below).unwrap_or(0.0);
-            let clear = s.clear.unwrap_or(limit);
-            if s.above.is_some() && clear > limit || s.below.is_some() && clear < limit {
-                ctx.fail(format!("clear {clear} must lie on the safe side of the limit {limit}"));
-            }
-            Kind::Threshold { metric, above: s.above, below: s.below, clear, bit: s.bit }
-        }
-        "rate_of_change" => {
-            let metric = ctx.metric(&s.metric, None)?;
-            if s.rise.is_none() && s.fall.is_none() {
-                ctx.fail("a rate_of_change rule needs `rise` or `fall`");
-            }
-            let window_ms = ctx.secs("window_secs", s.window_secs, 600);
-            Kind::RateOfChange { metric, window_ms, rise: s.rise, fall: s.fall }
-        }
-        "staleness" => {
-            let metric = match &s.metric {
-                Some(_) => ctx.metric(&s.metric, None),
-                None => None,
-            };
-            let missed = s.missed.unwrap_or(3);
-            if missed == 0 {
-                ctx.fail("missed must be at least 1");
-            }
-            Kind::Staleness {
-                metric,
-                missed,
-                expected_ms: s.expected_interval_secs.map(|v| ctx.secs("expected_interval_secs", Some(v), 1)),
-                min_silence_ms: ctx.secs("min_silence_secs", s.min_silence_secs, 300),
-                group_min_devices: s.group_min_devices.unwrap_or(2).max(2),
-            }
-        }
-        "gateway_offline" => Kind::GatewayOffline {
-            silence_ms: ctx.secs("silence_secs", s.silence_secs, 300),
-            grace_ms: i64::try_from(s.grace_secs.unwrap_or(60) * 1000).unwrap_or(60_000),
-        },
-        "flatline" => {
-            let metric = ctx.metric(&s.metric, None)?;
-            let tolerance = s.tolerance.unwrap_or(0.0);
-            if !(tolerance.is_finite() && tolerance >= 0.0) {
-                ctx.fail("tolerance must be zero or positive");
-            }
-            if for_ms <= 0 {
-                ctx.fail("a flatline rule needs `for_secs`: how long a value may stay unchanged");
-            }
-            Kind::Flatline { metric, tolerance }
-        }
-        "drift" => {
-            let metric = ctx.metric(&s.metric, None)?;
-            let method = match s.method.as_deref().unwrap_or("cusum") {
-                "cusum" => {
-                    let k = ctx.positive("k", s.k, 0.5);
-                    let h = ctx.positive("h", s.h, 5.0);
-                    DriftMethod::Cusum { k, h }
-                }
-                "ewma" => {
-                    let lambda = ctx.positive("lambda", s.lambda, 0.2);
-                    if lambda > 1.0 {
-                        ctx.fail("lambda must be at most 1");
-                    }
-                    let l = ctx.positive("limit_l", s.limit_l, 3.0);
-                    DriftMethod::Ewma { lambda, l }
-                }
-                other => {
-                    ctx.fail(format!("method '{other}' must be cusum or ewma"));
-                    return None;
-                }
-            };
-            let baseline_lambda = ctx.positive("baseline_lambda", s.baseline_lambda, 0.02);
-            Kind::Drift {
-                metric,
-                method,
-                subgroup_ms: ctx.secs("subgroup_secs", s.subgroup_secs, 3600),
-                learn_subgroups: s.learn_subgroups.unwrap_or(24).max(2),
-                baseline_lambda: baseline_lambda.min(1.0),
-                direction: direction(ctx, s.direction.as_deref()),
-                min_sigma: ctx.positive("min_sigma", s.min_sigma, f64::MIN_POSITIVE),
-                hour_of_day: s.hour_of_day.unwrap_or(false),
-                utc_offset_hours: tz,
-            }
-        }
-        "mass_balance" => {
-            let metric = ctx.metric(&s.metric, Some("volume_total"))?;
-            let inflow = ctx.required("inflow", s.inflow.clone()).map(|x| ctx.selector(x)).unwrap_or_default();
-            let meters = ctx.required("meters", s.meters.clone()).map(|x| ctx.selector(x)).unwrap_or_default();
-            let max_loss_pct = ctx.positive("max_loss_pct", s.max_loss_pct, 25.0);
-            let clear_loss_pct = s.clear_loss_pct.unwrap_or(max_loss_pct * 0.8);
-            if clear_loss_pct > max_loss_pct {
-                ctx.fail("clear_loss_pct must not be above max_loss_pct");
-            }
-            Kind::MassBalance {
-                inflow,
-                meters,
-                metric,
-                window_ms: ctx.secs("window_secs", s.window_secs, 86_400),
-                every_ms: ctx.secs("every_secs", s.every_secs, 900),
-                max_loss_pct,
-                clear_loss_pct,
-                modulus: ctx.positive("counter_modulus", s.counter_modulus, DEFAULT_MODULUS),
-                max_gap_ms: ctx.secs("max_gap_secs", s.max_gap_secs, 3600),
-                min_inflow: s.min_inflow.unwrap_or(0.0).max(0.0),
-            }
-        }
-        "night_flow" => {
-            let metric = ctx.metric(&s.metric, Some("flow"))?;
-            let start_hour = s.night_start_hour.unwrap_or(2.0);
-            let end_hour = s.night_end_hour.unwrap_or(4.0);
-            if !(0.0..24.0).contains(&start_hour) || !(0.0..=24.0).contains(&end_hour) || end_hour <= start_hour {
-                ctx.fail("the night window needs 0 <= night_start_hour < night_end_hour <= 24");
-            }
-            let baseline_nights = s.baseline_nights.unwrap_or(7).max(1);
-            Kind::NightFlow {
-                metric,
-                start_hour,
-                end_hour,
-                utc_offset_hours: tz,
-                baseline_nights,
-                min_nights: s.min_nights.unwrap_or(3).clamp(1, baseline_nights),
-                rise_pct: ctx.positive("rise_pct", s.rise_pct, 50.0),
-                min_rise: s.min_rise.unwrap_or(0.0).max(0.0),
-                smoothing_ms: ctx.secs("smoothing_secs", s.smoothing_secs, 900),
-            }
-        }
-        "pump_flow" => {
-            let mode = match ctx.required("mode", s.mode.clone())?.as_str() {
-                "run_without_flow" => PumpMode::RunWithoutFlow,
-                "flow_without_run" => PumpMode::FlowWithoutRun,
-                other => {
-                    ctx.fail(format!("mode '{other}' must be run_without_flow or flow_without_run"));
-                    return None;
-                }
-            };
-            Kind::PumpFlow {
-                mode,
-                min_flow_ratio: ctx.positive("min_flow_ratio", s.min_flow_ratio, 0.1),
-                min_flow: ctx.positive("min_flow", s.min_flow, 0.05),
-            }
-        }
-        "tank_empty" => Kind::TankEmpty {
-            metric: ctx.metric(&s.metric, Some("tank_level"))?,
-            trend_ms: ctx.secs("trend_secs", s.trend_secs, 1800),
-            floor: s.floor.unwrap_or(0.0),
-            within_hours: ctx.positive("within_hours", s.within_hours, 1.0),
-        },
-        "animal_baseline" => {
-            let metric = ctx.metric(&s.metric, None)?;
-            let method = match ctx.required("method", s.method.clone())?.as_str() {
-                "rise" => AnimalMethod::Rise { by: ctx.positive("rise", s.rise, 0.8) },
-                "ratio_above" => {
-                    let ratio = ctx.positive("ratio", s.ratio, 2.0);
-                    if ratio <= 1.0 {
-                        ctx.fail("ratio_above needs a ratio above 1");
-                    }
-                    AnimalMethod::RatioAbove { ratio }
-                }
-                "ratio_below" => {
-                    let ratio = ctx.positive("ratio", s.ratio, 0.7);
-                    if ratio >= 1.0 {
-                        ctx.fail("ratio_below needs a ratio below 1");
-                    }
-                    AnimalMethod::RatioBelow { ratio }
-                }
-                other => {
-                    ctx.fail(format!("method '{other}' must be rise, ratio_above or ratio_below"));
-                    return None;
-                }
-            };
-            let clear = match method {
-                AnimalMethod::Rise { by } => s.clear.unwrap_or(by * 0.75),
-                AnimalMethod::RatioAbove { ratio } => s.clear.unwrap_or(1.0 + (ratio - 1.0) * 0.75),
-                AnimalMethod::RatioBelow { ratio } => s.clear.unwrap_or(1.0 - (1.0 - ratio) * 0.75),
-            };
-            let hours = |ctx: &mut Ctx<'_>, name: &str, v: Option<f64>, d: f64| -> i64 {
-                (ctx.positive(name, v, d) * 3_600_000.0) as i64
-            };
-            Kind::AnimalBaseline {
-                metric,
-                method,
-                clear,
-                baseline_ms: hours(ctx, "baseline_hours", s.baseline_hours, 240.0),
-                min_baseline_ms: hours(ctx, "min_baseline_hours", s.min_baseline_hours, 48.0),
-                smoothing_ms: ctx.secs("smoothing_secs", s.smoothing_secs, 3600),
-                hour_of_day: s.hour_of_day.unwrap_or(false),
-                utc_offset_hours: tz,
-            }
-        }
-        "thi" => {
-            let above = ctx.positive("above", s.above, 72.0);
-            let clear = s.clear.unwrap_or(above);
-            if clear > above {
-                ctx.fail("clear must not be above `above`");
-            }
-            Kind::Thi { above, clear }
-        }
-        _ => return None,
-    };
-    Some(Rule {
-        id: s.id.into_inner(),
-        pack: pack.to_string(),
-        line,
-        severity,
-        summary: s.summary,
-        description: s.description,
-        select,
-        for_ms,
-        clear_for_ms,
-        kind,
-        broadcast: s.broadcast,
-    })
-}
-
-fn direction(ctx: &mut Ctx<'_>, d: Option<&str>) -> Direction {
-    match d.unwrap_or("both") {
-        "up" => Direction::Up,
-        "down" => Direction::Down,
-        "both" => Direction::Both,
-        other => {
-            ctx.fail(format!("direction '{other}' must be up, down or both"));
-            Direction::Both
         }
     }
 }

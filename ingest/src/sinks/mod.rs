@@ -3,7 +3,7 @@
 //! The embedded store is always on: it is what makes delivery exactly-once (the
 //! `(gateway, seq)` memory lives in it). Sinks are extra destinations, each chosen by a
 //! `[[sinks]]` table with a `type`, and built by a `match` in [`build`]. A sink sees a reading
-//! only after the store made it durable (see [`crate::pipeline::Sink`]).
+//! only after the store made it durable (see [`Sink`]); the pipeline is what calls them.
 //!
 //! - [`influxdb`]: InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics), through the
 //!   `influxdb2` crate, with batching, retries and a disk spill.
@@ -19,7 +19,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::pipeline::Sink;
+
+/// Something that wants every reading once it is durable: the rule engine, the InfluxDB
+/// sink. Called on the pipeline's thread, so it must not block: queue and return.
+pub trait Sink: Send + Sync {
+    /// Name for logs.
+    fn name(&self) -> &'static str;
+    /// Readings of one tenant that are now durable.
+    fn accept(&self, tenant: &str, readings: &[protocol::Reading]);
+}
 
 /// A configured sink.
 #[derive(Debug, Clone, PartialEq)]

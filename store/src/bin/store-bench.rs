@@ -4,6 +4,7 @@
 //! cargo run --release -p store --bin store-bench -- [--days N] [--series N] [--interval-s S]
 //!     [--variant smooth|noisy] [--batch N] [--batches-per-call N] [--fsync always|never]
 //!     [--writers N] [--checkpoint-points N] [--dir DIR] [--keep] [--emit-line-protocol FILE]
+//!     [--wide FIELDS]
 //! ```
 //!
 //! The data: `--series` sensors (five kinds: pressure, water temperature, pH, tank level,
@@ -21,6 +22,11 @@
 //! `--emit-line-protocol FILE` writes the same data set as InfluxDB line protocol
 //! (`<metric>,device=<id> value=<v> <ns>`) instead of running the store, so that other
 //! databases can be loaded with exactly what the store was measured on.
+//!
+//! `--wide FIELDS` measures one hostile line instead: one device with `FIELDS` distinct
+//! custom metrics in one `append_readings` call (what one line-protocol line of that many
+//! fields becomes), three times over (new series, then existing ones twice), and prints the
+//! time of each call. Each call holds the head's write lock while it inserts.
 
 // The report is the program's output.
 #![allow(clippy::print_stdout)]
@@ -58,6 +64,7 @@ struct Args {
     dir: Option<PathBuf>,
     keep: bool,
     emit: Option<PathBuf>,
+    wide: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -74,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         dir: None,
         keep: false,
         emit: None,
+        wide: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +112,7 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => a.dir = Some(value()?.into()),
             "--keep" => a.keep = true,
             "--emit-line-protocol" => a.emit = Some(value()?.into()),
+            "--wide" => a.wide = Some(num(value()?)? as usize),
             "-h" | "--help" => return Err("see the module docs at the top of store/src/bin/store-bench.rs".into()),
             f => return Err(format!("unknown flag {f}")),
         }
@@ -213,6 +222,39 @@ impl Generator {
     }
 }
 
+/// `--wide`: one device, `fields` metrics, one call; see the module doc.
+fn wide_line(a: &Args, fields: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = a.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("store-bench-{}", std::process::id())));
+    if dir.exists() {
+        return Err(format!("{} exists; give an empty --dir", dir.display()).into());
+    }
+    let mut config = StoreConfig::new(&dir);
+    config.fsync = a.fsync;
+    config.background_checkpoints = false;
+    let (store, _) = Store::open(config)?;
+    let metrics: Vec<Metric> = (0..fields).map(|i| Metric::new(&format!("field_{i}"))).collect();
+    println!("store-bench --wide: one device, {fields} fields in one append_readings call, fsync {:?}", a.fsync);
+    for (round, what) in ["new series", "existing series", "existing series"].iter().enumerate() {
+        let ts = Timestamp(START + round as i64 * 1000);
+        let readings: Vec<Reading> =
+            metrics.iter().enumerate().map(|(i, m)| Reading::new("wide-device", m.clone(), ts, i as f64)).collect();
+        let t = Instant::now();
+        store.append_readings(&readings)?;
+        let took = t.elapsed();
+        println!(
+            "  call {} ({what:<15}): {:>10.2} ms  ({:.0} readings/s)",
+            round + 1,
+            ms(took),
+            fields as f64 / took.as_secs_f64()
+        );
+    }
+    drop(store);
+    if !a.keep {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
+}
+
 fn emit_line_protocol(a: &Args, path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let mut g = Generator::new(a);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -254,6 +296,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse_args().map_err(|e| format!("store-bench: {e}"))?;
     if let Some(path) = &a.emit {
         return emit_line_protocol(&a, path);
+    }
+    if let Some(fields) = a.wide {
+        return wide_line(&a, fields);
     }
     let dir = a.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("store-bench-{}", std::process::id())));
     if dir.exists() {

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use firmware::words::{self, WordOrder};
 use protocol::DeviceKind;
+use protocol::modbus::{self as words, WordOrder};
 use serde::Deserialize;
 use simulator::CountySpec;
 use tokio_modbus::client::Context;

@@ -41,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::InfluxDbConfig;
 use super::spill::Spill;
-use crate::api::write::line::{push_float, push_measurement, push_tag};
+use crate::codec::line_protocol::{push_float, push_measurement, push_tag};
 use crate::metrics::Metrics;
-use crate::pipeline::Sink;
+use crate::sinks::Sink;
 
 /// Label of a sink's metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -423,7 +423,7 @@ mod tests {
     use protocol::{Metric, Timestamp};
 
     use super::*;
-    use crate::api::write::line::{FieldValue, LineBuf, parse_line};
+    use crate::codec::line_protocol::{FieldValue, LineBuf, parse_line};
 
     #[test]
     fn a_reading_becomes_one_line_that_parses_back() {

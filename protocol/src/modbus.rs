@@ -1,4 +1,9 @@
-//! Multi-register values: 32- and 64-bit numbers over 16-bit registers.
+//! The Modbus side of the device <-> gateway contract: the four data tables, the word
+//! orders of multi-register values, and the conversions between values and registers.
+//!
+//! The firmware lays its register maps out with these types and the gateway reads them
+//! with the same ones (its profiles name tables and orders in the spellings below), so a
+//! device and its gateway cannot disagree on what `CDAB` means.
 //!
 //! Vendors disagree on the order of the bytes of a 32-bit value across two registers
 //! (DOMAIN.md, Modbus conventions). With the value's bytes named A (most significant) to
@@ -6,25 +11,102 @@
 //!
 //! | order | register 0 | register 1 | who |
 //! |---|---|---|---|
-//! | ABCD | A B | C D | ABB AquaMaster, PLCs (big-endian) |
+//! | ABCD | A B | C D | ABB AquaMaster, Bronkhorst, PLCs (big-endian) |
 //! | CDAB | C D | A B | Xylem CL500, Vaisala (word swap) |
-//! | BADC | B A | D C | byte swap |
+//! | BADC | B A | D C | byte swap, some PLCs |
 //! | DCBA | D C | B A | some Chinese water meters (little-endian) |
 //!
 //! 64-bit values extend the same rule: ABCD is plain big-endian over four registers, CDAB
-//! reverses the register order, BADC swaps bytes within registers, DCBA does both.
-//! Encoding and decoding are exact inverses for every order (tested).
+//! reverses the register order, BADC swaps bytes within registers, DCBA does both; the
+//! byte rule also applies to a single 16-bit register. Encoding and decoding are exact
+//! inverses for every order (tested).
 
-/// Byte order of a multi-register value, named as in gateway profiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use core::fmt;
+use core::str::FromStr;
+
+use serde::Deserialize;
+
+/// The four Modbus data tables. The names (`coil`, `discrete`, `input`, `holding`) are
+/// the ones gateway profiles use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// Read/write bits (function codes 1, 5, 15).
+    Coil,
+    /// Read-only bits (function code 2).
+    Discrete,
+    /// Read-only registers (function code 4).
+    Input,
+    /// Read/write registers (function codes 3, 6, 16).
+    #[default]
+    Holding,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 4] = [Table::Coil, Table::Discrete, Table::Input, Table::Holding];
+
+    /// The profile name of the table.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::Discrete => "discrete",
+            Table::Input => "input",
+            Table::Holding => "holding",
+        }
+    }
+
+    /// True for the two bit tables.
+    pub const fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::Discrete)
+    }
+
+    /// Most registers (or bits) one read may ask for (Modbus application protocol v1.1b3).
+    pub const fn max_read(self) -> u16 {
+        if self.is_bits() { 2000 } else { 125 }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text is not one of `coil`, `discrete`, `input`, `holding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownTable;
+
+impl fmt::Display for UnknownTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unknown Modbus table; expected one of coil, discrete, input, holding")
+    }
+}
+
+impl FromStr for Table {
+    type Err = UnknownTable;
+
+    fn from_str(s: &str) -> Result<Table, UnknownTable> {
+        Table::ALL.into_iter().find(|t| t.as_str() == s).ok_or(UnknownTable)
+    }
+}
+
+/// Byte order of a multi-register value, named as in gateway profiles (see the module
+/// table). Profiles that name none mean ABCD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 pub enum WordOrder {
     /// Big-endian: most significant register first, bytes big-endian.
+    #[default]
+    #[serde(rename = "ABCD")]
     Abcd,
     /// Registers swapped, bytes big-endian within each.
+    #[serde(rename = "CDAB")]
     Cdab,
     /// Registers in order, bytes swapped within each.
+    #[serde(rename = "BADC")]
     Badc,
     /// Little-endian throughout.
+    #[serde(rename = "DCBA")]
     Dcba,
 }
 
@@ -39,11 +121,13 @@ impl WordOrder {
         }
     }
 
-    const fn swaps_words(self) -> bool {
+    /// True if the least significant register comes first (CDAB, DCBA).
+    pub const fn swaps_words(self) -> bool {
         matches!(self, WordOrder::Cdab | WordOrder::Dcba)
     }
 
-    const fn swaps_bytes(self) -> bool {
+    /// True if the bytes within each register are swapped (BADC, DCBA).
+    pub const fn swaps_bytes(self) -> bool {
         matches!(self, WordOrder::Badc | WordOrder::Dcba)
     }
 }
@@ -126,6 +210,34 @@ pub fn part<const W: usize>(words: [u16; W], i: u16) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_parse_from_profile_names() {
+        for t in Table::ALL {
+            assert_eq!(t.as_str().parse::<Table>(), Ok(t));
+        }
+        assert_eq!("holdings".parse::<Table>(), Err(UnknownTable));
+    }
+
+    #[test]
+    fn reads_are_limited_per_table_kind() {
+        assert_eq!(Table::Input.max_read(), 125);
+        assert_eq!(Table::Coil.max_read(), 2000);
+    }
+
+    #[test]
+    fn orders_parse_from_profile_spellings_and_default_to_abcd() {
+        #[derive(Deserialize)]
+        struct Point {
+            #[serde(default)]
+            order: WordOrder,
+        }
+        let p: Point = serde_json::from_str(r#"{"order":"CDAB"}"#).unwrap();
+        assert_eq!(p.order, WordOrder::Cdab);
+        let p: Point = serde_json::from_str("{}").unwrap();
+        assert_eq!(p.order, WordOrder::Abcd);
+        assert!(serde_json::from_str::<Point>(r#"{"order":"cdab"}"#).is_err());
+    }
 
     const ORDERS: [WordOrder; 4] = [WordOrder::Abcd, WordOrder::Cdab, WordOrder::Badc, WordOrder::Dcba];
 

@@ -1,9 +1,11 @@
-//! `POST /api/v2/write`: InfluxDB line protocol in, so Telegraf and every InfluxDB client
-//! library can write into ingest.
+//! The line-protocol source: `POST /api/v2/write`, InfluxDB line protocol in, so Telegraf
+//! and every InfluxDB client library can write into ingest.
 //!
 //! The handler is a list of steps: authorize (an operator token) -> resolve the tenant ->
-//! read the body (size-limited, gzip too) -> parse every line -> map lines to readings and
-//! check them -> register devices not seen before -> one durable store append -> sinks.
+//! read the body (size-limited, gzip too) -> parse every line
+//! ([`crate::codec::line_protocol`]) -> map lines to readings and check them -> register
+//! devices not seen before -> the pipeline's [`Pipeline::write_readings`] (one durable
+//! store append, then counting, last seen and sinks, as for MQTT).
 //!
 //! Mapping (docs/INFLUXDB.md): the `device` tag names the device (Telegraf's `host` tag if
 //! there is no `device` tag); field `value` becomes metric `<measurement>`, any other field
@@ -24,8 +26,6 @@
 //!   and that registration is written to `external-devices.jsonl` in the data directory
 //!   (fsynced before the readings), so it survives restarts.
 
-pub mod line;
-
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{Read as _, Write as _};
@@ -41,26 +41,24 @@ use protocol::{DeviceId, Metric, Reading, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::AppState;
 use crate::auth::{Authorized, Principal, Role};
-use crate::config::Limits;
+use crate::codec::line_protocol::{self as line, LineBuf, Precision};
+use crate::error::ApiError;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::pipeline::Sink;
-use crate::pipeline::validate;
-use line::{LineBuf, Precision};
+use crate::pipeline::{Pipeline, validate};
 
 /// Longest metric name a line may make (`<measurement>_<field>`).
 const MAX_METRIC_NAME: usize = 200;
 /// Longest line quoted back in an error.
 const MAX_QUOTED: usize = 200;
 
-/// What the line-protocol endpoint needs beside the API's state.
-pub struct LineProtocolIn {
-    /// Sinks that get every reading once durable (the pipeline's).
-    pub sinks: Vec<Arc<dyn Sink>>,
-    /// Time limits (shared with MQTT input) and the body limit.
-    pub limits: Limits,
+/// The line-protocol source: the pipeline it feeds, the external devices' registrations
+/// and its counters (the handler's state).
+pub struct LineProtocol {
+    /// Where readings go: its limits (time limits shared with MQTT input, the body limit),
+    /// inventory, clock and durable append.
+    pipeline: Arc<Pipeline>,
     externals: ExternalDevices,
     lines: Counter,
     readings: Counter,
@@ -68,18 +66,12 @@ pub struct LineProtocolIn {
     requests_failed: Counter,
 }
 
-impl LineProtocolIn {
-    /// The endpoint's state. `data_dir` keeps the external devices' registrations; `None`
-    /// keeps them in memory only (unit tests).
-    pub fn new(
-        data_dir: Option<PathBuf>,
-        sinks: Vec<Arc<dyn Sink>>,
-        limits: Limits,
-        metrics: &Metrics,
-    ) -> LineProtocolIn {
-        let this = LineProtocolIn {
-            sinks,
-            limits,
+impl LineProtocol {
+    /// The source, feeding `pipeline`. `data_dir` keeps the external devices'
+    /// registrations; `None` keeps them in memory only (unit tests).
+    pub fn new(data_dir: Option<PathBuf>, pipeline: Arc<Pipeline>, metrics: &Metrics) -> LineProtocol {
+        let this = LineProtocol {
+            pipeline,
             externals: ExternalDevices {
                 path: data_dir.map(|d| d.join("external-devices.jsonl")),
                 lock: Mutex::new(()),
@@ -202,7 +194,7 @@ impl IntoResponse for WriteError {
 
 /// The query of a write. `bucket` is accepted and ignored (there is one store).
 #[derive(Debug, Deserialize)]
-pub(super) struct WriteParams {
+pub struct WriteParams {
     org: Option<String>,
     #[allow(dead_code)]
     bucket: Option<String>,
@@ -218,14 +210,14 @@ struct Summary {
     refused_count: usize,
 }
 
-pub(super) async fn write(
-    State(s): State<AppState>,
-    auth: Result<Authorized, super::ApiError>,
+/// `POST /api/v2/write`; answers 204 only once the readings are durable.
+pub async fn write(
+    State(lp): State<Arc<LineProtocol>>,
+    auth: Result<Authorized, ApiError>,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let lp = s.line_protocol.clone();
     let result = async {
         let principal = authorize(auth)?;
         let Query(params) = params.map_err(|e| WriteError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -246,13 +238,13 @@ pub(super) async fn write(
                 ));
             }
         };
-        let limit = lp.limits.max_write_body_bytes;
+        let limit = lp.pipeline.limits.max_write_body_bytes;
         let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
-        let state = s.clone();
+        let source = lp.clone();
         tokio::task::spawn_blocking(move || {
             let text = read_body(&raw, gzip, limit)?;
-            let now = (state.clock)();
-            ingest_text(&state, &tenant, &text, precision, now)
+            let now = (source.pipeline.clock)();
+            ingest_text(&source, &tenant, &text, precision, now)
         })
         .await
         .map_err(|e| WriteError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("write task failed: {e}")))?
@@ -292,7 +284,7 @@ fn too_large(limit: usize) -> WriteError {
 }
 
 /// Needs an operator token.
-fn authorize(auth: Result<Authorized, super::ApiError>) -> Result<Principal, WriteError> {
+fn authorize(auth: Result<Authorized, ApiError>) -> Result<Principal, WriteError> {
     let Authorized(p) = auth.map_err(|e| WriteError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
     if p.role < Role::Operator {
         return Err(WriteError::new(
@@ -367,13 +359,13 @@ enum DeviceCheck {
 
 /// Parses, checks, stores and forwards one body's lines.
 fn ingest_text(
-    s: &AppState,
+    lp: &LineProtocol,
     tenant: &str,
     text: &str,
     precision: Precision,
     now: Timestamp,
 ) -> Result<Summary, WriteError> {
-    let lp = &s.line_protocol;
+    let inventory = &lp.pipeline.inventory;
     let mut buf = LineBuf::default();
     let mut readings: Vec<Reading> = Vec::new();
     let mut devices: HashMap<String, DeviceCheck> = HashMap::new();
@@ -404,7 +396,7 @@ fn ingest_text(
             None => now,
         };
         if !devices.contains_key(device) {
-            let check = match s.inventory.tenant_of(device) {
+            let check = match inventory.tenant_of(device) {
                 Some(t) if t == tenant => DeviceCheck::Ok(DeviceId::new(device)),
                 Some(_) => DeviceCheck::Refused(format!("device '{device}' belongs to another tenant")),
                 None => {
@@ -439,11 +431,11 @@ fn ingest_text(
                 DeviceCheck::Ok(id) => {
                     let r = Reading::new(id.clone(), metric, ts, v);
                     let checked = if r.metric.def().is_some() {
-                        validate::check_value(&r, &lp.limits, now)
+                        validate::check_value(&r, &lp.pipeline.limits, now)
                     } else if !v.is_finite() {
                         Err((validate::Reason::NotANumber, format!("{} of '{device}' is {v}", r.metric)))
                     } else {
-                        validate::check_time(&r, &lp.limits, now)
+                        validate::check_time(&r, &lp.pipeline.limits, now)
                     };
                     match checked {
                         Ok(()) => {
@@ -472,20 +464,15 @@ fn ingest_text(
         let with_data: std::collections::HashSet<&str> = readings.iter().map(|r| r.device.as_str()).collect();
         new_devices.retain(|d| with_data.contains(d.as_str()));
     }
-    lp.externals.register(&s.inventory, tenant, &new_devices).map_err(|e| {
+    lp.externals.register(inventory, tenant, &new_devices).map_err(|e| {
         WriteError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("registering external devices: {e}"))
     })?;
-    s.store.append_readings(&readings).map_err(|e| match e {
+    lp.pipeline.write_readings(tenant, &readings).map_err(|e| match e {
         store::StoreError::Poisoned { .. } => WriteError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         other => WriteError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     })?;
     summary.stored = readings.len();
     lp.readings.inc_by(readings.len() as u64);
-    s.metrics.readings_stored.inc_by(readings.len() as u64);
-    s.inventory.seen_many(readings.iter().map(|r| (r.device.as_str(), r.ts)));
-    for sink in &lp.sinks {
-        sink.accept(tenant, &readings);
-    }
     Ok(summary)
 }
 

@@ -1,8 +1,16 @@
-//! Times in the API: RFC 3339 out, RFC 3339 or milliseconds since the epoch in.
+//! Time in ingest: its clock, and times in the API (RFC 3339 out, RFC 3339 or
+//! milliseconds since the epoch in).
+//!
+//! At the bottom of ingest's module graph: every module may use it, it uses none.
+
+use std::sync::Arc;
 
 use protocol::Timestamp;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// Where ingest's clock comes from (tests and accelerated simulations pass their own).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T13:15:38.123Z`.
 pub fn rfc3339(ts: Timestamp) -> String {

@@ -1,5 +1,5 @@
-//! InfluxDB line protocol: a parser for what `/api/v2/write` receives, and the writer the
-//! InfluxDB sink uses.
+//! InfluxDB line protocol: the parser the line-protocol source (`/api/v2/write`) uses, and
+//! the writer the InfluxDB sink uses.
 //!
 //! ```text
 //! measurement[,tag_key=tag_value...] field_key=field_value[,field_key=field_value...] [timestamp]
