@@ -15,7 +15,8 @@
 //!   playback commands, the hash-chained audit log, live progress.
 //! - [`command`]: signed commands to gateways, their acks, and the audit log.
 //! - [`service`]: starting and stopping all of it.
-//! - [`demo`]: a simulated county, its gateways and ingest in one process.
+//! - `demo` (cargo feature `demo`, on by default): a simulated county, its gateways and
+//!   ingest in one process.
 
 pub mod alerts;
 pub mod api;
@@ -24,6 +25,7 @@ pub mod broadcast;
 pub mod broker;
 pub mod command;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod inventory;
 pub mod metrics;

@@ -10,7 +10,6 @@
 
 mod dashboard;
 mod read;
-mod sim;
 pub mod time;
 pub mod write;
 
@@ -22,7 +21,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde_json::json;
 use store::Store;
 
@@ -49,8 +48,6 @@ pub struct AppState {
     pub public_read: bool,
     /// True once the store is open and the pipeline subscribed.
     pub ready: Arc<AtomicBool>,
-    /// The simulated county, in demo mode only.
-    pub sim: Option<simulator::County>,
     /// Ingest's clock.
     pub clock: Clock,
     /// Rules and alerts, when enabled.
@@ -156,7 +153,7 @@ impl FromRequestParts<AppState> for Reader {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    let mut api = Router::new()
+    let api = Router::new()
         .route("/health", get(health))
         .route("/catalogue", get(read::catalogue))
         .route("/sites", get(read::sites))
@@ -167,11 +164,6 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
         .merge(crate::command::routes());
-    if state.sim.is_some() {
-        api = api
-            .route("/sim/faults", get(sim::list).post(sim::inject))
-            .route("/sim/faults/{device}", delete(sim::clear));
-    }
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
