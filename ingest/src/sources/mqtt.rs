@@ -163,7 +163,7 @@ impl Connecting {
                         }
                         tokio::select! {
                             _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(gateway::uplink::backoff(failures.min(3), "ingest")) => {}
+                            _ = tokio::time::sleep(daemon::backoff(failures.min(3), "ingest")) => {}
                         }
                     }
                 }
