@@ -1,5 +1,11 @@
 //! Ingest's configuration: one TOML file (`ingest.example.toml`, printed by
 //! `ingest generate-config`), or the defaults the demo builds in code.
+//!
+//! The file is the one configuration root: besides what this module reads, its `[alerts]`
+//! table belongs to [`crate::alerts::config`] and its `[broadcast]` table to
+//! [`crate::broadcast::config`], which read them from the same text (so their errors name
+//! lines of this file). Here they are only allowed, not read, which keeps this module
+//! free of those subsystems.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,8 +128,8 @@ struct Spec {
     #[serde(default = "default_http")]
     http: Spanned<String>,
     inventory: PathBuf,
-    #[serde(default)]
-    broker: BrokerSpec,
+    #[serde(default = "default_broker")]
+    broker: Spanned<BrokerSpec>,
     #[serde(default)]
     limits: LimitsSpec,
     #[serde(default)]
@@ -132,6 +138,16 @@ struct Spec {
     store: Option<Spanned<StoreSpec>>,
     #[serde(default)]
     sinks: Vec<Spanned<crate::sinks::SinkSpec>>,
+    /// Read by `alerts::config::AlertsConfig::from_table`.
+    #[serde(default, rename = "alerts")]
+    _alerts: Option<serde::de::IgnoredAny>,
+    /// Read by `broadcast::config::BroadcastConfig::from_table`.
+    #[serde(default, rename = "broadcast")]
+    _broadcast: Option<serde::de::IgnoredAny>,
+}
+
+fn default_broker() -> Spanned<BrokerSpec> {
+    Spanned::new(0..0, BrokerSpec::default())
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,13 +289,15 @@ impl IngestConfig {
             );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
-        let broker = match spec.broker {
+        let broker_span = spec.broker.span();
+        let broker = match spec.broker.into_inner() {
             BrokerSpec::Embedded { listen } => match listen.parse() {
                 Ok(listen) => BrokerConfig::Embedded { listen },
                 Err(_) => {
-                    problems.push(
-                        src.error_at(None, format!("broker.listen '{listen}' is not an address like 127.0.0.1:1883")),
-                    );
+                    problems.push(src.error_at(
+                        Some(broker_span.clone()),
+                        format!("broker.listen '{listen}' is not an address like 127.0.0.1:1883"),
+                    ));
                     BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 1883)) }
                 }
             },
@@ -292,7 +310,8 @@ impl IngestConfig {
                     (Some(u), Some(p)) => Some((u, p)),
                     (None, None) => None,
                     _ => {
-                        problems.push(src.error_at(None, "broker.username and broker.password go together"));
+                        problems
+                            .push(src.error_at(Some(broker_span), "broker.username and broker.password go together"));
                         None
                     }
                 };
@@ -382,6 +401,15 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.data_dir, Path::new("/var/lib/vt-ingest"));
         assert!(matches!(cfg.broker, BrokerConfig::Embedded { .. }));
+    }
+
+    #[test]
+    fn a_bad_broker_listen_address_is_reported_at_the_broker_table() {
+        let text = "data_dir = \"d\"\ninventory = \"i.toml\"\n[broker]\ntype = \"embedded\"\nlisten = \"nowhere\"\n";
+        let e = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("i.toml:3:1: broker.listen 'nowhere'"), "{e}");
+        let good = text.replace("nowhere", "0.0.0.0:1883");
+        assert!(IngestConfig::from_source(&Source::from_text("i.toml", good), Path::new(".")).is_ok());
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!
 //! No module imports another in a loop: `ingest/tests/module_graph.rs` checks it and keeps
 //! the picture in docs/ARCHITECTURE.md.
-//! - [`demo`]: a simulated county, its gateways and ingest in one process.
+//! - `demo` (cargo feature `demo`, on by default): a simulated county, its gateways and
+//!   ingest in one process.
 
 pub mod alerts;
 pub mod api;
@@ -32,6 +33,7 @@ pub mod broker;
 pub mod codec;
 pub mod command;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod inventory;

@@ -32,8 +32,9 @@ use crate::tasks::Tasks;
 
 /// What the caller may add to a plain configuration.
 pub struct Options {
-    /// The simulated county (demo mode): enables the fault endpoints.
-    pub sim: Option<simulator::County>,
+    /// Routes merged into the app as they are (full paths, their own state): how the demo
+    /// adds its `/api/v1/sim/*` endpoints without the service knowing of a simulator.
+    pub extra_routes: Option<axum::Router>,
     /// Ingest's clock.
     pub clock: Clock,
     /// Whether reads need no token.
@@ -49,7 +50,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            sim: None,
+            extra_routes: None,
             clock: daemon::system_clock(),
             public_read: true,
             sinks: Vec::new(),
@@ -231,7 +232,6 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         tokens: Tokens::new(&config.tokens),
         public_read: options.public_read,
         ready,
-        sim: options.sim,
         clock: options.clock,
         alerts,
         broadcasts,
@@ -242,7 +242,10 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http = listener.local_addr()?;
-    let app = api::app(state.clone());
+    let mut app = api::app(state.clone());
+    if let Some(extra) = options.extra_routes {
+        app = app.merge(extra);
+    }
     let stop = shutdown.clone();
     tasks.spawn("http-server", async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });

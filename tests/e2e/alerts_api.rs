@@ -18,8 +18,9 @@ use protocol::codec::{self, Codec};
 use protocol::{Batch, DeviceKind, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::{Value, json};
+use testkit::eventually;
 
-use crate::common::{eventually, now_ms};
+use crate::common::now_ms;
 
 const ADMIN: &str = "admin-token-0123456789";
 const WATER_OP: &str = "water-operator-0123456789";

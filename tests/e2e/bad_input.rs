@@ -16,8 +16,9 @@ use protocol::topic::{Channel, Topic};
 use protocol::{Batch, DeviceKind, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use testkit::eventually;
 
-use crate::common::{eventually, get_json, now_ms};
+use crate::common::{get_json, now_ms};
 
 fn inventory() -> Inventory {
     let site = Site {

@@ -27,8 +27,7 @@ use ingest::broadcast::config::{BroadcastConfig, DispatchConfig};
 use ingest::demo::{Demo, DemoOptions};
 use serde_json::Value;
 use simulator::CountySpec;
-
-use crate::common::eventually;
+use testkit::eventually;
 
 /// A small county for broadcast tests: 3 villages with `speakers` speakers each, no
 /// meters or cows (nothing but speakers and the waterworks to poll).

@@ -4,29 +4,16 @@
 //! `.venv`, installed by `.ci/setup`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
 use super::{base, call, create, in_secs, small, start};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The Python that has capvalidator: `$VT_PYTHON` or `.venv/bin/python`.
-fn python() -> PathBuf {
-    let p = std::env::var_os("VT_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
-    let ok = Command::new(&p).args(["-c", "import capvalidator"]).output().is_ok_and(|o| o.status.success());
-    assert!(ok, "no Python with capvalidator at {}: run .ci/setup (or set VT_PYTHON)", p.display());
-    p
-}
-
 /// Runs the OASIS CAP 1.2 schema check; returns (passed, message).
 fn schema_check(xml: &str) -> (bool, String) {
-    let script = root().join("tests/fixtures/cap/validate.py");
-    let mut child = Command::new(python())
+    let script = testkit::root().join("tests/fixtures/cap/validate.py");
+    let mut child = Command::new(testkit::python_with("capvalidator"))
         .arg(script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -49,7 +36,8 @@ async fn export(base: &str, id: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_nws_cap_alert_imports_and_every_export_passes_the_cap_1_2_schema() {
-    let fixture = std::fs::read_to_string(root().join("tests/fixtures/cap/nws-ksto-severe-thunderstorm.xml")).unwrap();
+    let fixture =
+        std::fs::read_to_string(testkit::root().join("tests/fixtures/cap/nws-ksto-severe-thunderstorm.xml")).unwrap();
     let (passed, message) = schema_check(&fixture);
     assert!(passed, "the fixture itself: {message}");
 

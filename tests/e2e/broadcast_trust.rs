@@ -11,10 +11,10 @@ use protocol::command::{Action, Command, Content, Level, Playback};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use simulator::Table;
+use testkit::eventually;
 use tokio_modbus::prelude::*;
 
 use super::{audit_lines, base, call, create, get, in_secs, small, start, state_of, wait_for};
-use crate::common::eventually;
 
 /// An MQTT client on the demo's broker: the attacker, who sees and sends anything.
 async fn attacker(demo: &ingest::demo::Demo) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {

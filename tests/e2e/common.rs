@@ -1,7 +1,5 @@
-//! Helpers shared by the end-to-end tests.
-
-use std::future::Future;
-use std::time::Duration;
+//! Helpers shared by the end-to-end tests that know this project (its API, its clock);
+//! the generic ones (waiting, ports, processes, peers) are the shared `testkit`.
 
 use serde_json::Value;
 
@@ -12,22 +10,6 @@ pub(crate) async fn get_json(base: &str, path: &str) -> Value {
     let body = resp.text().await.unwrap_or_default();
     assert!(status.is_success(), "GET {path}: {status}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Milliseconds since the Unix epoch now.

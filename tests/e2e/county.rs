@@ -11,8 +11,9 @@ use ingest::demo::{Demo, DemoOptions};
 use protocol::catalogue::{CATALOGUE, Family};
 use serde_json::Value;
 use simulator::Table;
+use testkit::eventually;
 
-use crate::common::{eventually, get_json, now_ms};
+use crate::common::{get_json, now_ms};
 
 async fn start_demo(dir: &std::path::Path) -> Demo {
     let opts = DemoOptions {

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +21,9 @@ use protocol::delivery::DeliveryAck;
 use protocol::{Batch, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use testkit::{Peer, eventually, free_port};
 
-use crate::common::{eventually, now_ms};
+use crate::common::now_ms;
 
 const GATEWAYS: usize = 4;
 const DEVICES: usize = 5;
@@ -36,14 +37,9 @@ const TOKEN: &str = "crash-test-admin-token-0123456789";
 /// The ingest binary next to this test binary (target/<profile>/ingest). `cargo test
 /// --workspace` builds it (ingest has integration tests).
 fn ingest_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("ingest")).expect("target dir");
+    let bin = testkit::target_binary("ingest");
     assert!(bin.exists(), "{} is missing: run `cargo test --workspace` or `cargo build -p ingest`", bin.display());
     bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 fn gateway_id(g: usize) -> String {
@@ -196,32 +192,17 @@ impl Lcg {
 }
 
 /// An ingest process, killed with SIGKILL when dropped (also when an assertion fails).
-struct Ingest(Child);
-
-impl Ingest {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_ingest(bin: &Path, config: &Path, log: &Path) -> Ingest {
+fn spawn_ingest(bin: &Path, config: &Path, log: &Path) -> Peer {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    let child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info,rumqttd=warn,rumqttd::router::routing=off")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("ingest starts");
-    Ingest(child)
+    Peer::spawn(
+        "ingest",
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,rumqttd=warn,rumqttd::router::routing=off")
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
 }
 
 async fn healthy(base: &str) -> bool {

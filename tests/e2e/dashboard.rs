@@ -37,8 +37,10 @@ use simulator::{Fault, Table};
 
 use serde_json::json;
 
+use testkit::eventually;
+
 use crate::broadcast::{call, in_secs};
-use crate::common::{eventually, get_json};
+use crate::common::get_json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Longest a browser run may take (in real time) before the test gives up on it.

@@ -19,8 +19,7 @@ use protocol::topic::{self, Channel};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use simulator::Table;
-
-use crate::common::eventually;
+use testkit::eventually;
 
 async fn start() -> (Demo, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

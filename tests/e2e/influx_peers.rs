@@ -4,18 +4,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ingest::auth::{Role, TokenConfig};
 use ingest::config::{BrokerConfig, IngestConfig};
 use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
+use testkit::{Peer, eventually, free_port, tool};
 
-use crate::common::eventually;
-
-/// A VictoriaMetrics process on loopback; killed when dropped.
+/// A VictoriaMetrics process on loopback; killed when dropped (it is a [`Peer`]).
 pub(crate) struct VictoriaMetrics {
-    child: Option<Child>,
+    peer: Option<Peer>,
     pub(crate) port: u16,
     dir: PathBuf,
 }
@@ -23,28 +22,28 @@ pub(crate) struct VictoriaMetrics {
 impl VictoriaMetrics {
     /// Starts one on a free port, storing in `dir`.
     pub(crate) async fn start(dir: &Path) -> VictoriaMetrics {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
-        let mut vm = VictoriaMetrics { child: None, port: port.expect("a free port"), dir: dir.to_path_buf() };
+        let mut vm = VictoriaMetrics { peer: None, port: free_port(), dir: dir.to_path_buf() };
         vm.restart().await;
         vm
     }
 
     /// Starts it (again) on the same port and directory, and waits until it answers.
     pub(crate) async fn restart(&mut self) {
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .arg(format!("-storageDataPath={}", self.dir.display()))
-            .arg("-retentionPeriod=100y")
-            .arg("-search.latencyOffset=1s")
-            .arg("-search.disableCache")
-            // Samples resent after a failed request carry the same timestamp: keep one.
-            .arg("-dedup.minScrapeInterval=1ms")
-            .arg("-loggerLevel=ERROR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("victoria-metrics is installed (.ci/setup installs the Debian package)");
-        self.child = Some(child);
+        let peer = Peer::spawn(
+            "victoria-metrics",
+            Command::new(tool("victoria-metrics", "victoria-metrics"))
+                .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+                .arg(format!("-storageDataPath={}", self.dir.display()))
+                .arg("-retentionPeriod=100y")
+                .arg("-search.latencyOffset=1s")
+                .arg("-search.disableCache")
+                // Samples resent after a failed request carry the same timestamp: keep one.
+                .arg("-dedup.minScrapeInterval=1ms")
+                .arg("-loggerLevel=ERROR")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        self.peer = Some(peer);
         let url = format!("{}/health", self.url());
         eventually("VictoriaMetrics to answer", Duration::from_secs(20), || {
             let url = url.clone();
@@ -55,9 +54,8 @@ impl VictoriaMetrics {
 
     /// Stops it the way a service manager does (SIGTERM: it flushes and exits).
     pub(crate) fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
+        if let Some(mut peer) = self.peer.take() {
+            peer.terminate();
         }
     }
 
@@ -94,15 +92,6 @@ impl VictoriaMetrics {
             samples.sort_by_key(|s| s.0);
         }
         out
-    }
-}
-
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -159,9 +148,4 @@ pub(crate) fn inventory(devices: &[String]) -> Inventory {
 /// The value of one sample in a Prometheus text exposition (`name{labels}` as written).
 pub(crate) fn prometheus_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-}
-
-/// The Python of `.venv` (made by `.ci/setup`, with `influxdb-client`).
-pub(crate) fn venv_python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3")
 }

@@ -10,8 +10,9 @@ use ingest::sinks::influxdb::InfluxDbConfig;
 use protocol::codec::{self, Codec};
 use protocol::{Batch, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
+use testkit::eventually;
 
-use crate::common::{eventually, now_ms};
+use crate::common::now_ms;
 use crate::influx_peers::{VictoriaMetrics, ingest_config, inventory, prometheus_value};
 
 const DEVICES: usize = 5;

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use ingest::service::{self, Options};
 use serde_json::Value;
+use testkit::eventually;
 
-use crate::common::{eventually, now_ms};
-use crate::influx_peers::{TOKEN, ingest_config, inventory, venv_python};
+use crate::common::now_ms;
+use crate::influx_peers::{TOKEN, ingest_config, inventory};
 
 const SCRIPT: &str = r#"
 import sys
@@ -55,7 +56,13 @@ async fn the_python_influxdb_client_writes_line_protocol_that_reads_back_through
 
     let url = base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(venv_python()).arg("-c").arg(SCRIPT).arg(url).arg(TOKEN).arg(t0.to_string()).output()
+        Command::new(testkit::python_with("influxdb_client"))
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(url)
+            .arg(TOKEN)
+            .arg(t0.to_string())
+            .output()
     })
     .await
     .expect("join")

@@ -9,8 +9,9 @@ use std::time::Duration;
 use ingest::demo::inventory_of;
 use ingest::inventory::Inventory;
 use simulator::{County, CountySpec};
+use testkit::{Peer, eventually, quiet, root, run, tool};
 
-use crate::common::{Mosquitto, Peer, eventually, quiet, root, run, tool};
+use crate::common::Mosquitto;
 use crate::mqtt::ingest_on;
 
 const TARGET: &str = "aarch64-unknown-linux-gnu";

@@ -11,10 +11,11 @@ use ingest::command::Issue;
 use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use protocol::DeviceKind;
 use protocol::command::{self, AckState, Action, Content, Level, Playback, ReplayWindow};
+use testkit::eventually;
 use tokio_modbus::client::Reader;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Mosquitto, eventually, library, modbus_tcp};
+use crate::common::{Mosquitto, library, modbus_tcp};
 use crate::mqtt::ingest_on;
 
 fn inventory(key: Option<String>) -> Inventory {

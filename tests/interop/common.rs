@@ -2,84 +2,22 @@
 //! pseudo-terminal pair), mosquitto, test certificates made with the openssl CLI, and the
 //! gateway binary. Every peer is a child process killed when its handle drops.
 //!
+//! The generic part (child processes, ports, finding tools and the venv's Python) is the
+//! shared `testkit`; what is here knows these particular peers.
+//!
 //! A missing peer fails the test with what to run (`.ci/setup`): a skipped interop test
 //! proves nothing.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The workspace root.
-pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-/// A tool on PATH, or a failure that says how to get it.
-pub(crate) fn tool(name: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("`{name}` is missing: run .ci/setup (it installs the Debian package {package})");
-}
+use testkit::{Peer, free_port, python_with, quiet, root, run, tool, wait_listening};
 
 /// The Python with pymodbus: `$VT_PYTHON` or `.venv/bin/python`.
 pub(crate) fn python() -> PathBuf {
-    let p = std::env::var_os("VT_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
-    let ok = Command::new(&p).args(["-c", "import pymodbus"]).output().is_ok_and(|o| o.status.success());
-    assert!(ok, "no Python with pymodbus at {} (set VT_PYTHON or run .ci/setup, which makes .venv)", p.display());
-    p
-}
-
-/// A child process, killed on drop.
-pub(crate) struct Peer {
-    pub(crate) child: Child,
-    pub(crate) name: &'static str,
-}
-
-impl Peer {
-    pub(crate) fn spawn(name: &'static str, cmd: &mut Command) -> Peer {
-        let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Peer { child, name }
-    }
-
-    /// Kills the process now (SIGKILL) and reaps it.
-    pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub(crate) fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early: {status}", self.name);
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// Waits until something accepts TCP connections on `addr`.
-pub(crate) async fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
-    // Up to a minute: Python peers import slowly on a loaded machine.
-    for _ in 0..1200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        peer.assert_running();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} does not listen on {addr}", peer.name);
+    python_with("pymodbus")
 }
 
 fn device_script() -> PathBuf {
@@ -150,26 +88,6 @@ pub(crate) async fn modbus_rtu(tty: &Path, baud: u32) -> Peer {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     peer
-}
-
-/// Logs of the code under test, with `VT_TEST_LOG=1` (filter with `RUST_LOG`).
-pub(crate) fn logs() {
-    if std::env::var_os("VT_TEST_LOG").is_some() {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-    }
-}
-
-/// Peers' stderr: shown with `VT_TEST_LOG=1`, otherwise discarded.
-pub(crate) fn quiet() -> Stdio {
-    if std::env::var_os("VT_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() }
-}
-
-/// Runs a command and fails with its output if it fails.
-pub(crate) fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A CA, a server certificate for 127.0.0.1, and client certificates with the given
@@ -259,27 +177,9 @@ pub(crate) fn gateway_binary() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             run(Command::new(cargo).current_dir(root()).args(["build", "-q", "-p", "gateway", "--bin", "gateway"]));
-            // This test binary is target/debug/deps/interop-*: the gateway is target/debug/gateway.
-            let exe = std::env::current_exe().expect("current exe");
-            exe.parent().and_then(Path::parent).expect("target/debug").join("gateway")
+            testkit::target_binary("gateway")
         })
         .clone()
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Profiles for the pymodbus device's units beside the built-in library: a test device

@@ -15,9 +15,10 @@ use protocol::DeviceKind;
 use protocol::status::GatewayStatus;
 use protocol::topic::Channel;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use testkit::{eventually, free_port, run, tool};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Mosquitto, eventually, free_port, library, make_certs, modbus_tcp, run, tool};
+use crate::common::{Mosquitto, library, make_certs, modbus_tcp};
 
 /// Three listeners: TLS with client certificates (gateways authenticated by their
 /// certificate's CN), TLS with passwords, and plain loopback with passwords (ingest).
@@ -154,7 +155,7 @@ async fn collect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_reach_ingest_through_mosquitto_over_tls_and_the_acl_confines_each_to_its_own_topics() {
-    crate::common::logs();
+    testkit::logs();
     let dir = tempfile::tempdir().unwrap();
     let (mosquitto, cert_port, pw_port) = broker(dir.path()).await;
     let (_device, probe) = modbus_tcp().await;

@@ -13,9 +13,10 @@ use gateway::config::{DeviceConfig, GatewayConfig, MqttConfig, QueueConfig};
 use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use ingest::service::Running;
 use protocol::{DeviceKind, Timestamp};
+use testkit::{Peer, eventually, quiet};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Mosquitto, Peer, eventually, gateway_binary, library, modbus_tcp, quiet};
+use crate::common::{Mosquitto, gateway_binary, library, modbus_tcp};
 use crate::mqtt::ingest_on;
 
 fn inventory(gateway: &str, device: &str, key: Option<String>) -> Inventory {
@@ -84,7 +85,7 @@ async fn settled(running: &Running, device: &str, probe: &mut Peer) -> Vec<(i64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_minutes_of_broker_outage_in_gateway_time_lose_no_reading_and_store_none_twice() {
-    crate::common::logs();
+    testkit::logs();
     let dir = tempfile::tempdir().unwrap();
     let mut mosquitto = Mosquitto::plain(dir.path()).await;
     let (mut device, probe) = modbus_tcp().await;

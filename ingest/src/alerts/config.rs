@@ -1,5 +1,11 @@
-//! The alerts config file (`alerts.example.toml`): where the rule packs are, the
-//! lifecycle's damping times, and the notifiers.
+//! The alerts config: where the rule packs are, the lifecycle's damping times, and the
+//! notifiers.
+//!
+//! It is the `[alerts]` table of ingest's config file ([`AlertsConfig::from_table`]), so
+//! that `ingest check` validates it with the rest. The old place, a file of its own given
+//! with `--alerts` (`alerts.example.toml`, [`AlertsConfig::load`]), is still read for one
+//! release, with a warning naming the new place. Either way every mistake names file, line
+//! and reason, and relative paths are relative to the file they are written in.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +15,7 @@ use serde::Deserialize;
 use super::manager::Lifecycle;
 use super::model::Severity;
 
-/// The example alerts config.
+/// The example alerts config in its old place (a file of its own, `--alerts`).
 pub const EXAMPLE: &str = include_str!("../../alerts.example.toml");
 
 /// A notifier, chosen by `type`.
@@ -71,6 +77,13 @@ const fn default_history_limit() -> usize {
     100_000
 }
 
+/// The `[alerts]` table, alone: ingest's own config ([`crate::config`]) reads the rest of
+/// the file, so other keys are no concern here.
+#[derive(Debug, Deserialize)]
+struct Root {
+    alerts: Option<Spec>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
@@ -103,9 +116,19 @@ impl AlertsConfig {
         AlertsConfig::from_source(&src, path.parent().unwrap_or(Path::new(".")))
     }
 
-    /// Parses and validates config text.
+    /// The `[alerts]` table of ingest's config file (`None`: the file has none); errors
+    /// name the lines of that file, and `rules` is relative to it (`base`).
+    pub fn from_table(src: &Source, base: &Path) -> Result<Option<AlertsConfig>, ConfigErrors> {
+        let root: Root = src.parse()?;
+        root.alerts.map(|spec| AlertsConfig::from_spec(src, spec, base)).transpose()
+    }
+
+    /// Parses and validates the text of an alerts file in its old place.
     pub fn from_source(src: &Source, base: &Path) -> Result<AlertsConfig, ConfigErrors> {
-        let spec: Spec = src.parse()?;
+        AlertsConfig::from_spec(src, src.parse()?, base)
+    }
+
+    fn from_spec(src: &Source, spec: Spec, base: &Path) -> Result<AlertsConfig, ConfigErrors> {
         let mut problems = Problems::new();
         for n in &spec.notifiers {
             match n.get_ref() {
@@ -146,6 +169,29 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.notifiers.len(), 2);
         assert_eq!(cfg.lifecycle.resolve_after_ms, 300_000);
+    }
+
+    #[test]
+    fn the_alerts_table_of_the_example_ingest_config_parses() {
+        let src = Source::from_text("ingest.example.toml", crate::config::EXAMPLE);
+        let cfg = AlertsConfig::from_table(&src, Path::new("/etc/vt")).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = cfg.unwrap_or_else(|| panic!("the example has an [alerts] table"));
+        assert_eq!(cfg.notifiers.len(), 2);
+        assert_eq!(cfg.lifecycle.resolve_after_ms, 300_000);
+    }
+
+    #[test]
+    fn the_alerts_table_is_checked_at_its_lines_in_ingest_toml_and_may_be_absent() {
+        let text = "data_dir = \"d\"\ninventory = \"i.toml\"\n[alerts]\nrules = \"packs\"\n[[alerts.notifiers]]\ntype = \"webhook\"\nurl = \"ftp://x\"\nsecret = \"0123456789abcdef\"\n";
+        let e = AlertsConfig::from_table(&Source::from_text("ingest.toml", text), Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("ingest.toml:5:1: webhook url 'ftp://x' must start with http://"), "{e}");
+        let good = text.replace("ftp://x", "http://x");
+        let cfg = AlertsConfig::from_table(&Source::from_text("ingest.toml", good), Path::new("/etc/vt"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("[alerts] is there"));
+        assert_eq!(cfg.rules.as_deref(), Some(Path::new("/etc/vt/packs")));
+        let none = AlertsConfig::from_table(&Source::from_text("ingest.toml", "data_dir = \"d\"\n"), Path::new("."));
+        assert_eq!(none, Ok(None));
     }
 
     #[test]

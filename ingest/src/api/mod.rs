@@ -14,8 +14,6 @@
 
 mod dashboard;
 mod read;
-mod sim;
-
 pub use crate::auth::Reader;
 pub use crate::error::ApiError;
 /// Times in the API, kept under this name for callers of `ingest::api::time`.
@@ -27,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde_json::json;
 use store::Store;
 
@@ -58,8 +56,6 @@ pub struct AppState {
     pub public_read: bool,
     /// True once the store is open and the pipeline subscribed.
     pub ready: Arc<AtomicBool>,
-    /// The simulated county, in demo mode only.
-    pub sim: Option<simulator::County>,
     /// Ingest's clock.
     pub clock: Clock,
     /// Rules and alerts, when enabled.
@@ -110,7 +106,7 @@ impl FromRef<AppState> for Arc<LineProtocol> {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    let mut api = Router::new()
+    let api = Router::new()
         .route("/health", get(health))
         .route("/catalogue", get(read::catalogue))
         .route("/sites", get(read::sites))
@@ -121,11 +117,6 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
         .merge(crate::command::routes());
-    if state.sim.is_some() {
-        api = api
-            .route("/sim/faults", get(sim::list).post(sim::inject))
-            .route("/sim/faults/{device}", delete(sim::clear));
-    }
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))

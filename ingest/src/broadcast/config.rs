@@ -1,25 +1,31 @@
 //! The broadcast configuration: which levels need a second operator's approval (per
 //! tenant), named speaker groups, and the dispatcher's timing.
 //!
-//! It lives in `broadcast.toml` in ingest's data directory (optional: the defaults below
-//! apply without it), parsed through `conf` so every mistake names file, line and reason:
+//! It is the `[broadcast]` table of ingest's config file ([`BroadcastConfig::from_table`];
+//! optional: the defaults below apply without it), parsed through `conf` so every mistake
+//! names file, line and reason:
 //!
 //! ```toml
+//! [broadcast]
 //! # Levels that need a second, different operator's approval before anything is sent.
 //! approval_levels = ["red", "orange"]
 //!
-//! [tenants.county]
+//! [broadcast.tenants.county]
 //! approval_levels = ["red", "orange", "yellow"]
 //!
-//! [groups.riverside]
+//! [broadcast.groups.riverside]
 //! tenant = "county"
 //! speakers = ["dongcun-speaker-1", "xicun-speaker-1"]
 //!
-//! [dispatch]
+//! [broadcast.dispatch]
 //! ack_timeout_ms = 10000
 //! backoff_initial_ms = 1000
 //! backoff_max_ms = 15000
 //! ```
+//!
+//! The old place, `broadcast.toml` in ingest's data directory (the same keys at the top
+//! level), is still read for one release when the config file has no `[broadcast]`, with a
+//! warning naming the new place ([`BroadcastConfig::load_or_default`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +37,7 @@ use serde::Deserialize;
 
 use super::model::parse_level;
 
-/// File name of the broadcast configuration in the data directory.
+/// File name of the broadcast configuration in the data directory (the old place).
 pub const FILE: &str = "broadcast.toml";
 
 /// Longest TTS text in bytes: the signed command must fit a speaker's 1,998-byte mailbox
@@ -102,15 +108,43 @@ impl BroadcastConfig {
         self.tenant_approval_levels.get(tenant).unwrap_or(&self.approval_levels).contains(&level)
     }
 
-    /// `data_dir/broadcast.toml` if it exists, else the defaults.
+    /// `data_dir/broadcast.toml` (the old place, with a warning naming the new one) if it
+    /// exists, else the defaults.
     pub fn load_or_default(data_dir: &Path) -> Result<BroadcastConfig, ConfigErrors> {
-        let path = data_dir.join(FILE);
-        if path.exists() { BroadcastConfig::from_source(&Source::read(&path)?) } else { Ok(BroadcastConfig::default()) }
+        match BroadcastConfig::load_old_place(data_dir)? {
+            Some(c) => Ok(c),
+            None => Ok(BroadcastConfig::default()),
+        }
     }
 
-    /// Parses and validates configuration text; every problem is reported.
+    /// `data_dir/broadcast.toml` if it exists (`None` otherwise), with a warning that it is
+    /// to move into ingest.toml's `[broadcast]`: the old place is read for one release more.
+    pub fn load_old_place(data_dir: &Path) -> Result<Option<BroadcastConfig>, ConfigErrors> {
+        let path = data_dir.join(FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        tracing::warn!(
+            message = "Broadcast settings read from their old place; move them into ingest.toml as its [broadcast] table (the old place is read for this release only).",
+            path = %path.display()
+        );
+        BroadcastConfig::from_source(&Source::read(&path)?).map(Some)
+    }
+
+    /// The `[broadcast]` table of ingest's config file (`None`: the file has none); errors
+    /// name the lines of that file.
+    pub fn from_table(src: &Source) -> Result<Option<BroadcastConfig>, ConfigErrors> {
+        let root: Root = src.parse()?;
+        root.broadcast.map(|spec| BroadcastConfig::from_spec(src, spec)).transpose()
+    }
+
+    /// Parses and validates the text of `broadcast.toml` (the old place); every problem is
+    /// reported.
     pub fn from_source(src: &Source) -> Result<BroadcastConfig, ConfigErrors> {
-        let spec: Spec = src.parse()?;
+        BroadcastConfig::from_spec(src, src.parse()?)
+    }
+
+    fn from_spec(src: &Source, spec: Spec) -> Result<BroadcastConfig, ConfigErrors> {
         let mut problems = Problems::new();
         let mut levels = |list: &[Spanned<String>]| -> Vec<Level> {
             list.iter()
@@ -137,10 +171,12 @@ impl BroadcastConfig {
             let g = g.into_inner();
             groups.insert(name, Group { tenant: g.tenant, speakers: g.speakers });
         }
-        let d = spec.dispatch;
+        let d = spec.dispatch.unwrap_or_else(|| Spanned::new(0..0, DispatchSpec::default()));
+        let span = d.span();
+        let d = d.into_inner();
         if d.backoff_initial_ms == 0 || d.backoff_max_ms < d.backoff_initial_ms || d.ack_timeout_ms == 0 {
             problems.push(src.error_at(
-                None,
+                Some(span),
                 "dispatch: ack_timeout_ms and backoff_initial_ms must be positive and backoff_max_ms at least backoff_initial_ms",
             ));
         }
@@ -154,6 +190,13 @@ impl BroadcastConfig {
     }
 }
 
+/// The `[broadcast]` table, alone: ingest's own config ([`crate::config`]) reads the rest
+/// of the file, so other keys are no concern here.
+#[derive(Debug, Deserialize)]
+struct Root {
+    broadcast: Option<Spec>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
@@ -162,8 +205,7 @@ struct Spec {
     tenants: BTreeMap<String, TenantSpec>,
     #[serde(default)]
     groups: BTreeMap<String, Spanned<GroupSpec>>,
-    #[serde(default)]
-    dispatch: DispatchSpec,
+    dispatch: Option<Spanned<DispatchSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,5 +287,38 @@ mod tests {
         assert!(e.contains("broadcast.toml:3:") && e.contains("pink"), "{e}");
         let src = Source::from_text("broadcast.toml", "aproval_levels = []\n");
         assert!(BroadcastConfig::from_source(&src).unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn the_broadcast_table_of_ingest_toml_is_checked_at_its_lines_and_may_be_absent() {
+        let text =
+            "data_dir = \"d\"\n[broadcast]\napproval_levels = [\"red\"]\n[broadcast.dispatch]\nack_timeout_ms = 0\n";
+        let e = BroadcastConfig::from_table(&Source::from_text("ingest.toml", text)).unwrap_err().to_string();
+        assert!(e.contains("ingest.toml:4:1: dispatch: ack_timeout_ms"), "{e}");
+        let good = text.replace("ack_timeout_ms = 0", "ack_timeout_ms = 5000");
+        let c = BroadcastConfig::from_table(&Source::from_text("ingest.toml", good))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("[broadcast] is there"));
+        assert!(!c.needs_approval("county", Level::Orange));
+        assert_eq!(c.dispatch.ack_timeout, Duration::from_secs(5));
+        let none = BroadcastConfig::from_table(&Source::from_text("ingest.toml", "data_dir = \"d\"\n"));
+        assert_eq!(none, Ok(None));
+    }
+
+    #[test]
+    fn the_broadcast_table_of_the_example_ingest_config_parses() {
+        let src = Source::from_text("ingest.example.toml", crate::config::EXAMPLE);
+        let c = BroadcastConfig::from_table(&src).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.is_some_and(|c| c.needs_approval("county", Level::Red)));
+    }
+
+    #[test]
+    fn the_old_place_is_still_read_and_its_absence_means_defaults() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(BroadcastConfig::load_old_place(dir.path()), Ok(None));
+        assert_eq!(BroadcastConfig::load_or_default(dir.path()), Ok(BroadcastConfig::default()));
+        std::fs::write(dir.path().join(FILE), "approval_levels = [\"red\"]\n").unwrap_or_else(|e| panic!("{e}"));
+        let c = BroadcastConfig::load_or_default(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.needs_approval("county", Level::Orange));
     }
 }

@@ -1,10 +1,13 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the county tests: a county at a known time, clients of its servers,
+//! and register decoders. The generic ones (waiting with a deadline) are the shared
+//! `testkit`, the same the workspace tests use.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use protocol::Timestamp;
 use simulator::{County, CountySpec};
+use testkit::within;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
 
@@ -14,6 +17,8 @@ pub(crate) const JUNE_10AM: Timestamp = Timestamp(1_717_207_200_000);
 pub(crate) const SILENCE: Duration = Duration::from_millis(300);
 
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
+/// How long a served device may take to answer a request before the test fails.
+pub(crate) const ANSWER: Duration = Duration::from_secs(2);
 
 /// A small county (3 villages, 9 meters, 6 cows) at a known time, without random outages.
 pub(crate) fn small() -> County {
@@ -42,10 +47,25 @@ pub(crate) async fn client(servers: &[(String, SocketAddr)], county: &County, de
 
 /// Reads input registers, failing the test on a transport error or timeout.
 pub(crate) async fn input(ctx: &mut Context, address: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
-    tokio::time::timeout(Duration::from_secs(2), ctx.read_input_registers(address, count))
+    within("an input register read", ANSWER, ctx.read_input_registers(address, count)).await.expect("transport")
+}
+
+/// Writes a signed command envelope into the speaker mailbox at `mailbox` over Modbus, as
+/// the gateway does: the data registers first (in chunks one write can carry), then the
+/// length register, which commits it.
+pub(crate) async fn deliver(ctx: &mut Context, mailbox: u16, wire: &[u8]) {
+    let words: Vec<u16> = wire.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+    for (i, chunk) in words.chunks(123).enumerate() {
+        let at = mailbox + 1 + (i * 123) as u16;
+        within("a mailbox data write", ANSWER, ctx.write_multiple_registers(at, chunk))
+            .await
+            .expect("transport")
+            .expect("the mailbox takes data");
+    }
+    within("a mailbox length write", ANSWER, ctx.write_single_register(mailbox, wire.len() as u16))
         .await
-        .expect("answer in time")
         .expect("transport")
+        .expect("the mailbox takes the length");
 }
 
 /// A register read straight from the world (no socket).

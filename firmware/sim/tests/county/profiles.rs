@@ -6,16 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use protocol::DeviceKind;
 use protocol::modbus::{self as words, WordOrder};
 use serde::Deserialize;
 use simulator::CountySpec;
+use testkit::within;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
 
-use crate::common::{client, county};
+use crate::common::{ANSWER, client, county, deliver};
 
 /// The profile format as the gateway's loader reads it (unknown fields refused).
 #[derive(Debug, Deserialize)]
@@ -190,9 +190,8 @@ async fn read(ctx: &mut Context, table: &str, address: u16, count: u16) -> Vec<u
             other => panic!("unknown table {other}"),
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), answer)
+    within("a register read", ANSWER, answer)
         .await
-        .expect("device answers")
         .expect("transport")
         .unwrap_or_else(|e| panic!("{table} {address}+{count}: {e:?}"))
 }
@@ -372,20 +371,7 @@ async fn mailbox_answers_in_its_log(ctx: &mut Context, m: &Mailbox, device: &str
     }
     .sign(&ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]));
     assert!(wire.len() <= usize::from(m.size - 1) * 2, "a short play fits the mailbox");
-    let words: Vec<u16> = wire.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
-    for (i, chunk) in words.chunks(123).enumerate() {
-        let at = m.address + 1 + (i * 123) as u16;
-        tokio::time::timeout(Duration::from_secs(2), ctx.write_multiple_registers(at, chunk))
-            .await
-            .expect("device answers")
-            .expect("transport")
-            .expect("the mailbox takes data");
-    }
-    tokio::time::timeout(Duration::from_secs(2), ctx.write_single_register(m.address, wire.len() as u16))
-        .await
-        .expect("device answers")
-        .expect("transport")
-        .expect("the mailbox takes the length");
+    deliver(ctx, m.address, &wire).await;
     let log = m.log.as_ref().expect("log");
     let regs = read(ctx, &log.table, log.address, LOG_REGISTERS).await;
     let block = decode_log(&regs).expect("the profile's log block is the firmware's");

@@ -10,7 +10,7 @@ use protocol::command::{Action, Command, Content, Level, Playback};
 use simulator::{CountySpec, Fault, SpeakerCondition, SpeakerMix, Table};
 use tokio_modbus::prelude::*;
 
-use crate::common::{client, county};
+use crate::common::{client, county, deliver};
 
 fn issuer() -> SigningKey {
     SigningKey::from_bytes(&[42u8; 32])
@@ -34,15 +34,6 @@ fn play(id: u64, gateway: &str, device: &str, now: Timestamp) -> Vec<u8> {
         }),
     }
     .sign(&issuer())
-}
-
-/// Writes an envelope into a speaker's mailbox over Modbus TCP: data, then the length.
-async fn deliver(ctx: &mut tokio_modbus::client::Context, wire: &[u8]) {
-    let words: Vec<u16> = wire.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
-    for (i, chunk) in words.chunks(123).enumerate() {
-        ctx.write_multiple_registers(MAILBOX.0 + 1 + (i * 123) as u16, chunk).await.expect("io").expect("data");
-    }
-    ctx.write_single_register(MAILBOX.0, wire.len() as u16).await.expect("io").expect("commit");
 }
 
 /// The state of the command in slot-holding `id`, read over Modbus.
@@ -97,7 +88,7 @@ async fn a_county_of_1000_speakers_behind_50_village_gateways_is_built_and_serve
         .expect("a healthy reachable speaker");
     let (gw, _) = plan.device(healthy).expect("in plan");
     let mut ctx = client(&servers, &county, healthy).await;
-    deliver(&mut ctx, &play(1_000_001, &gw.id, healthy, county.now())).await;
+    deliver(&mut ctx, MAILBOX.0, &play(1_000_001, &gw.id, healthy, county.now())).await;
     assert_eq!(state_of(&mut ctx, 1_000_001).await, Some((CommandState::Playing as u16, 0)));
 
     // A failing one verifies it but cannot play; it says so.
@@ -105,7 +96,7 @@ async fn a_county_of_1000_speakers_behind_50_village_gateways_is_built_and_serve
     if let Some(broken) = broken.filter(|id| county.read(id, Table::Input, 0, 1).is_ok()) {
         let (gw, _) = plan.device(broken).expect("in plan");
         let mut ctx = client(&servers, &county, broken).await;
-        deliver(&mut ctx, &play(1_000_002, &gw.id, broken, county.now())).await;
+        deliver(&mut ctx, MAILBOX.0, &play(1_000_002, &gw.id, broken, county.now())).await;
         let (state, reason) = state_of(&mut ctx, 1_000_002).await.expect("reported");
         assert_eq!((state, reason), (CommandState::Failed as u16, firmware::speaker::Reason::NotReady as u16));
     }
@@ -122,7 +113,7 @@ async fn a_slow_speaker_answers_late_and_an_unprovisioned_one_refuses_commands()
     ctx.read_input_registers(0, 1).await.expect("io").expect("read");
     assert!(t.elapsed() >= Duration::from_millis(300), "answered after {:?}", t.elapsed());
 
-    deliver(&mut ctx, &play(5, "gw-dongcun", "dongcun-speaker-1", county.now())).await;
+    deliver(&mut ctx, MAILBOX.0, &play(5, "gw-dongcun", "dongcun-speaker-1", county.now())).await;
     let (state, reason) = state_of(&mut ctx, 5).await.expect("reported");
     assert_eq!((state, reason), (CommandState::Refused as u16, firmware::speaker::Reason::NotProvisioned as u16));
     assert!(county.set_speaker_condition("waterworks-pump-1", SpeakerCondition::Healthy).is_err());

@@ -5,6 +5,13 @@
 //! gateways are the real gateway agent polling them and publishing over MQTT to the
 //! embedded broker; ingest is the real service. Nothing on the path of a reading is a
 //! stand-in. End-to-end tests start the same [`Demo`] on port 0.
+//!
+//! Only with the `demo` cargo feature (on by default): production builds of ingest
+//! (`--no-default-features`) link neither the gateway agent nor the simulator. The fault
+//! endpoints ([`api`]) reach the service through [`Options::extra_routes`], so the service
+//! core knows nothing of them.
+
+pub mod api;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -129,7 +136,7 @@ impl Demo {
             sinks: Vec::new(),
         };
         let options = Options {
-            sim: Some(county.clone()),
+            extra_routes: Some(api::routes(county.clone())),
             sinks: opts.sinks,
             alerts: opts.alerts,
             broadcast: opts.broadcast,
