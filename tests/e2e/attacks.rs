@@ -25,7 +25,9 @@ use protocol::topic::{self, Channel, Topic};
 use protocol::{Batch, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
-use crate::common::{eventually, now_ms};
+use testkit::eventually;
+
+use crate::common::now_ms;
 
 /// Most ingest's resident memory may grow (MiB) over every flood of this suite.
 const RSS_GROWTH_MIB: u64 = 64;

@@ -229,7 +229,7 @@ async fn forged_tampered_expired_and_replayed_commands_are_refused_by_gateway_an
         json!({"level": "blue", "text": "检修通知。", "targets": [s2], "expires_at": in_secs(600)}),
     )
     .await;
-    crate::common::eventually("the misconfigured gateway offline", Duration::from_secs(30), || async {
+    testkit::eventually("the misconfigured gateway offline", Duration::from_secs(30), || async {
         (demo.ingest.state.inventory.gateway_online("gw-dongcun") == Some(false)).then_some(())
     })
     .await;
