@@ -167,7 +167,12 @@ mod tests {
             ],
             gateways: ["dongcun", "xicun", "farm"]
                 .iter()
-                .map(|s| GatewayInfo { id: format!("gw-{s}"), tenant: "county".into(), site: (*s).into(), public_key: None })
+                .map(|s| GatewayInfo {
+                    id: format!("gw-{s}"),
+                    tenant: "county".into(),
+                    site: (*s).into(),
+                    public_key: None,
+                })
                 .collect(),
             devices: vec![
                 speaker("dongcun-speaker-1", "dongcun"),

@@ -237,7 +237,8 @@ impl Pipeline {
         let opened = match self.keyring.open(topic, payload) {
             Ok(o) => o,
             Err(e) => {
-                let reason = if e == protocol::auth::AuthError::Unsigned { Reason::Unsigned } else { Reason::BadSignature };
+                let reason =
+                    if e == protocol::auth::AuthError::Unsigned { Reason::Unsigned } else { Reason::BadSignature };
                 self.reject(reason, topic_name, None, e.to_string(), now);
                 return None;
             }

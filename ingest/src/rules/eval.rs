@@ -338,7 +338,12 @@ mod tests {
             ],
             gateways: vec![
                 GatewayInfo { id: "gw-works".into(), tenant: "county".into(), site: "works".into(), public_key: None },
-                GatewayInfo { id: "gw-village".into(), tenant: "county".into(), site: "village".into(), public_key: None },
+                GatewayInfo {
+                    id: "gw-village".into(),
+                    tenant: "county".into(),
+                    site: "village".into(),
+                    public_key: None,
+                },
                 GatewayInfo { id: "gw-farm".into(), tenant: "dairy".into(), site: "farm".into(), public_key: None },
             ],
             devices,

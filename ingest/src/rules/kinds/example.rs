@@ -116,7 +116,12 @@ mod tests {
                 village: None,
                 district: None,
             }],
-            gateways: vec![GatewayInfo { id: "gw".into(), tenant: "county".into(), site: "works".into(), public_key: None }],
+            gateways: vec![GatewayInfo {
+                id: "gw".into(),
+                tenant: "county".into(),
+                site: "works".into(),
+                public_key: None,
+            }],
             devices: vec![Device {
                 id: "wq".into(),
                 kind: protocol::DeviceKind::WaterQuality,
