@@ -15,5 +15,6 @@ pub mod config;
 pub mod counter;
 pub mod eval;
 pub mod kinds;
-pub mod signal;
+pub use kinds::signal;
+pub mod spec;
 pub mod stats;

@@ -13,8 +13,8 @@ use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
-use crate::rules::config::{Ctx, DeviceMeta};
 use crate::rules::signal::Entity;
+use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{self, Cond, Cusum, EwmaChart, Hold, Welford};
 
 /// The keys of a drift rule.

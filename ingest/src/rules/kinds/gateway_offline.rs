@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Devices, Feed, Kind, RuleState, Tick, Ticks, active_groups};
-use crate::rules::config::{Ctx, DeviceMeta};
 use crate::rules::signal::{Entity, signal};
+use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{Cond, Hold};
 
 /// The keys of a gateway-offline rule.

@@ -16,9 +16,10 @@ use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, Tick, Ticks, active_groups};
-use crate::rules::config::{Ctx, DeviceMeta, Rule, SelectSpec, Selector};
 use crate::rules::counter::Consumption;
+use crate::rules::kinds::Rule;
 use crate::rules::signal::{Entity, signal};
+use crate::rules::spec::{Ctx, DeviceMeta, SelectSpec, Selector};
 use crate::rules::stats::Hold;
 
 /// Counters of the simulated meters are u32 litres read as m³ (firmware/src/water_meter.rs).

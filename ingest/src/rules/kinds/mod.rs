@@ -25,13 +25,45 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use store::Store;
 
-use super::config::{Ctx, DeviceMeta, Rule};
-use super::signal::{Entity, Signal, signal};
+use self::signal::Severity;
+use self::signal::{Entity, Signal, signal};
+use super::spec::{BroadcastSpec, Ctx, DeviceMeta, Selector};
 use super::stats::{Cond, Hold};
 use crate::inventory::Inventory;
 
 pub mod animal_baseline;
 pub mod drift;
+pub mod signal;
+
+/// A compiled rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    /// Unique id; part of every alert's fingerprint.
+    pub id: String,
+    /// The pack file it came from.
+    pub pack: String,
+    /// Where in the file (for people reading `GET /api/v1/rules`).
+    pub line: usize,
+    /// Severity of its alerts.
+    pub severity: Severity,
+    /// Summary template: `{device}`, `{site}`, `{gateway}`, `{district}`, `{value}`.
+    pub summary: String,
+    /// For people.
+    pub description: String,
+    /// Which devices it looks at.
+    pub select: Selector,
+    /// How long the condition must hold before the alert fires.
+    pub for_ms: i64,
+    /// How long the clear condition must hold before the condition ends.
+    pub clear_for_ms: i64,
+    /// What it checks.
+    #[serde(flatten)]
+    pub kind: Kind,
+    /// A broadcast to propose to the affected villages when it fires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<BroadcastSpec>,
+}
+
 #[cfg(test)]
 mod example;
 pub mod flatline;
@@ -154,7 +186,7 @@ pub(crate) struct Entry {
 impl Entry {
     /// The entry of spec `S`.
     pub(crate) const fn of<S: Spec>() -> Entry {
-        Entry { name: S::NAME, fields: super::config::fields_of::<S>, build: build::<S> }
+        Entry { name: S::NAME, fields: super::spec::fields_of::<S>, build: build::<S> }
     }
 }
 

@@ -13,8 +13,8 @@ use protocol::{Metric, Quality};
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Devices, Feed, Kind, RuleState, Step, Tick, Ticks, active_groups};
-use crate::rules::config::{Ctx, DeviceMeta};
 use crate::rules::signal::{Entity, signal};
+use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{self, Cond, Hold};
 
 /// The keys of a night-flow rule.

@@ -11,8 +11,8 @@ use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
-use crate::rules::config::{Ctx, DeviceMeta};
 use crate::rules::signal::Entity;
+use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::Hold;
 
 /// The keys of a rate-of-change rule.

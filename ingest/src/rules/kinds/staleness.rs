@@ -17,8 +17,8 @@ use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, Tick, Ticks, active_devices, active_groups};
-use crate::rules::config::{Ctx, DeviceMeta};
 use crate::rules::signal::{Entity, signal};
+use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{Cond, Hold};
 
 /// The keys of a staleness rule.

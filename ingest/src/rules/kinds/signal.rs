@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{DeviceMeta, Rule};
-use super::stats::Cond;
+use super::Rule;
+use crate::rules::spec::DeviceMeta;
+use crate::rules::stats::Cond;
 
 /// How bad it is. Ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
