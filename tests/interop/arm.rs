@@ -59,14 +59,21 @@ async fn the_aarch64_gateway_runs_under_qemu_and_polls_a_simulated_pump_station(
     let pump = gw.devices.iter().find(|d| d.model == "vt-sim-pump-station").unwrap();
     let addr = endpoints.iter().find(|(id, _)| *id == gw.id).unwrap().1;
     let mosquitto = Mosquitto::plain(dir.path()).await;
-    let running =
-        ingest_on(&dir.path().join("ingest"), mosquitto.port, None, Inventory::from_file(inventory_of(&plan))).await;
+    // The gateway's key is made in its queue directory before ingest starts, so the
+    // inventory can enrol it; the gateway then trusts ingest's key for what comes down.
+    let key = crate::keys::enrol_in(&dir.path().join("queue"));
+    let mut file = inventory_of(&plan);
+    for g in file.gateways.iter_mut().filter(|g| g.id == gw.id) {
+        g.public_key = key.clone();
+    }
+    let running = ingest_on(&dir.path().join("ingest"), mosquitto.port, None, Inventory::from_file(file)).await;
+    let command_key: String = running.state.commands.public_key().iter().map(|b| format!("{b:02x}")).collect();
 
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            "gateway = \"{}\"\ntenant = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[publish]\ninterval_ms = 500\n\
+            "gateway = \"{}\"\ntenant = \"{}\"\ncommand_key = \"{command_key}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[publish]\ninterval_ms = 500\n\
              [queue]\ndir = \"{}\"\n[[devices]]\nid = \"{}\"\nprofile = \"vt-sim-pump-station\"\ntcp = \"{addr}\"\nunit = {}\ninterval_ms = 500\n",
             gw.id,
             gw.tenant,
