@@ -123,6 +123,7 @@ impl Server {
                     "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n\
                      [meta]\ndir = \"{d}/meta\"\n\
                      [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
+                     cache-snapshot-write-cold-duration = \"2s\"\ncompact-full-write-cold-duration = \"2s\"\n\
                      [http]\nbind-address = \"127.0.0.1:{}\"\nlog-enabled = false\nmax-body-size = 0\n",
                     free_port()?,
                     self.port,
@@ -187,9 +188,58 @@ impl Server {
         self.wait_ready().await
     }
 
-    /// Bytes allocated on disk under the data directory (what `du` shows).
+    /// Brings the server to the compacted state it reaches after a quiet while, so that
+    /// bytes per reading compare like with like: VictoriaMetrics flushes and merges its
+    /// parts (`/internal/force_flush`, `/internal/force_merge`, then waits for
+    /// `vm_active_merges` to be 0); InfluxDB snapshots its cache and compacts the cold shard
+    /// (configured cold after 2 s) until its WAL is empty and its size steady. Ingest
+    /// compacts when it stops (it seals its log and compacts its database), so nothing here.
+    pub(crate) async fn compact(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        match self.target {
+            Target::Ingest => Ok(()),
+            Target::VictoriaMetrics => {
+                client.get(format!("{}/internal/force_flush", self.base())).send().await?.error_for_status()?;
+                client.get(format!("{}/internal/force_merge", self.base())).send().await?.error_for_status()?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                while Instant::now() < deadline {
+                    let metrics = client.get(format!("{}/metrics", self.base())).send().await?.text().await?;
+                    let active: f64 = metrics
+                        .lines()
+                        .filter(|l| l.starts_with("vm_active_merges"))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .sum();
+                    if active == 0.0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                anyhow::bail!("VictoriaMetrics still merging after 10 minutes")
+            }
+            Target::Influxdb => {
+                let (wal, mut last, mut steady) = (self.dir.join("data").join("wal"), 0u64, 0);
+                while Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let now = self.disk_bytes();
+                    steady = if now == last { steady + 1 } else { 0 };
+                    last = now;
+                    if steady >= 3 && allocated(&wal) < 1 << 20 {
+                        return Ok(());
+                    }
+                }
+                anyhow::bail!("InfluxDB still compacting after 10 minutes")
+            }
+        }
+    }
+
+    /// Bytes allocated on disk under the data directory (what `du` shows), without
+    /// VictoriaMetrics' `cache/` (query and index caches it writes at stop and rebuilds
+    /// when it is missing: a few MB whatever the data, which would swamp a small set).
     pub(crate) fn disk_bytes(&self) -> u64 {
-        allocated(&self.dir.join("data"))
+        let data = self.dir.join("data");
+        let caches = if self.target == Target::VictoriaMetrics { allocated(&data.join("cache")) } else { 0 };
+        allocated(&data).saturating_sub(caches)
     }
 }
 
