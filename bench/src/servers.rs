@@ -52,6 +52,18 @@ pub(crate) struct Server {
     child: Option<Child>,
 }
 
+/// Ingest's `[store.retention]` keeping every reading of every family for ever, as the
+/// other servers are run (VictoriaMetrics `-retentionPeriod=100y`, InfluxDB's infinite
+/// default). The data sets are dated months back, and ingest's default raw retention of
+/// health and speaker metrics would otherwise drop some of them at the first checkpoint:
+/// fewer bytes, fewer readings read back, and a comparison of unequal work.
+fn keep_everything() -> String {
+    ["water", "water_quality", "pump", "animal", "barn", "speaker", "health", "external"]
+        .iter()
+        .map(|f| format!("[store.retention.{f}]\nraw_days = 100000\nminute_days = 100000\nhour_days = 100000\n"))
+        .collect()
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -97,8 +109,10 @@ impl Server {
                         "data_dir = \"data\"\ninventory = \"inventory.toml\"\nhttp = \"127.0.0.1:{}\"\n\
                          [broker]\ntype = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
                          [limits]\nmax_age_days = 100000\nmax_future_secs = 3153600000\nmax_write_body_bytes = 67108864\n\
-                         [[tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\ntenants = [\"bench\"]\n{}",
-                        self.port, self.extra
+                         [[tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\ntenants = [\"bench\"]\n{}{}",
+                        self.port,
+                        self.extra,
+                        keep_everything()
                     ),
                 )?;
                 let mut c = Command::new(crate::ingest_binary()?);
