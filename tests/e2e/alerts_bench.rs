@@ -164,17 +164,16 @@ async fn webhook_receiver() -> (SocketAddr, Arc<std::sync::Mutex<HashMap<String,
             let keep = keep.clone();
             async move {
                 let at = Instant::now();
-                if event["event"] == "firing" {
-                    if let Some(d) = event["alert"]["device"].as_str().filter(|d| d.starts_with("probe-")) {
-                        keep.lock().unwrap().entry(d.to_string()).or_insert(at);
-                    }
+                let probe = event["alert"]["device"].as_str().filter(|d| d.starts_with("probe-"));
+                if let (true, Some(d)) = (event["event"] == "firing", probe) {
+                    keep.lock().expect("not poisoned").entry(d.to_string()).or_insert(at);
                 }
                 axum::http::StatusCode::NO_CONTENT
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port on loopback");
+    let addr = listener.local_addr().expect("bound");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, seen)
 }
@@ -391,7 +390,7 @@ async fn latency_from_publish_to_alert_at_half_of_the_maximum_load() {
         quantile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN),
     );
-    let notified = notified.lock().unwrap().clone();
+    let notified = notified.lock().expect("not poisoned").clone();
     let mut told: Vec<f64> =
         sent_at.iter().filter_map(|(p, t)| notified.get(p).map(|n| n.duration_since(*t).as_secs_f64() * 1e3)).collect();
     told.sort_by(f64::total_cmp);
