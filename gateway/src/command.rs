@@ -18,7 +18,8 @@
 //!   the write succeeded: the gateway reads the log in the same job as the write and acks
 //!   the device's own verdict and progress (`delivered`, `playing`, `played`,
 //!   `interrupted`, `refused`, `failed`, `done`), following the command every 400 ms until
-//!   it is final ([`crate::report`]). Refusals in the log of envelopes the gateway never
+//!   it is final ([`crate::report`]), each ack with the speaker's signed receipt of that
+//!   state, relayed unchanged. Refusals in the log of envelopes the gateway never
 //!   wrote (someone on the bus) are acked too, from the regular polls ([`Executor::on_log`]).
 //! - Writes and reads go to the task that owns the device's link ([`crate::modbus::Job`]),
 //!   so they wait their turn on an RS-485 bus instead of colliding with a poll.
@@ -194,6 +195,7 @@ impl Executor {
             ts: (self.clock)(),
             state,
             reason: Some(reason),
+            receipt: None,
         }
     }
 
@@ -205,6 +207,7 @@ impl Executor {
             ts: (self.clock)(),
             state,
             reason,
+            receipt: None,
         };
         tracing::info!(message = "Command verified.", id = cmd.id, device = %cmd.device, action = ?cmd.action);
         let result = match &cmd.action {
@@ -243,8 +246,8 @@ impl Executor {
         acks: &mpsc::Sender<CommandAck>,
     ) {
         let device = cmd.device.clone();
-        let send = |state: AckState, reason: Option<String>| {
-            let ack = CommandAck { id: cmd.id, device: device.clone(), ts: (self.clock)(), state, reason };
+        let send = |state: AckState, reason: Option<String>, receipt: Option<protocol::receipt::SignedReceipt>| {
+            let ack = CommandAck { id: cmd.id, device: device.clone(), ts: (self.clock)(), state, reason, receipt };
             async move {
                 let _ = acks.send(ack).await;
             }
@@ -254,7 +257,7 @@ impl Executor {
         };
         let mut ops = match mailbox_ops(&mailbox, wire) {
             Ok(ops) => ops,
-            Err(r) => return send(AckState::Refused, Some(format!("{r} (gateway)"))).await,
+            Err(r) => return send(AckState::Refused, Some(format!("{r} (gateway)")), None).await,
         };
         let read = Op::Read { table: log.table, address: log.address, count: log.count() };
         ops.push(read.clone());
@@ -264,7 +267,7 @@ impl Executor {
             Err(Outcome::Failed(e) | Outcome::Refused(e)) => {
                 self.done_following(&device, cmd.id, &report::Ending::Silent(e.clone()));
                 tracing::warn!(message = "The speaker did not take a broadcast command.", id = cmd.id, %device, error = %e);
-                return send(AckState::Failed, Some(format!("the speaker did not answer: {e} (gateway)"))).await;
+                return send(AckState::Failed, Some(format!("the speaker did not answer: {e} (gateway)")), None).await;
             }
         };
         tracing::info!(message = "Wrote a broadcast command into a speaker's mailbox.", id = cmd.id, %device, bytes = wire.len());
@@ -274,23 +277,38 @@ impl Executor {
         // Each look reads the sequence register; the whole log only when it moved.
         let seen = Arc::new(Mutex::new(first.first().copied()));
         let seq_read = Op::Read { table: log.table, address: log.address, count: 1 };
-        let reread = || {
+        let err = |o: Outcome| match o {
+            Outcome::Failed(e) | Outcome::Refused(e) => e,
+        };
+        let reread = |force: bool| {
             let (route, read, seq_read, seen) = (route.clone(), read.clone(), seq_read.clone(), seen.clone());
             async move {
-                let err = |o: Outcome| match o {
-                    Outcome::Failed(e) | Outcome::Refused(e) => e,
-                };
-                let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
-                let seq = seq.first().and_then(|w| w.first()).copied();
-                if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
-                    return Ok(None);
+                if !force {
+                    let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
+                    let seq = seq.first().and_then(|w| w.first()).copied();
+                    if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
+                        return Ok(None);
+                    }
                 }
                 let words = run_job(&route, vec![read], true).await.map_err(err)?.pop().unwrap_or_default();
                 *seen.lock().unwrap_or_else(|e| e.into_inner()) = words.first().copied();
                 Ok(Some(words))
             }
         };
-        let ending = report::follow(cmd.id, first, reread, send, deadline).await;
+        // After a slot changed: that slot's receipt block, the speaker's signed word on it.
+        // Not a background job: the ack that waits on it (`playing` right after the write)
+        // would otherwise wait behind the writes to every other speaker of the burst.
+        let receipt = |slot: usize| {
+            let route = route.clone();
+            let op = Op::Read {
+                table: log.table,
+                address: protocol::receipt::block_address(slot),
+                count: protocol::receipt::BLOCK_REGISTERS,
+            };
+            async move { Ok(run(&route, vec![op]).await.map_err(err)?.pop().unwrap_or_default()) }
+        };
+        let who = report::Followed { command: cmd.id, gateway: &self.gateway, device: &device };
+        let ending = report::follow(who, first, reread, receipt, send, deadline).await;
         self.done_following(&device, cmd.id, &ending);
         tracing::info!(message = "Followed a broadcast command to its end.", id = cmd.id, %device, ending = ?ending);
     }
@@ -340,6 +358,7 @@ impl Executor {
                     ts: (self.clock)(),
                     state,
                     reason: Some(format!("{} (speaker)", reason.unwrap_or("refused"))),
+                    receipt: None,
                 }
             })
             .collect()

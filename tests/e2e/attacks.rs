@@ -228,6 +228,7 @@ async fn forgeries_replays_and_floods_are_refused_by_reason_while_the_real_gatew
             ts: Timestamp(now_ms()),
             state: if i == 0 { AckState::Played } else { AckState::Refused },
             reason: Some(format!("word{i} {}", "x".repeat(200))),
+            receipt: None,
         };
         stranger.publish(&ack_topic, QoS::AtLeastOnce, false, serde_json::to_vec(&a).unwrap()).await.unwrap();
     }
