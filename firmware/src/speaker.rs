@@ -90,6 +90,8 @@
 //! | input | 300 + 37 s + 1-4 | u64 | ABCD | | | slot s's receipt: its counter |
 //! | input | 300 + 37 s + 5-36 | | | | | slot s's receipt: the Ed25519 signature, 64 bytes, big-endian, two a register |
 //! | input | 600-615 | | | | | the terminal's own public key, 32 bytes, big-endian, two a register (0 without a key) |
+//! | input | 640 | u16 | | | | the slot whose receipt was signed last, plus one (0 before the first) |
+//! | input | 641-677 | | | | | that slot's receipt block, as at 300 + 37 s |
 //! | holding | 0 | u16 | | 1 | % | volume 0-100 (read-write; more is `IllegalDataValue`) |
 //! | holding | 1000 | u16 | | | B | mailbox: envelope length in bytes; writing it commits (see [`crate::mailbox`]); reads 0 |
 //! | holding | 1001-1999 | | | | | mailbox: envelope bytes, big-endian, two a register |
@@ -97,9 +99,11 @@
 //! Input 100..=205 is one read of 106 registers: a gateway that saw input 100 change reads
 //! the block and acks every slot whose sequence is newer than what it last saw. That block's
 //! layout, states and reasons are the contract with the gateway, defined in
-//! [`protocol::speaker`] and re-exported here. A slot's receipt block (input 300 + 37 s,
-//! 37 registers) is one read more, after the gateway saw the slot change; it relays the
-//! receipt when the block's first word equals the slot's sequence ([`protocol::receipt`]).
+//! [`protocol::speaker`] and re-exported here. The latest receipt (input 640-677) is a
+//! second read in the same job, which usually carries the receipt of the change the
+//! gateway sees; otherwise the slot's own block (input 300 + 37 s, 37 registers) is one
+//! read more. The gateway relays a receipt when the block's first word equals the slot's
+//! sequence ([`protocol::receipt`]).
 //!
 //! Reason codes ([`Reason`]): 0 none, 1 malformed, 2 too_large, 3 bad_signature,
 //! 4 wrong_gateway, 5 expired, 6 issued_in_future, 7 replayed, 8 wrong_device,
@@ -119,7 +123,10 @@ use alloc::vec::Vec;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use protocol::Timestamp;
 use protocol::command::{self, Action, Content, Level, Playback, ReplayWindow};
-use protocol::receipt::{BLOCK_REGISTERS, PUBLIC_KEY_BASE, PUBLIC_KEY_REGISTERS, RECEIPT_BASE, Receipt, ReceiptBlock};
+use protocol::receipt::{
+    BLOCK_REGISTERS, LATEST_BASE, LATEST_REGISTERS, PUBLIC_KEY_BASE, PUBLIC_KEY_REGISTERS, RECEIPT_BASE, Receipt,
+    ReceiptBlock,
+};
 
 use protocol::modbus as words;
 
@@ -282,6 +289,8 @@ struct CommandLog {
     signer: Option<Signer>,
     /// Receipts signed so far (the last counter used).
     counter: u64,
+    /// The slot whose receipt was signed last (input 640-677 show it).
+    last: Option<usize>,
 }
 
 /// What the terminal signs receipts with.
@@ -337,6 +346,15 @@ impl CommandLog {
         };
         let sig = receipt.sign(&signer.key);
         self.receipts[slot] = ReceiptBlock { seq: s.seq, counter: self.counter, sig };
+        self.last = Some(slot);
+    }
+
+    fn latest_register(&self, address: u16) -> Option<u16> {
+        match (address.checked_sub(LATEST_BASE)?, self.last) {
+            (0, last) => Some(last.map_or(0, |s| s as u16 + 1)),
+            (i, Some(slot)) => self.receipts.get(slot)?.word(i - 1),
+            (_, None) => Some(0),
+        }
     }
 
     fn receipt_register(&self, address: u16) -> Option<u16> {
@@ -867,6 +885,9 @@ impl RegisterMap for Speaker {
             (Table::Input, a) if (RECEIPT_BASE..RECEIPT_BASE + BLOCK_REGISTERS * SLOTS as u16).contains(&a) => {
                 self.log.receipt_register(a)
             }
+            (Table::Input, a) if (LATEST_BASE..LATEST_BASE + LATEST_REGISTERS).contains(&a) => {
+                self.log.latest_register(a)
+            }
             (Table::Input, a) if (PUBLIC_KEY_BASE..PUBLIC_KEY_BASE + PUBLIC_KEY_REGISTERS).contains(&a) => {
                 let key = self.public_key().unwrap_or([0; 32]);
                 let at = usize::from(a - PUBLIC_KEY_BASE) * 2;
@@ -1281,6 +1302,13 @@ mod tests {
         assert_eq!(played.verify(&key), Ok(()));
         assert!(played.receipt.counter > playing.receipt.counter, "the counter grows with every receipt");
         assert_eq!(s.receipt_counter(), played.receipt.counter);
+        let mut latest = [0u16; LATEST_REGISTERS as usize];
+        read_registers(&s, Table::Input, LATEST_BASE, &mut latest).unwrap();
+        let (slot, block) = protocol::receipt::decode_latest(&latest).expect("the latest receipt");
+        assert_eq!(block.counter, played.receipt.counter, "the latest is the played");
+        let mut log = [0u16; LOG_REGISTERS as usize];
+        read_registers(&s, Table::Input, LOG_BASE, &mut log).unwrap();
+        assert_eq!(protocol::receipt::slot_of(&log, 100), Some(slot));
 
         // What the gateway cannot do with it: claim `played` with the `playing` receipt,
         // move the `played` to another command, or sign one with another key.
@@ -1312,6 +1340,9 @@ mod tests {
         let mut block = [9u16; BLOCK_REGISTERS as usize];
         read_registers(&bare, Table::Input, RECEIPT_BASE, &mut block).unwrap();
         assert_eq!(ReceiptBlock::decode(&block), Some(ReceiptBlock::default()), "no receipt without a key");
+        let mut latest = [9u16; LATEST_REGISTERS as usize];
+        read_registers(&bare, Table::Input, LATEST_BASE, &mut latest).unwrap();
+        assert_eq!(protocol::receipt::decode_latest(&latest), None);
         assert_eq!(bare.receipt_counter(), 0);
     }
 

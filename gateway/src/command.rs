@@ -260,10 +260,21 @@ impl Executor {
             Err(r) => return send(AckState::Refused, Some(format!("{r} (gateway)")), None).await,
         };
         let read = Op::Read { table: log.table, address: log.address, count: log.count() };
+        // The latest receipt in the same job: the speaker's signed word on the change the
+        // log shows, without a second trip through the link's queue.
+        let latest = Op::Read {
+            table: log.table,
+            address: protocol::receipt::LATEST_BASE,
+            count: protocol::receipt::LATEST_REGISTERS,
+        };
         ops.push(read.clone());
+        ops.push(latest.clone());
         self.with_told(&device, |t| t.following.push(cmd.id));
         let first = match run(route, ops).await {
-            Ok(mut words) => words.pop().unwrap_or_default(),
+            Ok(mut words) => {
+                let latest = words.pop().unwrap_or_default();
+                (words.pop().unwrap_or_default(), latest)
+            }
             Err(Outcome::Failed(e) | Outcome::Refused(e)) => {
                 self.done_following(&device, cmd.id, &report::Ending::Silent(e.clone()));
                 tracing::warn!(message = "The speaker did not take a broadcast command.", id = cmd.id, %device, error = %e);
@@ -275,13 +286,14 @@ impl Executor {
         let left = u64::try_from(cmd.expires_at.0.saturating_sub(now.0)).unwrap_or(0);
         let deadline = Duration::from_millis(left) + report::EXPIRY_GRACE;
         // Each look reads the sequence register; the whole log only when it moved.
-        let seen = Arc::new(Mutex::new(first.first().copied()));
+        let seen = Arc::new(Mutex::new(first.0.first().copied()));
         let seq_read = Op::Read { table: log.table, address: log.address, count: 1 };
         let err = |o: Outcome| match o {
             Outcome::Failed(e) | Outcome::Refused(e) => e,
         };
         let reread = |force: bool| {
-            let (route, read, seq_read, seen) = (route.clone(), read.clone(), seq_read.clone(), seen.clone());
+            let (route, seq_read, seen) = (route.clone(), seq_read.clone(), seen.clone());
+            let look = vec![read.clone(), latest.clone()];
             async move {
                 if !force {
                     let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
@@ -290,14 +302,15 @@ impl Executor {
                         return Ok(None);
                     }
                 }
-                let words = run_job(&route, vec![read], true).await.map_err(err)?.pop().unwrap_or_default();
-                *seen.lock().unwrap_or_else(|e| e.into_inner()) = words.first().copied();
-                Ok(Some(words))
+                let mut words = run_job(&route, look, true).await.map_err(err)?;
+                let latest = words.pop().unwrap_or_default();
+                let log = words.pop().unwrap_or_default();
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = log.first().copied();
+                Ok(Some((log, latest)))
             }
         };
-        // After a slot changed: that slot's receipt block, the speaker's signed word on it.
-        // Not a background job: the ack that waits on it (`playing` right after the write)
-        // would otherwise wait behind the writes to every other speaker of the burst.
+        // After a slot changed and the latest receipt is of another change: that slot's
+        // receipt block. Not a background job: the ack waits on it.
         let receipt = |slot: usize| {
             let route = route.clone();
             let op = Op::Read {

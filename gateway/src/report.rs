@@ -7,9 +7,11 @@
 //!   [`protocol::speaker::SlotReport::ack`]; reasons the device gave end in `(speaker)`.
 //! - Reads go to the task that owns the device's link ([`crate::modbus::Job`]), like polls
 //!   and writes: one request at a time on an RS-485 bus, never a second connection.
-//! - The speaker's own word travels with each ack: when a slot changed, the gateway reads
-//!   that slot's receipt block (`protocol::receipt`, one read of 37 registers) and relays
-//!   the signed receipt unchanged in the ack (`CommandAck::receipt`); it cannot make
+//! - The speaker's own word travels with each ack: every read of the log comes with the
+//!   terminal's latest receipt in the same job (`protocol::receipt`, input 640-677), which
+//!   is usually the one of the change the gateway sees; if not, it reads that slot's
+//!   receipt block (one read of 37 registers). It relays the signed receipt unchanged in
+//!   the ack (`CommandAck::receipt`); it cannot make
 //!   one. A block whose sequence word is not the slot's (the slot moved on between the two
 //!   reads) is never relayed: the log is read again first. A terminal without a key shows
 //!   an empty block; its acks go without a receipt, and ingest records none of its states.
@@ -22,7 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use protocol::command::AckState;
-use protocol::receipt::{Receipt, ReceiptBlock, SignedReceipt, slot_of};
+use protocol::receipt::{Receipt, ReceiptBlock, SignedReceipt, decode_latest, slot_of};
 use protocol::speaker::{CommandState, LogBlock, SlotReport, decode_log};
 
 /// How often a command in progress is looked at on its device (the spec: 200-500 ms).
@@ -65,13 +67,22 @@ pub enum Proof {
 
 /// The receipt of `slot` from its block `regs`, as the gateway relays it.
 pub fn proof(who: Followed<'_>, slot: &SlotReport, regs: &[u16]) -> Proof {
-    match ReceiptBlock::decode(regs) {
-        Some(b) if b.counter == 0 => Proof::None,
-        Some(b) if b.seq != slot.seq => Proof::Stale,
-        Some(b) => Proof::Signed(Receipt::of_slot(who.gateway, who.device, slot, b.counter).with_signature(&b.sig)),
-        None => Proof::None,
+    ReceiptBlock::decode(regs).map_or(Proof::None, |b| proof_of_block(who, slot, &b))
+}
+
+/// The receipt of `slot` from a decoded block.
+pub fn proof_of_block(who: Followed<'_>, slot: &SlotReport, b: &ReceiptBlock) -> Proof {
+    if b.counter == 0 {
+        Proof::None
+    } else if b.seq != slot.seq {
+        Proof::Stale
+    } else {
+        Proof::Signed(Receipt::of_slot(who.gateway, who.device, slot, b.counter).with_signature(&b.sig))
     }
 }
+
+/// One look at a speaker: its command log block and its latest receipt, read in one job.
+pub type Look = (Vec<u16>, Vec<u16>);
 
 /// The acks that tell ingest about a slot's move from `before` (`None`: first sight) to
 /// where `slot` stands now; empty when nothing changed.
@@ -138,14 +149,15 @@ pub enum Ending {
     Overdue,
 }
 
-/// Follows a command on its device until it is final. `first` is the command log read
-/// right after the envelope was written; `read(force)` looks again (through the link's
-/// task): the whole log, or `None` when its sequence did not move and `force` is false;
+/// Follows a command on its device until it is final. `first` is the command log and the
+/// latest receipt read right after the envelope was written; `read(force)` looks again
+/// (through the link's task): both, or `None` when the log's sequence did not move and
+/// `force` is false;
 /// `receipt(slot)` reads a slot's receipt block; `ack` publishes an ack `(state, reason,
 /// receipt)`; `deadline` is how long to follow at most.
 pub async fn follow<R, RF, P, PF, A, AF>(
     who: Followed<'_>,
-    first: Vec<u16>,
+    first: Look,
     mut read: R,
     mut receipt: P,
     mut ack: A,
@@ -153,7 +165,7 @@ pub async fn follow<R, RF, P, PF, A, AF>(
 ) -> Ending
 where
     R: FnMut(bool) -> RF,
-    RF: Future<Output = Result<Option<Vec<u16>>, String>>,
+    RF: Future<Output = Result<Option<Look>, String>>,
     P: FnMut(usize) -> PF,
     PF: Future<Output = Result<Vec<u16>, String>>,
     A: FnMut(AckState, Option<String>, Option<SignedReceipt>) -> AF,
@@ -170,7 +182,7 @@ where
         let mut failed_read = None;
         match words {
             Ok(None) => {}
-            Ok(Some(regs)) => {
+            Ok(Some((regs, latest))) => {
                 match decode_log(&regs) {
                     Some(block) => match find(&block, who.command) {
                         Found::Slot(slot) => {
@@ -178,7 +190,10 @@ where
                             let acks = acks_for(last, &slot);
                             if !acks.is_empty() {
                                 let read_proof = match slot_of(&regs, who.command) {
-                                    Some(i) => receipt(i).await.map(|r| proof(who, &slot, &r)),
+                                    Some(i) => match decode_latest(&latest).filter(|(s, _)| *s == i) {
+                                        Some((_, b)) if b.seq == slot.seq => Ok(proof_of_block(who, &slot, &b)),
+                                        _ => receipt(i).await.map(|r| proof(who, &slot, &r)),
+                                    },
                                     None => Ok(Proof::None),
                                 };
                                 match read_proof {
@@ -360,11 +375,11 @@ mod tests {
         let (a, r, c) = (acks.clone(), reads.clone(), count.clone());
         let ending = follow(
             WHO,
-            first,
+            (first, Vec::new()),
             move |_force| {
                 *c.lock().unwrap() += 1;
                 let next = r.lock().unwrap().next().unwrap_or_else(|| Err("no more answers".into()));
-                async move { next }
+                async move { next.map(|w| w.map(|w| (w, Vec::new()))) }
             },
             // A terminal without a key: an empty receipt block.
             |_slot| async { Ok(vec![0u16; usize::from(protocol::receipt::BLOCK_REGISTERS)]) },
@@ -481,23 +496,29 @@ mod tests {
         // The first receipt read still shows the playing (seq 2) when the log says played
         // (seq 3): the gateway reads the log again before it relays anything.
         let receipts = Arc::new(Mutex::new(
-            vec![
-                signed_block(3, 7, S::Playing, 2, 10),
-                signed_block(3, 7, S::Playing, 2, 10),
-                signed_block(3, 7, S::Played, 3, 11),
-            ]
-            .into_iter(),
+            vec![signed_block(3, 7, S::Playing, 2, 10), signed_block(3, 7, S::Played, 3, 11)].into_iter(),
         ));
-        let reads = Arc::new(Mutex::new(vec![Ok(Some(played.clone())), Ok(Some(played))].into_iter()));
+        // The latest receipt read with the log is of the playing: used for the first look;
+        // the second look's latest is of another slot, so the slot's own block is read.
+        let latest = |b: Vec<u16>, slot: u16| {
+            let mut l = vec![slot + 1];
+            l.extend(b);
+            l
+        };
+        let first = (playing, latest(signed_block(3, 7, S::Playing, 2, 10), 0));
+        let other = latest(signed_block(3, 9, S::Played, 5, 12), 3);
+        let reads = Arc::new(Mutex::new(
+            vec![Ok(Some((played.clone(), other.clone()))), Ok(Some((played, other)))].into_iter(),
+        ));
         let forced = Arc::new(Mutex::new(Vec::new()));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let (r, f, p, a) = (reads.clone(), forced.clone(), receipts.clone(), acks.clone());
         let ending = follow(
             WHO,
-            playing,
+            first,
             move |force| {
                 f.lock().unwrap().push(force);
-                let next: Result<Option<Vec<u16>>, String> =
+                let next: Result<Option<Look>, String> =
                     r.lock().unwrap().next().unwrap_or_else(|| Err("no more answers".into()));
                 async move { next }
             },

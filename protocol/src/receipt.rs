@@ -22,9 +22,13 @@
 //! | 300 + 37 s + 1-4 | u64 | slot s: the receipt counter |
 //! | 300 + 37 s + 5-36 | bytes | slot s: the 64-byte Ed25519 signature, big-endian, two a register |
 //! | 600-615 | bytes | the terminal's own public key (32 bytes, big-endian, two a register); 0 when it has none |
+//! | 640 | u16 | the slot whose receipt was signed last, plus one; 0 before the first |
+//! | 641-677 | | that slot's receipt block, as at 300 + 37 s |
 //!
-//! A gateway that saw a slot change reads that slot's block ([`block_address`],
-//! [`BLOCK_REGISTERS`] registers, one read) and relays the receipt only if the block's
+//! A gateway reads the latest receipt ([`LATEST_BASE`], [`LATEST_REGISTERS`]) in the same
+//! job as the command log, so the receipt of the change it sees usually comes with it;
+//! when the latest is of another slot it reads that slot's block ([`block_address`],
+//! [`BLOCK_REGISTERS`] registers, one read). It relays a receipt only if the block's
 //! sequence word equals the slot's: otherwise the slot moved on in between and it reads
 //! the log again.
 //!
@@ -60,6 +64,19 @@ pub const BLOCK_REGISTERS: u16 = 1 + 4 + 32;
 pub const PUBLIC_KEY_BASE: u16 = 600;
 /// Registers of the public key.
 pub const PUBLIC_KEY_REGISTERS: u16 = 16;
+/// First input register of the latest receipt: slot + 1, then that slot's block.
+pub const LATEST_BASE: u16 = 640;
+/// Registers of the latest receipt.
+pub const LATEST_REGISTERS: u16 = 1 + BLOCK_REGISTERS;
+
+/// The latest receipt read at [`LATEST_BASE`]: the slot it belongs to and its block;
+/// `None` before the first receipt, or if `regs` is not the whole of it.
+pub fn decode_latest(regs: &[u16]) -> Option<(usize, ReceiptBlock)> {
+    if regs.len() != usize::from(LATEST_REGISTERS) || regs[0] == 0 {
+        return None;
+    }
+    Some((usize::from(regs[0] - 1), ReceiptBlock::decode(&regs[1..])?))
+}
 
 /// First input register of slot `slot`'s receipt block.
 pub const fn block_address(slot: usize) -> u16 {
@@ -361,6 +378,13 @@ mod tests {
         assert_eq!(block_address(SLOTS - 1) + BLOCK_REGISTERS, 596, "below the public key at 600");
         assert!(block_address(SLOTS - 1) + BLOCK_REGISTERS <= PUBLIC_KEY_BASE);
         assert!(BLOCK_REGISTERS <= crate::modbus::Table::Input.max_read());
+        assert!(PUBLIC_KEY_BASE + PUBLIC_KEY_REGISTERS <= LATEST_BASE);
+        let mut latest = alloc::vec![3u16];
+        latest.extend(&regs);
+        assert_eq!(decode_latest(&latest), Some((2, block)));
+        latest[0] = 0;
+        assert_eq!(decode_latest(&latest), None, "no receipt yet");
+        assert_eq!(decode_latest(&latest[1..]), None);
 
         let mut log = [0u16; crate::speaker::LOG_REGISTERS as usize];
         let slot2 = usize::from(SLOT_BASE - LOG_BASE + 2 * SLOT_STRIDE);
