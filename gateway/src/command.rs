@@ -247,6 +247,7 @@ impl Executor {
     ) {
         let device = cmd.device.clone();
         let send = |state: AckState, reason: Option<String>, receipt: Option<protocol::receipt::SignedReceipt>| {
+            let receipt = receipt.map(Box::new);
             let ack = CommandAck { id: cmd.id, device: device.clone(), ts: (self.clock)(), state, reason, receipt };
             async move {
                 let _ = acks.send(ack).await;

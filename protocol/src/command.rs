@@ -572,7 +572,7 @@ pub struct CommandAck {
     /// The speaker's own signed word on this state (`protocol::receipt`), relayed
     /// unchanged by the gateway: what ingest records a speaker's state on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<crate::receipt::SignedReceipt>,
+    pub receipt: Option<alloc::boxed::Box<crate::receipt::SignedReceipt>>,
 }
 
 #[cfg(test)]

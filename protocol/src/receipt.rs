@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(block_address(SLOTS - 1) + BLOCK_REGISTERS, 596, "below the public key at 600");
         assert!(block_address(SLOTS - 1) + BLOCK_REGISTERS <= PUBLIC_KEY_BASE);
         assert!(BLOCK_REGISTERS <= crate::modbus::Table::Input.max_read());
-        assert!(PUBLIC_KEY_BASE + PUBLIC_KEY_REGISTERS <= LATEST_BASE);
+        const { assert!(PUBLIC_KEY_BASE + PUBLIC_KEY_REGISTERS <= LATEST_BASE) };
         let mut latest = alloc::vec![3u16];
         latest.extend(&regs);
         assert_eq!(decode_latest(&latest), Some((2, block)));

@@ -339,6 +339,7 @@ async fn forged_played_relayed_by_a_stolen_gateway_is_refused_and_the_real_one_r
     let ack_topic = Topic::new(&tenant, &gw.id, Channel::CommandAck);
     let mut counter = u64::MAX / 2;
     let mut send = |id: u64, state: AckState, receipt: Option<SignedReceipt>| {
+        let receipt = receipt.map(Box::new);
         let ack = CommandAck { id, device: speaker.clone(), ts: Timestamp(now_ms()), state, reason: None, receipt };
         counter += 1;
         protocol::auth::seal_mac(&ack_topic, &link, counter, &serde_json::to_vec(&ack).unwrap())

@@ -932,7 +932,7 @@ impl Dispatcher {
             attempt: attempts,
             command: Some(ack.id),
             reason,
-            receipt: ack.receipt.map(Box::new),
+            receipt: ack.receipt,
         };
         self.emit(st, now, event, fx);
         match target {
@@ -1279,7 +1279,7 @@ mod tests {
             ts: Timestamp(0),
             state,
             reason: None,
-            receipt: receipt.map(|r| r.signed(&key)),
+            receipt: receipt.map(|r| Box::new(r.signed(&key))),
         }
     }
 
@@ -1310,7 +1310,7 @@ mod tests {
         assert_eq!(check_receipt(&inv, &ack(AckState::Played, Some(played.clone()))), ReceiptCheck::Verified);
         assert_eq!(check_receipt(&inv, &ack(AckState::Played, None)), ReceiptCheck::Absent);
         let mut forged = ack(AckState::Played, Some(played.clone()));
-        forged.receipt = Some(played.clone().signed(&ed25519_dalek::SigningKey::from_bytes(&[4u8; 32])));
+        forged.receipt = Some(Box::new(played.clone().signed(&ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]))));
         assert_eq!(check_receipt(&inv, &forged), ReceiptCheck::Bad, "signed by someone else");
         let other = protocol::receipt::Receipt { device: "dongcun-speaker-2".into(), ..played };
         assert_eq!(check_receipt(&inv, &ack(AckState::Played, Some(other))), ReceiptCheck::NoKey);
