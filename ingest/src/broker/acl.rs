@@ -69,6 +69,11 @@ impl<F: Fn(&str) -> Option<String>> Acl<F> {
         }
     }
 
+    /// True once a CONNECT was read and allowed.
+    pub fn connected(&self) -> bool {
+        self.client != Client::Connecting
+    }
+
     /// Takes the next bytes from the client; `Err(reason)` if a packet among them breaks
     /// the rules (the connection must end before these bytes are forwarded, so the broker
     /// never has the whole packet).

@@ -12,6 +12,9 @@
 //!   and never reaches the broker.
 //! - At most [`MAX_CONNECTIONS`] connections at once (handshaking or open); one more is
 //!   closed at accept. Each costs two copy buffers and rustls' state, about 40 KiB.
+//! - The broker is reached only once the client's CONNECT passed the rules (within
+//!   [`CONNECT_WITHIN`]): a stranger that completes a handshake, or names no enrolled
+//!   gateway, costs the broker nothing.
 //! - rumqttd sees every gateway as coming from loopback; the login (checked by the broker's
 //!   auth handler) is what identifies it, as before.
 //! - Every byte a client sends passes [`super::acl`] first: a gateway's publishes,
@@ -30,6 +33,10 @@ use crate::keyring::Keyring;
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+/// Longest from the handshake to a CONNECT the rules allow; only then is the broker
+/// reached, so a client that never logs in (or is not an enrolled gateway) costs the
+/// broker nothing, not even a log line.
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 /// Most TLS connections at once (rumqttd's own limit is `router.max_connections`).
 pub const MAX_CONNECTIONS: usize = 20_000;
 
@@ -115,6 +122,29 @@ async fn pipe(
             return;
         }
     };
+    let (mut from_client, mut to_client) = tokio::io::split(tls);
+    let keyring = rules.keyring.clone();
+    let mut acl = super::acl::Acl::new(move |gw: &str| keyring.tenant_of(gw), &rules.trusted);
+    let mut buf = vec![0u8; 16 * 1024];
+    // Up to the CONNECT: read and check, keep what was read, reach the broker only then.
+    let mut first = Vec::new();
+    let login = async {
+        while !acl.connected() {
+            let n = match from_client.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if let Err(reason) = acl.check(&buf[..n]) {
+                tracing::debug!(message = "Connection ended: a packet against the gateway rules.", %peer, %reason);
+                return false;
+            }
+            first.extend_from_slice(&buf[..n]);
+        }
+        true
+    };
+    if !matches!(tokio::time::timeout(CONNECT_WITHIN, login).await, Ok(true)) {
+        return;
+    }
     let plain = match TcpStream::connect(upstream).await {
         Ok(s) => s,
         Err(error) => {
@@ -123,12 +153,11 @@ async fn pipe(
         }
     };
     let _ = plain.set_nodelay(true);
-    let (mut from_client, mut to_client) = tokio::io::split(tls);
     let (mut from_broker, mut to_broker) = plain.into_split();
-    let keyring = rules.keyring.clone();
-    let mut acl = super::acl::Acl::new(move |gw: &str| keyring.tenant_of(gw), &rules.trusted);
+    if to_broker.write_all(&first).await.is_err() {
+        return;
+    }
     let up = async {
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match from_client.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
