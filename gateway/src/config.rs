@@ -63,6 +63,10 @@ pub struct MqttConfig {
     pub credentials: Option<(String, String)>,
     /// TLS (rustls), when the URL is `mqtts://`.
     pub tls: Option<TlsConfig>,
+    /// SHA-256 of the broker's CA certificate (`AB:CD:...`, as ingest prints it): with it,
+    /// the gateway trusts only that certificate of `ca_file`, and refuses to start if the
+    /// file does not hold it (`mqtt.ca_sha256`).
+    pub ca_sha256: Option<String>,
     /// Payload codec of telemetry.
     pub codec: Codec,
     /// MQTT keep-alive.
@@ -81,6 +85,7 @@ impl Default for MqttConfig {
             client_id: String::new(),
             credentials: None,
             tls: None,
+            ca_sha256: None,
             codec: Codec::Binary,
             keep_alive: Duration::from_secs(default_keep_alive_secs()),
             max_inflight: default_max_inflight(),
@@ -269,6 +274,7 @@ struct MqttSpec {
     username: Option<String>,
     password: Option<String>,
     ca_file: Option<PathBuf>,
+    ca_sha256: Option<String>,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
     #[serde(default)]
@@ -543,6 +549,20 @@ pub fn parse_key(hex: &str) -> Result<[u8; 32], String> {
     Ok(key)
 }
 
+/// A SHA-256 fingerprint as `AB:CD:...` (upper case, colons), from hex with or without
+/// colons; `None` if it is not 32 bytes of hex.
+pub fn normalise_sha256(text: &str) -> Option<String> {
+    let hex: String = text.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| {
+        hex.to_ascii_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+            .join(":")
+    })
+}
+
 fn mqtt(src: &Source, spec: &Spanned<MqttSpec>, gateway: &str, problems: &mut Problems) -> MqttConfig {
     let m = spec.get_ref();
     let (host, port, tls) = match daemon::parse_broker_url(&m.url) {
@@ -577,12 +597,24 @@ fn mqtt(src: &Source, spec: &Spanned<MqttSpec>, gateway: &str, problems: &mut Pr
             problems.push(src.error(spec, format!("TLS file '{}' does not exist", f.display())));
         }
     }
+    let ca_sha256 = m.ca_sha256.as_deref().and_then(|pin| match normalise_sha256(pin) {
+        Some(p) if m.ca_file.is_some() => Some(p),
+        Some(_) => {
+            problems.push(src.error(spec, "mqtt.ca_sha256 pins a certificate of mqtt.ca_file: set ca_file too"));
+            None
+        }
+        None => {
+            problems.push(src.error(spec, format!("mqtt.ca_sha256 '{pin}': expected 64 hex digits (colons allowed)")));
+            None
+        }
+    });
     MqttConfig {
         host,
         port,
         client_id: m.client_id.clone().unwrap_or_else(|| gateway.to_string()),
         credentials,
         tls: tls.then(|| TlsConfig { ca_file: m.ca_file.clone(), client_auth }),
+        ca_sha256,
         codec: m.codec,
         keep_alive: Duration::from_secs(m.keep_alive_secs.max(5)),
         max_inflight: m.max_inflight.max(1),
@@ -776,5 +808,25 @@ bus = "rs485-9"
         assert_eq!(bus.frame_gap(), Duration::from_micros(1750));
         bus.turnaround = Duration::from_millis(100);
         assert_eq!(bus.frame_gap(), Duration::from_micros(101_750));
+    }
+
+    #[test]
+    fn a_pinned_ca_fingerprint_is_read_normalised_and_needs_its_ca_file() {
+        let pin = "ab:".repeat(31) + "ab";
+        assert_eq!(normalise_sha256(&"AB".repeat(32)), Some(pin.to_uppercase()));
+        assert_eq!(normalise_sha256(&pin), Some(pin.to_uppercase()));
+        assert_eq!(normalise_sha256("abc"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let text = |extra: &str| {
+            format!("gateway = \"g\"\ntenant = \"t\"\n[mqtt]\nurl = \"mqtts://h\"\n{extra}ca_sha256 = \"{pin}\"\n")
+        };
+        let with_file = text(&format!("ca_file = \"{}\"\n", ca.display()));
+        let cfg = GatewayConfig::from_source(&Source::from_text("gw.toml", with_file), &library())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.mqtt.ca_sha256, Some(pin.to_uppercase()));
+        let e = GatewayConfig::from_source(&Source::from_text("gw.toml", text("")), &library()).unwrap_err();
+        assert!(e.to_string().contains("mqtt.ca_sha256 pins a certificate of mqtt.ca_file"), "{e}");
     }
 }

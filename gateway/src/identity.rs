@@ -17,6 +17,13 @@
 //!   silently replaced: replacing it would be a new identity that ingest does not know.
 //! - Without a queue directory (tests) the identity is made in memory for the process.
 //!
+//! - Rotation without downtime: `gateway identity --next` makes the next key beside the
+//!   current one (`gateway.next.key`) and prints it; the county enrols it next to the
+//!   current one (both verify); at its next start the gateway moves to it (the current key
+//!   is kept as `gateway.old.key`, in case the change must be undone), and the county
+//!   removes the old key. A restart before the next key is enrolled moves to it all the
+//!   same: the gateway's messages wait in its queue until the county enrols it.
+//!
 //! File format: one line `village-telemetry gateway key v1 <64 hex digits of the seed>`.
 
 use std::fmt;
@@ -30,6 +37,10 @@ use rand_core::{OsRng, RngCore as _};
 
 /// Name of the key file in the queue directory.
 pub const FILE: &str = "gateway.key";
+/// The next key during a rotation, taken at the next start.
+pub const NEXT_FILE: &str = "gateway.next.key";
+/// The key before the last rotation.
+pub const OLD_FILE: &str = "gateway.old.key";
 /// What the key file's one line starts with.
 const PREFIX: &str = "village-telemetry gateway key v1 ";
 
@@ -88,6 +99,8 @@ pub enum Origin {
     Created,
     /// Made now in memory (no queue directory).
     Ephemeral,
+    /// The next key (`gateway.next.key`) was taken now: a rotation finished.
+    Rotated,
 }
 
 impl Identity {
@@ -98,15 +111,52 @@ impl Identity {
             return Ok((Identity::generate(), Origin::Ephemeral));
         };
         let path = dir.join(FILE);
+        if dir.join(NEXT_FILE).exists() {
+            return Identity::take_next(dir).map(|id| (id, Origin::Rotated));
+        }
         match std::fs::metadata(&path) {
             Ok(_) => Identity::load(&path).map(|id| (id, Origin::Loaded)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = Identity::generate();
-                id.write(dir)?;
+                id.write(dir, FILE)?;
                 Ok((id, Origin::Created))
             }
             Err(source) => Err(IdentityError::Io { path, source }),
         }
+    }
+
+    /// The next key of a rotation in `dir` (`gateway.next.key`), made now if there is none;
+    /// true if it was made now. The gateway keeps its current key until its next start.
+    pub fn load_or_create_next(dir: &Path) -> Result<(Identity, bool), IdentityError> {
+        let path = dir.join(NEXT_FILE);
+        if path.exists() {
+            return Identity::load(&path).map(|id| (id, false));
+        }
+        let id = Identity::generate();
+        id.write(dir, NEXT_FILE)?;
+        Ok((id, true))
+    }
+
+    /// Moves to the next key: the current key file becomes `gateway.old.key`, the next
+    /// one `gateway.key`, the directory is synced.
+    fn take_next(dir: &Path) -> Result<Identity, IdentityError> {
+        let (next, current, old) = (dir.join(NEXT_FILE), dir.join(FILE), dir.join(OLD_FILE));
+        let id = Identity::load(&next)?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| IdentityError::Io { path: p, source }
+        };
+        if current.exists() {
+            std::fs::rename(&current, &old).map_err(io(&current))?;
+        }
+        std::fs::rename(&next, &current).map_err(io(&next))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        tracing::warn!(
+            message = "Gateway key rotated: the next key is the gateway's key now; the county removes the old one once this one delivers.",
+            fingerprint = %id.fingerprint(),
+            old = %old.display()
+        );
+        Ok(id)
     }
 
     /// Reads a key file, refusing one that others may read.
@@ -137,11 +187,11 @@ impl Identity {
         Identity::from_seed(seed)
     }
 
-    /// Writes the key file into `dir` (created if missing): mode 0600, temporary file,
-    /// sync, rename, sync of the directory. Never overwrites an existing key file.
-    fn write(&self, dir: &Path) -> Result<(), IdentityError> {
-        let path = dir.join(FILE);
-        let tmp = dir.join(format!("{FILE}.tmp"));
+    /// Writes the key file `name` into `dir` (created if missing): mode 0600, temporary
+    /// file, sync, rename, sync of the directory. Never overwrites an existing key file.
+    fn write(&self, dir: &Path, name: &str) -> Result<(), IdentityError> {
+        let path = dir.join(name);
+        let tmp = dir.join(format!("{name}.tmp"));
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |source| IdentityError::Io { path: p, source }
@@ -265,5 +315,22 @@ mod tests {
         assert_eq!(auth::open_mac(&wire, &topic, &theirs).map(|o| o.body), Ok(&b"{}"[..]));
         let (_, origin) = Identity::load_or_create(None).unwrap();
         assert_eq!(origin, Origin::Ephemeral);
+    }
+
+    #[test]
+    fn a_next_key_is_made_beside_the_current_one_and_taken_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (current, _) = Identity::load_or_create(Some(dir.path())).unwrap();
+        let (next, made) = Identity::load_or_create_next(dir.path()).unwrap();
+        assert!(made);
+        assert_ne!(current.public(), next.public());
+        let (again, made) = Identity::load_or_create_next(dir.path()).unwrap();
+        assert!(!made && again.public() == next.public(), "asked twice, the same next key");
+        // The running gateway keeps its key until it restarts.
+        let (loaded, origin) = Identity::load_or_create(Some(dir.path())).unwrap();
+        assert_eq!((origin, loaded.public()), (Origin::Rotated, next.public()), "taken at the next start");
+        let (loaded, origin) = Identity::load_or_create(Some(dir.path())).unwrap();
+        assert_eq!((origin, loaded.public()), (Origin::Loaded, next.public()));
+        assert_eq!(Identity::load(&dir.path().join(OLD_FILE)).unwrap().public(), current.public(), "the old key kept");
     }
 }

@@ -40,6 +40,10 @@ enum Command {
         /// The gateway's config file (the key lives in its queue directory).
         #[arg(long, short)]
         config: PathBuf,
+        /// Make (or show) the next key of a rotation instead: enrol it beside the current
+        /// one, then restart the gateway, which moves to it (docs/SECURITY.md).
+        #[arg(long)]
+        next: bool,
     },
     /// Read a speaker terminal's own public key over Modbus (input 600-615) and print it
     /// with its fingerprint, to enrol as the speaker's `public_key` in ingest's inventory.
@@ -84,11 +88,31 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(errors.is_empty(), "{} profile(s) refused", errors.len());
             Ok(())
         }
-        Command::Identity { config } => {
+        Command::Identity { config, next: true } => {
             let (cfg, _) = load(&config)?;
             let dir = cfg.queue.dir.as_deref().context("the config has no [queue] dir: the key would not be kept")?;
-            let (id, origin) =
-                gateway::identity::Identity::load_or_create(Some(dir)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (id, made) =
+                gateway::identity::Identity::load_or_create_next(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("gateway:     {}", cfg.gateway);
+            println!("next public_key:  {}", id.public_hex());
+            println!("next fingerprint: {}", id.fingerprint());
+            if made {
+                println!("(made now; enrol it beside the current key, then restart the gateway to move to it)");
+            }
+            Ok(())
+        }
+        Command::Identity { config, next: false } => {
+            let (cfg, _) = load(&config)?;
+            let dir = cfg.queue.dir.as_deref().context("the config has no [queue] dir: the key would not be kept")?;
+            // Printing the key never moves to a waiting next key: only the gateway's start does.
+            let current = dir.join(gateway::identity::FILE);
+            let (id, origin) = if dir.join(gateway::identity::NEXT_FILE).exists() && current.exists() {
+                let id = gateway::identity::Identity::load(&current).map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("(a next key waits in {}; the gateway moves to it at its next start)", dir.display());
+                (id, gateway::identity::Origin::Loaded)
+            } else {
+                gateway::identity::Identity::load_or_create(Some(dir)).map_err(|e| anyhow::anyhow!("{e}"))?
+            };
             println!("gateway:     {}", cfg.gateway);
             println!("tenant:      {}", cfg.tenant);
             println!("public_key:  {}", id.public_hex());

@@ -24,7 +24,8 @@
 //!   configuration acts only if ingest signed it ([`crate::trust`]). A delivery ack never
 //!   releases a batch past the highest seq published since the queue was opened.
 //! - TLS is rustls with the ring provider, chosen explicitly (never a process-wide
-//!   default), trusting the configured CA file or the system's roots, with an optional
+//!   default), trusting the configured CA file (only its certificate with the pinned
+//!   SHA-256, `mqtt.ca_sha256`, when one is pinned) or the system's roots, with an optional
 //!   client certificate.
 
 use std::collections::VecDeque;
@@ -159,7 +160,7 @@ pub async fn run(
         (None, _) => {}
     }
     if let Some(tls) = &m.tls {
-        opts.set_transport(Transport::tls_with_config(tls_config(tls)?));
+        opts.set_transport(Transport::tls_with_config(tls_config(tls, m.ca_sha256.as_deref())?));
     }
     let (client, mut eventloop) = AsyncClient::new(opts, usize::from(m.max_inflight) * 2 + 16);
 
@@ -257,11 +258,20 @@ pub async fn run(
 /// Checks that the uplink can be set up (TLS files readable and valid), so that a gateway
 /// with a broken certificate stops at start with the reason instead of never connecting.
 pub fn check(config: &GatewayConfig) -> Result<(), UplinkError> {
-    config.mqtt.tls.as_ref().map(tls_config).transpose().map(|_| ())
+    let m = &config.mqtt;
+    m.tls.as_ref().map(|tls| tls_config(tls, m.ca_sha256.as_deref())).transpose().map(|_| ())
+}
+
+/// SHA-256 of a certificate's DER, as `AB:CD:...` (what ingest prints for the county CA).
+pub fn cert_sha256(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// A rustls client config with the ring provider, the configured roots and client cert.
-fn tls_config(tls: &TlsConfig) -> Result<TlsConfiguration, UplinkError> {
+/// With `pin` (a normalised SHA-256), only the certificate of the CA file with that
+/// fingerprint is trusted, and a file without it is an error.
+fn tls_config(tls: &TlsConfig, pin: Option<&str>) -> Result<TlsConfiguration, UplinkError> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| UplinkError::Tls(format!("cannot read {}: {e}", path.display())))
     };
@@ -271,10 +281,18 @@ fn tls_config(tls: &TlsConfig) -> Result<TlsConfiguration, UplinkError> {
             let pem = read(ca)?;
             for cert in rustls_pemfile::certs(&mut BufReader::new(&pem[..])) {
                 let cert = cert.map_err(|e| UplinkError::Tls(format!("{}: {e}", ca.display())))?;
+                let fingerprint = cert_sha256(cert.as_ref());
+                if pin.is_some_and(|p| p != fingerprint) {
+                    continue;
+                }
+                tracing::debug!(message = "Broker CA trusted.", file = %ca.display(), sha256 = %fingerprint);
                 roots.add(cert).map_err(|e| UplinkError::Tls(format!("{}: {e}", ca.display())))?;
             }
             if roots.is_empty() {
-                return Err(UplinkError::Tls(format!("{}: no certificate in the file", ca.display())));
+                return Err(UplinkError::Tls(match pin {
+                    Some(p) => format!("{}: no certificate with the pinned SHA-256 {p}", ca.display()),
+                    None => format!("{}: no certificate in the file", ca.display()),
+                }));
             }
         }
         None => {
@@ -497,8 +515,22 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_without_the_pinned_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        // rustls_pemfile only unwraps the PEM; the fingerprint is over these bytes.
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n").unwrap();
+        assert_eq!(cert_sha256(&[0, 1, 2]).len(), 95);
+        let tls = TlsConfig { ca_file: Some(ca), client_auth: None };
+        let pin = "AB:".repeat(31) + "AB";
+        let e = tls_config(&tls, Some(&pin)).unwrap_err().to_string();
+        assert!(e.contains("no certificate with the pinned SHA-256"), "{e}");
+    }
+
+    #[test]
     fn a_missing_ca_file_is_named() {
-        let e = tls_config(&TlsConfig { ca_file: Some("/nonexistent/ca.pem".into()), client_auth: None }).unwrap_err();
+        let e = tls_config(&TlsConfig { ca_file: Some("/nonexistent/ca.pem".into()), client_auth: None }, None)
+            .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 }

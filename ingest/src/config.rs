@@ -26,6 +26,8 @@ pub struct IngestConfig {
     pub data_dir: PathBuf,
     /// The broker: embedded, or an external one.
     pub broker: BrokerConfig,
+    /// The embedded broker's TLS listener and whether its plain one may leave loopback.
+    pub broker_exposure: crate::broker::Exposure,
     /// Address of the HTTP API and dashboard.
     pub http: SocketAddr,
     /// The device inventory file (sites, gateways, devices); `None` when built in code.
@@ -215,6 +217,13 @@ enum BrokerSpec {
     Embedded {
         #[serde(default = "default_mqtt_listen")]
         listen: String,
+        tls_listen: Option<String>,
+        tls_cert_file: Option<PathBuf>,
+        tls_key_file: Option<PathBuf>,
+        #[serde(default)]
+        tls_names: Vec<String>,
+        #[serde(default)]
+        insecure: bool,
     },
     External {
         url: String,
@@ -225,7 +234,14 @@ enum BrokerSpec {
 
 impl Default for BrokerSpec {
     fn default() -> BrokerSpec {
-        BrokerSpec::Embedded { listen: default_mqtt_listen() }
+        BrokerSpec::Embedded {
+            listen: default_mqtt_listen(),
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_names: Vec::new(),
+            insecure: false,
+        }
     }
 }
 
@@ -320,6 +336,7 @@ impl IngestConfig {
         IngestConfig {
             data_dir,
             broker,
+            broker_exposure: crate::broker::Exposure::default(),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             inventory: None,
             limits: Limits::default(),
@@ -347,17 +364,41 @@ impl IngestConfig {
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
         let broker_span = spec.broker.span();
+        let mut broker_exposure = crate::broker::Exposure::default();
         let broker = match spec.broker.into_inner() {
-            BrokerSpec::Embedded { listen } => match listen.parse() {
-                Ok(listen) => BrokerConfig::Embedded { listen },
-                Err(_) => {
-                    problems.push(src.error_at(
-                        Some(broker_span.clone()),
-                        format!("broker.listen '{listen}' is not an address like 127.0.0.1:1883"),
-                    ));
-                    BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 1883)) }
+            BrokerSpec::Embedded { listen, tls_listen, tls_cert_file, tls_key_file, tls_names, insecure } => {
+                let at = || Some(broker_span.clone());
+                let listen = listen.parse().unwrap_or_else(|_| {
+                    problems.push(
+                        src.error_at(at(), format!("broker.listen '{listen}' is not an address like 127.0.0.1:1883")),
+                    );
+                    SocketAddr::from(([127, 0, 0, 1], 1883))
+                });
+                if let Some(reason) = crate::broker::check_listen(&listen, insecure) {
+                    problems.push(src.error_at(at(), reason));
                 }
-            },
+                let tls_listen = tls_listen.map(|a| {
+                    a.parse().unwrap_or_else(|_| {
+                        problems.push(
+                            src.error_at(at(), format!("broker.tls_listen '{a}' is not an address like 0.0.0.0:8883")),
+                        );
+                        SocketAddr::from(([127, 0, 0, 1], 8883))
+                    })
+                });
+                let cert_files = match (tls_cert_file, tls_key_file) {
+                    (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+                    (None, None) => None,
+                    _ => {
+                        problems.push(src.error_at(at(), "broker.tls_cert_file and broker.tls_key_file go together"));
+                        None
+                    }
+                };
+                if tls_listen.is_none() && cert_files.is_some() {
+                    problems.push(src.error_at(at(), "broker.tls_cert_file is set but there is no broker.tls_listen"));
+                }
+                broker_exposure = crate::broker::Exposure { tls_listen, cert_files, tls_names, insecure };
+                BrokerConfig::Embedded { listen }
+            }
             BrokerSpec::External { url, username, password } => {
                 let (host, port) = daemon::parse_mqtt_url(&url).unwrap_or_else(|reason| {
                     problems.push(src.error_at(None, format!("broker.url '{url}': {reason}")));
@@ -405,6 +446,7 @@ impl IngestConfig {
             store,
             sinks,
             broker,
+            broker_exposure,
             http,
             inventory: Some(base.join(spec.inventory)),
             limits,
@@ -498,8 +540,19 @@ mod tests {
         let text = "data_dir = \"d\"\ninventory = \"i.toml\"\n[broker]\ntype = \"embedded\"\nlisten = \"nowhere\"\n";
         let e = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("i.toml:3:1: broker.listen 'nowhere'"), "{e}");
-        let good = text.replace("nowhere", "0.0.0.0:1883");
+        let good = text.replace("nowhere", "127.0.0.1:1883");
         assert!(IngestConfig::from_source(&Source::from_text("i.toml", good), Path::new(".")).is_ok());
+        // Plain MQTT on a network address: refused at the table without `insecure`,
+        // accepted with it (and warned about at every start).
+        let open = text.replace("nowhere", "0.0.0.0:1883");
+        let e = IngestConfig::from_source(&Source::from_text("i.toml", open.clone()), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("i.toml:3:1: broker.listen 0.0.0.0:1883 is plain MQTT on a network address"), "{e}");
+        let insecure = format!("{open}insecure = true\n");
+        let cfg = IngestConfig::from_source(&Source::from_text("i.toml", insecure), Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.broker_exposure.insecure);
     }
 
     #[test]

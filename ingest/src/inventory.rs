@@ -54,9 +54,33 @@ pub struct GatewayInfo {
     pub site: String,
     /// Its public key, 64 hex digits (`gateway identity` prints it): what every message
     /// it sends must verify with. Enrolling a gateway is adding it; without it, everything
-    /// the gateway sends is refused (`bad_signature`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// the gateway sends is refused (`bad_signature`). During a rotation the file lists
+    /// two, `public_key = ["OLD", "NEW"]`, and both verify; in memory they are kept in
+    /// this one string, separated by a space ([`GatewayInfo::public_keys`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "one_or_two_keys")]
     pub public_key: Option<String>,
+}
+
+impl GatewayInfo {
+    /// The public keys listed (none, one, or two during a rotation), as hex.
+    pub fn public_keys(&self) -> Vec<&str> {
+        self.public_key.as_deref().map(|k| k.split_ascii_whitespace().collect()).unwrap_or_default()
+    }
+}
+
+/// `public_key = "HEX"` or `public_key = ["HEX", "HEX"]`, kept as one string.
+fn one_or_two_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Keys {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Keys>::deserialize(d)? {
+        None => None,
+        Some(Keys::One(k)) => Some(k),
+        Some(Keys::Many(ks)) => Some(ks.join(" ")),
+    })
 }
 
 /// A device.
@@ -168,10 +192,22 @@ impl Inventory {
             check_id(&d.get_ref().id, "device", src.error(d, ""));
         }
         for g in &spec.gateways {
-            if let Some(key) = &g.get_ref().public_key
-                && let Err(reason) = crate::keyring::parse_public_key(key)
-            {
-                problems.push(src.error(g, format!("gateway '{}': public_key: {reason}", g.get_ref().id)));
+            let keys = g.get_ref().public_keys();
+            if keys.len() > crate::keyring::MAX_KEYS {
+                problems.push(src.error(
+                    g,
+                    format!(
+                        "gateway '{}': public_key lists {} keys; at most {} (the old and the new during a rotation)",
+                        g.get_ref().id,
+                        keys.len(),
+                        crate::keyring::MAX_KEYS
+                    ),
+                ));
+            }
+            for key in keys {
+                if let Err(reason) = crate::keyring::parse_public_key(key) {
+                    problems.push(src.error(g, format!("gateway '{}': public_key: {reason}", g.get_ref().id)));
+                }
             }
         }
         for d in &spec.devices {
@@ -230,6 +266,18 @@ impl Inventory {
     /// The gateway, if known.
     pub fn gateway(&self, id: &str) -> Option<GatewayInfo> {
         self.read().gateways.get(id).cloned()
+    }
+
+    /// Sets the public keys the inventory shows for `gateway` (enrolment through the API);
+    /// false if there is no such gateway.
+    pub fn set_public_keys(&self, gateway: &str, keys: &[String]) -> bool {
+        match self.write().gateways.get_mut(gateway) {
+            Some(g) => {
+                g.public_key = (!keys.is_empty()).then(|| keys.join(" "));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether `device` may be published by `gateway`.
@@ -454,5 +502,31 @@ gateway = "gw-dongcun"
         assert!(!inv.register_external("telegraf-host-1", "county"));
         assert_eq!(inv.device("telegraf-host-1").map(|d| d.kind), Some(DeviceKind::External));
         assert_eq!(inv.tenant_of("telegraf-host-1").as_deref(), Some("county"));
+    }
+
+    #[test]
+    fn a_gateway_lists_one_key_or_two_during_a_rotation_and_no_more() {
+        let k = |n: u8| {
+            ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+                .verifying_key()
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let with =
+            |value: &str| TEXT.replace("id = \"gw-xicun\"\n", &format!("id = \"gw-xicun\"\npublic_key = {value}\n"));
+        let two = with(&format!("[\"{}\", \"{}\"]", k(1), k(2)));
+        let inv = Inventory::from_source(&Source::from_text("inv.toml", two)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inv.gateway("gw-xicun").unwrap().public_keys(), vec![k(1), k(2)]);
+        let one = with(&format!("\"{}\"", k(1)));
+        let inv = Inventory::from_source(&Source::from_text("inv.toml", one)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inv.gateway("gw-xicun").unwrap().public_keys(), vec![k(1)]);
+        let three = with(&format!("[\"{}\", \"{}\", \"{}\"]", k(1), k(2), k(3)));
+        let e = Inventory::from_source(&Source::from_text("inv.toml", three)).unwrap_err().to_string();
+        assert!(e.contains("gateway 'gw-xicun': public_key lists 3 keys; at most 2"), "{e}");
+        assert!(inv.set_public_keys("gw-xicun", &[k(2)]));
+        assert_eq!(inv.gateway("gw-xicun").unwrap().public_keys(), vec![k(2)]);
+        assert!(!inv.set_public_keys("gw-nowhere", &[k(2)]));
     }
 }

@@ -11,13 +11,25 @@
 //!   verify: an unknown gateway, an unknown key id, a bad tag all end in an
 //!   [`AuthError`] whose [`AuthError::code`] is one of a handful of fixed labels. A flood
 //!   from nobody costs CPU (about a microsecond a message), never memory.
-//! - Freshness state ([`Keyring::fresh`]) exists only for enrolled gateways and only after
-//!   a message verified, so it is bounded by the inventory.
+//! - Freshness state ([`Keyring::fresh`]) is made only for enrolled gateways and only after
+//!   a message verified, so it is bounded by the gateways ever enrolled. It outlives a
+//!   revocation, so a gateway enrolled again with the same key cannot be replayed its old
+//!   messages.
+//! - Freshness survives a restart: the high-water marks are written to a small file
+//!   ([`Keyring::save_marks`], on a timer of [`MARKS_EVERY`] and at stop, atomically) and read
+//!   back at start ([`Keyring::load_marks`]). A status must then be at least the last one
+//!   accepted (the broker's retained copy of that very status is taken once more: it is
+//!   the state ingest had), an ack outside the persisted replay window is refused. After a
+//!   crash the marks are at most [`MARKS_EVERY`] old: only what was accepted in that last
+//!   interval could be taken once more.
 //! - A gateway holds at most [`MAX_KEYS`] keys (the old and the new during a rotation);
 //!   removing its keys revokes it at once: the next message is refused.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use protocol::auth::{self, AuthError, Freshness, KeyId, LinkKey, Opened};
@@ -26,6 +38,12 @@ use protocol::topic::{Channel, Topic};
 
 /// Keys a gateway may hold at once: the current one and, during a rotation, the next.
 pub const MAX_KEYS: usize = 2;
+/// The file of freshness marks, in ingest's data directory.
+pub const MARKS_FILE: &str = "freshness.marks";
+/// How often changed freshness marks are written (and so how old they can be after a crash).
+pub const MARKS_EVERY: Duration = Duration::from_secs(1);
+/// First line of the marks file.
+const MARKS_HEADER: &str = "# village-telemetry freshness marks v1: gateway status_last ack_highest ack_seen";
 
 struct Enrolled {
     tenant: String,
@@ -44,6 +62,8 @@ pub struct Keyring {
     key: SigningKey,
     gateways: RwLock<HashMap<String, Enrolled>>,
     counters: Mutex<HashMap<String, Counters>>,
+    /// Set when a counter moved since the marks were last written.
+    marks_dirty: AtomicBool,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -72,7 +92,12 @@ pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
 impl Keyring {
     /// A keyring with ingest's own key (the command key) and no gateway enrolled.
     pub fn new(key: SigningKey) -> Keyring {
-        Keyring { key, gateways: RwLock::new(HashMap::new()), counters: Mutex::new(HashMap::new()) }
+        Keyring {
+            key,
+            gateways: RwLock::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
+            marks_dirty: AtomicBool::new(false),
+        }
     }
 
     /// Ingest's public key (what gateways have as `command_key`).
@@ -96,10 +121,15 @@ impl Keyring {
         Ok(prints)
     }
 
-    /// Forgets `gateway`'s keys: from now on everything it sends is refused.
+    /// Forgets `gateway`'s keys: from now on everything it sends is refused. Its freshness
+    /// marks stay (see the module doc).
     pub fn revoke(&self, gateway: &str) {
         write(&self.gateways).remove(gateway);
-        lock(&self.counters).remove(gateway);
+    }
+
+    /// The tenant of an enrolled gateway.
+    pub fn tenant_of(&self, gateway: &str) -> Option<String> {
+        read(&self.gateways).get(gateway).map(|e| e.tenant.clone())
     }
 
     /// The public keys enrolled for `gateway`.
@@ -151,12 +181,86 @@ impl Keyring {
         let c = counters
             .entry(topic.gateway.to_string())
             .or_insert_with(|| Counters { status: Freshness::newest(), acks: Freshness::window() });
-        match topic.channel {
-            Channel::Status if counter == 0 => true,
+        let fresh = match topic.channel {
+            Channel::Status if counter == 0 => return true,
             Channel::Status => c.status.accept(counter),
             Channel::CommandAck => c.acks.accept(counter),
-            _ => true,
+            _ => return true,
+        };
+        if fresh {
+            self.marks_dirty.store(true, Ordering::Relaxed);
         }
+        fresh
+    }
+
+    /// Reads the freshness marks written by [`Keyring::save_marks`]; a missing file is no
+    /// marks. Returns how many gateways it named. A status counter is restored one below
+    /// its mark, so the very status last accepted (the broker's retained copy) is taken
+    /// once more and nothing older.
+    pub fn load_marks(&self, path: &Path) -> std::io::Result<usize> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let bad = |line: usize| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}:{line}: not a freshness mark", path.display()),
+            )
+        };
+        let mut counters = lock(&self.counters);
+        let mut n = 0;
+        for (i, line) in text.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            let [gateway, status, highest, seen] = fields[..] else { return Err(bad(i + 1)) };
+            let number = |s: &str| s.parse::<u64>().map_err(|_| bad(i + 1));
+            let (status, highest, seen) = (number(status)?, number(highest)?, number(seen)?);
+            counters.insert(
+                gateway.to_string(),
+                Counters {
+                    status: Freshness::Newest(status.saturating_sub(1)),
+                    acks: Freshness::Window(protocol::command::ReplayWindow::from_state(highest, seen)),
+                },
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes the freshness marks to `path` if any moved since the last write: a temporary
+    /// file beside it, synced, renamed over it. Returns whether it wrote.
+    pub fn save_marks(&self, path: &Path) -> std::io::Result<bool> {
+        if !self.marks_dirty.swap(false, Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let mut text = String::from(MARKS_HEADER);
+        text.push('\n');
+        {
+            let counters = lock(&self.counters);
+            let mut names: Vec<&String> = counters.keys().collect();
+            names.sort();
+            for name in names {
+                let c = &counters[name];
+                let status = match c.status {
+                    Freshness::Newest(last) => last,
+                    Freshness::Window(w) => w.state().0,
+                };
+                let (highest, seen) = match c.acks {
+                    Freshness::Window(w) => w.state(),
+                    Freshness::Newest(last) => (last, u64::MAX),
+                };
+                text.push_str(&format!("{name} {status} {highest} {seen}\n"));
+            }
+        }
+        if let Err(e) = write_atomically(path, text.as_bytes()) {
+            self.marks_dirty.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// A delivery ack for `gateway`, signed; the counter is ingest's clock in ms.
@@ -174,6 +278,21 @@ impl Keyring {
     pub fn key_id(&self) -> KeyId {
         KeyId::of(&self.public_key())
     }
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a
+/// part: a temporary file beside it, synced, renamed over it, the directory synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -287,5 +406,48 @@ mod tests {
         let mut identity = "01".to_string();
         identity.push_str(&"00".repeat(31));
         assert!(parse_public_key(&identity).unwrap_err().contains("small order"));
+    }
+
+    #[test]
+    fn freshness_marks_survive_a_restart_so_an_old_status_or_ack_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MARKS_FILE);
+        let ring = Keyring::new(ingest());
+        ring.set("county", "gw-a", &[gateway(10).verifying_key()]).unwrap();
+        let status = Topic::new("county", "gw-a", Channel::Status);
+        let acks = Topic::new("county", "gw-a", Channel::CommandAck);
+        assert!(!ring.save_marks(&path).unwrap(), "nothing moved, nothing written");
+        assert!(ring.fresh(&status, 5) && ring.fresh(&status, 7));
+        assert!(ring.fresh(&acks, 20) && ring.fresh(&acks, 18));
+        assert!(ring.save_marks(&path).unwrap());
+
+        // A new ingest on the same data directory.
+        let again = Keyring::new(ingest());
+        again.set("county", "gw-a", &[gateway(10).verifying_key()]).unwrap();
+        assert_eq!(again.load_marks(&path).unwrap(), 1);
+        assert!(!again.fresh(&status, 5), "an older status replayed after the restart");
+        assert!(again.fresh(&status, 7), "the last status once more: the broker's retained copy");
+        assert!(!again.fresh(&status, 7), "but only once");
+        assert!(again.fresh(&status, 8), "positive control: a fresh status");
+        assert!(!again.fresh(&acks, 20) && !again.fresh(&acks, 18), "acks seen before the restart");
+        assert!(again.fresh(&acks, 19) && again.fresh(&acks, 21), "acks not seen yet");
+
+        // No file: no marks; a damaged file is an error, not a silent reset.
+        assert_eq!(Keyring::new(ingest()).load_marks(&dir.path().join("none")).unwrap(), 0);
+        std::fs::write(&path, "gw-a five 1 2\n").unwrap();
+        assert!(Keyring::new(ingest()).load_marks(&path).is_err());
+    }
+
+    #[test]
+    fn a_revoked_and_re_enrolled_gateway_keeps_its_freshness() {
+        let ring = Keyring::new(ingest());
+        let status = Topic::new("county", "gw-a", Channel::Status);
+        ring.set("county", "gw-a", &[gateway(10).verifying_key()]).unwrap();
+        assert!(ring.fresh(&status, 9));
+        ring.revoke("gw-a");
+        assert!(!ring.fresh(&status, 10), "nothing is fresh for a revoked gateway");
+        ring.set("county", "gw-a", &[gateway(10).verifying_key()]).unwrap();
+        assert!(!ring.fresh(&status, 9), "its old status is still a replay");
+        assert!(ring.fresh(&status, 10));
     }
 }

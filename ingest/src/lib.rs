@@ -3,7 +3,9 @@
 //! MQTT in, decode, validate, de-duplicate, store, HTTP API and dashboard. Read top-down:
 //! - [`config`]: ingest's TOML config.
 //! - [`inventory`]: sites, gateways and devices, and who owns what.
-//! - [`broker`]: the embedded MQTT broker.
+//! - [`broker`]: the embedded MQTT broker, its TLS listener and the county's CA.
+//! - [`keyring`]: the keys every message is checked with; [`enrol`]: adding, rotating and
+//!   revoking gateway keys through the API.
 //! - [`sources`] -> [`pipeline`] -> [`sinks`]: the spine. Two sources, MQTT (groups of
 //!   messages in, acks out only when durable) and line protocol (`/api/v2/write`), hand
 //!   readings to the pipeline (decode -> validate -> de-duplicate -> store), which feeds the
@@ -35,6 +37,7 @@ pub mod command;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod enrol;
 pub mod error;
 pub mod inventory;
 pub mod keyring;

@@ -81,6 +81,13 @@ enum Command {
     },
     /// Print a commented example config.
     GenerateConfig,
+    /// Print the broker's CA certificate file and its SHA-256 fingerprint, for gateways to
+    /// pin (`mqtt.ca_file`, `mqtt.ca_sha256`); makes the county's CA if it is not there yet.
+    Ca {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +107,15 @@ fn main() -> anyhow::Result<()> {
                 loaded.config.tokens.len(),
                 loaded.rules
             );
+            Ok(())
+        }
+        Command::Ca { config } => {
+            let cfg = IngestConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (file, fingerprint) = ingest::broker::ca::pin(&cfg.data_dir, &cfg.broker_exposure)?;
+            println!("CA certificate: {}", file.display());
+            println!("SHA-256 fingerprint: {fingerprint}");
+            println!("Gateways: mqtt.url = \"mqtts://HOST:PORT\", mqtt.ca_file = a copy of that file,");
+            println!("          mqtt.ca_sha256 = \"{fingerprint}\"");
             Ok(())
         }
         Command::GenerateAlertsConfig => {

@@ -70,6 +70,10 @@ pub struct Running {
     /// Ingest's own login on the embedded broker (made at start, never stored): what a
     /// test that plays a compromised broker, or a local tool, connects with.
     pub broker_login: Option<(String, String)>,
+    /// The embedded broker: its TLS listener and CA fingerprint (`None` with an external broker).
+    pub broker: Option<crate::broker::Handle>,
+    /// Gateway keys set through the API.
+    pub enrolment: Arc<crate::enrol::Enrolment>,
     /// The API's state (store, inventory, metrics...).
     pub state: AppState,
     /// The MQTT source (downlink publishing, command acks).
@@ -136,13 +140,31 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     let key = crate::command::load_or_create_key(&config.data_dir.join(crate::command::KEY_FILE))?;
     let keyring = Arc::new(crate::keyring::Keyring::new(key));
     enrol_all(&keyring, &inventory);
+    // Freshness of status and acks as it was at the last stop (or within a second of a crash).
+    let marks = config.data_dir.join(crate::keyring::MARKS_FILE);
+    let restored = keyring.load_marks(&marks).with_context(|| format!("reading {}", marks.display()))?;
+    spawn_marks_writer(&tasks, keyring.clone(), marks, shutdown.clone());
 
     let mut broker_login = None;
+    let mut broker = None;
     let (conn, mqtt_addr) = match &config.broker {
         BrokerConfig::Embedded { listen } => {
-            let listen = if listen.port() == 0 { crate::broker::free_local_addr()? } else { *listen };
+            let listen = if listen.port() == 0 {
+                SocketAddr::new(listen.ip(), crate::broker::free_local_addr()?.port())
+            } else {
+                *listen
+            };
             let login = crate::broker::ingest_login();
-            crate::broker::start(listen, keyring.clone(), login.clone()).await?;
+            let handle = crate::broker::start(
+                listen,
+                &config.broker_exposure,
+                &config.data_dir,
+                keyring.clone(),
+                login.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            broker = Some(handle);
             broker_login = Some(login.clone());
             let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
             (
@@ -164,6 +186,9 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     // Connect first (nothing runs yet): alerts and commands publish through its downlink.
     let (source, mqtt_source) = mqtt::connect(conn);
     let inventory = Arc::new(inventory);
+    let enrolment =
+        Arc::new(crate::enrol::Enrolment::open(&config.data_dir, keyring.clone(), inventory.clone(), broker.clone())?);
+    tracing::debug!(message = "Freshness marks restored.", gateways = restored);
     // Alerts see durable readings from every source: MQTT and line protocol alike.
     let alerts = match options.alerts {
         Some(mut opts) => {
@@ -244,6 +269,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         .with_context(|| format!("binding the HTTP API to {}", config.http))?;
     let http = listener.local_addr()?;
     let mut app = api::app(state.clone());
+    app = app.merge(crate::enrol::routes(enrolment.clone(), state.tokens.clone()));
     if let Some(extra) = options.extra_routes {
         app = app.merge(extra);
     }
@@ -268,7 +294,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         http_header_timeout_secs = limits.http_header_timeout.as_secs_f64(),
         http_request_timeout_secs = limits.http_request_timeout.as_secs_f64()
     );
-    Ok(Running { http, mqtt: mqtt_addr, broker_login, state, source, shutdown, tasks })
+    Ok(Running { http, mqtt: mqtt_addr, broker_login, broker, enrolment, state, source, shutdown, tasks })
 }
 
 /// File descriptors ingest may need besides HTTP connections: the broker's gateways, the
@@ -340,14 +366,44 @@ fn spawn_retention(
     });
 }
 
-/// Enrols every gateway of the inventory that lists a public key; one without a key, or
-/// with a bad one, stays out (everything it sends is refused) and is named in the log.
+/// Writes the keyring's freshness marks every [`crate::keyring::MARKS_EVERY`] when they
+/// moved, and once more at stop.
+fn spawn_marks_writer(
+    tasks: &Tasks,
+    keyring: Arc<crate::keyring::Keyring>,
+    path: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    tasks.spawn("freshness-marks", async move {
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tokio::time::sleep(crate::keyring::MARKS_EVERY) => false,
+            };
+            let (k, p) = (keyring.clone(), path.clone());
+            match tokio::task::spawn_blocking(move || k.save_marks(&p)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(message = "Freshness marks not written; retrying.", %error),
+                Err(error) => tracing::warn!(message = "Freshness marks task failed.", %error),
+            }
+            if stopping {
+                return;
+            }
+        }
+    });
+}
+
+/// Enrols every gateway of the inventory that lists a public key (two during a
+/// rotation); one without a key, or with a bad one, stays out (everything it sends is
+/// refused) and is named in the log.
 pub fn enrol_all(keyring: &crate::keyring::Keyring, inventory: &Inventory) {
     let mut enrolled = 0usize;
     for g in inventory.gateways() {
-        let key = g.public_key.as_deref().map(crate::keyring::parse_public_key);
+        let keys = g.public_keys();
+        let key = (!keys.is_empty())
+            .then(|| keys.iter().map(|k| crate::keyring::parse_public_key(k)).collect::<Result<Vec<_>, _>>());
         match key {
-            Some(Ok(key)) => match keyring.set(&g.tenant, &g.id, &[key]) {
+            Some(Ok(key)) => match keyring.set(&g.tenant, &g.id, &key) {
                 Ok(prints) => {
                     enrolled += 1;
                     tracing::debug!(message = "Gateway enrolled.", gateway = %g.id, fingerprint = ?prints);

@@ -153,3 +153,25 @@ fn the_old_broadcast_file_still_works_and_warns_to_move_it_into_the_broadcast_ta
     let (ok, _, stderr) = check(&config, &[]);
     assert!(!ok && stderr.contains("configured twice"), "{stderr}");
 }
+
+#[test]
+fn ca_makes_the_county_ca_once_and_prints_the_fingerprint_gateways_pin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = minimal_config(dir.path(), "[broker]\ntype = \"embedded\"\ntls_listen = \"0.0.0.0:8883\"\n");
+    let run = || {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_ingest")).args(["ca", "--config"]).arg(&config).output().expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    let ca = dir.path().join("data/tls/ca.pem");
+    assert!(first.contains(&format!("CA certificate: {}", ca.display())), "{first}");
+    let print = first.lines().find_map(|l| l.strip_prefix("SHA-256 fingerprint: ")).expect("a fingerprint line");
+    assert_eq!(print.len(), 95, "32 bytes as AB:CD:...: {print}");
+    assert_eq!(run(), first, "made once: the second run prints the same CA");
+    // The same fingerprint as the file's certificate (what openssl would print).
+    let pem = std::fs::read(&ca).expect("ca.pem");
+    let der = rustls_pemfile::certs(&mut &pem[..]).next().expect("a certificate").expect("PEM");
+    assert_eq!(ingest::broker::ca::fingerprint(der.as_ref()), print);
+}

@@ -16,3 +16,4 @@ mod influx_peers;
 mod influx_sink;
 mod influx_write;
 mod keys;
+mod trust_tls;

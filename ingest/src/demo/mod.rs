@@ -130,6 +130,7 @@ impl Demo {
         let config = IngestConfig {
             data_dir: data_dir.clone(),
             broker: BrokerConfig::Embedded { listen: opts.mqtt },
+            broker_exposure: Default::default(),
             http: opts.http,
             inventory: None,
             limits: Limits::default(),
