@@ -30,6 +30,8 @@
 //! cgroup io throttling (cgroup v1 `blkio` does not throttle buffered writeback, v2 `io.max`
 //! does not apply to tmpfs) works here without kernel modules; the test says so.
 
+#![allow(clippy::print_stdout)] // the accounting table and the day's story are the output
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -456,7 +458,7 @@ enum Step {
     RestartBroker,
     KillGateway,
     DiskFull,
-    ClockStep,
+    ShiftClock,
     PumpTrip,
     Broadcast,
 }
@@ -556,8 +558,10 @@ async fn day_of_faults(pace: Pace) {
         let queue = dir.path().join(format!("{}-queue", g.id));
         let config = dir.path().join(format!("{}.toml", g.id));
         let drain = dir.path().join(format!("{}-drain.toml", g.id));
-        std::fs::write(&config, gateway_config(g, endpoint, broker.port, &queue, &command_key, pace, true)).unwrap();
-        std::fs::write(&drain, gateway_config(g, endpoint, broker.port, &queue, &command_key, pace, false)).unwrap();
+        std::fs::write(&config, gateway_config(g, endpoint, broker.port, &queue, &command_key, pace, true))
+            .expect("gateway config");
+        std::fs::write(&drain, gateway_config(g, endpoint, broker.port, &queue, &command_key, pace, false))
+            .expect("drain config");
         let mut gw = Gw {
             id: g.id.clone(),
             name: names.get(i).copied().unwrap_or("gateway"),
@@ -580,7 +584,7 @@ async fn day_of_faults(pace: Pace) {
         Step::RestartBroker,
         Step::KillGateway,
         Step::DiskFull,
-        Step::ClockStep,
+        Step::ShiftClock,
         Step::PumpTrip,
         Step::Broadcast,
     ];
@@ -656,7 +660,7 @@ async fn day_of_faults(pace: Pace) {
                 }
                 log.push(format!("{when} disk full under ingest: {report}"));
             }
-            Step::ClockStep => {
+            Step::ShiftClock => {
                 let g = rng.below(gws.len() as u64) as usize;
                 let back = 10 * 60_000;
                 gws[g].clock.step(-back);
@@ -706,7 +710,7 @@ async fn day_of_faults(pace: Pace) {
             Step::RestartBroker => "broker restart",
             Step::KillGateway => "gateway killed",
             Step::DiskFull => "disk full",
-            Step::ClockStep => "clock step",
+            Step::ShiftClock => "clock step",
             Step::PumpTrip => "pump trip",
             Step::Broadcast => "broadcast",
         };
@@ -879,7 +883,9 @@ async fn day_of_faults(pace: Pace) {
     // The store, opened by the test once ingest is gone.
     let (store, _) = store::Store::open(store::StoreConfig::new(data.join("store"))).expect("the store opens");
     let wire = lock(&wire);
-    let mut produced: BTreeMap<(String, String, i64), Vec<(String, u64, f64)>> = BTreeMap::new();
+    // (device, metric, ts) -> every (gateway, seq, value) that carried it.
+    type Sources = Vec<(String, u64, f64)>;
+    let mut produced: BTreeMap<(String, String, i64), Sources> = BTreeMap::new();
     for ((g, seq), readings) in &wire.batches {
         for r in readings {
             produced.entry((r.device.to_string(), r.metric.name().to_string(), r.ts.0)).or_default().push((
