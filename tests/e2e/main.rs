@@ -10,6 +10,7 @@ mod common;
 mod county;
 mod crash_ingest;
 mod dashboard;
+mod day_of_faults;
 mod gateway_downlink;
 mod hardening;
 mod influx_peers;
