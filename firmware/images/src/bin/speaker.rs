@@ -1,0 +1,43 @@
+//! The village speaker terminal: `firmware::speaker::Speaker` served as Modbus RTU on
+//! UART0 (the RS-485 bus to the gateway) and UART1 (the maintenance port), provisioned
+//! from the provisioning page, its replay window and command log kept in battery-backed
+//! RAM across resets. Every decision (signature, replay, levels, the log) is the
+//! library's.
+#![no_std]
+#![no_main]
+
+use core::mem::MaybeUninit;
+
+use firmware::speaker::Speaker;
+use protocol::Timestamp;
+use vt_images::run::Board;
+
+/// Heap for decoding envelopes: about three times the largest envelope (1,998 bytes) plus
+/// the terminal's own few allocations.
+const HEAP_BYTES: usize = 8 * 1024;
+/// Unit id of a terminal whose provisioning page is blank.
+const DEFAULT_UNIT: u8 = 1;
+/// Volume out of the box (%).
+const DEFAULT_VOLUME: u8 = 70;
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
+    let board = Board::start(HEAP);
+    let mut speaker = Speaker::new(DEFAULT_VOLUME);
+    // Without a provisioning page (or without a key in it) the terminal refuses every
+    // command (`not_provisioned`) but still answers its register map.
+    let unit = match board.provision() {
+        Some(p) => {
+            if let Some(key) = p.issuer_key {
+                // A key that is not a curve point leaves it unprovisioned, as above.
+                let _ = speaker.provision(key, p.gateway, p.device);
+            }
+            p.unit
+        }
+        None => DEFAULT_UNIT,
+    };
+    speaker.set_clock(Timestamp(board.clock.now_ms()));
+    let restored = board.kept_state().is_some_and(|state| speaker.restore_state(state).is_ok());
+    board.run(unit, speaker, restored)
+}
