@@ -20,6 +20,7 @@ mod compare;
 mod dataset;
 mod pipeline;
 mod query;
+mod readback;
 mod servers;
 
 use std::path::PathBuf;

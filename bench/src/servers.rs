@@ -52,6 +52,18 @@ pub(crate) struct Server {
     child: Option<Child>,
 }
 
+/// Ingest's `[store.retention]` keeping every reading of every family for ever, as the
+/// other servers are run (VictoriaMetrics `-retentionPeriod=100y`, InfluxDB's infinite
+/// default). The data sets are dated months back, and ingest's default raw retention of
+/// health and speaker metrics would otherwise drop some of them at the first checkpoint:
+/// fewer bytes, fewer readings read back, and a comparison of unequal work.
+fn keep_everything() -> String {
+    ["water", "water_quality", "pump", "animal", "barn", "speaker", "health", "external"]
+        .iter()
+        .map(|f| format!("[store.retention.{f}]\nraw_days = 100000\nminute_days = 100000\nhour_days = 100000\n"))
+        .collect()
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -97,8 +109,10 @@ impl Server {
                         "data_dir = \"data\"\ninventory = \"inventory.toml\"\nhttp = \"127.0.0.1:{}\"\n\
                          [broker]\ntype = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
                          [limits]\nmax_age_days = 100000\nmax_future_secs = 3153600000\nmax_write_body_bytes = 67108864\n\
-                         [[tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\ntenants = [\"bench\"]\n{}",
-                        self.port, self.extra
+                         [[tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\ntenants = [\"bench\"]\n{}{}",
+                        self.port,
+                        self.extra,
+                        keep_everything()
                     ),
                 )?;
                 let mut c = Command::new(crate::ingest_binary()?);
@@ -123,6 +137,7 @@ impl Server {
                     "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n\
                      [meta]\ndir = \"{d}/meta\"\n\
                      [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
+                     cache-snapshot-write-cold-duration = \"2s\"\ncompact-full-write-cold-duration = \"2s\"\n\
                      [http]\nbind-address = \"127.0.0.1:{}\"\nlog-enabled = false\nmax-body-size = 0\n",
                     free_port()?,
                     self.port,
@@ -187,9 +202,58 @@ impl Server {
         self.wait_ready().await
     }
 
-    /// Bytes allocated on disk under the data directory (what `du` shows).
+    /// Brings the server to the compacted state it reaches after a quiet while, so that
+    /// bytes per reading compare like with like: VictoriaMetrics flushes and merges its
+    /// parts (`/internal/force_flush`, `/internal/force_merge`, then waits for
+    /// `vm_active_merges` to be 0); InfluxDB snapshots its cache and compacts the cold shard
+    /// (configured cold after 2 s) until its WAL is empty and its size steady. Ingest
+    /// compacts when it stops (it seals its log and compacts its database), so nothing here.
+    pub(crate) async fn compact(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        match self.target {
+            Target::Ingest => Ok(()),
+            Target::VictoriaMetrics => {
+                client.get(format!("{}/internal/force_flush", self.base())).send().await?.error_for_status()?;
+                client.get(format!("{}/internal/force_merge", self.base())).send().await?.error_for_status()?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                while Instant::now() < deadline {
+                    let metrics = client.get(format!("{}/metrics", self.base())).send().await?.text().await?;
+                    let active: f64 = metrics
+                        .lines()
+                        .filter(|l| l.starts_with("vm_active_merges"))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .sum();
+                    if active == 0.0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                anyhow::bail!("VictoriaMetrics still merging after 10 minutes")
+            }
+            Target::Influxdb => {
+                let (wal, mut last, mut steady) = (self.dir.join("data").join("wal"), 0u64, 0);
+                while Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let now = self.disk_bytes();
+                    steady = if now == last { steady + 1 } else { 0 };
+                    last = now;
+                    if steady >= 3 && allocated(&wal) < 1 << 20 {
+                        return Ok(());
+                    }
+                }
+                anyhow::bail!("InfluxDB still compacting after 10 minutes")
+            }
+        }
+    }
+
+    /// Bytes allocated on disk under the data directory (what `du` shows), without
+    /// VictoriaMetrics' `cache/` (query and index caches it writes at stop and rebuilds
+    /// when it is missing: a few MB whatever the data, which would swamp a small set).
     pub(crate) fn disk_bytes(&self) -> u64 {
-        allocated(&self.dir.join("data"))
+        let data = self.dir.join("data");
+        let caches = if self.target == Target::VictoriaMetrics { allocated(&data.join("cache")) } else { 0 };
+        allocated(&data).saturating_sub(caches)
     }
 }
 

@@ -142,6 +142,9 @@ pub struct NewSilence {
     pub tenant: String,
 }
 
+/// Events held for the next log sync at most; more means the log has stopped syncing.
+const MAX_HELD: usize = 100_000;
+
 /// Alerts, silences and proposals, with their log.
 pub struct Manager {
     alerts: BTreeMap<u64, Alert>,
@@ -154,6 +157,9 @@ pub struct Manager {
     lifecycle: Lifecycle,
     inventory: Arc<Inventory>,
     events: broadcast::Sender<AlertEvent>,
+    /// Events whose change is in the log but not yet synced: sent by [`Manager::sync`], so
+    /// that nobody is notified of an alert a power cut could take back.
+    held: Vec<AlertEvent>,
     notified: HashMap<u64, bool>,
     /// Broadcasts of alerts that fired while muted, proposed when the silence ends (not
     /// persisted: after a restart a muted alert is notified without its proposal).
@@ -195,6 +201,7 @@ impl Manager {
             lifecycle,
             inventory,
             events,
+            held: Vec::new(),
             notified: HashMap::new(),
             muted_broadcasts: HashMap::new(),
         };
@@ -248,8 +255,18 @@ impl Manager {
         Ok(())
     }
 
-    fn emit(&self, e: AlertEvent) {
-        let _ = self.events.send(e);
+    /// Holds `e` until the next [`Manager::sync`] has made its change durable.
+    fn emit(&mut self, e: AlertEvent) {
+        if self.held.len() >= MAX_HELD {
+            // The log has not synced for a long while (a failing disk): the oldest events
+            // go, and say so; the alerts themselves stay in memory and in the API.
+            tracing::warn!(
+                message = "Alert events held too long for a log sync; the oldest is dropped.",
+                held = self.held.len()
+            );
+            self.held.remove(0);
+        }
+        self.held.push(e);
     }
 
     fn silence_for(&self, a: &Alert, now: Timestamp) -> Option<u64> {
@@ -534,9 +551,14 @@ impl Manager {
         self.log.compact(live.into_iter())
     }
 
-    /// Makes every change so far durable.
+    /// Makes every change so far durable, then sends the events of those changes to
+    /// notifiers and subscribers (nothing is announced before it is on disk).
     pub fn sync(&mut self) -> Result<(), LogError> {
-        self.log.sync()
+        self.log.sync()?;
+        for e in self.held.drain(..) {
+            let _ = self.events.send(e);
+        }
+        Ok(())
     }
 
     /// Alerts, newest first, that `keep` lets through.
@@ -575,9 +597,9 @@ impl Manager {
         a.updated_at = now;
         let a = a.clone();
         self.save_alert(id)?;
-        self.log.sync()?;
-        tracing::info!(message = "Alert acknowledged.", id, by);
         self.emit(AlertEvent::Acknowledged { alert: a.clone() });
+        self.sync()?;
+        tracing::info!(message = "Alert acknowledged.", id, by);
         Ok(a)
     }
 
@@ -666,9 +688,9 @@ impl Manager {
         p.approved_at = Some(now);
         let p = p.clone();
         self.log.append(&Record::Proposal(p.clone()))?;
-        self.log.sync()?;
-        tracing::info!(message = "Proposed broadcast approved.", id, by, level = %p.level, villages = p.villages.len());
         self.emit(AlertEvent::BroadcastApproved { proposal: p.clone() });
+        self.sync()?;
+        tracing::info!(message = "Proposed broadcast approved.", id, by, level = %p.level, villages = p.villages.len());
         Ok(p)
     }
 }
@@ -735,6 +757,8 @@ mod tests {
         assert_eq!(all[0].state, AlertState::Resolved);
         assert_eq!(all[0].flaps, 1);
         assert_eq!(all[0].resolved_at, Some(t(300)));
+        assert!(events(&mut rx).is_empty(), "nothing is announced before the log is synced");
+        m.sync().unwrap();
         assert_eq!(events(&mut rx), ["firing", "broadcast_proposed", "resolved"]);
         // back within the reopen window: the same alert again
         m.apply(vec![sig(Cond::Firing { since: 900_000 }, 900_000)], t(900)).unwrap();
@@ -771,8 +795,8 @@ mod tests {
             m.apply(vec![sig(Cond::Firing { since: 0 }, 10)], Timestamp(10)).unwrap();
             let a = &m.alerts(|_| true, 10)[0];
             assert_eq!((a.state, a.silenced_by.is_some()), (AlertState::Firing, true));
-            assert!(events(&mut rx).is_empty(), "muted");
             m.sync().unwrap();
+            assert!(events(&mut rx).is_empty(), "muted");
         }
         let (mut m, mut rx) = manager(dir.path());
         assert_eq!(m.silences(|_| true).len(), 1);

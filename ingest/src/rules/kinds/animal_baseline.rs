@@ -11,7 +11,7 @@ use conf::Spanned;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{self, Hold};
@@ -126,25 +126,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<AnimalBaseline> for Kind {
-    fn from(k: AnimalBaseline) -> Kind {
-        Kind::AnimalBaseline(k)
-    }
-}
-
-impl Check for AnimalBaseline {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![self.metric.clone()])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(AnimalBaseline => AnimalBaseline, feed: |k| Feed::Values(vec![k.metric.clone()]));
 
 #[derive(Debug)]
 struct Animal {

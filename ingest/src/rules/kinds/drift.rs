@@ -12,7 +12,7 @@ use conf::Spanned;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{self, Cond, Cusum, EwmaChart, Hold, Welford};
@@ -142,25 +142,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<Drift> for Kind {
-    fn from(k: Drift) -> Kind {
-        Kind::Drift(k)
-    }
-}
-
-impl Check for Drift {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![self.metric.clone()])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(Drift => Drift, feed: |k| Feed::Values(vec![k.metric.clone()]));
 
 #[derive(Debug, Default)]
 struct Baseline {

@@ -10,7 +10,7 @@ use conf::Spanned;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::Hold;
@@ -51,25 +51,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<Flatline> for Kind {
-    fn from(k: Flatline) -> Kind {
-        Kind::Flatline(k)
-    }
-}
-
-impl Check for Flatline {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![self.metric.clone()])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(Flatline => Flatline, feed: |k| Feed::Values(vec![k.metric.clone()]));
 
 #[derive(Debug)]
 struct Flat {

@@ -31,6 +31,35 @@ use super::spec::{BroadcastSpec, Ctx, DeviceMeta, Selector};
 use super::stats::{Cond, Hold};
 use crate::inventory::Inventory;
 
+/// The conversion into [`Kind`] and the [`Check`] of a kind that watches the metrics of its
+/// `feed` expression (`self` named as given), keeps one state per device series in a
+/// `State { k, series }` of its own file and is never ticked: most kinds. Written once here
+/// so that a kind's file holds only what is its own.
+macro_rules! series_kind {
+    ($ty:ident => $variant:ident, feed: |$k:ident| $feed:expr) => {
+        impl From<$ty> for super::Kind {
+            fn from(k: $ty) -> super::Kind {
+                super::Kind::$variant(k)
+            }
+        }
+
+        impl super::Check for $ty {
+            fn name(&self) -> &'static str {
+                <Spec as super::Spec>::NAME
+            }
+
+            fn feed(&self) -> super::Feed {
+                let $k = self;
+                $feed
+            }
+
+            fn start(&self) -> Box<dyn super::RuleState> {
+                Box::new(State { k: self.clone(), series: super::Series::new() })
+            }
+        }
+    };
+}
+
 pub mod animal_baseline;
 pub mod drift;
 pub mod signal;

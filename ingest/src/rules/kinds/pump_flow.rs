@@ -9,7 +9,7 @@ use std::sync::Arc;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::Hold;
@@ -68,25 +68,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<PumpFlow> for Kind {
-    fn from(k: PumpFlow) -> Kind {
-        Kind::PumpFlow(k)
-    }
-}
-
-impl Check for PumpFlow {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![Metric::new("pump_running"), Metric::new("pump_flow")])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(PumpFlow => PumpFlow, feed: |_k| Feed::Values(vec![Metric::new("pump_running"), Metric::new("pump_flow")]));
 
 #[derive(Debug, Default)]
 struct Pump {

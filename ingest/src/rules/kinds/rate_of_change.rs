@@ -10,7 +10,7 @@ use conf::Spanned;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::Hold;
@@ -55,25 +55,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<RateOfChange> for Kind {
-    fn from(k: RateOfChange) -> Kind {
-        Kind::RateOfChange(k)
-    }
-}
-
-impl Check for RateOfChange {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![self.metric.clone()])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(RateOfChange => RateOfChange, feed: |k| Feed::Values(vec![k.metric.clone()]));
 
 #[derive(Debug, Default)]
 struct Window {

@@ -11,7 +11,7 @@ use conf::Spanned;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::{self, Hold};
@@ -56,25 +56,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<TankEmpty> for Kind {
-    fn from(k: TankEmpty) -> Kind {
-        Kind::TankEmpty(k)
-    }
-}
-
-impl Check for TankEmpty {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![self.metric.clone()])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(TankEmpty => TankEmpty, feed: |k| Feed::Values(vec![k.metric.clone()]));
 
 #[derive(Debug, Default)]
 struct Tank {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::Hold;
@@ -47,25 +47,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<Thi> for Kind {
-    fn from(k: Thi) -> Kind {
-        Kind::Thi(k)
-    }
-}
-
-impl Check for Thi {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![Metric::new("barn_temperature"), Metric::new("relative_humidity")])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(Thi => Thi, feed: |_k| Feed::Values(vec![Metric::new("barn_temperature"), Metric::new("relative_humidity")]));
 
 #[derive(Debug, Default)]
 struct Barn {

@@ -8,7 +8,7 @@ use conf::Spanned;
 use protocol::Metric;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Devices, Feed, Kind, RuleState, Series, Step, active_devices};
+use super::{Devices, Feed, RuleState, Series, Step, active_devices};
 use crate::rules::signal::Entity;
 use crate::rules::spec::{Ctx, DeviceMeta};
 use crate::rules::stats::Hold;
@@ -61,25 +61,7 @@ impl super::Spec for Spec {
     }
 }
 
-impl From<Threshold> for Kind {
-    fn from(k: Threshold) -> Kind {
-        Kind::Threshold(k)
-    }
-}
-
-impl Check for Threshold {
-    fn name(&self) -> &'static str {
-        <Spec as super::Spec>::NAME
-    }
-
-    fn feed(&self) -> Feed {
-        Feed::Values(vec![self.metric.clone()])
-    }
-
-    fn start(&self) -> Box<dyn RuleState> {
-        Box::new(State { k: self.clone(), series: Series::new() })
-    }
-}
+series_kind!(Threshold => Threshold, feed: |k| Feed::Values(vec![k.metric.clone()]));
 
 #[derive(Debug)]
 struct State {
