@@ -106,10 +106,11 @@ impl Board {
         backup::journal().map(|r| r.payload)
     }
 
-    /// Serves `device` as Modbus unit `unit` on both ports, forever.
-    pub fn run<D: Device>(self, unit: u8, device: D, restored: bool) -> ! {
+    /// Serves `device` as Modbus unit `unit` on both ports, forever. The device is a
+    /// static (the speaker is 2.7 KiB, mostly its mailbox): by reference it is counted once,
+    /// as static RAM, instead of in the stack frames it would be moved through.
+    pub fn run<D: Device>(self, unit: u8, device: &'static mut D, restored: bool) -> ! {
         let Board { mut ports, mut watchdog, mut clock, mut diag, .. } = self;
-        let mut device = device;
         diag.restored = restored;
         let mut out = [0u8; MAX_FRAME];
         let mut scratch = [0u8; MAX_STATE];
@@ -123,7 +124,7 @@ impl Board {
             if since_step >= STEP_MS {
                 device.step(clock.now_ms(), since_step);
                 since_step = 0;
-                keep(&device, &mut scratch, &mut diag);
+                keep(device, &mut scratch, &mut diag);
                 diag.stack_used = stack::high_water();
                 diag.heap_peak = HEAP.peak();
             }
@@ -135,7 +136,7 @@ impl Board {
                 let started = clock::cycles();
                 let answer = rtu::respond(
                     unit,
-                    &mut WithDiag { device: &mut device, diag: &mut diag, maintenance: i == 1 },
+                    &mut WithDiag { device: &mut *device, diag: &mut diag, maintenance: i == 1 },
                     port.frame(len),
                     &mut out,
                 );
@@ -143,7 +144,7 @@ impl Board {
                     diag.commit_cycles = clock::cycles().wrapping_sub(started);
                     diag.envelope_bytes = bytes;
                 }
-                keep(&device, &mut scratch, &mut diag);
+                keep(device, &mut scratch, &mut diag);
                 if let Some(n) = answer {
                     port.send(&out[..n]);
                 }

@@ -23,8 +23,18 @@ const DEFAULT_VOLUME: u8 = 70;
 #[cortex_m_rt::entry]
 fn main() -> ! {
     static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
+    static mut SPEAKER: MaybeUninit<Speaker> = MaybeUninit::uninit();
     let board = Board::start(HEAP);
-    let mut speaker = Speaker::new(DEFAULT_VOLUME);
+    let (speaker, unit, restored) = terminal(SPEAKER, &board);
+    board.run(unit, speaker, restored)
+}
+
+/// Makes the terminal in its static: provisioned from the page, its clock set, its state
+/// restored from the journal. Returns it with its unit id and whether state was restored.
+/// Not inlined, so the terminal built here does not stay in `main`'s stack frame.
+#[inline(never)]
+fn terminal(slot: &'static mut MaybeUninit<Speaker>, board: &Board) -> (&'static mut Speaker, u8, bool) {
+    let speaker = slot.write(Speaker::new(DEFAULT_VOLUME));
     // Without a provisioning page (or without a key in it) the terminal refuses every
     // command (`not_provisioned`) but still answers its register map.
     let unit = match board.provision() {
@@ -39,5 +49,5 @@ fn main() -> ! {
     };
     speaker.set_clock(Timestamp(board.clock.now_ms()));
     let restored = board.kept_state().is_some_and(|state| speaker.restore_state(state).is_ok());
-    board.run(unit, speaker, restored)
+    (speaker, unit, restored)
 }

@@ -20,9 +20,10 @@ const FACTORY_TOTAL_L: u32 = 0;
 #[cortex_m_rt::entry]
 fn main() -> ! {
     static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
+    static mut METER: MaybeUninit<WaterMeter> = MaybeUninit::uninit();
     let board = Board::start(HEAP);
     let unit = board.provision().map_or(DEFAULT_UNIT, |p| p.unit);
     let kept = board.kept_state().and_then(kept_total);
-    let meter = WaterMeter::new(kept.unwrap_or(FACTORY_TOTAL_L));
+    let meter = METER.write(WaterMeter::new(kept.unwrap_or(FACTORY_TOTAL_L)));
     board.run(unit, meter, kept.is_some())
 }
