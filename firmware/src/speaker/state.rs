@@ -24,7 +24,7 @@
 
 use protocol::command::{Level, ReplayWindow};
 
-use super::{CommandLog, CommandState, Entry, Finished, Outcome, PlaybackState, Reason, SLOTS, Slot, Speaker, Verdict};
+use super::{CommandState, Entry, Finished, Outcome, PlaybackState, Reason, SLOTS, Slot, Speaker, Verdict};
 
 /// Largest record [`Speaker::save_state`] writes.
 pub const STATE_BYTES: usize = 768;
@@ -210,8 +210,9 @@ impl Speaker {
         let last_broadcast = r.u64()?;
         let arrivals = r.u32()?;
         let window = ReplayWindow::from_state(r.u64()?, r.u64()?);
-        let mut log = CommandLog { seq: r.u16()?, ..CommandLog::default() };
-        for s in log.slots.iter_mut() {
+        let seq = r.u16()?;
+        let mut slots = [Slot::default(); SLOTS];
+        for s in slots.iter_mut() {
             let (command, broadcast) = (r.u64()?, r.u64()?);
             *s = Slot { command, broadcast, state: r.u16()?, reason: r.u16()?, seq: r.u16()?, repeat: r.u16()? };
         }
@@ -237,7 +238,9 @@ impl Speaker {
         self.last_broadcast = last_broadcast;
         self.arrivals = arrivals;
         self.window = window;
-        self.log = log;
+        // Slots and sequence only: whatever else the log holds (set at boot) stays.
+        self.log.slots = slots;
+        self.log.seq = seq;
         self.verdict = verdict;
         self.finished = finished;
         self.finished_next = finished_next;
