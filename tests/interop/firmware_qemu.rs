@@ -536,7 +536,7 @@ fn sizes(elf: &Path) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_speaker_image_verifies_a_signed_command_within_its_budgets() {
+async fn the_speaker_image_verifies_a_command_within_its_budgets_and_its_watchdog_resets_a_hang() {
     let Some(qemu) = qemu_system_arm() else { return };
     let elves = tokio::task::spawn_blocking(images).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -602,4 +602,35 @@ async fn the_speaker_image_verifies_a_signed_command_within_its_budgets() {
     assert_eq!(usize::from(accepted.envelope_bytes), signed.len());
     assert!(accepted.commit_cycles > 1000, "a signature check is not free: {accepted:?}");
     assert!(accepted.stack_used < accepted.stack_size && accepted.heap_peak < accepted.heap_size, "{accepted:?}");
+
+    // The watchdog: a main loop that stops feeding it (the maintenance port's stall
+    // register stands in for a hang) is reset, noted as a watchdog reset, with its state
+    // kept. Nobody on the bus can do that.
+    let mut bus = Link::new(Endpoint::Rtu(BusConfig {
+        name: "bus".into(),
+        port: speaker.bus.clone(),
+        baud: 9600,
+        parity: Parity::None,
+        data_bits: 8,
+        stop_bits: 1,
+        turnaround: Duration::ZERO,
+    }));
+    let err = bus.write(1, Table::Holding, 990, &[0xDEAD], attempts()).await.unwrap_err();
+    assert!(err.to_string().contains("IllegalDataAddress"), "{err}");
+    tech.write(1, Table::Holding, 990, &[0xDEAD], attempts()).await.expect("the stall register");
+    let reset = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(r) = tech.read(1, Read { table: Table::Input, start: 900, count: 10 }, attempts()).await
+                && r[0] == 2
+            {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("the watchdog resets the stalled terminal");
+    assert_eq!((reset[1], reset[9]), (2, 1), "a watchdog reset, state restored: {reset:?}");
+    write_mailbox(&mut tech, 1, &signed).await;
+    assert_eq!(verdict(&mut tech, 1).await, (2, Reason::Replayed as u16, 42), "the replay window survived it");
 }
