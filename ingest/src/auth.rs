@@ -8,9 +8,21 @@
 //! Tokens travel as `Authorization: Token T` (what InfluxDB clients send) or
 //! `Authorization: Bearer T`. Write calls take an [`Authorized`] extractor; a missing or
 //! unknown token is 401, a role too low or a tenant outside the token's scope is 403.
+//!
+//! Invariants of [`Tokens`]:
+//! - only SHA-256 digests of the secrets are kept: the configured secret is hashed when
+//!   the tokens are built (the config file's format is unchanged), and a presented one is
+//!   hashed before it is compared;
+//! - a lookup compares the presented digest with every known digest in constant time
+//!   (`subtle`) and never stops early, so its timing says nothing about how much of a
+//!   secret was right; nothing is keyed by the secret (no `HashMap` probe on it).
+//! - A secret shorter than [`MIN_TOKEN_LEN`] or the example config's placeholder is
+//!   refused where the config is loaded ([`check_secret`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -79,29 +91,82 @@ impl Principal {
     }
 }
 
-/// All known tokens.
-#[derive(Debug, Clone, Default)]
+/// Fewest characters a configured token may have.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The placeholder of the example config (`ingest generate-config`): refused, so that a
+/// copied example never runs with a secret everyone can read.
+pub const EXAMPLE_TOKEN: &str = "change-me-to-a-long-random-string";
+
+/// Why a configured secret is refused, or `None` if it may be used: shorter than
+/// [`MIN_TOKEN_LEN`], or the example's placeholder (any token that still says
+/// `change-me`).
+pub fn check_secret(secret: &str) -> Option<String> {
+    if secret.len() < MIN_TOKEN_LEN {
+        Some(format!("token must be at least {MIN_TOKEN_LEN} characters"))
+    } else if secret == EXAMPLE_TOKEN || secret.to_ascii_lowercase().contains("change-me") {
+        Some(format!("token '{secret}' is the example's placeholder: make a random one (e.g. `openssl rand -hex 32`)"))
+    } else {
+        None
+    }
+}
+
+/// SHA-256 of a secret: what [`Tokens`] keeps and compares.
+type SecretDigest = [u8; 32];
+
+fn digest(secret: &str) -> SecretDigest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// All known tokens, as SHA-256 digests of their secrets (see the module's invariants).
+#[derive(Clone, Default)]
 pub struct Tokens {
-    by_secret: Arc<HashMap<String, Principal>>,
+    known: Arc<Vec<(SecretDigest, Principal)>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not even the digests: they are as good as the secret against this service.
+        f.debug_struct("Tokens").field("count", &self.known.len()).finish()
+    }
 }
 
 impl Tokens {
-    /// The tokens of a config.
+    /// The tokens of a config, hashed; the plaintext is not kept.
     pub fn new(tokens: &[TokenConfig]) -> Tokens {
-        let by_secret = tokens
+        let known = tokens
             .iter()
             .map(|t| {
                 let name =
                     if t.name.is_empty() { format!("{:?} token", t.role).to_lowercase() } else { t.name.clone() };
-                (t.token.clone(), Principal { name, role: t.role, tenants: t.tenants.clone() })
+                (digest(&t.token), Principal { name, role: t.role, tenants: t.tenants.clone() })
             })
             .collect();
-        Tokens { by_secret: Arc::new(by_secret) }
+        Tokens { known: Arc::new(known) }
     }
 
-    /// The principal of a secret.
+    /// The principal of a secret. Compares the secret's digest with every known digest in
+    /// constant time, all of them whatever matches; the first configured match wins.
     pub fn lookup(&self, secret: &str) -> Option<&Principal> {
-        self.by_secret.get(secret)
+        let presented = digest(secret);
+        let mut found = None;
+        for (known, principal) in self.known.iter() {
+            let equal: bool = known[..].ct_eq(&presented[..]).into();
+            if equal && found.is_none() {
+                found = Some(principal);
+            }
+        }
+        found
+    }
+
+    /// How many tokens are known.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// True if no token is known.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
     }
 }
 
@@ -206,5 +271,40 @@ mod tests {
         assert!(!p.may_access("dairy"));
         assert!(tokens.lookup("nope").is_none());
         assert_eq!(generate_token().len(), 40);
+    }
+
+    #[test]
+    fn tokens_are_kept_only_as_digests_and_found_by_their_secret() {
+        let secret = "a-long-enough-secret-0123";
+        let tokens = Tokens::new(&[
+            TokenConfig { token: secret.into(), role: Role::Viewer, tenants: vec![], name: "v".into() },
+            TokenConfig {
+                token: "another-secret-4567".into(),
+                role: Role::Admin,
+                tenants: vec![],
+                name: String::new(),
+            },
+        ]);
+        // Positive control: each secret finds its own principal.
+        assert_eq!(tokens.lookup(secret).map(|p| p.name.as_str()), Some("v"));
+        assert_eq!(tokens.lookup("another-secret-4567").map(|p| p.role), Some(Role::Admin));
+        // A prefix, a longer string, a changed last character: unknown.
+        assert!(tokens.lookup(&secret[..secret.len() - 1]).is_none());
+        assert!(tokens.lookup(&format!("{secret}x")).is_none());
+        assert!(tokens.lookup("a-long-enough-secret-0124").is_none());
+        // What is kept is the SHA-256 of the secret, not the secret.
+        let kept: Vec<[u8; 32]> = tokens.known.iter().map(|(d, _)| *d).collect();
+        assert_eq!(kept[0], <[u8; 32]>::from(Sha256::digest(secret.as_bytes())));
+        assert!(!kept.iter().any(|d| d.windows(4).any(|w| w == &secret.as_bytes()[..4])));
+        assert!(!format!("{tokens:?}").contains(secret));
+    }
+
+    #[test]
+    fn short_and_placeholder_secrets_are_refused() {
+        assert!(check_secret("short").is_some_and(|e| e.contains("at least 16")));
+        assert!(check_secret(EXAMPLE_TOKEN).is_some_and(|e| e.contains("placeholder")));
+        assert!(check_secret("CHANGE-ME-please-0123456").is_some());
+        // Positive control: a generated token is fine.
+        assert_eq!(check_secret(&generate_token()), None);
     }
 }

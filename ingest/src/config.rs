@@ -106,6 +106,26 @@ pub struct Limits {
     pub max_age: Duration,
     /// Largest `/api/v2/write` body, before and after gzip.
     pub max_write_body_bytes: usize,
+    /// Most HTTP connections open at once; one more is closed as soon as it is accepted
+    /// (counted in `ingest_http_connections_refused_total`).
+    pub http_max_connections: usize,
+    /// How long a client has to send a request's whole header, and how long an idle
+    /// kept-alive connection stays open.
+    pub http_header_timeout: Duration,
+    /// How long a request may take from its header until the response starts (reading
+    /// its body included); a streamed response (server-sent events) is not cut.
+    pub http_request_timeout: Duration,
+    /// Line protocol: most values (readings) one request may carry, after gzip.
+    pub write_max_readings: usize,
+    /// Line protocol: most devices one request may register.
+    pub write_max_new_devices: usize,
+    /// Line protocol: most devices registered through it, in all.
+    pub write_max_devices: usize,
+    /// Line protocol: most series (device, metric) one request may create.
+    pub write_max_new_series: usize,
+    /// Line protocol: most series it may write to, in all (every series the store
+    /// holds counts).
+    pub write_max_series: usize,
 }
 
 impl Default for Limits {
@@ -115,6 +135,14 @@ impl Default for Limits {
             max_future: Duration::from_secs(default_max_future_secs()),
             max_age: Duration::from_secs(default_max_age_days() * 86_400),
             max_write_body_bytes: default_max_write_body_bytes(),
+            http_max_connections: default_http_max_connections(),
+            http_header_timeout: Duration::from_secs(default_http_header_timeout_secs()),
+            http_request_timeout: Duration::from_secs(default_http_request_timeout_secs()),
+            write_max_readings: default_write_max_readings(),
+            write_max_new_devices: default_write_max_new_devices(),
+            write_max_devices: default_write_max_devices(),
+            write_max_new_series: default_write_max_new_series(),
+            write_max_series: default_write_max_series(),
         }
     }
 }
@@ -131,7 +159,7 @@ struct Spec {
     #[serde(default = "default_broker")]
     broker: Spanned<BrokerSpec>,
     #[serde(default)]
-    limits: LimitsSpec,
+    limits: Option<Spanned<LimitsSpec>>,
     #[serde(default)]
     tokens: Vec<Spanned<TokenSpec>>,
     #[serde(default)]
@@ -212,17 +240,22 @@ struct LimitsSpec {
     max_age_days: u64,
     #[serde(default = "default_max_write_body_bytes")]
     max_write_body_bytes: usize,
-}
-
-impl Default for LimitsSpec {
-    fn default() -> LimitsSpec {
-        LimitsSpec {
-            max_payload_bytes: default_max_payload_bytes(),
-            max_future_secs: default_max_future_secs(),
-            max_age_days: default_max_age_days(),
-            max_write_body_bytes: default_max_write_body_bytes(),
-        }
-    }
+    #[serde(default = "default_http_max_connections")]
+    http_max_connections: usize,
+    #[serde(default = "default_http_header_timeout_secs")]
+    http_header_timeout_secs: u64,
+    #[serde(default = "default_http_request_timeout_secs")]
+    http_request_timeout_secs: u64,
+    #[serde(default = "default_write_max_readings")]
+    write_max_readings: usize,
+    #[serde(default = "default_write_max_new_devices")]
+    write_max_new_devices: usize,
+    #[serde(default = "default_write_max_devices")]
+    write_max_devices: usize,
+    #[serde(default = "default_write_max_new_series")]
+    write_max_new_series: usize,
+    #[serde(default = "default_write_max_series")]
+    write_max_series: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +286,30 @@ const fn default_max_age_days() -> u64 {
 }
 const fn default_max_write_body_bytes() -> usize {
     32 * 1024 * 1024
+}
+const fn default_http_max_connections() -> usize {
+    1_024
+}
+const fn default_http_header_timeout_secs() -> u64 {
+    10
+}
+const fn default_http_request_timeout_secs() -> u64 {
+    60
+}
+const fn default_write_max_readings() -> usize {
+    100_000
+}
+const fn default_write_max_new_devices() -> usize {
+    1_000
+}
+const fn default_write_max_devices() -> usize {
+    10_000
+}
+const fn default_write_max_new_series() -> usize {
+    10_000
+}
+const fn default_write_max_series() -> usize {
+    100_000
 }
 
 impl IngestConfig {
@@ -318,11 +375,13 @@ impl IngestConfig {
                 BrokerConfig::External { host, port, credentials }
             }
         };
-        let mut tokens = Vec::new();
+        let mut tokens: Vec<TokenConfig> = Vec::new();
         for t in &spec.tokens {
             let ts = t.get_ref();
-            if ts.token.len() < 16 {
-                problems.push(src.error(t, "token must be at least 16 characters"));
+            if let Some(reason) = crate::auth::check_secret(&ts.token) {
+                problems.push(src.error(t, reason));
+            } else if tokens.iter().any(|k| k.token == ts.token) {
+                problems.push(src.error(t, "token is listed twice: give each holder a token of its own"));
             }
             tokens.push(TokenConfig {
                 token: ts.token.clone(),
@@ -331,6 +390,10 @@ impl IngestConfig {
                 name: ts.name.clone(),
             });
         }
+        let limits = match &spec.limits {
+            Some(l) => limits(src, l, &mut problems),
+            None => Limits::default(),
+        };
         let data_dir = base.join(spec.data_dir);
         let store = match spec.store {
             None => StoreSettings::default(),
@@ -344,14 +407,41 @@ impl IngestConfig {
             broker,
             http,
             inventory: Some(base.join(spec.inventory)),
-            limits: Limits {
-                max_payload_bytes: spec.limits.max_payload_bytes,
-                max_future: Duration::from_secs(spec.limits.max_future_secs),
-                max_age: Duration::from_secs(spec.limits.max_age_days.saturating_mul(86_400)),
-                max_write_body_bytes: spec.limits.max_write_body_bytes,
-            },
+            limits,
             tokens,
         })
+    }
+}
+
+/// Reads `[limits]`; a limit of 0 that would refuse everything (or time out at once) is
+/// reported.
+fn limits(src: &Source, spanned: &Spanned<LimitsSpec>, problems: &mut Problems) -> Limits {
+    let l = spanned.get_ref();
+    for (name, value) in [
+        ("http_max_connections", l.http_max_connections as u64),
+        ("http_header_timeout_secs", l.http_header_timeout_secs),
+        ("http_request_timeout_secs", l.http_request_timeout_secs),
+        ("write_max_readings", l.write_max_readings as u64),
+        ("write_max_new_devices", l.write_max_new_devices as u64),
+        ("write_max_new_series", l.write_max_new_series as u64),
+    ] {
+        if value == 0 {
+            problems.push(src.error(spanned, format!("limits.{name} must be at least 1")));
+        }
+    }
+    Limits {
+        max_payload_bytes: l.max_payload_bytes,
+        max_future: Duration::from_secs(l.max_future_secs),
+        max_age: Duration::from_secs(l.max_age_days.saturating_mul(86_400)),
+        max_write_body_bytes: l.max_write_body_bytes,
+        http_max_connections: l.http_max_connections,
+        http_header_timeout: Duration::from_secs(l.http_header_timeout_secs),
+        http_request_timeout: Duration::from_secs(l.http_request_timeout_secs),
+        write_max_readings: l.write_max_readings,
+        write_max_new_devices: l.write_max_new_devices,
+        write_max_devices: l.write_max_devices,
+        write_max_new_series: l.write_max_new_series,
+        write_max_series: l.write_max_series,
     }
 }
 
@@ -418,6 +508,37 @@ mod tests {
         let e = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("i.toml:3:8: http 'localhost' is not an address"), "{e}");
         assert!(e.contains("i.toml:4:1: token must be at least 16 characters"), "{e}");
+    }
+
+    #[test]
+    fn the_example_token_is_refused_at_its_line() {
+        // The example config ships its [[tokens]] block commented out; uncommented as it
+        // is, the placeholder secret is refused with file and line.
+        let block = EXAMPLE
+            .split("# [[tokens]]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap_or_else(|| panic!("the example has a commented [[tokens]] block"));
+        let uncommented: String =
+            format!("[[tokens]]{block}").lines().map(|l| l.trim_start_matches("# ")).collect::<Vec<_>>().join("\n");
+        let text = format!("data_dir = \"d\"\ninventory = \"i.toml\"\n{uncommented}\n");
+        let e = IngestConfig::from_source(&Source::from_text("ingest.toml", text.clone()), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ingest.toml:3:1: token 'change-me-to-a-long-random-string' is the example's placeholder"),
+            "{e}"
+        );
+        // Positive control: the same block with a real secret loads, and the secret is kept
+        // for hashing at start (the file's format is unchanged).
+        let good = text.replace("change-me-to-a-long-random-string", "3f9a0c1d7e5b2a4c6d8e0f1a2b3c4d5e");
+        let cfg = IngestConfig::from_source(&Source::from_text("ingest.toml", good.clone()), Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.tokens[0].token, "3f9a0c1d7e5b2a4c6d8e0f1a2b3c4d5e");
+        // The same secret twice is refused at the second.
+        let twice = format!("{good}{}", &good[good.find("[[tokens]]").unwrap_or(0)..]);
+        let e = IngestConfig::from_source(&Source::from_text("ingest.toml", twice), Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("token is listed twice"), "{e}");
     }
 
     #[test]

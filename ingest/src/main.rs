@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config, alerts } => runtime()?.block_on(async move {
+            service::raise_open_files_limit();
             let Loaded { config: cfg, inventory: inv, alerts, broadcast, .. } = load(&config, alerts.as_deref())?;
             let alerts =
                 Some(ingest::alerts::AlertsOptions { config: alerts, ..ingest::alerts::AlertsOptions::default() });
@@ -130,6 +131,7 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "demo")]
         Command::Demo { http, mqtt, data, admin_token, speed, alerts } => runtime()?.block_on(async move {
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
+            service::raise_open_files_limit();
             let mut spec = simulator::CountySpec::demo();
             spec.speed = speed;
             let alerts = Some(alerts_options(alerts.as_deref())?);

@@ -50,6 +50,16 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     /// Messages per durable append.
     pub group_size: Histogram,
+    /// HTTP connections accepted and served.
+    pub http_connections: Counter,
+    /// HTTP connections closed at once because the connection cap was reached.
+    pub http_refused: Counter,
+    /// Failed accepts of the HTTP listener (out of file descriptors, ...), each followed
+    /// by a pause.
+    pub http_accept_errors: Counter,
+    /// HTTP connections closed because a request's header or the whole request took too
+    /// long.
+    pub http_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +73,10 @@ impl Default for Metrics {
             batches_duplicate: Counter::default(),
             append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            http_connections: Counter::default(),
+            http_refused: Counter::default(),
+            http_accept_errors: Counter::default(),
+            http_timeouts: Counter::default(),
             registry: RwLock::new(Registry::default()),
         };
         registry.register("mqtt_messages", "MQTT messages received, by channel", m.messages.clone());
@@ -76,6 +90,18 @@ impl Default for Metrics {
         );
         registry.register("store_append_seconds", "Time of one durable store append", m.append_seconds.clone());
         registry.register("store_group_messages", "Messages made durable by one append", m.group_size.clone());
+        registry.register("http_connections", "HTTP connections accepted and served", m.http_connections.clone());
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because the connection cap was reached",
+            m.http_refused.clone(),
+        );
+        registry.register("http_accept_errors", "Failed accepts of the HTTP listener", m.http_accept_errors.clone());
+        registry.register(
+            "http_timeouts",
+            "HTTP requests cut because the header or the whole request took too long",
+            m.http_timeouts.clone(),
+        );
         Metrics { registry: RwLock::new(registry), ..m }
     }
 }

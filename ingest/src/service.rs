@@ -37,7 +37,8 @@ pub struct Options {
     pub extra_routes: Option<axum::Router>,
     /// Ingest's clock.
     pub clock: Clock,
-    /// Whether reads need no token.
+    /// Whether reads need no token. Off by default (reads closed, as `ingest run` has
+    /// them); the demo opens them explicitly, as docs/API.md promises.
     pub public_read: bool,
     /// Further sinks to feed with durable readings.
     pub sinks: Vec<Arc<dyn Sink>>,
@@ -52,7 +53,7 @@ impl Default for Options {
         Options {
             extra_routes: None,
             clock: daemon::system_clock(),
-            public_read: true,
+            public_read: false,
             sinks: Vec::new(),
             alerts: None,
             broadcast: None,
@@ -247,14 +248,72 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         app = app.merge(extra);
     }
     let stop = shutdown.clone();
+    let (limits, metrics) = (config.limits, state.metrics.clone());
+    if let Some(files) = open_files_limit()
+        && (limits.http_max_connections as u64).saturating_add(FILES_BESIDES_HTTP) > files
+    {
+        tracing::warn!(
+            message = "The HTTP connection cap and what else ingest keeps open may not fit the open-files limit: raise the limit (ulimit -n, LimitNOFILE=) or lower limits.http_max_connections.",
+            open_files_limit = files,
+            http_max_connections = limits.http_max_connections
+        );
+    }
     tasks.spawn("http-server", async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(message = "HTTP server failed.", error = %e);
-        }
+        api::serve::serve(listener, app, limits, metrics, stop).await;
     });
-    tracing::info!(message = "Ingest started.", %http);
+    tracing::info!(
+        message = "Ingest started.",
+        %http,
+        http_max_connections = limits.http_max_connections,
+        http_header_timeout_secs = limits.http_header_timeout.as_secs_f64(),
+        http_request_timeout_secs = limits.http_request_timeout.as_secs_f64()
+    );
     Ok(Running { http, mqtt: mqtt_addr, broker_login, state, source, shutdown, tasks })
+}
+
+/// File descriptors ingest may need besides HTTP connections: the broker's gateways, the
+/// store's files, logs, sinks. Only used to warn when the HTTP cap leaves too few.
+const FILES_BESIDES_HTTP: u64 = 1_024;
+
+/// The soft limit on open files (`RLIMIT_NOFILE`), if there is one.
+pub fn open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, so that the
+/// embedded broker and HTTP do not run out of descriptors at the 1,024 most systems start
+/// a process with; logs both figures. Returns `(before, after)` (`None`: unlimited, or not
+/// a Unix). Called once at start by the `ingest` binary.
+pub fn raise_open_files_limit() -> (Option<u64>, Option<u64>) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let before = getrlimit(Resource::Nofile);
+        if before.current != before.maximum {
+            let raised = rustix::process::Rlimit { current: before.maximum, maximum: before.maximum };
+            if let Err(error) = setrlimit(Resource::Nofile, raised) {
+                tracing::warn!(message = "Cannot raise the open-files limit.", %error, soft = ?before.current, hard = ?before.maximum);
+            }
+        }
+        let after = getrlimit(Resource::Nofile).current;
+        tracing::info!(
+            message = "Open-files limit (RLIMIT_NOFILE) set to the hard limit.",
+            before = %before.current.map_or("unlimited".to_string(), |n| n.to_string()),
+            now = %after.map_or("unlimited".to_string(), |n| n.to_string())
+        );
+        (before.current, after)
+    }
+    #[cfg(not(unix))]
+    {
+        (None, None)
+    }
 }
 
 /// Drops expired partitions now and then every `interval`, with ingest's clock.
@@ -303,4 +362,24 @@ pub fn enrol_all(keyring: &crate::keyring::Keyring, inventory: &Inventory) {
         }
     }
     tracing::info!(message = "Gateways enrolled.", enrolled, fingerprint_of_ingest = %protocol::auth::fingerprint(&keyring.public_key()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_closed_unless_opened_explicitly() {
+        assert!(!Options::default().public_read);
+        // Positive control: a caller (the demo) opens them by saying so.
+        assert!(Options { public_read: true, ..Options::default() }.public_read);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let (_, after) = raise_open_files_limit();
+        #[cfg(unix)]
+        assert_eq!(after, rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum);
+        assert_eq!(open_files_limit(), after);
+    }
 }

@@ -75,7 +75,8 @@ async fn every_kind_of_bad_input_is_refused_by_name_and_good_data_around_it_is_s
         dir.path().to_path_buf(),
         BrokerConfig::Embedded { listen: SocketAddr::from(([127, 0, 0, 1], 0)) },
     );
-    let ingest = service::start(config, inventory(), Options::default()).await.unwrap();
+    let ingest =
+        service::start(config, inventory(), Options { public_read: true, ..Options::default() }).await.unwrap();
     let base = format!("http://{}", ingest.http);
     let broker = ingest.mqtt.unwrap();
     eventually("ingest to be ready", Duration::from_secs(10), || async {

@@ -102,7 +102,7 @@ async fn the_dashboard_shows_every_site_marker_quality_value_and_cow_the_faults_
     for (cow, centi) in sick.iter().zip(SICK) {
         demo.county.pin_register(cow, Table::Input, 2, &[centi]).unwrap();
     }
-    inject(&base, &pump, "pump_trip").await;
+    inject(&base, &demo.admin_token, &pump, "pump_trip").await;
     demo.county.inject(&speaker, Fault::SpeakerOffline).unwrap();
 
     let herd_size = cows.len();
@@ -303,10 +303,11 @@ fn assert_page_ran(dom: &str, log: &str) {
 }
 
 /// Injects `fault` into `device` through the demo's API.
-async fn inject(base: &str, device: &str, fault: &str) {
+async fn inject(base: &str, token: &str, device: &str, fault: &str) {
     let body = serde_json::json!({ "device": device, "fault": fault }).to_string();
     let resp = reqwest::Client::new()
         .post(format!("{base}/api/v1/sim/faults"))
+        .header("Authorization", format!("Token {token}"))
         .header("content-type", "application/json")
         .body(body)
         .send()

@@ -125,9 +125,22 @@ async fn commands_act_only_when_signed_fresh_unused_and_within_the_profile_and_e
         eventually("the refusal", Duration::from_secs(30), || command_state(&demo, body["id"].as_u64().unwrap())).await;
     assert_eq!(refused["state"], "refused");
     assert!(refused["acks"][0]["reason"].as_str().unwrap().starts_with("out_of_range"), "{refused}");
-    let (_, body) = post(&demo, &path, Some(&token), json!({"point": "some_raw_register", "value": 1})).await;
-    let refused =
-        eventually("the refusal", Duration::from_secs(30), || command_state(&demo, body["id"].as_u64().unwrap())).await;
+    // A point outside the profile: ingest refuses it before signing (422, naming the
+    // writable points); signed anyway (bypassing the API), the gateway refuses it too.
+    let (status, body) = post(&demo, &path, Some(&token), json!({"point": "some_raw_register", "value": 1})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("level_start_setpoint"), "{body}");
+    let raw = Issue {
+        tenant: "county".into(),
+        gateway: gw.clone(),
+        device: pump.clone(),
+        action: Action::Write { point: "some_raw_register".into(), value: 1.0 },
+        ttl: Duration::from_secs(60),
+        expires_at: None,
+        issued_by: "test".into(),
+    };
+    let id = demo.ingest.state.commands.issue(raw).await.unwrap();
+    let refused = eventually("the refusal", Duration::from_secs(30), || command_state(&demo, id)).await;
     assert!(refused["acks"][0]["reason"].as_str().unwrap().starts_with("not_writable"), "{refused}");
     assert_eq!(demo.county.read(&pump, Table::Holding, 0, 1).unwrap(), vec![150]);
 

@@ -11,6 +11,7 @@ mod county;
 mod crash_ingest;
 mod dashboard;
 mod gateway_downlink;
+mod hardening;
 mod influx_peers;
 mod influx_sink;
 mod influx_write;

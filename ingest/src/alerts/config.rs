@@ -24,7 +24,9 @@ pub const EXAMPLE: &str = include_str!("../../alerts.example.toml");
 pub enum NotifierConfig {
     /// JSON POSTed to a URL, signed, retried.
     Webhook {
-        /// Where to POST (http; https needs a TLS-enabled build).
+        /// Where to POST: `http://` only. The webhook client is built without TLS, so an
+        /// `https://` URL is refused at load (not at the first alert); put a local relay
+        /// that adds TLS (a reverse proxy) in front of an https receiver.
         url: String,
         /// HMAC-SHA256 key of the `X-VT-Signature` header.
         secret: String,
@@ -133,8 +135,15 @@ impl AlertsConfig {
         for n in &spec.notifiers {
             match n.get_ref() {
                 NotifierConfig::Webhook { url, secret, .. } => {
-                    if !url.starts_with("http://") && !url.starts_with("https://") {
-                        problems.push(src.error(n, format!("webhook url '{url}' must start with http:// or https://")));
+                    if url.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://")) {
+                        problems.push(src.error(
+                            n,
+                            format!(
+                                "webhook url '{url}': https is not supported (ingest's HTTP client is built without TLS); use http:// to a local relay that adds TLS"
+                            ),
+                        ));
+                    } else if !url.starts_with("http://") {
+                        problems.push(src.error(n, format!("webhook url '{url}' must start with http://")));
                     }
                     if secret.len() < 16 {
                         problems.push(src.error(n, "webhook secret must be at least 16 characters"));
@@ -192,6 +201,22 @@ mod tests {
         assert_eq!(cfg.rules.as_deref(), Some(Path::new("/etc/vt/packs")));
         let none = AlertsConfig::from_table(&Source::from_text("ingest.toml", "data_dir = \"d\"\n"), Path::new("."));
         assert_eq!(none, Ok(None));
+    }
+
+    #[test]
+    fn an_https_webhook_is_refused_at_load_because_the_client_has_no_tls() {
+        let text =
+            "[[notifiers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.org/a\"\nsecret = \"0123456789abcdef\"\n";
+        let e = AlertsConfig::from_source(&Source::from_text("a.toml", text), Path::new(".")).unwrap_err();
+        assert!(
+            e.to_string().contains("a.toml:1:1: webhook url 'https://hooks.example.org/a': https is not supported"),
+            "{e}"
+        );
+        let upper = text.replace("https://", "HTTPS://");
+        assert!(AlertsConfig::from_source(&Source::from_text("a.toml", upper), Path::new(".")).is_err());
+        // Positive control: the same notifier over http loads.
+        let good = text.replace("https://", "http://");
+        assert!(AlertsConfig::from_source(&Source::from_text("a.toml", good), Path::new(".")).is_ok());
     }
 
     #[test]

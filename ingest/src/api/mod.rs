@@ -14,6 +14,7 @@
 
 mod dashboard;
 mod read;
+pub mod serve;
 pub use crate::auth::Reader;
 pub use crate::error::ApiError;
 /// Times in the API, kept under this name for callers of `ingest::api::time`.

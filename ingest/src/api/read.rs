@@ -280,7 +280,7 @@ async fn bucketed(
     })))
 }
 
-pub(super) async fn rejections(State(s): State<AppState>, _reader: Reader) -> Json<Value> {
+pub(super) async fn rejections(State(s): State<AppState>, reader: Reader) -> Json<Value> {
     let counts: serde_json::Map<String, Value> = crate::pipeline::validate::Reason::ALL
         .iter()
         .map(|r| (r.as_str().to_string(), json!(s.metrics.rejected_count(*r))))
@@ -289,6 +289,7 @@ pub(super) async fn rejections(State(s): State<AppState>, _reader: Reader) -> Js
         .rejections
         .recent()
         .into_iter()
+        .filter(|r| visible(&reader, rejection_tenant(r, &s.inventory).as_deref()))
         .map(|r| {
             json!({ "reason": r.reason, "topic": r.topic, "device": r.device, "detail": r.detail, "at": rfc3339(r.at) })
         })
@@ -296,9 +297,79 @@ pub(super) async fn rejections(State(s): State<AppState>, _reader: Reader) -> Js
     Json(json!({ "counts": counts, "recent": recent }))
 }
 
+/// The tenant a refusal concerns: the inventory's tenant of the topic's gateway (not the
+/// tenant the topic claims, which a gateway publishing as another's writes itself), else
+/// the device's, else the tenant the topic names; `None` when nothing names one.
+fn rejection_tenant(
+    r: &crate::pipeline::validate::Rejection,
+    inventory: &crate::inventory::Inventory,
+) -> Option<String> {
+    let topic = protocol::topic::Topic::parse(&r.topic).ok();
+    if let Some(gw) = topic.as_ref().and_then(|t| inventory.gateway(t.gateway)) {
+        return Some(gw.tenant);
+    }
+    if let Some(tenant) = r.device.as_deref().and_then(|d| inventory.tenant_of(d)) {
+        return Some(tenant);
+    }
+    topic.map(|t| t.tenant.to_string())
+}
+
+/// Whether `reader` may see something of `tenant`; something of no known tenant only a
+/// reader of every tenant (public reads, or an unscoped token) sees.
+fn visible(reader: &Reader, tenant: Option<&str>) -> bool {
+    match tenant {
+        Some(t) => reader.may_see(t),
+        None => reader.0.as_ref().is_none_or(|p| p.tenants.is_empty()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_step;
+    use super::{Reader, parse_step, rejection_tenant, visible};
+    use crate::auth::{Principal, Role};
+    use crate::inventory::{GatewayInfo, Inventory, InventoryFile, Site};
+    use crate::pipeline::validate::{Reason, Rejection};
+
+    #[test]
+    fn a_refusal_is_shown_only_to_readers_of_its_tenant() {
+        let site = |id: &str, tenant: &str| Site {
+            id: id.into(),
+            name: id.into(),
+            kind: "village".into(),
+            tenant: tenant.into(),
+            lat: 0.0,
+            lon: 0.0,
+            village: None,
+            district: None,
+        };
+        let inv = Inventory::from_file(InventoryFile {
+            sites: vec![site("s1", "county"), site("s2", "dairy")],
+            gateways: vec![
+                GatewayInfo { id: "gw-c".into(), tenant: "county".into(), site: "s1".into(), public_key: None },
+                GatewayInfo { id: "gw-d".into(), tenant: "dairy".into(), site: "s2".into(), public_key: None },
+            ],
+            devices: vec![],
+        });
+        let rejection = |topic: &str| Rejection {
+            reason: Reason::Malformed,
+            topic: topic.into(),
+            device: None,
+            detail: String::new(),
+            at: protocol::Timestamp(0),
+        };
+        let county = Reader(Some(Principal { name: "c".into(), role: Role::Viewer, tenants: vec!["county".into()] }));
+        let admin = Reader(Some(Principal { name: "a".into(), role: Role::Admin, tenants: vec![] }));
+        let seen = |reader: &Reader, topic: &str| visible(reader, rejection_tenant(&rejection(topic), &inv).as_deref());
+        // Its own tenant's refusals: shown (positive control); another tenant's: not.
+        assert!(seen(&county, "vt/county/gw-c/up/telemetry"));
+        assert!(!seen(&county, "vt/dairy/gw-d/up/telemetry"));
+        // A dairy gateway publishing under the county's topic is the dairy's refusal.
+        assert!(!seen(&county, "vt/county/gw-d/up/telemetry"));
+        // No tenant at all: only readers of every tenant see it.
+        assert!(!seen(&county, "not/a/topic"));
+        assert!(seen(&admin, "not/a/topic") && seen(&admin, "vt/dairy/gw-d/up/telemetry"));
+        assert!(seen(&Reader(None), "vt/dairy/gw-d/up/telemetry"));
+    }
 
     #[test]
     fn steps_take_milliseconds_or_a_unit() {

@@ -2,7 +2,7 @@
 //!
 //! | call | what |
 //! |---|---|
-//! | `POST /api/v1/devices/{id}/commands` `{"point","value","ttl_secs"}` | operator token of the device's tenant; 202 `{"id", "status": "sent"}` |
+//! | `POST /api/v1/devices/{id}/commands` `{"point","value","ttl_secs"}` | operator token of the device's tenant; `point` one of the writable points of the device's profile (else 422 naming them); 202 `{"id", "status": "sent"}` |
 //! | `GET /api/v1/commands/{id}` | the command, who issued it, and its acks (token of the tenant, or public reads) |
 //! | `GET /api/v1/keys/commands` | `{"algorithm": "ed25519", "public_key": HEX}`: the gateways' `command_key` |
 
@@ -76,6 +76,27 @@ async fn issue_write(
     if req.ttl_secs == 0 || req.ttl_secs > MAX_TTL_SECS {
         return Err(ApiError::BadRequest(format!("ttl_secs must be 1..={MAX_TTL_SECS}")));
     }
+    // Only a writable point of the device's profile: anything else the gateway would
+    // refuse, and an unchecked point of any length made commands too large to publish.
+    let writable = commands.writable_points(&d.model).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "device '{device}' has model '{}', which has no profile ingest knows: its writable points are unknown",
+            d.model
+        ))
+    })?;
+    if !writable.contains(&req.point) {
+        let shown: String = req.point.chars().take(64).collect();
+        let more = if shown.len() < req.point.len() { "..." } else { "" };
+        return Err(ApiError::Unprocessable(if writable.is_empty() {
+            format!("'{shown}{more}' is not writable: model '{}' has no writable points", d.model)
+        } else {
+            format!(
+                "'{shown}{more}' is not a writable point of model '{}' (writable: {})",
+                d.model,
+                writable.join(", ")
+            )
+        }));
+    }
     let issue = Issue {
         tenant: gw.tenant.clone(),
         gateway: gw.id.clone(),
@@ -87,6 +108,7 @@ async fn issue_write(
     };
     let id = commands.issue(issue).await.map_err(|e| match e {
         super::CommandError::Publish(_) => ApiError::Unavailable(format!("cannot reach the broker: {e}")),
+        super::CommandError::TooLarge { .. } => ApiError::Unprocessable(e.to_string()),
         other => ApiError::Internal(other.to_string()),
     })?;
     Ok((

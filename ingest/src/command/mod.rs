@@ -22,8 +22,15 @@
 //! - Group commit: [`Commander::issue_all`] signs a batch (a broadcast to a thousand
 //!   speakers) with one fsync of the audit log, and acks that arrive together are written
 //!   with one fsync, so the log never becomes the bottleneck of a county-wide broadcast.
+//! - Bounded: a signed command larger than [`MAX_SIGNED_COMMAND_BYTES`] is refused before
+//!   it is audited or published ([`CommandError::TooLarge`]). One oversized publish used to
+//!   make the broker drop ingest's connection, and the persistent session resent it after
+//!   every reconnect: ingest stayed off the broker until restart (issue 12). The HTTP API
+//!   also accepts a write only to a writable point of the device's profile
+//!   ([`profiles`]).
 
 mod api;
+pub mod profiles;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -49,6 +56,11 @@ pub use api::routes;
 pub const KEY_FILE: &str = "command.key";
 /// File of the audit log in the data directory.
 pub const AUDIT_FILE: &str = "commands.audit.jsonl";
+/// Largest signed command ingest publishes: what every verifier accepts
+/// (`protocol::command::MAX_COMMAND_BYTES`, 16 KiB), far under the broker's packet limits
+/// (1 MiB for gateways, 2 MiB for ingest's own session). A larger command could never be
+/// carried out anyway.
+pub const MAX_SIGNED_COMMAND_BYTES: usize = protocol::command::MAX_COMMAND_BYTES;
 /// Commands remembered in memory for `GET /api/v1/commands/{id}` (the audit log keeps all).
 const REMEMBERED: usize = 10_000;
 /// Most acks written to the audit log with one fsync.
@@ -74,6 +86,15 @@ pub enum CommandError {
     /// The audit log could not be written, so the command was not sent.
     #[error("the command audit log: {0}")]
     Audit(String),
+    /// The signed command would be larger than [`MAX_SIGNED_COMMAND_BYTES`]: refused before
+    /// it was audited or published.
+    #[error("the signed command would be {bytes} bytes, over the limit of {limit} bytes (MAX_SIGNED_COMMAND_BYTES)")]
+    TooLarge {
+        /// Its size signed.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// What an operator (or the broadcast dispatcher) asks for.
@@ -122,6 +143,7 @@ struct Inner {
     audit: Mutex<Audit>,
     records: Mutex<(HashMap<u64, Record>, std::collections::VecDeque<u64>)>,
     acks: broadcast::Sender<(String, CommandAck)>,
+    writable: profiles::WritablePoints,
 }
 
 struct Audit {
@@ -163,6 +185,7 @@ impl Commander {
             audit: Mutex::new(audit),
             records: Mutex::new((HashMap::new(), std::collections::VecDeque::new())),
             acks,
+            writable: profiles::WritablePoints::builtin(),
         });
         let commander = Commander { inner };
         let mut rx = acks_in.subscribe();
@@ -207,6 +230,12 @@ impl Commander {
         self.inner.key.verifying_key().to_bytes()
     }
 
+    /// The writable point names of a device model (its profile's `[[writable]]`), or
+    /// `None` if ingest knows no profile of that model.
+    pub fn writable_points(&self, model: &str) -> Option<&[String]> {
+        self.inner.writable.of(model)
+    }
+
     /// Signs a command, appends it to the audit log (fsynced), publishes it to the
     /// gateway, and returns its id. Acks arrive later through [`Commander::subscribe`] and
     /// [`Commander::get`].
@@ -220,6 +249,15 @@ impl Commander {
     pub async fn issue_all(&self, reqs: Vec<Issue>) -> Vec<Result<u64, CommandError>> {
         let signed = match self.sign_all(&reqs) {
             Ok(s) => s,
+            Err(CommandError::TooLarge { bytes, limit }) => {
+                tracing::warn!(
+                    message = "Command too large; none of the batch sent.",
+                    bytes,
+                    limit,
+                    commands = reqs.len()
+                );
+                return reqs.iter().map(|_| Err(CommandError::TooLarge { bytes, limit })).collect();
+            }
             Err(e) => {
                 let text = e.to_string();
                 tracing::error!(message = "Cannot audit commands; none sent.", error = %text, commands = reqs.len());
@@ -255,11 +293,15 @@ impl Commander {
         audit.last_id = audit.last_id.max(id);
     }
 
+    /// Signs every request, checks every envelope against [`MAX_SIGNED_COMMAND_BYTES`]
+    /// (one over it refuses the batch: nothing audited, no id used), audits them with one
+    /// fsync, and remembers them.
     fn sign_all(&self, reqs: &[Issue]) -> Result<Vec<(Command, Vec<u8>)>, CommandError> {
         let now = (self.inner.clock)();
         let mut audit = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
         let mut id = audit.last_id;
         let mut cmds = Vec::with_capacity(reqs.len());
+        let mut wires = Vec::with_capacity(reqs.len());
         let mut lines = Vec::with_capacity(reqs.len());
         for req in reqs {
             id = (id + 1).max(u64::try_from(now.0).unwrap_or(0));
@@ -273,6 +315,10 @@ impl Commander {
                 expires_at: req.expires_at.unwrap_or(Timestamp(now.0.saturating_add(ttl))),
                 action: req.action.clone(),
             };
+            let wire = cmd.sign(&self.inner.key);
+            if wire.len() > MAX_SIGNED_COMMAND_BYTES {
+                return Err(CommandError::TooLarge { bytes: wire.len(), limit: MAX_SIGNED_COMMAND_BYTES });
+            }
             lines.push(AuditLine::Issued {
                 ts: now,
                 id,
@@ -280,6 +326,7 @@ impl Commander {
                 command: serde_json::to_value(&cmd).unwrap_or_default(),
             });
             cmds.push(cmd);
+            wires.push(wire);
         }
         audit.append_all(&lines)?;
         audit.last_id = id;
@@ -297,13 +344,7 @@ impl Commander {
             }
         }
         drop(records);
-        Ok(cmds
-            .into_iter()
-            .map(|cmd| {
-                let wire = cmd.sign(&self.inner.key);
-                (cmd, wire)
-            })
-            .collect())
+        Ok(cmds.into_iter().zip(wires).collect())
     }
 
     /// A command issued since ingest started, with its acks.
@@ -433,6 +474,52 @@ mod tests {
         }
         std::fs::write(&path, b"short").unwrap();
         assert!(matches!(load_or_create_key(&path), Err(CommandError::BadKey(_))));
+    }
+
+    #[tokio::test]
+    async fn a_command_over_the_size_limit_is_refused_before_it_is_audited_or_published() {
+        let dir = tempfile::tempdir().unwrap();
+        // A client that never connects: a publish only queues, nothing leaves the process.
+        let (source, _not_running) = crate::sources::mqtt::connect(crate::sources::mqtt::Connection {
+            host: "127.0.0.1".into(),
+            port: 9,
+            client_id: "test".into(),
+            credentials: None,
+        });
+        let stop = CancellationToken::new();
+        let commander = Commander::open(
+            dir.path(),
+            source.downlink.clone(),
+            &source.command_acks,
+            daemon::system_clock(),
+            &Tasks::new(),
+            stop.clone(),
+        )
+        .unwrap();
+        let write = |point: String| Issue {
+            tenant: "county".into(),
+            gateway: "gw-1".into(),
+            device: "pump-1".into(),
+            action: Action::Write { point, value: 1.0 },
+            ttl: std::time::Duration::from_secs(60),
+            expires_at: None,
+            issued_by: "op".into(),
+        };
+        // The attack of issue 12: a 1.1 MB point.
+        let err = commander.issue(write("p".repeat(1_100_000))).await.unwrap_err();
+        assert!(matches!(err, CommandError::TooLarge { limit: MAX_SIGNED_COMMAND_BYTES, .. }), "{err}");
+        assert!(err.to_string().contains("over the limit of 16384 bytes"), "{err}");
+        // Just over the limit, also refused; nothing of either reached the audit log.
+        let err = commander.issue(write("p".repeat(MAX_SIGNED_COMMAND_BYTES))).await.unwrap_err();
+        assert!(matches!(err, CommandError::TooLarge { .. }), "{err}");
+        let audit = std::fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap_or_default();
+        assert!(!audit.contains("ppp"), "an oversized command was audited");
+        // Positive control: a normal command is signed, audited and queued.
+        let id = commander.issue(write("level_start_setpoint".into())).await.unwrap();
+        assert!(commander.get(id).is_some());
+        let audit = std::fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap_or_default();
+        assert!(audit.contains(&format!("\"id\":{id}")), "{audit}");
+        stop.cancel();
     }
 
     #[test]

@@ -136,10 +136,12 @@ impl Demo {
             sinks: Vec::new(),
         };
         let options = Options {
-            extra_routes: Some(api::routes(county.clone())),
+            extra_routes: Some(api::routes(county.clone(), crate::auth::Tokens::new(&config.tokens))),
             sinks: opts.sinks,
             alerts: opts.alerts,
             broadcast: opts.broadcast,
+            // The demo's reads are open (docs/API.md); a service's are closed by default.
+            public_read: true,
             ..Options::default()
         };
         let ingest = service::start(config, inventory, options).await?;
@@ -223,7 +225,7 @@ impl Demo {
              \x20 admin token: {}\n\
              \x20 operator-2 token: {} (approves red and orange broadcasts the admin creates)\n\
              Broadcast: curl -X POST http://{}/api/v1/broadcasts -H 'Authorization: Token <admin>' -H 'content-type: application/json' -d '{{\"level\":\"red\",\"text\":\"山洪预警：请立即撤离到高处。\",\"targets\":[\"all\"],\"expires_at\":\"<RFC 3339>\"}}'\n\
-             Faults: curl -X POST http://{}/api/v1/sim/faults -H 'content-type: application/json' -d '{{\"device\":\"{}\",\"fault\":\"pump_trip\"}}'\n\
+             Faults: curl -X POST http://{}/api/v1/sim/faults -H 'Authorization: Token <admin>' -H 'content-type: application/json' -d '{{\"device\":\"{}\",\"fault\":\"pump_trip\"}}'\n\
              Press Ctrl-C to stop.",
             plan.gateways.len(),
             kinds.join(", "),

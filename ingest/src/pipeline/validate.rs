@@ -141,20 +141,32 @@ pub fn check_value(r: &Reading, limits: &Limits, now: Timestamp) -> Result<(), (
     check_time(r, limits, now)
 }
 
-/// Checks a reading's timestamp against ingest's clock.
+/// Checks a reading's timestamp against ingest's clock. Every difference is saturating:
+/// a timestamp is outside input, and `i64::MIN` or `i64::MAX` must give a clean refusal,
+/// never an overflow (a panic in a debug build, a wrapped number in a release build).
 pub fn check_time(r: &Reading, limits: &Limits, now: Timestamp) -> Result<(), (Reason, String)> {
     let future = i64::try_from(limits.max_future.as_millis()).unwrap_or(i64::MAX);
     let age = i64::try_from(limits.max_age.as_millis()).unwrap_or(i64::MAX);
     if r.ts.0 > now.0.saturating_add(future) {
         return Err((
             Reason::TimestampFuture,
-            format!("{} of '{}' is stamped {} s in the future", r.metric, r.device, (r.ts.0 - now.0) / 1000),
+            format!(
+                "{} of '{}' is stamped {} s in the future",
+                r.metric,
+                r.device,
+                r.ts.0.saturating_sub(now.0) / 1000
+            ),
         ));
     }
     if r.ts.0 < now.0.saturating_sub(age) {
         return Err((
             Reason::TimestampPast,
-            format!("{} of '{}' is stamped {} days in the past", r.metric, r.device, (now.0 - r.ts.0) / 86_400_000),
+            format!(
+                "{} of '{}' is stamped {} days in the past",
+                r.metric,
+                r.device,
+                now.0.saturating_sub(r.ts.0) / 86_400_000
+            ),
         ));
     }
     Ok(())
@@ -221,6 +233,25 @@ mod tests {
         assert_eq!(check(reading("meter-1", "flow", 0, 1.0)), Some(Reason::TimestampPast));
         // A small clock skew is tolerated.
         assert_eq!(check(reading("meter-1", "flow", NOW.0 + 60_000, 1.0)), None);
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_cleanly_without_overflow() {
+        let inv = inventory();
+        let l = Limits::default();
+        let check =
+            |ts: i64, now: Timestamp| check_reading("gw-a", &reading("meter-1", "flow", ts, 1.0), &inv, &l, now);
+        // Positive control: a reading stamped now passes, also at the ends of the clock.
+        assert_eq!(check(NOW.0, NOW), Ok(()));
+        let (r, detail) = check(i64::MIN, NOW).unwrap_err();
+        assert_eq!(r, Reason::TimestampPast);
+        assert!(detail.contains("days in the past"), "{detail}");
+        let (r, detail) = check(i64::MAX, NOW).unwrap_err();
+        assert_eq!(r, Reason::TimestampFuture);
+        assert!(detail.contains("s in the future"), "{detail}");
+        // A clock far in the past (or future) meets the opposite extreme: still no overflow.
+        assert_eq!(check(i64::MAX, Timestamp(i64::MIN)).unwrap_err().0, Reason::TimestampFuture);
+        assert_eq!(check(i64::MIN, Timestamp(i64::MAX)).unwrap_err().0, Reason::TimestampPast);
     }
 
     #[test]

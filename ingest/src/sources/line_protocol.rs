@@ -25,8 +25,25 @@
 //! - A device first seen here is registered with kind `external` under the token's tenant,
 //!   and that registration is written to `external-devices.jsonl` in the data directory
 //!   (fsynced before the readings), so it survives restarts.
+//! - Growth is bounded ([`crate::config::Limits`], `[limits]` of ingest.toml), because
+//!   every new device and series costs memory for good (issue 12: 100k device tags made
+//!   100k devices; an 81 KB gzip body made 1.7 M readings):
+//!   - at most `write_max_readings` values in one request, counted after gzip (more: 413,
+//!     nothing written);
+//!   - at most `write_max_new_devices` devices and `write_max_new_series` series
+//!     (device, metric) created by one request (more: 413, nothing written);
+//!   - at most `write_max_devices` devices registered and `write_max_series` series known
+//!     in all (more: the values that would create one are refused, 422, the rest is
+//!     written).
+//!
+//!   Every refusal is counted in `ingest_line_protocol_limited_total{limit}`.
+//! - Names: a metric name (`<measurement>` or `<measurement>_<field>`) matches
+//!   `[A-Za-z_][A-Za-z0-9_]*` and has at most [`MAX_METRIC_NAME`] bytes; a device name
+//!   (tag `device` or `host`) is an id, `[A-Za-z0-9_.-]`, 1 to 64 characters
+//!   (`protocol::id`). Other tags are not stored. A line with a bad name refuses the
+//!   request (400), as a line that does not parse.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
@@ -36,7 +53,9 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use protocol::{DeviceId, Metric, Reading, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -49,7 +68,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, validate};
 
 /// Longest metric name a line may make (`<measurement>_<field>`).
-const MAX_METRIC_NAME: usize = 200;
+pub const MAX_METRIC_NAME: usize = 200;
 /// Longest line quoted back in an error.
 const MAX_QUOTED: usize = 200;
 
@@ -60,10 +79,69 @@ pub struct LineProtocol {
     /// inventory, clock and durable append.
     pipeline: Arc<Pipeline>,
     externals: ExternalDevices,
+    /// Every series known to exist, and how many devices were registered here.
+    known: Mutex<Known>,
     lines: Counter,
     readings: Counter,
     refused: Counter,
     requests_failed: Counter,
+    limited: Family<LimitLabel, Counter>,
+}
+
+/// What the growth limits count against.
+#[derive(Debug, Default)]
+struct Known {
+    /// Metric names by device: every series the store held at start, and every one
+    /// written here since.
+    series: HashMap<String, HashSet<String>>,
+    /// How many entries `series` holds.
+    series_count: usize,
+    /// Devices registered through line protocol (kind `external`).
+    devices: usize,
+}
+
+impl Known {
+    fn has(&self, device: &str, metric: &str) -> bool {
+        self.series.get(device).is_some_and(|m| m.contains(metric))
+    }
+
+    fn add(&mut self, device: &str, metric: &str) {
+        if !self.has(device, metric) {
+            self.series.entry(device.to_string()).or_default().insert(metric.to_string());
+            self.series_count += 1;
+        }
+    }
+}
+
+/// Which growth limit refused something (a Prometheus label).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: Limit,
+}
+
+/// The limits of line-protocol input, by their label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+enum Limit {
+    Readings,
+    NewDevices,
+    Devices,
+    NewSeries,
+    Series,
+    MetricName,
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Limit {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let name = match self {
+            Limit::Readings => "readings",
+            Limit::NewDevices => "new_devices",
+            Limit::Devices => "devices",
+            Limit::NewSeries => "new_series",
+            Limit::Series => "series",
+            Limit::MetricName => "metric_name",
+        };
+        std::fmt::Write::write_str(encoder, name)
+    }
 }
 
 impl LineProtocol {
@@ -76,11 +154,18 @@ impl LineProtocol {
                 path: data_dir.map(|d| d.join("external-devices.jsonl")),
                 lock: Mutex::new(()),
             },
+            known: Mutex::new(Known::default()),
             lines: Counter::default(),
             readings: Counter::default(),
             refused: Counter::default(),
             requests_failed: Counter::default(),
+            limited: Family::default(),
         };
+        metrics.register(
+            "line_protocol_limited",
+            "Line-protocol requests or values refused by a growth or name limit, by limit",
+            this.limited.clone(),
+        );
         metrics.register("line_protocol_lines", "Line-protocol lines received on /api/v2/write", this.lines.clone());
         metrics.register("line_protocol_readings", "Readings stored durably from /api/v2/write", this.readings.clone());
         metrics.register(
@@ -96,9 +181,21 @@ impl LineProtocol {
         this
     }
 
-    /// Registers the external devices of earlier runs in `inventory`; returns how many.
+    /// Registers the external devices of earlier runs in `inventory`, and learns every
+    /// series the store holds (what the growth limits count against); returns how many
+    /// devices were restored.
     pub fn restore(&self, inventory: &Inventory) -> std::io::Result<usize> {
-        self.externals.restore(inventory)
+        let restored = self.externals.restore(inventory)?;
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.devices = inventory.devices().iter().filter(|d| d.kind == protocol::DeviceKind::External).count();
+        for p in self.pipeline.store.latest() {
+            known.add(&p.device, p.metric.name());
+        }
+        Ok(restored)
+    }
+
+    fn count_limited(&self, limit: Limit) {
+        self.limited.get_or_create(&LimitLabel { limit }).inc();
     }
 }
 
@@ -135,12 +232,14 @@ impl ExternalDevices {
         Ok(n)
     }
 
-    /// Registers `devices` and makes the registrations durable.
-    fn register(&self, inventory: &Inventory, tenant: &str, devices: &[String]) -> std::io::Result<()> {
+    /// Registers `devices` and makes the registrations durable; returns how many were new.
+    fn register(&self, inventory: &Inventory, tenant: &str, devices: &[String]) -> std::io::Result<usize> {
         let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
+        let mut n = 0;
         for d in devices {
             if inventory.register_external(d, tenant) {
+                n += 1;
                 let rec = ExternalDevice { device: d.clone(), tenant: tenant.to_string() };
                 text.push_str(&serde_json::to_string(&rec).unwrap_or_default());
                 text.push('\n');
@@ -151,7 +250,7 @@ impl ExternalDevices {
             f.write_all(text.as_bytes())?;
             f.sync_data()?;
         }
-        Ok(())
+        Ok(n)
     }
 }
 
@@ -357,6 +456,28 @@ enum DeviceCheck {
     Refused(String),
 }
 
+/// `Ok` if `name` may be a metric name: `[A-Za-z_][A-Za-z0-9_]*`, at most
+/// [`MAX_METRIC_NAME`] bytes; otherwise why not.
+pub fn check_metric_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_METRIC_NAME {
+        return Err(format!("metric name '{}' is longer than {MAX_METRIC_NAME} bytes", quote(name)));
+    }
+    let mut chars = name.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+        return Err(format!(
+            "metric name '{}' must start with a letter or '_' (names are [A-Za-z_][A-Za-z0-9_]*)",
+            quote(name)
+        ));
+    }
+    match chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+        Some(c) => Err(format!(
+            "metric name '{}' has the character {c:?}; names are [A-Za-z_][A-Za-z0-9_]* (<measurement>_<field>)",
+            quote(name)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Parses, checks, stores and forwards one body's lines.
 fn ingest_text(
     lp: &LineProtocol,
@@ -366,14 +487,21 @@ fn ingest_text(
     now: Timestamp,
 ) -> Result<Summary, WriteError> {
     let inventory = &lp.pipeline.inventory;
+    let limits = &lp.pipeline.limits;
     let mut buf = LineBuf::default();
     let mut readings: Vec<Reading> = Vec::new();
     let mut devices: HashMap<String, DeviceCheck> = HashMap::new();
     let mut new_devices: Vec<String> = Vec::new();
+    let mut new_series = Known::default();
     let mut metrics: HashMap<String, Metric> = HashMap::new();
     let mut name = String::new();
     let mut summary = Summary::default();
     let mut lines = 0u64;
+    let mut values = 0usize;
+    let (known_devices, known_series) = {
+        let k = lp.known.lock().unwrap_or_else(|e| e.into_inner());
+        (k.devices, k.series_count)
+    };
 
     for (i, text_line) in text.split('\n').enumerate() {
         let n = i + 1;
@@ -382,6 +510,8 @@ fn ingest_text(
             message: format!("unable to parse '{}': {reason}", quote(text_line.trim_end_matches('\r'))),
             line: Some(n),
         };
+        let too_many =
+            |what: String| WriteError { status: StatusCode::PAYLOAD_TOO_LARGE, message: what, line: Some(n) };
         if !line::parse_line(text_line, &mut buf).map_err(|e| bad(e.to_string()))? {
             continue;
         }
@@ -399,6 +529,20 @@ fn ingest_text(
             let check = match inventory.tenant_of(device) {
                 Some(t) if t == tenant => DeviceCheck::Ok(DeviceId::new(device)),
                 Some(_) => DeviceCheck::Refused(format!("device '{device}' belongs to another tenant")),
+                None if new_devices.len() >= limits.write_max_new_devices => {
+                    lp.count_limited(Limit::NewDevices);
+                    return Err(too_many(format!(
+                        "more than {} new devices in one request (limits.write_max_new_devices): send fewer at a time",
+                        limits.write_max_new_devices
+                    )));
+                }
+                None if known_devices.saturating_add(new_devices.len()) >= limits.write_max_devices => {
+                    lp.count_limited(Limit::Devices);
+                    DeviceCheck::Refused(format!(
+                        "device '{device}' is new, but {} devices are registered through line protocol already, the limit (limits.write_max_devices)",
+                        limits.write_max_devices
+                    ))
+                }
                 None => {
                     new_devices.push(device.to_string());
                     DeviceCheck::Ok(DeviceId::new(device))
@@ -409,14 +553,23 @@ fn ingest_text(
         let Some(device_id) = devices.get(device) else { continue };
         for (key, value) in &buf.fields {
             let Some(v) = value.as_f64() else { continue };
+            values += 1;
+            if values > limits.write_max_readings {
+                lp.count_limited(Limit::Readings);
+                return Err(too_many(format!(
+                    "more than {} values in one request (limits.write_max_readings, counted after gzip): send fewer at a time",
+                    limits.write_max_readings
+                )));
+            }
             name.clear();
             name.push_str(&buf.measurement);
             if key != "value" {
                 name.push('_');
                 name.push_str(key);
             }
-            if name.len() > MAX_METRIC_NAME {
-                return Err(bad(format!("metric name '{}' is longer than {MAX_METRIC_NAME} bytes", quote(&name))));
+            if let Err(why) = check_metric_name(&name) {
+                lp.count_limited(Limit::MetricName);
+                return Err(bad(why));
             }
             let metric = match metrics.get(name.as_str()) {
                 Some(m) => m.clone(),
@@ -429,8 +582,30 @@ fn ingest_text(
             let refusal = match device_id {
                 DeviceCheck::Refused(why) => Some(why.clone()),
                 DeviceCheck::Ok(id) => {
+                    let known = new_series.has(device, &name)
+                        || lp.known.lock().unwrap_or_else(|e| e.into_inner()).has(device, &name);
+                    let over_cap = if known {
+                        None
+                    } else if new_series.series_count >= limits.write_max_new_series {
+                        lp.count_limited(Limit::NewSeries);
+                        return Err(too_many(format!(
+                            "more than {} new series (device, metric) in one request (limits.write_max_new_series): send fewer at a time",
+                            limits.write_max_new_series
+                        )));
+                    } else if known_series.saturating_add(new_series.series_count) >= limits.write_max_series {
+                        lp.count_limited(Limit::Series);
+                        Some(format!(
+                            "{name} of '{device}' would be a new series, but {} series exist already, the limit (limits.write_max_series)",
+                            limits.write_max_series
+                        ))
+                    } else {
+                        new_series.add(device, &name);
+                        None
+                    };
                     let r = Reading::new(id.clone(), metric, ts, v);
-                    let checked = if r.metric.def().is_some() {
+                    let checked = if let Some(why) = over_cap {
+                        Err((validate::Reason::Oversized, why))
+                    } else if r.metric.def().is_some() {
                         validate::check_value(&r, &lp.pipeline.limits, now)
                     } else if !v.is_finite() {
                         Err((validate::Reason::NotANumber, format!("{} of '{device}' is {v}", r.metric)))
@@ -461,16 +636,25 @@ fn ingest_text(
     }
     // Only devices that brought a stored reading are registered.
     if !new_devices.is_empty() {
-        let with_data: std::collections::HashSet<&str> = readings.iter().map(|r| r.device.as_str()).collect();
+        let with_data: HashSet<&str> = readings.iter().map(|r| r.device.as_str()).collect();
         new_devices.retain(|d| with_data.contains(d.as_str()));
     }
-    lp.externals.register(inventory, tenant, &new_devices).map_err(|e| {
+    let registered = lp.externals.register(inventory, tenant, &new_devices).map_err(|e| {
         WriteError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("registering external devices: {e}"))
     })?;
     lp.pipeline.write_readings(tenant, &readings).map_err(|e| match e {
         store::StoreError::Poisoned { .. } => WriteError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         other => WriteError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     })?;
+    {
+        let mut known = lp.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.devices += registered;
+        if new_series.series_count > 0 {
+            for r in &readings {
+                known.add(r.device.as_str(), r.metric.name());
+            }
+        }
+    }
     summary.stored = readings.len();
     lp.readings.inc_by(readings.len() as u64);
     Ok(summary)
@@ -479,6 +663,120 @@ fn ingest_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    /// A line-protocol source on a fresh store in `dir`, with `limits`.
+    fn source(dir: &std::path::Path, limits: crate::config::Limits) -> LineProtocol {
+        let (store, _) = store::Store::open(store::StoreConfig::new(dir.join("store"))).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let pipeline = Arc::new(Pipeline {
+            store: Arc::new(store),
+            inventory: Arc::new(Inventory::from_file(Default::default())),
+            metrics: metrics.clone(),
+            rejections: Default::default(),
+            limits,
+            sinks: Vec::new(),
+            clock: Arc::new(|| NOW),
+            gaps: Default::default(),
+            keyring: Arc::new(crate::keyring::Keyring::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]))),
+        });
+        let lp = LineProtocol::new(Some(dir.to_path_buf()), pipeline, &metrics);
+        lp.restore(&lp.pipeline.inventory.clone()).unwrap();
+        lp
+    }
+
+    fn write(lp: &LineProtocol, text: &str) -> Result<Summary, WriteError> {
+        ingest_text(lp, "county", text, Precision::Milliseconds, NOW)
+    }
+
+    fn limited(lp: &LineProtocol, limit: Limit) -> u64 {
+        lp.limited.get_or_create(&LimitLabel { limit }).get()
+    }
+
+    /// `n` lines, one per device `d{first}..`, each with `fields` fields.
+    fn lines(first: usize, n: usize, fields: usize) -> String {
+        (first..first + n)
+            .map(|d| {
+                let f: Vec<String> = (0..fields).map(|i| format!("f{i}={i}")).collect();
+                format!("m,device=d{d} {}\n", f.join(","))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_request_may_create_only_so_many_devices_series_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = crate::config::Limits {
+            write_max_new_devices: 3,
+            write_max_new_series: 6,
+            write_max_readings: 8,
+            ..Default::default()
+        };
+        let lp = source(dir.path(), limits);
+        // Over each cap: 413, the limit named, nothing written, counted.
+        let e = write(&lp, &lines(0, 4, 1)).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.message.contains("limits.write_max_new_devices"), "{}", e.message);
+        let e = write(&lp, &lines(0, 1, 7)).unwrap_err();
+        assert!(e.message.contains("limits.write_max_new_series"), "{}", e.message);
+        let e = write(&lp, &"m,device=d0 f0=1\n".repeat(9)).unwrap_err();
+        assert!(e.message.contains("limits.write_max_readings"), "{}", e.message);
+        assert_eq!(lp.pipeline.inventory.devices().len(), 0, "nothing of a refused request was registered");
+        assert_eq!(
+            [Limit::NewDevices, Limit::NewSeries, Limit::Readings].map(|l| limited(&lp, l)),
+            [1, 1, 1],
+            "each refusal counted under its limit"
+        );
+        // Positive control: up to each cap, everything is written.
+        assert_eq!(write(&lp, &lines(0, 3, 2)).map(|s| s.stored), Ok(6));
+        assert_eq!(lp.pipeline.inventory.devices().len(), 3);
+        // Known series do not count as new: the same six again, plus two values, pass.
+        assert_eq!(write(&lp, &format!("{}m,device=d0 f0=9,f1=9\n", lines(0, 3, 2))).map(|s| s.stored), Ok(8));
+    }
+
+    #[test]
+    fn devices_and_series_in_all_stop_at_their_caps_and_the_rest_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = crate::config::Limits { write_max_devices: 4, write_max_series: 6, ..Default::default() };
+        let lp = source(dir.path(), limits);
+        assert_eq!(write(&lp, &lines(0, 3, 1)).map(|s| s.stored), Ok(3));
+        // Two more devices: one fits the cap of 4, the other's value is refused (422).
+        let s = write(&lp, &lines(3, 2, 1)).unwrap();
+        assert_eq!((s.stored, s.refused_count), (1, 1));
+        assert!(s.refused.unwrap().1.contains("limits.write_max_devices"));
+        assert_eq!(lp.pipeline.inventory.devices().len(), 4);
+        assert_eq!(limited(&lp, Limit::Devices), 1);
+        // Four series exist; new fields on known devices make series up to 6 in all.
+        let s = write(&lp, "m,device=d0 f0=1,f1=1,f2=1,f3=1\n").unwrap();
+        assert_eq!((s.stored, s.refused_count), (3, 1), "f0 is known, f1 and f2 fit, f3 is over");
+        assert!(s.refused.unwrap().1.contains("limits.write_max_series"));
+        assert_eq!(limited(&lp, Limit::Series), 1);
+        // The caps hold across a restart: the store's series and the registrations count.
+        drop(lp);
+        let lp = source(dir.path(), limits);
+        let s = write(&lp, "m,device=d9 f0=1\nm,device=d1 f0=2\n").unwrap();
+        assert_eq!((s.stored, s.refused_count), (1, 1), "d9 would be a fifth device");
+    }
+
+    #[test]
+    fn metric_names_have_a_character_set_and_a_length() {
+        for good in ["flow", "cpu_usage_idle", "_x", "A9_b"] {
+            assert_eq!(check_metric_name(good), Ok(()), "{good}");
+        }
+        for bad in ["cpu-load", "9lives", "a.b", "x y", "温度", ""] {
+            assert!(check_metric_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_metric_name(&"m".repeat(MAX_METRIC_NAME)).is_ok());
+        assert!(check_metric_name(&"m".repeat(MAX_METRIC_NAME + 1)).unwrap_err().contains("longer than 200"));
+        let dir = tempfile::tempdir().unwrap();
+        let lp = source(dir.path(), Default::default());
+        let e = write(&lp, "cpu,device=d1 load-1=0.5\n").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("[A-Za-z_][A-Za-z0-9_]*"), "{}", e.message);
+        assert_eq!(limited(&lp, Limit::MetricName), 1);
+        assert_eq!(write(&lp, "cpu,device=d1 load_1=0.5\n").map(|s| s.stored), Ok(1));
+    }
 
     fn principal(tenants: &[&str], role: Role) -> Principal {
         Principal { name: "t".into(), role, tenants: tenants.iter().map(|t| t.to_string()).collect() }
