@@ -328,7 +328,7 @@ async fn red_broadcast(base: &str, text: &str) -> u64 {
 
 /// The speaker's delivery state in broadcast `id`.
 async fn delivery(base: &str, id: u64) -> String {
-    let (_, v) = call("GET", &format!("{base}/api/v1/broadcasts/{id}"), None, None).await;
+    let (_, v) = call("GET", &format!("{base}/api/v1/broadcasts/{id}"), Some(ADMIN), None).await;
     v["deliveries"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["speaker"] == SPEAKER))
