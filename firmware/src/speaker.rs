@@ -27,8 +27,16 @@
 //!   that has started plays to its end.
 //! - The same broadcast arriving again (a retry whose first copy did arrive) is not
 //!   played twice: the new command id takes over the reports of the one already held.
-//! - No allocation on the register path except the envelope's decoded strings; no panics
-//!   on any input.
+//! - Its word is its own: with a key ([`Speaker::with_key`], a 32-byte seed kept in the
+//!   board's key sector), every change of a command log slot is signed at once, before
+//!   the change can be read, as a [`protocol::receipt::Receipt`] (gateway and device ids
+//!   it was provisioned with, command id, broadcast id, state, reason, and a counter that
+//!   grows with every receipt). The receipt sits in input 300 + 37 s next to the slot; a
+//!   gateway relays it unchanged and ingest records `delivered`, `playing`, `played`,
+//!   `interrupted` only on a receipt that verifies with the key enrolled for this
+//!   terminal. A gateway or anyone on the bus can read a receipt but not make one.
+//! - No allocation on the register path except the envelope's decoded strings and a
+//!   receipt's signed bytes; no panics on any input.
 //!
 //! States (`playback_state`, catalogue: 0 idle, 1 playing, 2 interrupted, 3 fault):
 //!
@@ -65,6 +73,7 @@
 //! | input | 14 | u16 | | 1 | s | heartbeat: seconds since power-up (wraps) |
 //! | input | 15 | u16 | | | | playbacks waiting (queued or suspended) |
 //! | input | 16 | u16 | | | bool | 1 when a command key is provisioned |
+//! | input | 17 | u16 | | | bool | 1 when the terminal has its own receipt key |
 //! | input | 100 | u16 | | | | command log sequence: +1 (wrapping) on every change below; poll this one register to see that something changed |
 //! | input | 101 | u16 | | | | verdict on the last mailbox envelope: 0 none yet, 1 received, 2 refused |
 //! | input | 102 | u16 | | | | reason code of that verdict (table below; 0 when received) |
@@ -77,6 +86,12 @@
 //! | input | 110 + 12 s + 9 | u16 | | | | slot s: reason code |
 //! | input | 110 + 12 s + 10 | u16 | | | | slot s: the log sequence (input 100) at its last change |
 //! | input | 110 + 12 s + 11 | u16 | | | | slot s: repeat playing now (1-based; 0 when not playing) |
+//! | input | 300 + 37 s + 0 | u16 | | | | slot s's receipt: the slot's log sequence (+10 above) it was signed at; 0 before the first |
+//! | input | 300 + 37 s + 1-4 | u64 | ABCD | | | slot s's receipt: its counter |
+//! | input | 300 + 37 s + 5-36 | | | | | slot s's receipt: the Ed25519 signature, 64 bytes, big-endian, two a register |
+//! | input | 600-615 | | | | | the terminal's own public key, 32 bytes, big-endian, two a register (0 without a key) |
+//! | input | 640 | u16 | | | | the slot whose receipt was signed last, plus one (0 before the first) |
+//! | input | 641-677 | | | | | that slot's receipt block, as at 300 + 37 s |
 //! | holding | 0 | u16 | | 1 | % | volume 0-100 (read-write; more is `IllegalDataValue`) |
 //! | holding | 1000 | u16 | | | B | mailbox: envelope length in bytes; writing it commits (see [`crate::mailbox`]); reads 0 |
 //! | holding | 1001-1999 | | | | | mailbox: envelope bytes, big-endian, two a register |
@@ -84,7 +99,11 @@
 //! Input 100..=205 is one read of 106 registers: a gateway that saw input 100 change reads
 //! the block and acks every slot whose sequence is newer than what it last saw. That block's
 //! layout, states and reasons are the contract with the gateway, defined in
-//! [`protocol::speaker`] and re-exported here.
+//! [`protocol::speaker`] and re-exported here. The latest receipt (input 640-677) is a
+//! second read in the same job, which usually carries the receipt of the change the
+//! gateway sees; otherwise the slot's own block (input 300 + 37 s, 37 registers) is one
+//! read more. The gateway relays a receipt when the block's first word equals the slot's
+//! sequence ([`protocol::receipt`]).
 //!
 //! Reason codes ([`Reason`]): 0 none, 1 malformed, 2 too_large, 3 bad_signature,
 //! 4 wrong_gateway, 5 expired, 6 issued_in_future, 7 replayed, 8 wrong_device,
@@ -94,14 +113,20 @@
 //!
 //! The replay window lives in RAM here; a board keeps [`Speaker::replay_state`] in flash
 //! and restores it at boot with [`Speaker::restore_replay_state`], or a power cycle would
-//! reopen the window to commands that have not expired.
+//! reopen the window to commands that have not expired. Likewise the receipt counter
+//! ([`Speaker::receipt_counter`], [`Speaker::restore_receipt_counter`]): a counter that
+//! went back after a power cycle would make new receipts look like replays to ingest.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use protocol::Timestamp;
 use protocol::command::{self, Action, Content, Level, Playback, ReplayWindow};
+use protocol::receipt::{
+    BLOCK_REGISTERS, LATEST_BASE, LATEST_REGISTERS, PUBLIC_KEY_BASE, PUBLIC_KEY_REGISTERS, RECEIPT_BASE, Receipt,
+    ReceiptBlock,
+};
 
 use protocol::modbus as words;
 
@@ -255,11 +280,29 @@ struct Slot {
     repeat: u16,
 }
 
-/// The command log: the last [`SLOTS`] commands and where each stands.
+/// The command log: the last [`SLOTS`] commands and where each stands, and the
+/// terminal's signed receipt of each slot's current state.
 #[derive(Debug, Clone, Default)]
 struct CommandLog {
     slots: [Slot; SLOTS],
     seq: u16,
+    /// Per slot: the receipt of its last change (input 300 + 37 s).
+    receipts: [ReceiptBlock; SLOTS],
+    /// The terminal's own key and the ids it signs under; `None`: it signs nothing.
+    signer: Option<Signer>,
+    /// Receipts signed so far (the last counter used).
+    counter: u64,
+    /// The slot whose receipt was signed last (input 640-677 show it).
+    last: Option<usize>,
+}
+
+/// What the terminal signs receipts with.
+#[derive(Debug, Clone)]
+struct Signer {
+    key: SigningKey,
+    /// The gateway and device ids it was provisioned with ("" until then).
+    gateway: String,
+    device: String,
 }
 
 impl CommandLog {
@@ -284,7 +327,43 @@ impl CommandLog {
         if let Some(s) = self.slots.get_mut(slot).filter(|s| s.command == command && command != 0) {
             self.seq = self.seq.wrapping_add(1);
             *s = Slot { state: state as u16, reason: reason as u16, seq: self.seq, repeat: u16::from(repeat), ..*s };
+            self.sign(slot);
         }
+    }
+
+    /// Signs the slot's state as it stands now, with the next counter: the receipt is in
+    /// place before anyone can read the slot's new state. A change of the repeat alone
+    /// (a new repeat of a playback) is signed too: cheap, and the block always matches the
+    /// slot's sequence.
+    fn sign(&mut self, slot: usize) {
+        let (Some(signer), Some(s)) = (&self.signer, self.slots.get(slot)) else { return };
+        self.counter = self.counter.saturating_add(1);
+        let receipt = Receipt {
+            gateway: signer.gateway.clone(),
+            device: signer.device.clone(),
+            command: s.command,
+            broadcast: s.broadcast,
+            state: s.state,
+            reason: s.reason,
+            counter: self.counter,
+        };
+        let sig = receipt.sign(&signer.key);
+        self.receipts[slot] = ReceiptBlock { seq: s.seq, counter: self.counter, sig };
+        self.last = Some(slot);
+    }
+
+    fn latest_register(&self, address: u16) -> Option<u16> {
+        match (address.checked_sub(LATEST_BASE)?, self.last) {
+            (0, last) => Some(last.map_or(0, |s| s as u16 + 1)),
+            (i, Some(slot)) => self.receipts.get(slot)?.word(i - 1),
+            (_, None) => Some(0),
+        }
+    }
+
+    fn receipt_register(&self, address: u16) -> Option<u16> {
+        let offset = address.checked_sub(RECEIPT_BASE)?;
+        let block = self.receipts.get(usize::from(offset / BLOCK_REGISTERS))?;
+        block.word(offset % BLOCK_REGISTERS)
     }
 }
 
@@ -366,12 +445,56 @@ impl Speaker {
         }
     }
 
+    /// A terminal as [`Speaker::new`] that signs its receipts with the Ed25519 key made
+    /// from `seed`: what a board calls at boot with the 32 bytes it keeps in its key
+    /// sector (made once from its hardware random generator, docs/SECURITY.md).
+    pub fn with_key(volume: u8, seed: [u8; 32]) -> Speaker {
+        let mut s = Speaker::new(volume);
+        s.set_receipt_key(seed);
+        s
+    }
+
+    /// Sets the key the terminal signs its receipts with (32-byte seed): at boot, or on a
+    /// key rotation over the local maintenance port. Receipts signed from now on use it.
+    pub fn set_receipt_key(&mut self, seed: [u8; 32]) {
+        let (gateway, device) = self.ids();
+        self.log.signer = Some(Signer { key: SigningKey::from_bytes(&seed), gateway, device });
+    }
+
+    /// The terminal's own public key (input 600-615), what the installer enrols in the
+    /// inventory; `None` before it has a key.
+    pub fn public_key(&self) -> Option<[u8; 32]> {
+        self.log.signer.as_ref().map(|s| s.key.verifying_key().to_bytes())
+    }
+
+    /// The last receipt counter used. A board keeps it in flash and restores it at boot
+    /// with [`Speaker::restore_receipt_counter`] so that counters never repeat; to save
+    /// flash wear it may store a reservation ahead (say `counter + 256`, rewritten when
+    /// reached) and restore that: counters then skip, never go back.
+    pub fn receipt_counter(&self) -> u64 {
+        self.log.counter
+    }
+
+    /// Restores the receipt counter saved with [`Speaker::receipt_counter`]; never lowers it.
+    pub fn restore_receipt_counter(&mut self, counter: u64) {
+        self.log.counter = self.log.counter.max(counter);
+    }
+
     /// Installs the issuer's public key and the terminal's own gateway and device ids, as
-    /// an installer does once. Keeps the replay window.
+    /// an installer does once. Keeps the replay window and the receipt key and counter;
+    /// receipts from now on name these ids.
     pub fn provision(&mut self, issuer_key: [u8; 32], gateway: &str, device: &str) -> Result<(), BadKey> {
         let key = VerifyingKey::from_bytes(&issuer_key).map_err(|_| BadKey)?;
         self.identity = Some(Identity { key, gateway: gateway.into(), device: device.into() });
+        if let Some(signer) = &mut self.log.signer {
+            signer.gateway = gateway.into();
+            signer.device = device.into();
+        }
         Ok(())
+    }
+
+    fn ids(&self) -> (String, String) {
+        self.identity.as_ref().map(|i| (i.gateway.clone(), i.device.clone())).unwrap_or_default()
     }
 
     /// Sets the terminal's clock (from NTP, GNSS or the simulator).
@@ -760,7 +883,19 @@ impl RegisterMap for Speaker {
             (Table::Input, 14) => Some((libm::floor(self.uptime_s) as u64 & 0xFFFF) as u16),
             (Table::Input, 15) => Some(self.waiting.len() as u16),
             (Table::Input, 16) => Some(u16::from(self.identity.is_some())),
+            (Table::Input, 17) => Some(u16::from(self.log.signer.is_some())),
             (Table::Input, a) if (LOG_BASE..LOG_BASE + LOG_REGISTERS).contains(&a) => self.log_register(a),
+            (Table::Input, a) if (RECEIPT_BASE..RECEIPT_BASE + BLOCK_REGISTERS * SLOTS as u16).contains(&a) => {
+                self.log.receipt_register(a)
+            }
+            (Table::Input, a) if (LATEST_BASE..LATEST_BASE + LATEST_REGISTERS).contains(&a) => {
+                self.log.latest_register(a)
+            }
+            (Table::Input, a) if (PUBLIC_KEY_BASE..PUBLIC_KEY_BASE + PUBLIC_KEY_REGISTERS).contains(&a) => {
+                let key = self.public_key().unwrap_or([0; 32]);
+                let at = usize::from(a - PUBLIC_KEY_BASE) * 2;
+                Some(u16::from_be_bytes([key[at], key[at + 1]]))
+            }
             (Table::Holding, 0) => Some(u16::from(self.volume)),
             (Table::Holding, a) => self.mailbox.register(a),
             _ => None,
@@ -1118,5 +1253,110 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_code(r as u16), Some(r));
         }
+    }
+
+    /// The terminal's own key (what a board keeps in its key sector).
+    const SPEAKER_SEED: [u8; 32] = [3u8; 32];
+
+    fn signing_terminal() -> Speaker {
+        let mut s = Speaker::with_key(70, SPEAKER_SEED);
+        s.provision(issuer().verifying_key().to_bytes(), "gw-dongcun", "dongcun-speaker-1").unwrap();
+        s.set_clock(Timestamp(NOW));
+        s
+    }
+
+    /// What a gateway relays for command `id`: the slot from the log block and the
+    /// receipt from the slot's block, read over the registers, with the sequence check.
+    fn relayed(s: &Speaker, id: u64) -> protocol::receipt::SignedReceipt {
+        let mut log = [0u16; LOG_REGISTERS as usize];
+        read_registers(s, Table::Input, LOG_BASE, &mut log).unwrap();
+        let slot = protocol::receipt::slot_of(&log, id).unwrap();
+        let report = *decode_log(&log).unwrap().slots.iter().find(|r| r.command == id).unwrap();
+        let mut regs = [0u16; BLOCK_REGISTERS as usize];
+        read_registers(s, Table::Input, protocol::receipt::block_address(slot), &mut regs).unwrap();
+        let block = ReceiptBlock::decode(&regs).unwrap();
+        assert_eq!(block.seq, report.seq, "the receipt is in place when the slot's change is readable");
+        Receipt::of_slot("gw-dongcun", "dongcun-speaker-1", &report, block.counter).with_signature(&block.sig)
+    }
+
+    fn key_from_registers(s: &Speaker) -> VerifyingKey {
+        let mut regs = [0u16; PUBLIC_KEY_REGISTERS as usize];
+        read_registers(s, Table::Input, PUBLIC_KEY_BASE, &mut regs).unwrap();
+        let bytes: Vec<u8> = regs.iter().flat_map(|w| w.to_be_bytes()).collect();
+        VerifyingKey::from_bytes(&bytes.try_into().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_state_of_a_command_is_signed_by_the_terminal_with_a_growing_counter() {
+        let mut s = signing_terminal();
+        let key = key_from_registers(&s);
+        assert_eq!(key.to_bytes(), SigningKey::from_bytes(&SPEAKER_SEED).verifying_key().to_bytes());
+        let mut flag = [0u16; 2];
+        read_registers(&s, Table::Input, 16, &mut flag).unwrap();
+        assert_eq!(flag, [1, 1], "command key provisioned, own key present");
+
+        deliver(&mut s, &play(100, 7, Level::Red, 3, 1).sign(&issuer()));
+        let playing = relayed(&s, 100);
+        assert_eq!(playing.receipt.state, CommandState::Playing as u16);
+        assert_eq!(playing.verify(&key), Ok(()));
+        s.update(&OK, 3.5);
+        let played = relayed(&s, 100);
+        assert_eq!((played.receipt.state, played.receipt.broadcast), (CommandState::Played as u16, 7));
+        assert_eq!(played.verify(&key), Ok(()));
+        assert!(played.receipt.counter > playing.receipt.counter, "the counter grows with every receipt");
+        assert_eq!(s.receipt_counter(), played.receipt.counter);
+        let mut latest = [0u16; LATEST_REGISTERS as usize];
+        read_registers(&s, Table::Input, LATEST_BASE, &mut latest).unwrap();
+        let (slot, block) = protocol::receipt::decode_latest(&latest).expect("the latest receipt");
+        assert_eq!(block.counter, played.receipt.counter, "the latest is the played");
+        let mut log = [0u16; LOG_REGISTERS as usize];
+        read_registers(&s, Table::Input, LOG_BASE, &mut log).unwrap();
+        assert_eq!(protocol::receipt::slot_of(&log, 100), Some(slot));
+
+        // What the gateway cannot do with it: claim `played` with the `playing` receipt,
+        // move the `played` to another command, or sign one with another key.
+        let forged = Receipt { state: CommandState::Played as u16, ..playing.receipt.clone() };
+        assert!(forged.with_signature(&[0; 64]).verify(&key).is_err());
+        let moved = protocol::receipt::SignedReceipt {
+            receipt: Receipt { command: 101, ..played.receipt.clone() },
+            sig: played.sig.clone(),
+        };
+        assert!(moved.verify(&key).is_err());
+        assert!(played.receipt.clone().signed(&SigningKey::from_bytes(&[4u8; 32])).verify(&key).is_err());
+    }
+
+    #[test]
+    fn refusals_are_signed_too_and_a_terminal_without_a_key_signs_nothing() {
+        let mut s = signing_terminal();
+        let forged = play(5, 1, Level::Red, 3, 1).sign(&SigningKey::from_bytes(&[8u8; 32]));
+        deliver(&mut s, &forged);
+        let refused = relayed(&s, 5);
+        assert_eq!((refused.receipt.state, refused.receipt.reason), (2, Reason::BadSignature as u16));
+        assert_eq!(refused.verify(&key_from_registers(&s)), Ok(()));
+
+        let mut bare = terminal();
+        assert_eq!(bare.public_key(), None);
+        let mut regs = [9u16; PUBLIC_KEY_REGISTERS as usize];
+        read_registers(&bare, Table::Input, PUBLIC_KEY_BASE, &mut regs).unwrap();
+        assert_eq!(regs, [0; PUBLIC_KEY_REGISTERS as usize]);
+        deliver(&mut bare, &play(6, 1, Level::Red, 3, 1).sign(&issuer()));
+        let mut block = [9u16; BLOCK_REGISTERS as usize];
+        read_registers(&bare, Table::Input, RECEIPT_BASE, &mut block).unwrap();
+        assert_eq!(ReceiptBlock::decode(&block), Some(ReceiptBlock::default()), "no receipt without a key");
+        let mut latest = [9u16; LATEST_REGISTERS as usize];
+        read_registers(&bare, Table::Input, LATEST_BASE, &mut latest).unwrap();
+        assert_eq!(protocol::receipt::decode_latest(&latest), None);
+        assert_eq!(bare.receipt_counter(), 0);
+    }
+
+    #[test]
+    fn a_restored_receipt_counter_never_goes_back() {
+        let mut s = signing_terminal();
+        s.restore_receipt_counter(1_000);
+        deliver(&mut s, &play(1, 1, Level::Red, 3, 1).sign(&issuer()));
+        assert_eq!(s.receipt_counter(), 1_002, "received, then playing");
+        s.restore_receipt_counter(10);
+        assert_eq!(s.receipt_counter(), 1_002);
+        assert_eq!(relayed(&s, 1).receipt.counter, 1_002);
     }
 }

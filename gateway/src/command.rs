@@ -18,7 +18,8 @@
 //!   the write succeeded: the gateway reads the log in the same job as the write and acks
 //!   the device's own verdict and progress (`delivered`, `playing`, `played`,
 //!   `interrupted`, `refused`, `failed`, `done`), following the command every 400 ms until
-//!   it is final ([`crate::report`]). Refusals in the log of envelopes the gateway never
+//!   it is final ([`crate::report`]), each ack with the speaker's signed receipt of that
+//!   state, relayed unchanged. Refusals in the log of envelopes the gateway never
 //!   wrote (someone on the bus) are acked too, from the regular polls ([`Executor::on_log`]).
 //! - Writes and reads go to the task that owns the device's link ([`crate::modbus::Job`]),
 //!   so they wait their turn on an RS-485 bus instead of colliding with a poll.
@@ -194,6 +195,7 @@ impl Executor {
             ts: (self.clock)(),
             state,
             reason: Some(reason),
+            receipt: None,
         }
     }
 
@@ -205,6 +207,7 @@ impl Executor {
             ts: (self.clock)(),
             state,
             reason,
+            receipt: None,
         };
         tracing::info!(message = "Command verified.", id = cmd.id, device = %cmd.device, action = ?cmd.action);
         let result = match &cmd.action {
@@ -243,8 +246,9 @@ impl Executor {
         acks: &mpsc::Sender<CommandAck>,
     ) {
         let device = cmd.device.clone();
-        let send = |state: AckState, reason: Option<String>| {
-            let ack = CommandAck { id: cmd.id, device: device.clone(), ts: (self.clock)(), state, reason };
+        let send = |state: AckState, reason: Option<String>, receipt: Option<protocol::receipt::SignedReceipt>| {
+            let receipt = receipt.map(Box::new);
+            let ack = CommandAck { id: cmd.id, device: device.clone(), ts: (self.clock)(), state, reason, receipt };
             async move {
                 let _ = acks.send(ack).await;
             }
@@ -254,17 +258,28 @@ impl Executor {
         };
         let mut ops = match mailbox_ops(&mailbox, wire) {
             Ok(ops) => ops,
-            Err(r) => return send(AckState::Refused, Some(format!("{r} (gateway)"))).await,
+            Err(r) => return send(AckState::Refused, Some(format!("{r} (gateway)")), None).await,
         };
         let read = Op::Read { table: log.table, address: log.address, count: log.count() };
+        // The latest receipt in the same job: the speaker's signed word on the change the
+        // log shows, without a second trip through the link's queue.
+        let latest = Op::Read {
+            table: log.table,
+            address: protocol::receipt::LATEST_BASE,
+            count: protocol::receipt::LATEST_REGISTERS,
+        };
         ops.push(read.clone());
+        ops.push(latest.clone());
         self.with_told(&device, |t| t.following.push(cmd.id));
         let first = match run(route, ops).await {
-            Ok(mut words) => words.pop().unwrap_or_default(),
+            Ok(mut words) => {
+                let latest = words.pop().unwrap_or_default();
+                (words.pop().unwrap_or_default(), latest)
+            }
             Err(Outcome::Failed(e) | Outcome::Refused(e)) => {
                 self.done_following(&device, cmd.id, &report::Ending::Silent(e.clone()));
                 tracing::warn!(message = "The speaker did not take a broadcast command.", id = cmd.id, %device, error = %e);
-                return send(AckState::Failed, Some(format!("the speaker did not answer: {e} (gateway)"))).await;
+                return send(AckState::Failed, Some(format!("the speaker did not answer: {e} (gateway)")), None).await;
             }
         };
         tracing::info!(message = "Wrote a broadcast command into a speaker's mailbox.", id = cmd.id, %device, bytes = wire.len());
@@ -272,25 +287,42 @@ impl Executor {
         let left = u64::try_from(cmd.expires_at.0.saturating_sub(now.0)).unwrap_or(0);
         let deadline = Duration::from_millis(left) + report::EXPIRY_GRACE;
         // Each look reads the sequence register; the whole log only when it moved.
-        let seen = Arc::new(Mutex::new(first.first().copied()));
+        let seen = Arc::new(Mutex::new(first.0.first().copied()));
         let seq_read = Op::Read { table: log.table, address: log.address, count: 1 };
-        let reread = || {
-            let (route, read, seq_read, seen) = (route.clone(), read.clone(), seq_read.clone(), seen.clone());
+        let err = |o: Outcome| match o {
+            Outcome::Failed(e) | Outcome::Refused(e) => e,
+        };
+        let reread = |force: bool| {
+            let (route, seq_read, seen) = (route.clone(), seq_read.clone(), seen.clone());
+            let look = vec![read.clone(), latest.clone()];
             async move {
-                let err = |o: Outcome| match o {
-                    Outcome::Failed(e) | Outcome::Refused(e) => e,
-                };
-                let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
-                let seq = seq.first().and_then(|w| w.first()).copied();
-                if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
-                    return Ok(None);
+                if !force {
+                    let seq = run_job(&route, vec![seq_read], true).await.map_err(err)?;
+                    let seq = seq.first().and_then(|w| w.first()).copied();
+                    if seq.is_some() && seq == *seen.lock().unwrap_or_else(|e| e.into_inner()) {
+                        return Ok(None);
+                    }
                 }
-                let words = run_job(&route, vec![read], true).await.map_err(err)?.pop().unwrap_or_default();
-                *seen.lock().unwrap_or_else(|e| e.into_inner()) = words.first().copied();
-                Ok(Some(words))
+                let mut words = run_job(&route, look, true).await.map_err(err)?;
+                let latest = words.pop().unwrap_or_default();
+                let log = words.pop().unwrap_or_default();
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = log.first().copied();
+                Ok(Some((log, latest)))
             }
         };
-        let ending = report::follow(cmd.id, first, reread, send, deadline).await;
+        // After a slot changed and the latest receipt is of another change: that slot's
+        // receipt block. Not a background job: the ack waits on it.
+        let receipt = |slot: usize| {
+            let route = route.clone();
+            let op = Op::Read {
+                table: log.table,
+                address: protocol::receipt::block_address(slot),
+                count: protocol::receipt::BLOCK_REGISTERS,
+            };
+            async move { Ok(run(&route, vec![op]).await.map_err(err)?.pop().unwrap_or_default()) }
+        };
+        let who = report::Followed { command: cmd.id, gateway: &self.gateway, device: &device };
+        let ending = report::follow(who, first, reread, receipt, send, deadline).await;
         self.done_following(&device, cmd.id, &ending);
         tracing::info!(message = "Followed a broadcast command to its end.", id = cmd.id, %device, ending = ?ending);
     }
@@ -340,6 +372,7 @@ impl Executor {
                     ts: (self.clock)(),
                     state,
                     reason: Some(format!("{} (speaker)", reason.unwrap_or("refused"))),
+                    receipt: None,
                 }
             })
             .collect()

@@ -41,6 +41,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Read a speaker terminal's own public key over Modbus (input 600-615) and print it
+    /// with its fingerprint, to enrol as the speaker's `public_key` in ingest's inventory.
+    /// Run it while the gateway is stopped on an RS-485 bus (one master at a time).
+    SpeakerKey {
+        /// The gateway's config file (where the speaker's link and unit are).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The speaker's device id in that config.
+        #[arg(long)]
+        device: String,
+    },
     /// Print a commented example config.
     GenerateConfig,
     /// List the device profiles: the built-in library and those in DIR.
@@ -85,6 +96,32 @@ fn main() -> anyhow::Result<()> {
             if origin == gateway::identity::Origin::Created {
                 println!("(made now in {}; enrol it in ingest's inventory)", dir.display());
             }
+            Ok(())
+        }
+        Command::SpeakerKey { config, device } => {
+            let (cfg, _) = load(&config)?;
+            let d = cfg.devices.iter().find(|d| d.id == device).context("no such device in the config")?;
+            let endpoint = match &d.transport {
+                gateway::config::Transport::Tcp(addr) => gateway::modbus::Endpoint::Tcp(*addr),
+                gateway::config::Transport::Rtu(bus) => {
+                    gateway::modbus::Endpoint::Rtu(cfg.bus(bus).context("the device's bus is not configured")?.clone())
+                }
+            };
+            let attempts =
+                gateway::modbus::Attempts { timeout: d.timeout, retries: d.retries, backoff: d.retry_backoff };
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+            let key = rt.block_on(async {
+                let mut link = gateway::modbus::Link::new(endpoint);
+                gateway::report::read_speaker_key(&mut link, d.unit, attempts).await
+            });
+            let key = key.map_err(|e| anyhow::anyhow!("reading input 600-615 of {device}: {e}"))?;
+            let key = key.context("the terminal shows no key (input 600-615 all zero or not a valid key)")?;
+            let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            println!("device:      {device}");
+            println!("public_key:  {hex}");
+            println!("fingerprint: {}", protocol::auth::fingerprint(&key));
+            println!("(compare the fingerprint with the terminal's label, then enrol the key on its device entry)");
             Ok(())
         }
         Command::Check { config } => {

@@ -7,6 +7,14 @@
 //!   [`protocol::speaker::SlotReport::ack`]; reasons the device gave end in `(speaker)`.
 //! - Reads go to the task that owns the device's link ([`crate::modbus::Job`]), like polls
 //!   and writes: one request at a time on an RS-485 bus, never a second connection.
+//! - The speaker's own word travels with each ack: every read of the log comes with the
+//!   terminal's latest receipt in the same job (`protocol::receipt`, input 640-677), which
+//!   is usually the one of the change the gateway sees; if not, it reads that slot's
+//!   receipt block (one read of 37 registers). It relays the signed receipt unchanged in
+//!   the ack (`CommandAck::receipt`); it cannot make
+//!   one. A block whose sequence word is not the slot's (the slot moved on between the two
+//!   reads) is never relayed: the log is read again first. A terminal without a key shows
+//!   an empty block; its acks go without a receipt, and ingest records none of its states.
 //! - A command is followed every [`FOLLOW_INTERVAL`] until it is final, instead of waiting
 //!   for the device's poll interval. The loop always ends: a final state, the device silent
 //!   for [`SILENCE_LIMIT`] (acked `failed` with the Modbus error, which ingest retries), the
@@ -16,6 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use protocol::command::AckState;
+use protocol::receipt::{Receipt, ReceiptBlock, SignedReceipt, decode_latest, slot_of};
 use protocol::speaker::{CommandState, LogBlock, SlotReport, decode_log};
 
 /// How often a command in progress is looked at on its device (the spec: 200-500 ms).
@@ -30,6 +39,50 @@ pub const EXPIRY_GRACE: Duration = Duration::from_secs(30 * 60);
 /// Successful reads that must miss the command before it counts as gone (a log has eight
 /// slots; a restarted device has none).
 const MISSES_TO_LOSE: u32 = 3;
+/// Receipt blocks in a row that may lag their slot before the gateway acks without one
+/// (a terminal whose slot changes faster than two reads; never seen with one command).
+const STALE_RECEIPTS: u32 = 5;
+
+/// The command being followed and the ids the speaker signs its receipts under.
+#[derive(Debug, Clone, Copy)]
+pub struct Followed<'a> {
+    /// The command id.
+    pub command: u64,
+    /// This gateway's id.
+    pub gateway: &'a str,
+    /// The speaker's device id.
+    pub device: &'a str,
+}
+
+/// What a receipt block read after a slot change gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// The speaker's signed receipt of the slot as read.
+    Signed(SignedReceipt),
+    /// The block is of an older change of the slot: read the log again.
+    Stale,
+    /// The terminal signs nothing (no key: an empty block), or the block is not one.
+    None,
+}
+
+/// The receipt of `slot` from its block `regs`, as the gateway relays it.
+pub fn proof(who: Followed<'_>, slot: &SlotReport, regs: &[u16]) -> Proof {
+    ReceiptBlock::decode(regs).map_or(Proof::None, |b| proof_of_block(who, slot, &b))
+}
+
+/// The receipt of `slot` from a decoded block.
+pub fn proof_of_block(who: Followed<'_>, slot: &SlotReport, b: &ReceiptBlock) -> Proof {
+    if b.counter == 0 {
+        Proof::None
+    } else if b.seq != slot.seq {
+        Proof::Stale
+    } else {
+        Proof::Signed(Receipt::of_slot(who.gateway, who.device, slot, b.counter).with_signature(&b.sig))
+    }
+}
+
+/// One look at a speaker: its command log block and its latest receipt, read in one job.
+pub type Look = (Vec<u16>, Vec<u16>);
 
 /// The acks that tell ingest about a slot's move from `before` (`None`: first sight) to
 /// where `slot` stands now; empty when nothing changed.
@@ -49,6 +102,31 @@ pub fn acks_for(before: Option<CommandState>, slot: &SlotReport) -> Vec<(AckStat
     let (state, reason) = slot.ack();
     out.push((state, reason.map(|r| format!("{r} (speaker)"))));
     out
+}
+
+/// Reads a speaker terminal's own public key (input 600-615) over `link`, for enrolment
+/// at installation (`gateway speaker-key`): `None` if the terminal shows no key (all
+/// zero) or one that is not a valid Ed25519 point.
+pub async fn read_speaker_key(
+    link: &mut crate::modbus::Link,
+    unit: u8,
+    attempts: crate::modbus::Attempts,
+) -> Result<Option<ed25519_dalek::VerifyingKey>, crate::modbus::PollError> {
+    use protocol::receipt::{PUBLIC_KEY_BASE, PUBLIC_KEY_REGISTERS};
+    let read = crate::modbus::plan::Read {
+        table: crate::modbus::value::Table::Input,
+        start: PUBLIC_KEY_BASE,
+        count: PUBLIC_KEY_REGISTERS,
+    };
+    let words = link.read(unit, read, attempts).await?;
+    let mut key = [0u8; 32];
+    for (i, w) in words.iter().take(16).enumerate() {
+        key[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+    }
+    if key == [0; 32] {
+        return Ok(None);
+    }
+    Ok(ed25519_dalek::VerifyingKey::from_bytes(&key).ok())
 }
 
 /// How following a command ended.
@@ -71,41 +149,81 @@ pub enum Ending {
     Overdue,
 }
 
-/// Follows `command` on its device until it is final. `first` is the command log read
-/// right after the envelope was written; `read` looks again (through the link's task):
-/// the whole log, or `None` when its sequence did not move; `ack` publishes an ack
-/// `(state, reason)`; `deadline` is how long to follow at most.
-pub async fn follow<R, RF, A, AF>(command: u64, first: Vec<u16>, mut read: R, mut ack: A, deadline: Duration) -> Ending
+/// Follows a command on its device until it is final. `first` is the command log and the
+/// latest receipt read right after the envelope was written; `read(force)` looks again
+/// (through the link's task): both, or `None` when the log's sequence did not move and
+/// `force` is false;
+/// `receipt(slot)` reads a slot's receipt block; `ack` publishes an ack `(state, reason,
+/// receipt)`; `deadline` is how long to follow at most.
+pub async fn follow<R, RF, P, PF, A, AF>(
+    who: Followed<'_>,
+    first: Look,
+    mut read: R,
+    mut receipt: P,
+    mut ack: A,
+    deadline: Duration,
+) -> Ending
 where
-    R: FnMut() -> RF,
-    RF: Future<Output = Result<Option<Vec<u16>>, String>>,
-    A: FnMut(AckState, Option<String>) -> AF,
+    R: FnMut(bool) -> RF,
+    RF: Future<Output = Result<Option<Look>, String>>,
+    P: FnMut(usize) -> PF,
+    PF: Future<Output = Result<Vec<u16>, String>>,
+    A: FnMut(AckState, Option<String>, Option<SignedReceipt>) -> AF,
     AF: Future<Output = ()>,
 {
     let end = tokio::time::Instant::now() + deadline;
     let mut last: Option<CommandState> = None;
     let mut misses = 0u32;
+    let mut stale = 0u32;
     let mut silent_since: Option<tokio::time::Instant> = None;
     let mut words = Ok(Some(first));
     loop {
+        let mut force = false;
+        let mut failed_read = None;
         match words {
-            Ok(None) => silent_since = None,
-            Ok(Some(regs)) => {
-                silent_since = None;
+            Ok(None) => {}
+            Ok(Some((regs, latest))) => {
                 match decode_log(&regs) {
-                    Some(block) => match find(&block, command) {
+                    Some(block) => match find(&block, who.command) {
                         Found::Slot(slot) => {
                             misses = 0;
-                            for (state, reason) in acks_for(last, &slot) {
-                                ack(state, reason).await;
-                            }
-                            last = Some(slot.state);
-                            if slot.state.is_final() {
-                                return Ending::Final { state: slot.state, seq: slot.seq };
+                            let acks = acks_for(last, &slot);
+                            if !acks.is_empty() {
+                                let read_proof = match slot_of(&regs, who.command) {
+                                    Some(i) => match decode_latest(&latest).filter(|(s, _)| *s == i) {
+                                        Some((_, b)) if b.seq == slot.seq => Ok(proof_of_block(who, &slot, &b)),
+                                        _ => receipt(i).await.map(|r| proof(who, &slot, &r)),
+                                    },
+                                    None => Ok(Proof::None),
+                                };
+                                match read_proof {
+                                    Ok(Proof::Stale) if stale < STALE_RECEIPTS => {
+                                        stale += 1;
+                                        force = true;
+                                    }
+                                    Ok(p) => {
+                                        stale = 0;
+                                        let signed = match p {
+                                            Proof::Signed(r) => Some(r),
+                                            Proof::Stale | Proof::None => None,
+                                        };
+                                        for (state, reason) in acks {
+                                            ack(state, reason, signed.clone()).await;
+                                        }
+                                        last = Some(slot.state);
+                                        if slot.state.is_final() {
+                                            return Ending::Final { state: slot.state, seq: slot.seq };
+                                        }
+                                    }
+                                    Err(error) => {
+                                        force = true;
+                                        failed_read = Some(error);
+                                    }
+                                }
                             }
                         }
                         Found::Refused(reason) => {
-                            ack(AckState::Refused, Some(format!("{} (speaker)", reason.as_str()))).await;
+                            ack(AckState::Refused, Some(format!("{} (speaker)", reason.as_str())), None).await;
                             return Ending::Refused;
                         }
                         Found::Nothing => misses += 1,
@@ -114,23 +232,29 @@ where
                 }
                 if misses >= MISSES_TO_LOSE {
                     let why = "lost: the speaker's command log no longer holds the command (gateway)";
-                    ack(AckState::Failed, Some(why.into())).await;
+                    ack(AckState::Failed, Some(why.into()), None).await;
                     return Ending::Lost;
                 }
             }
-            Err(error) => {
+            Err(error) => failed_read = Some(error),
+        }
+        match failed_read {
+            None => silent_since = None,
+            Some(error) => {
                 let since = *silent_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= SILENCE_LIMIT {
-                    ack(AckState::Failed, Some(format!("the speaker stopped answering: {error} (gateway)"))).await;
+                    ack(AckState::Failed, Some(format!("the speaker stopped answering: {error} (gateway)")), None)
+                        .await;
                     return Ending::Silent(error);
                 }
+                force = true;
             }
         }
         if tokio::time::Instant::now() + FOLLOW_INTERVAL > end {
             return Ending::Overdue;
         }
         tokio::time::sleep(FOLLOW_INTERVAL).await;
-        words = read().await;
+        words = read(force).await;
     }
 }
 
@@ -233,6 +357,8 @@ mod tests {
 
     type Acks = Arc<Mutex<Vec<(AckState, Option<String>)>>>;
 
+    const WHO: Followed<'static> = Followed { command: 7, gateway: "gw-dongcun", device: "dongcun-speaker-1" };
+
     async fn run(first: Vec<u16>, reads: Vec<Result<Vec<u16>, String>>, deadline: Duration) -> (Ending, Acks, usize) {
         let reads = reads.into_iter().map(|r| r.map(Some)).collect();
         run_looks(first, reads, deadline).await
@@ -248,14 +374,16 @@ mod tests {
         let count = Arc::new(Mutex::new(0usize));
         let (a, r, c) = (acks.clone(), reads.clone(), count.clone());
         let ending = follow(
-            7,
-            first,
-            move || {
+            WHO,
+            (first, Vec::new()),
+            move |_force| {
                 *c.lock().unwrap() += 1;
                 let next = r.lock().unwrap().next().unwrap_or_else(|| Err("no more answers".into()));
-                async move { next }
+                async move { next.map(|w| w.map(|w| (w, Vec::new()))) }
             },
-            move |state, reason| {
+            // A terminal without a key: an empty receipt block.
+            |_slot| async { Ok(vec![0u16; usize::from(protocol::receipt::BLOCK_REGISTERS)]) },
+            move |state, reason, _receipt| {
                 a.lock().unwrap().push((state, reason));
                 async {}
             },
@@ -341,5 +469,90 @@ mod tests {
         let found: Vec<u64> = foreign_refusals(&b, 10, |s| s.command == 7).iter().map(|s| s.command).collect();
         assert_eq!(found, vec![6], "5 is older than the last look, 7 was told already, 8 not refused");
         assert!(foreign_refusals(&b, 12, |_| false).is_empty());
+    }
+
+    /// The receipt block a terminal with key `seed` shows for `command` at `state`.
+    fn signed_block(seed: u8, command: u64, state: CommandState, seq: u16, counter: u64) -> Vec<u16> {
+        let r = Receipt {
+            gateway: WHO.gateway.into(),
+            device: WHO.device.into(),
+            command,
+            broadcast: 1,
+            state: state as u16,
+            reason: 0,
+            counter,
+        };
+        let sig = r.sign(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
+        let b = ReceiptBlock { seq, counter, sig };
+        (0..protocol::receipt::BLOCK_REGISTERS).map(|i| b.word(i).unwrap()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_ack_carries_the_speakers_receipt_of_that_state_and_a_lagging_receipt_is_read_again() {
+        use CommandState as S;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]).verifying_key();
+        let playing = block(2, &[(7, S::Playing, Reason::None, 2)]);
+        let played = block(3, &[(7, S::Played, Reason::None, 3)]);
+        // The first receipt read still shows the playing (seq 2) when the log says played
+        // (seq 3): the gateway reads the log again before it relays anything.
+        let receipts = Arc::new(Mutex::new(
+            vec![signed_block(3, 7, S::Playing, 2, 10), signed_block(3, 7, S::Played, 3, 11)].into_iter(),
+        ));
+        // The latest receipt read with the log is of the playing: used for the first look;
+        // the second look's latest is of another slot, so the slot's own block is read.
+        let latest = |b: Vec<u16>, slot: u16| {
+            let mut l = vec![slot + 1];
+            l.extend(b);
+            l
+        };
+        let first = (playing, latest(signed_block(3, 7, S::Playing, 2, 10), 0));
+        let other = latest(signed_block(3, 9, S::Played, 5, 12), 3);
+        let reads = Arc::new(Mutex::new(
+            vec![Ok(Some((played.clone(), other.clone()))), Ok(Some((played, other)))].into_iter(),
+        ));
+        let forced = Arc::new(Mutex::new(Vec::new()));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let (r, f, p, a) = (reads.clone(), forced.clone(), receipts.clone(), acks.clone());
+        let ending = follow(
+            WHO,
+            first,
+            move |force| {
+                f.lock().unwrap().push(force);
+                let next: Result<Option<Look>, String> =
+                    r.lock().unwrap().next().unwrap_or_else(|| Err("no more answers".into()));
+                async move { next }
+            },
+            move |slot| {
+                assert_eq!(slot, 0, "the slot that holds the command");
+                let next = p.lock().unwrap().next().ok_or_else(|| "no receipt".to_string());
+                async move { next }
+            },
+            move |state, reason, receipt| {
+                a.lock().unwrap().push((state, reason, receipt));
+                async {}
+            },
+            Duration::from_secs(600),
+        )
+        .await;
+        assert_eq!(ending, Ending::Final { state: S::Played, seq: 3 });
+        assert_eq!(*forced.lock().unwrap(), vec![false, true], "a lagging receipt forces a whole read");
+        let acks = acks.lock().unwrap().clone();
+        let states: Vec<AckState> = acks.iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(states, vec![AckState::Delivered, AckState::Playing, AckState::Played]);
+        for (state, _, receipt) in &acks {
+            let receipt = receipt.as_ref().expect("every ack carries the speaker's receipt");
+            assert_eq!(receipt.verify(&key), Ok(()));
+            assert!(receipt.receipt.supports(*state), "{state:?}");
+        }
+        assert_eq!(acks[2].2.as_ref().unwrap().receipt.counter, 11);
+
+        // Positive control of the check: a block signed for another state is not the
+        // slot's receipt, and an empty block is a terminal without a key.
+        let slot_played =
+            SlotReport { command: 7, broadcast: 1, state: S::Played, reason: Reason::None, seq: 3, repeat: 0 };
+        let Proof::Signed(lie) = proof(WHO, &slot_played, &signed_block(3, 7, S::Playing, 3, 12)) else { panic!() };
+        assert!(lie.verify(&key).is_err(), "a playing receipt does not make a played");
+        assert_eq!(proof(WHO, &slot_played, &[0; 37]), Proof::None);
+        assert_eq!(proof(WHO, &slot_played, &[1; 3]), Proof::None);
     }
 }

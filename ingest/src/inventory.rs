@@ -80,6 +80,13 @@ pub struct Device {
     /// See `lat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lon: Option<f64>,
+    /// A speaker's own public key, 64 hex digits (the terminal shows it in input 600-615;
+    /// `gateway speaker-key` reads it out at installation): what its signed receipts must
+    /// verify with. Without it ingest records none of the speaker's states (`delivered`,
+    /// `playing`, `played`, ...): only the gateway's own findings. Removing it revokes the
+    /// terminal. Other devices have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// The inventory file.
@@ -167,6 +174,13 @@ impl Inventory {
                 problems.push(src.error(g, format!("gateway '{}': public_key: {reason}", g.get_ref().id)));
             }
         }
+        for d in &spec.devices {
+            if let Some(key) = &d.get_ref().public_key
+                && let Err(reason) = crate::keyring::parse_public_key(key)
+            {
+                problems.push(src.error(d, format!("device '{}': public_key: {reason}", d.get_ref().id)));
+            }
+        }
         let site_ids: Vec<&str> = spec.sites.iter().map(|s| s.get_ref().id.as_str()).collect();
         let gw_ids: Vec<&str> = spec.gateways.iter().map(|g| g.get_ref().id.as_str()).collect();
         for g in &spec.gateways {
@@ -234,6 +248,14 @@ impl Inventory {
         self.read().devices.get(id).cloned()
     }
 
+    /// The public key a speaker's receipts must verify with: its enrolled `public_key`,
+    /// if it has one that parses (the file's is checked at load).
+    pub fn speaker_key(&self, id: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        let i = self.read();
+        let key = i.devices.get(id)?.public_key.as_deref()?;
+        crate::keyring::parse_public_key(key).ok()
+    }
+
     /// Every device (gateways included, as kind `gateway`), sorted by id.
     pub fn devices(&self) -> Vec<Device> {
         let i = self.read();
@@ -246,6 +268,7 @@ impl Inventory {
             model: String::new(),
             lat: None,
             lon: None,
+            public_key: None,
         }));
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -297,6 +320,7 @@ impl Inventory {
                 model: String::new(),
                 lat: None,
                 lon: None,
+                public_key: None,
             },
         );
         true
@@ -395,6 +419,7 @@ gateway = "gw-dongcun"
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(inv.ownership("gw-waterworks", "waterworks-pump-1"), Ownership::Own);
         assert!(inv.gateway("gw-dongcun").and_then(|g| g.public_key).is_some(), "an enrolled gateway");
+        assert!(inv.speaker_key("dongcun-speaker-1").is_some(), "an enrolled speaker");
     }
 
     #[test]
@@ -403,6 +428,23 @@ gateway = "gw-dongcun"
         let bad = text.replace("d75a980182b10ab7", "zz5a980182b10ab7");
         let e = Inventory::from_source(&Source::from_text("inv.toml", bad)).unwrap_err().to_string();
         assert!(e.contains("gateway 'gw-dongcun': public_key: not hexadecimal"), "{e}");
+    }
+
+    #[test]
+    fn a_speakers_key_is_read_from_its_device_entry_and_a_bad_one_is_reported_with_its_line() {
+        let key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        let text = format!("{TEXT}public_key = \"{key}\"\n");
+        let inv = Inventory::from_source(&Source::from_text("inv.toml", text)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inv.speaker_key("dongcun-meter-001").map(|k| k.to_bytes()[0]), Some(0xd7));
+        assert!(
+            Inventory::from_source(&Source::from_text("inv.toml", TEXT))
+                .unwrap()
+                .speaker_key("dongcun-meter-001")
+                .is_none()
+        );
+        let bad = format!("{TEXT}public_key = \"zz{}\"\n", &key[2..]);
+        let e = Inventory::from_source(&Source::from_text("inv.toml", bad)).unwrap_err().to_string();
+        assert!(e.contains("device 'dongcun-meter-001': public_key: not hexadecimal"), "{e}");
     }
 
     #[test]

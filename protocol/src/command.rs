@@ -569,6 +569,10 @@ pub struct CommandAck {
     /// Why, for refused and failed commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The speaker's own signed word on this state (`protocol::receipt`), relayed
+    /// unchanged by the gateway: what ingest records a speaker's state on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<alloc::boxed::Box<crate::receipt::SignedReceipt>>,
 }
 
 #[cfg(test)]

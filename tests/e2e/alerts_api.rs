@@ -68,6 +68,7 @@ fn inventory() -> Inventory {
         model: String::new(),
         lat: None,
         lon: None,
+        public_key: None,
     };
     Inventory::from_file(InventoryFile {
         sites: vec![

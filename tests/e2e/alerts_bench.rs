@@ -117,6 +117,7 @@ fn latency_inventory(plan: &Plan) -> (Inventory, Gateways, Probes) {
                 model: String::new(),
                 lat: None,
                 lon: None,
+                public_key: None,
             });
             probes.push((g.id.clone(), id));
         }

@@ -6,7 +6,8 @@
 //! - a stranger with an anonymous MQTT client (no key at all);
 //! - a stolen gateway: the test reads gateway A's key file from beside A's queue;
 //! - A's key publishing as gateway B;
-//! - a compromised broker: publishing directly on gateways' downlinks.
+//! - a compromised broker: publishing directly on gateways' downlinks;
+//! - a stolen village gateway relaying a `played` its speaker did not sign.
 //!
 //! Bounds asserted: ingest's resident memory grows by less than [`RSS_GROWTH_MIB`] over all
 //! the floods; every refusal is counted under a fixed reason; nothing of an unknown gateway
@@ -21,6 +22,7 @@ use ingest::pipeline::validate::Reason;
 use protocol::codec::{self, Codec};
 use protocol::command::{AckState, CommandAck};
 use protocol::delivery::DeliveryAck;
+use protocol::receipt::SignedReceipt;
 use protocol::topic::{self, Channel, Topic};
 use protocol::{Batch, Metric, Reading, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -228,6 +230,7 @@ async fn forgeries_replays_and_floods_are_refused_by_reason_while_the_real_gatew
             ts: Timestamp(now_ms()),
             state: if i == 0 { AckState::Played } else { AckState::Refused },
             reason: Some(format!("word{i} {}", "x".repeat(200))),
+            receipt: None,
         };
         stranger.publish(&ack_topic, QoS::AtLeastOnce, false, serde_json::to_vec(&a).unwrap()).await.unwrap();
     }
@@ -254,5 +257,143 @@ async fn forgeries_replays_and_floods_are_refused_by_reason_while_the_real_gatew
     still_delivering(&demo, &pump, t2).await;
     let grown = rss_kib().saturating_sub(rss0) / 1024;
     assert!(grown < RSS_GROWTH_MIB, "the process grew by {grown} MiB under the floods");
+
+    forged_played_relayed_by_a_stolen_gateway_is_refused_and_the_real_one_recorded(&demo).await;
     demo.stop().await;
+}
+
+/// `ingest_broadcast_receipts_refused_total{reason}` as `/metrics` shows it.
+async fn receipt_refusals(demo: &Demo, reason: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", demo.ingest.http)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("ingest_broadcast_receipts_refused_total") && l.contains(&format!("\"{reason}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// The speaker's signed receipt of `state` for `speaker` in broadcast `id`, from the
+/// broadcast audit log (where ingest keeps the receipt of every state it recorded).
+fn recorded_receipt(demo: &Demo, id: u64, speaker: &str, state: &str) -> Option<SignedReceipt> {
+    crate::broadcast::audit_lines(demo).into_iter().map(|l| l["event"].clone()).find_map(|e| {
+        (e["type"] == "delivery" && e["broadcast"] == id && e["speaker"] == speaker && e["state"] == state)
+            .then(|| serde_json::from_value(e["receipt"].clone()).ok())
+            .flatten()
+    })
+}
+
+/// 6. Proof of play. A stolen village gateway (its key read from beside its queue) relays
+///    `played` acks for a broadcast its speaker never got (the speaker is offline): with no
+///    receipt, with one signed by another key, with the speaker's real `played` of another
+///    command, and the speaker's older real `playing` replayed. Each is refused under its
+///    counted reason; the delivery never shows `played` and the audit log never gets it.
+///    Positive control: the same speaker's real `played`, signed by it, is recorded (and
+///    its receipt, kept in the audit log, verifies with the key enrolled for it).
+async fn forged_played_relayed_by_a_stolen_gateway_is_refused_and_the_real_one_recorded(demo: &Demo) {
+    use crate::broadcast::{create, get, in_secs, state_of, wait_for};
+    let plan = demo.county.plan().clone();
+    let faults = demo.county.faults();
+    let (gw, speaker) = plan
+        .gateways
+        .iter()
+        .find_map(|g| {
+            let s = g.devices.iter().find(|d| {
+                d.kind == protocol::DeviceKind::Speaker
+                    && demo.county.speaker_condition(&d.id) == Ok(simulator::SpeakerCondition::Healthy)
+                    && !faults.iter().any(|(id, _)| *id == d.id)
+            })?;
+            Some((g.clone(), s.id.clone()))
+        })
+        .expect("a healthy speaker");
+    let enrolled = demo.county.speaker_public_keys().into_iter().find(|(id, _)| *id == speaker).unwrap().1;
+    let enrolled = ed25519_dalek::VerifyingKey::from_bytes(&enrolled).unwrap();
+    let blue = |text: &str| serde_json::json!({"level": "blue", "text": text, "targets": [speaker], "expires_at": in_secs(300)});
+
+    // Positive control: the speaker plays a real broadcast; `played` is recorded on its
+    // own receipt.
+    let real = create(demo, &demo.admin_token, blue("今天下午停水。")).await;
+    wait_for(demo, real, "the real broadcast played", 60, |v| state_of(v, &speaker) == "played").await;
+    let real_played = recorded_receipt(demo, real, &speaker, "played").expect("the played receipt in the audit log");
+    assert_eq!(real_played.verify(&enrolled), Ok(()), "signed by the speaker's enrolled key");
+    let real_playing = recorded_receipt(demo, real, &speaker, "playing").expect("the playing receipt");
+    assert!(real_playing.receipt.counter < real_played.receipt.counter);
+
+    // The speaker goes offline; a second broadcast cannot reach it.
+    demo.county.inject(&speaker, simulator::Fault::SpeakerOffline).unwrap();
+    let target = create(demo, &demo.admin_token, blue("假消息：演习结束。")).await;
+    let v = wait_for(demo, target, "a command sent to the offline speaker", 60, |v| {
+        let sent = |d: &serde_json::Value| d["commands"].as_array().is_some_and(|c| !c.is_empty());
+        v["deliveries"].as_array().is_some_and(|d| d.iter().any(sent))
+    })
+    .await;
+    let delivery = v["deliveries"].as_array().unwrap().iter().find(|d| d["speaker"] == speaker).unwrap().clone();
+    let command = delivery["commands"][0].as_u64().unwrap();
+    let real_command = real_played.receipt.command;
+
+    // The stolen gateway: its key, its link key with ingest, counters far ahead of its own.
+    let tenant = gw.tenant.clone();
+    let ingest_vk = ed25519_dalek::VerifyingKey::from_bytes(&demo.ingest.state.commands.public_key()).unwrap();
+    let stolen = ingest::demo::gateway_identity(&demo.data_dir, &gw.id).unwrap();
+    let link = stolen.link_key(&ingest_vk, &tenant, &gw.id).unwrap();
+    // Published through the compromised broker (the real gateway keeps its session).
+    let relay = attacker(demo, "relay", demo.ingest.broker_login.clone().unwrap());
+    let ack_topic = Topic::new(&tenant, &gw.id, Channel::CommandAck);
+    let mut counter = u64::MAX / 2;
+    let mut send = |id: u64, state: AckState, receipt: Option<SignedReceipt>| {
+        let receipt = receipt.map(Box::new);
+        let ack = CommandAck { id, device: speaker.clone(), ts: Timestamp(now_ms()), state, reason: None, receipt };
+        counter += 1;
+        protocol::auth::seal_mac(&ack_topic, &link, counter, &serde_json::to_vec(&ack).unwrap())
+    };
+    let before: Vec<u64> = receipt_refusal_counts(demo).await;
+    let someone = ed25519_dalek::SigningKey::from_bytes(&[68u8; 32]);
+    let forged_receipt = protocol::receipt::Receipt {
+        gateway: gw.id.clone(),
+        device: speaker.clone(),
+        command,
+        broadcast: target,
+        state: protocol::speaker::CommandState::Played as u16,
+        reason: 0,
+        counter: real_played.receipt.counter + 100,
+    };
+    let forgeries = [
+        // The gateway's own word that it played.
+        send(command, AckState::Played, None),
+        // A receipt it made itself (or another speaker's key).
+        send(command, AckState::Played, Some(forged_receipt.signed(&someone))),
+        // The speaker's real `played`, of another command, moved onto this one.
+        send(command, AckState::Played, Some(real_played.clone())),
+        // The speaker's older real receipt replayed for its own command.
+        send(real_command, AckState::Playing, Some(real_playing.clone())),
+    ];
+    let topic = topic::topic(&tenant, &gw.id, Channel::CommandAck);
+    for f in forgeries {
+        relay.publish(&topic, QoS::AtLeastOnce, false, f).await.unwrap();
+    }
+    eventually("each forged played refused under its reason", Duration::from_secs(30), || async {
+        let now = receipt_refusal_counts(demo).await;
+        (now.iter().zip(&before).all(|(n, b)| *n > *b)).then_some(())
+    })
+    .await;
+
+    // Never in the delivery, never in the audit log.
+    let v = get(demo, target).await;
+    assert_ne!(state_of(&v, &speaker), "played", "{v}");
+    let d = v["deliveries"].as_array().unwrap().iter().find(|d| d["speaker"] == speaker).unwrap();
+    assert!(d["reached"]["played"].is_null() && d["reached"]["playing"].is_null(), "{d}");
+    assert!(recorded_receipt(demo, target, &speaker, "played").is_none());
+    let audited = crate::broadcast::audit_lines(demo)
+        .into_iter()
+        .any(|l| l["event"]["broadcast"] == target && l["event"]["state"] == "played");
+    assert!(!audited, "a forged played reached the audit log");
+    assert_eq!(state_of(&get(demo, real).await, &speaker), "played", "the real one stays");
+    demo.county.clear(&speaker).unwrap();
+}
+
+/// Receipt refusals by reason: missing, bad signature, mismatch, replayed.
+async fn receipt_refusal_counts(demo: &Demo) -> Vec<u64> {
+    let mut out = Vec::new();
+    for reason in ["receipt_missing", "receipt_bad_signature", "receipt_mismatch", "receipt_replayed"] {
+        out.push(receipt_refusals(demo, reason).await);
+    }
+    out
 }

@@ -39,6 +39,7 @@ fn inventory() -> Inventory {
         model: "m".into(),
         lat: None,
         lon: None,
+        public_key: None,
     };
     Inventory::from_file(InventoryFile {
         sites: vec![site],

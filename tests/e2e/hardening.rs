@@ -62,6 +62,7 @@ fn inventory() -> Inventory {
         model: "vt-sim-water-meter".into(),
         lat: None,
         lon: None,
+        public_key: None,
     };
     Inventory::from_file(InventoryFile {
         sites: vec![site("dongcun", "county"), site("farm", "dairy")],

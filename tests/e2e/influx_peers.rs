@@ -140,6 +140,7 @@ pub(crate) fn inventory(devices: &[String]) -> Inventory {
                 model: String::new(),
                 lat: None,
                 lon: None,
+                public_key: None,
             })
             .collect(),
     })

@@ -44,6 +44,7 @@ fn inventory(key: Option<String>) -> Inventory {
             model: "interop-speaker".into(),
             lat: None,
             lon: None,
+            public_key: None,
         }],
     })
 }

@@ -77,6 +77,7 @@ fn inventory(keys: &[(&str, Option<String>)]) -> Inventory {
         model: String::new(),
         lat: None,
         lon: None,
+        public_key: None,
     };
     Inventory::from_file(InventoryFile {
         sites: vec![site],

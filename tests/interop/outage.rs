@@ -40,6 +40,7 @@ fn inventory(gateway: &str, device: &str, key: Option<String>) -> Inventory {
             model: "interop-counter".into(),
             lat: None,
             lon: None,
+            public_key: None,
         }],
     })
 }

@@ -234,6 +234,12 @@ impl County {
         self.world().speaker_conditions()
     }
 
+    /// Every speaker's id and the public key it signs its receipts with (what it shows in
+    /// input 600-615), in plan order: what the county enrols in ingest's inventory.
+    pub fn speaker_public_keys(&self) -> Vec<(String, [u8; 32])> {
+        self.world().speaker_public_keys()
+    }
+
     /// Turns the speakers' random link outages on (the default) or off, for tests that
     /// need every device to answer; turning them off also ends the outages in progress.
     pub fn set_random_outages(&self, on: bool) {

@@ -16,6 +16,12 @@
 //! - Provisioning: `County::provision_speakers` installs ingest's command key in every
 //!   terminal with its own gateway and device ids, as an installer would; until then every
 //!   terminal refuses every command (`not_provisioned`).
+//! - Receipt keys: every terminal signs its command states with its own Ed25519 key
+//!   (`firmware::speaker::Speaker::with_key`). A real terminal makes its seed once from
+//!   its hardware random generator; here the seed is drawn from the county's seed and the
+//!   speaker's index ([`speaker_seed`]), so a county's keys are the same at every run and
+//!   anyone who knows the seed knows them: good for a simulation, never for a device.
+//!   `County::speaker_public_keys` is what an installer would read out of input 600-615.
 //! - Routine programme: village loudspeakers in China play a morning and an evening
 //!   programme; every reachable speaker plays a 15-minute broadcast at 07:00 and 18:30
 //!   local time (level 4 blue, daily class), so `playback_state` moves in a demo.
@@ -65,6 +71,17 @@ pub(crate) struct SpeakerSim {
     pub(crate) starts_offline: bool,
 }
 
+/// The seed of a simulated terminal's receipt key: deterministic from the county's seed
+/// and the speaker's index (a stream of its own, so it changes no other draw). Not secret.
+pub fn speaker_seed(seed: u64, index: usize) -> [u8; 32] {
+    let mut draw = Rng::new(seed, 0x5E_2000_0000 + index as u64);
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(4) {
+        chunk.copy_from_slice(&draw.next_u32().to_be_bytes());
+    }
+    out
+}
+
 impl SpeakerSim {
     pub(crate) fn new(seed: u64, index: usize, mix: &SpeakerMix) -> SpeakerSim {
         let mut rng = Rng::new(seed, 0x5E_0000 + index as u64);
@@ -81,7 +98,8 @@ impl SpeakerSim {
         } else {
             SpeakerCondition::Healthy
         };
-        SpeakerSim { fw: Speaker::new(volume), rng, down_until_ms: i64::MIN, offline: false, condition, starts_offline }
+        let fw = Speaker::with_key(volume, speaker_seed(seed, index));
+        SpeakerSim { fw, rng, down_until_ms: i64::MIN, offline: false, condition, starts_offline }
     }
 
     /// Answers Modbus.

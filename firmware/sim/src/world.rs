@@ -303,6 +303,15 @@ impl World {
         self.speaker_ids.iter().zip(&self.speakers).map(|((_, id), s)| (id.clone(), s.condition)).collect()
     }
 
+    /// Every speaker's id and the public half of its receipt key, in plan order.
+    pub(crate) fn speaker_public_keys(&self) -> Vec<(String, [u8; 32])> {
+        self.speaker_ids
+            .iter()
+            .zip(&self.speakers)
+            .filter_map(|((_, id), s)| Some((id.clone(), s.fw.public_key()?)))
+            .collect()
+    }
+
     /// How late the device answers (ms): a slow speaker's delay, else 0.
     pub(crate) fn answer_delay_ms(&self, dev: usize) -> u32 {
         match self.devices.get(dev).map(|d| d.entity) {

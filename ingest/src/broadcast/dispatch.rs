@@ -15,6 +15,17 @@
 //! - Deliveries move only as [`super::model::Delivery::advance`] allows: a late ack never
 //!   moves one backwards, a stale failure of an older attempt never requeues a newer one,
 //!   and only the gateway a command went to may ack it.
+//! - A speaker's state is the speaker's word: an ack that says `delivered`, `playing`,
+//!   `played`, `interrupted` or `done`, or carries a receipt at all, is acted on only if
+//!   its [`protocol::receipt`] verifies with the key enrolled for that speaker (checked
+//!   before the dispatcher's lock, `check_receipt`) and names this command, speaker,
+//!   gateway and broadcast, a state that supports the ack's, and a counter not older than
+//!   the last one accepted for the delivery (`receipt_verdict`). Anything else is
+//!   refused under a fixed reason (`broadcast_receipts_refused{reason}`) and reaches
+//!   neither the audit log nor the delivery. The gateway's own findings (`failed`: the
+//!   speaker did not answer; `refused` by the gateway's checks) carry no receipt and can
+//!   never say that anything played. An accepted receipt is kept in the audit event, so
+//!   the log holds the speaker's signature of every state it recorded.
 //! - Retries: a command with no ack within `ack_timeout`, or one the gateway could not
 //!   carry out (speaker offline: the Modbus write timed out), goes back to `queued` and is
 //!   sent again as a new command (new id, same broadcast id, so the speaker never plays
@@ -38,6 +49,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use protocol::Timestamp;
 use protocol::command::{AckState, Action, CommandAck, Playback};
+use protocol::receipt::SignedReceipt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -94,6 +106,10 @@ pub enum AuditEvent {
         /// Why (refusal check, gateway error, speaker reason).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The speaker's signed receipt this state was recorded on (the proof that it
+        /// played, checkable later with the speaker's public key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receipt: Option<Box<SignedReceipt>>,
     },
     /// A `Stop` went to a speaker of a cancelled broadcast.
     StopSent {
@@ -205,6 +221,8 @@ pub struct State {
     stop_due: HashMap<(BroadcastId, String), Timestamp>,
     /// Refusals of commands that are not ours (forgeries), newest last, bounded.
     pub(crate) foreign_refusals: Vec<Refusal>,
+    /// Per delivery: the highest receipt counter accepted (rebuilt from the audit log).
+    receipt_counters: HashMap<(BroadcastId, String), u64>,
 }
 
 const MAX_FOREIGN_REFUSALS: usize = 1000;
@@ -270,7 +288,11 @@ impl State {
                     r.cancelled_at = Some(at);
                 }
             }
-            AuditEvent::Delivery { broadcast, speaker, state, attempt, command, reason } => {
+            AuditEvent::Delivery { broadcast, speaker, state, attempt, command, reason, receipt } => {
+                if let Some(r) = receipt {
+                    let last = self.receipt_counters.entry((*broadcast, speaker.clone())).or_default();
+                    *last = (*last).max(r.receipt.counter);
+                }
                 if let Some(d) = self.records.get_mut(broadcast).and_then(|r| r.deliveries.get_mut(speaker)) {
                     d.advance(*state, reason.clone(), at);
                     d.attempts = d.attempts.max(*attempt);
@@ -415,7 +437,91 @@ pub(crate) enum Msg {
         by: Principal,
         reply: oneshot::Sender<Result<BroadcastId, BroadcastError>>,
     },
-    Ack(String, CommandAck),
+    /// An ack from a gateway, with what the check of its receipt's signature found.
+    Ack(String, CommandAck, ReceiptCheck),
+}
+
+/// What checking the signature of an ack's receipt found: done as acks arrive, before
+/// the dispatcher's lock, since it is the one costly step (an Ed25519 verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReceiptCheck {
+    /// The ack carries no receipt.
+    Absent,
+    /// The speaker it names has no key enrolled.
+    NoKey,
+    /// It does not verify with that speaker's key (or is not a signature).
+    Bad,
+    /// It verifies with the key enrolled for the speaker it names.
+    Verified,
+}
+
+/// Checks the signature of an ack's receipt against the key enrolled for the speaker the
+/// receipt names. Whether it is the right speaker, command and state is
+/// [`receipt_verdict`]'s business, under the lock.
+pub(crate) fn check_receipt(inventory: &crate::inventory::Inventory, ack: &CommandAck) -> ReceiptCheck {
+    let Some(signed) = &ack.receipt else { return ReceiptCheck::Absent };
+    let Some(key) = inventory.speaker_key(&signed.receipt.device) else { return ReceiptCheck::NoKey };
+    match signed.verify(&key) {
+        Ok(()) => ReceiptCheck::Verified,
+        Err(_) => ReceiptCheck::Bad,
+    }
+}
+
+/// Refusal codes of acks whose receipt does not prove them (the label values of
+/// `broadcast_receipts_refused`).
+pub mod receipt_reason {
+    /// A state only the speaker can tell (`delivered`, `playing`, `played`,
+    /// `interrupted`, `done`) without the speaker's receipt.
+    pub const MISSING: &str = "receipt_missing";
+    /// The speaker has no key enrolled: none of its states can be recorded.
+    pub const NO_KEY: &str = "receipt_no_key";
+    /// The receipt does not verify with the speaker's key: not the speaker's word.
+    pub const BAD_SIGNATURE: &str = "receipt_bad_signature";
+    /// A real receipt of another command, speaker, gateway, broadcast, or of a state that
+    /// does not support the ack's (a `playing` offered as `played`).
+    pub const MISMATCH: &str = "receipt_mismatch";
+    /// Older than a receipt already accepted for this delivery: a replay.
+    pub const REPLAYED: &str = "receipt_replayed";
+}
+
+/// Whether `ack` (for command `ack.id` of `broadcast` to `speaker` behind `gateway`) may
+/// be acted on, given its receipt's signature check and the highest receipt counter
+/// accepted for the delivery so far; the refusal code if not.
+pub(crate) fn receipt_verdict(
+    ack: &CommandAck,
+    check: ReceiptCheck,
+    gateway: &str,
+    broadcast: BroadcastId,
+    speaker: &str,
+    last_counter: u64,
+) -> Result<(), &'static str> {
+    let speaker_word = matches!(
+        ack.state,
+        AckState::Delivered | AckState::Playing | AckState::Played | AckState::Interrupted | AckState::Done
+    );
+    let Some(signed) = &ack.receipt else {
+        return if speaker_word { Err(receipt_reason::MISSING) } else { Ok(()) };
+    };
+    match check {
+        ReceiptCheck::Verified => {}
+        ReceiptCheck::NoKey => return Err(receipt_reason::NO_KEY),
+        ReceiptCheck::Bad | ReceiptCheck::Absent => return Err(receipt_reason::BAD_SIGNATURE),
+    }
+    // The command id binds the receipt; the broadcast id is checked when the terminal
+    // knew it (0 on a refusal of an envelope it could not open).
+    let r = &signed.receipt;
+    if r.command != ack.id
+        || r.device != speaker
+        || r.gateway != gateway
+        || (r.broadcast != broadcast && r.broadcast != 0)
+        || !r.supports(ack.state)
+    {
+        return Err(receipt_reason::MISMATCH);
+    }
+    if r.counter < last_counter {
+        return Err(receipt_reason::REPLAYED);
+    }
+    Ok(())
 }
 
 /// Label of a delivery state.
@@ -430,6 +536,13 @@ pub struct StateLabel {
 pub struct ReasonLabel {
     /// The check that failed (`bad_signature`, `replayed`, ...).
     pub reason: String,
+}
+
+/// Label of a receipt refusal: one of [`receipt_reason`]'s codes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiptLabel {
+    /// The code.
+    pub reason: &'static str,
 }
 
 /// Label of a command kind.
@@ -448,6 +561,8 @@ pub struct DispatchMetrics {
     pub commands: Family<KindLabel, Counter>,
     /// Commands refused by a gateway or speaker, by reason.
     pub refusals: Family<ReasonLabel, Counter>,
+    /// Acks refused because the speaker's receipt does not prove them, by code.
+    pub receipt_refusals: Family<ReceiptLabel, Counter>,
     /// Time from a broadcast's release to each speaker's first `playing`.
     pub release_to_playing: Histogram,
     /// Time of one audit append (one fsync for the events of a step).
@@ -463,6 +578,7 @@ impl DispatchMetrics {
             transitions: Family::default(),
             commands: Family::default(),
             refusals: Family::default(),
+            receipt_refusals: Family::default(),
             release_to_playing: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             audit_append: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             active: Gauge::default(),
@@ -477,6 +593,11 @@ impl DispatchMetrics {
             "broadcast_refusals",
             "Commands refused by a gateway or speaker, by reason",
             m.refusals.clone(),
+        );
+        metrics.register(
+            "broadcast_receipts_refused",
+            "Speaker acks refused because the speaker's signed receipt does not prove them, by reason",
+            m.receipt_refusals.clone(),
         );
         metrics.register(
             "broadcast_release_to_playing_seconds",
@@ -611,7 +732,7 @@ impl Dispatcher {
                 let result = self.cancel(st, id, &by, now, fx);
                 fx.replies.push(Reply::Id(reply, result.map(|()| id)));
             }
-            Msg::Ack(gateway, ack) => self.on_ack(st, &gateway, ack, now, fx),
+            Msg::Ack(gateway, ack, check) => self.on_ack(st, &gateway, ack, check, now, fx),
         }
     }
 
@@ -677,6 +798,7 @@ impl Dispatcher {
                 attempt: attempts,
                 command: None,
                 reason: Some(format!("cancelled by {}", by.name)),
+                receipt: None,
             };
             self.emit(st, now, event, fx);
             if state.speaker_may_have_it() || (state == DeliveryState::Queued && attempts > 0) {
@@ -686,7 +808,15 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn on_ack(&self, st: &mut State, gateway: &str, ack: CommandAck, now: Timestamp, fx: &mut Effects) {
+    fn on_ack(
+        &self,
+        st: &mut State,
+        gateway: &str,
+        ack: CommandAck,
+        check: ReceiptCheck,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
         let reason = ack.reason.clone();
         let Some(cref) = st.commands.get(&ack.id).cloned() else {
             if ack.state == AckState::Refused {
@@ -715,6 +845,19 @@ impl Dispatcher {
         let latest = d.commands.last() == Some(&ack.id);
         let (state, attempts, stop) = (d.state, d.attempts, d.stop.clone());
         let key = (cref.broadcast, cref.speaker.clone());
+        let last_counter = st.receipt_counters.get(&key).copied().unwrap_or(0);
+        if let Err(code) = receipt_verdict(&ack, check, gateway, cref.broadcast, &cref.speaker, last_counter) {
+            self.metrics.receipt_refusals.get_or_create(&ReceiptLabel { reason: code }).inc();
+            tracing::warn!(
+                message = "Ack refused: the speaker's own receipt does not prove it.",
+                %gateway,
+                speaker = %cref.speaker,
+                id = ack.id,
+                state = ?ack.state,
+                reason = code
+            );
+            return;
+        }
         if ack.state == AckState::Refused {
             let r = reason.clone().unwrap_or_else(|| "refused".into());
             self.count_refusal(&r);
@@ -789,6 +932,7 @@ impl Dispatcher {
             attempt: attempts,
             command: Some(ack.id),
             reason,
+            receipt: ack.receipt,
         };
         self.emit(st, now, event, fx);
         match target {
@@ -847,6 +991,7 @@ impl Dispatcher {
                         attempt: d.attempts,
                         command: None,
                         reason: Some(format!("no ack within {} ms", self.config.ack_timeout.as_millis())),
+                        receipt: None,
                     };
                     let attempts = d.attempts;
                     self.emit(st, now, event, fx);
@@ -904,6 +1049,7 @@ impl Dispatcher {
                     attempt: d.attempts,
                     command: None,
                     reason: Some(reason.into()),
+                    receipt: None,
                 });
             }
         }
@@ -1010,6 +1156,7 @@ impl Dispatcher {
                             attempt: attempts,
                             command: Some(id),
                             reason: None,
+                            receipt: None,
                         };
                         self.emit(&mut st, now, event, &mut fx);
                         st.due.insert(key, later(now, self.config.ack_timeout));
@@ -1108,5 +1255,106 @@ mod tests {
     fn a_speakers_verdict_is_told_from_a_gateways_failure_to_reach_it() {
         assert!(is_speaker_verdict("not_ready: amplifier or horn line faulty"));
         assert!(!is_speaker_verdict("Modbus timeout after 3 attempts"));
+    }
+
+    /// What speaker `dongcun-speaker-1` behind `gw-dongcun` signs about command 77 of
+    /// broadcast 9.
+    fn receipt(state: protocol::speaker::CommandState, counter: u64) -> protocol::receipt::Receipt {
+        protocol::receipt::Receipt {
+            gateway: "gw-dongcun".into(),
+            device: "dongcun-speaker-1".into(),
+            command: 77,
+            broadcast: 9,
+            state: state as u16,
+            reason: 0,
+            counter,
+        }
+    }
+
+    fn ack(state: AckState, receipt: Option<protocol::receipt::Receipt>) -> CommandAck {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        CommandAck {
+            id: 77,
+            device: "dongcun-speaker-1".into(),
+            ts: Timestamp(0),
+            state,
+            reason: None,
+            receipt: receipt.map(|r| Box::new(r.signed(&key))),
+        }
+    }
+
+    fn verdict(ack: &CommandAck, check: ReceiptCheck, last: u64) -> Result<(), &'static str> {
+        receipt_verdict(ack, check, "gw-dongcun", 9, "dongcun-speaker-1", last)
+    }
+
+    #[test]
+    fn check_receipt_verifies_with_the_key_enrolled_for_the_speaker_it_names() {
+        use crate::inventory::{Device, Inventory, InventoryFile};
+        let enrolled = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]).verifying_key().to_bytes();
+        let hex: String = enrolled.iter().map(|b| format!("{b:02x}")).collect();
+        let speaker = |id: &str, key: Option<String>| Device {
+            id: id.into(),
+            kind: protocol::DeviceKind::Speaker,
+            site: "dongcun".into(),
+            gateway: "gw-dongcun".into(),
+            model: String::new(),
+            lat: None,
+            lon: None,
+            public_key: key,
+        };
+        let inv = Inventory::from_file(InventoryFile {
+            devices: vec![speaker("dongcun-speaker-1", Some(hex)), speaker("dongcun-speaker-2", None)],
+            ..InventoryFile::default()
+        });
+        let played = receipt(protocol::speaker::CommandState::Played, 5);
+        assert_eq!(check_receipt(&inv, &ack(AckState::Played, Some(played.clone()))), ReceiptCheck::Verified);
+        assert_eq!(check_receipt(&inv, &ack(AckState::Played, None)), ReceiptCheck::Absent);
+        let mut forged = ack(AckState::Played, Some(played.clone()));
+        forged.receipt = Some(Box::new(played.clone().signed(&ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]))));
+        assert_eq!(check_receipt(&inv, &forged), ReceiptCheck::Bad, "signed by someone else");
+        let other = protocol::receipt::Receipt { device: "dongcun-speaker-2".into(), ..played };
+        assert_eq!(check_receipt(&inv, &ack(AckState::Played, Some(other))), ReceiptCheck::NoKey);
+    }
+
+    #[test]
+    fn a_speaker_state_is_acted_on_only_with_the_speakers_receipt_of_that_command_and_state() {
+        use protocol::speaker::CommandState as S;
+        let ok = ReceiptCheck::Verified;
+        // Positive controls: the speaker's own receipts of this command.
+        assert_eq!(verdict(&ack(AckState::Played, Some(receipt(S::Played, 5))), ok, 4), Ok(()));
+        assert_eq!(
+            verdict(&ack(AckState::Delivered, Some(receipt(S::Playing, 5))), ok, 5),
+            Ok(()),
+            "same receipt twice"
+        );
+        assert_eq!(verdict(&ack(AckState::Failed, None), ReceiptCheck::Absent, 0), Ok(()), "the gateway's finding");
+        assert_eq!(verdict(&ack(AckState::Refused, None), ReceiptCheck::Absent, 0), Ok(()), "the gateway's check");
+        // A played nobody signed, or not the speaker, or without a key enrolled.
+        for state in [AckState::Delivered, AckState::Playing, AckState::Played, AckState::Interrupted, AckState::Done] {
+            assert_eq!(verdict(&ack(state, None), ReceiptCheck::Absent, 0), Err(receipt_reason::MISSING));
+        }
+        let played = ack(AckState::Played, Some(receipt(S::Played, 5)));
+        assert_eq!(verdict(&played, ReceiptCheck::Bad, 0), Err(receipt_reason::BAD_SIGNATURE));
+        assert_eq!(verdict(&played, ReceiptCheck::NoKey, 0), Err(receipt_reason::NO_KEY));
+        // The speaker's real receipts, moved: another command, another speaker's delivery,
+        // another gateway or broadcast, or a "playing" offered as "played".
+        let mut other_command = played.clone();
+        other_command.id = 78;
+        assert_eq!(verdict(&other_command, ok, 0), Err(receipt_reason::MISMATCH));
+        assert_eq!(
+            receipt_verdict(&played, ok, "gw-dongcun", 9, "dongcun-speaker-2", 0),
+            Err(receipt_reason::MISMATCH)
+        );
+        assert_eq!(receipt_verdict(&played, ok, "gw-xicun", 9, "dongcun-speaker-1", 0), Err(receipt_reason::MISMATCH));
+        assert_eq!(
+            receipt_verdict(&played, ok, "gw-dongcun", 10, "dongcun-speaker-1", 0),
+            Err(receipt_reason::MISMATCH)
+        );
+        let playing_as_played = ack(AckState::Played, Some(receipt(S::Playing, 6)));
+        assert_eq!(verdict(&playing_as_played, ok, 0), Err(receipt_reason::MISMATCH));
+        // Replayed: older than a receipt already accepted for the delivery.
+        let preempted = ack(AckState::Interrupted, Some(receipt(S::Preempted, 3)));
+        assert_eq!(verdict(&preempted, ok, 3), Ok(()));
+        assert_eq!(verdict(&preempted, ok, 4), Err(receipt_reason::REPLAYED));
     }
 }

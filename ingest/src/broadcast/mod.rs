@@ -372,9 +372,11 @@ impl Broadcasts {
         let (live, _) = broadcast::channel(16_384);
         // Acks go to the dispatcher's queue at once, so a burst of a thousand never
         // overflows the MQTT source's channel while the dispatcher is busy.
+        // Receipt signatures are checked here, as acks arrive, not under the dispatcher's lock.
         let mut acks_rx = path.acks();
         let ack_tx = tx.clone();
         let stop = shutdown.clone();
+        let keys = inventory.clone();
         tasks.spawn("broadcast-acks", async move {
             loop {
                 let ack = tokio::select! {
@@ -383,7 +385,8 @@ impl Broadcasts {
                 };
                 match ack {
                     Ok((gateway, ack)) => {
-                        if ack_tx.send(Msg::Ack(gateway, ack)).is_err() {
+                        let check = dispatch::check_receipt(&keys, &ack);
+                        if ack_tx.send(Msg::Ack(gateway, ack, check)).is_err() {
                             return;
                         }
                     }

@@ -158,6 +158,7 @@ mod tests {
             model: "vt-sim-speaker".into(),
             lat: None,
             lon: None,
+            public_key: None,
         };
         Inventory::from_file(InventoryFile {
             sites: vec![

@@ -114,6 +114,16 @@ impl Demo {
                 .with_context(|| format!("making the key of gateway {}", g.id))?;
             g.public_key = Some(identity.public_hex());
         }
+        // And each speaker terminal's own key, which it shows in input 600-615 (the
+        // simulator's keys come from the county's seed): enrolled on its device entry,
+        // so that ingest records its states only on its signed receipts.
+        let speaker_keys: std::collections::HashMap<String, [u8; 32]> =
+            county.speaker_public_keys().into_iter().collect();
+        for d in &mut file.devices {
+            if let Some(key) = speaker_keys.get(&d.id) {
+                d.public_key = Some(key.iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
         let inventory = Inventory::from_file(file);
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
         let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
@@ -289,6 +299,7 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
                 model: d.model.clone(),
                 lat: Some(d.lat),
                 lon: Some(d.lon),
+                public_key: None,
             });
             for child in &d.children {
                 devices.push(Device {
@@ -299,6 +310,7 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
                     model: d.model.clone(),
                     lat: Some(d.lat),
                     lon: Some(d.lon),
+                    public_key: None,
                 });
             }
         }

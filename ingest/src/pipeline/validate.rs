@@ -203,6 +203,7 @@ mod tests {
                 model: String::new(),
                 lat: None,
                 lon: None,
+                public_key: None,
             }],
         })
     }

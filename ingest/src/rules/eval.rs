@@ -320,6 +320,7 @@ mod tests {
             model: String::new(),
             lat: None,
             lon: None,
+            public_key: None,
         };
         let mut devices = vec![
             dev("pump", DeviceKind::PumpStation, "works", "gw-works"),

@@ -91,6 +91,35 @@ async fn a_county_of_1000_speakers_behind_50_village_gateways_is_built_and_serve
     deliver(&mut ctx, MAILBOX.0, &play(1_000_001, &gw.id, healthy, county.now())).await;
     assert_eq!(state_of(&mut ctx, 1_000_001).await, Some((CommandState::Playing as u16, 0)));
 
+    // Every terminal has its own receipt key, deterministic from the county's seed; the
+    // one it shows in input 600-615 verifies what it signed about the play.
+    let keys = county.speaker_public_keys();
+    assert_eq!(keys.len(), 1000);
+    assert_eq!(keys.iter().map(|(_, k)| *k).collect::<std::collections::BTreeSet<_>>().len(), 1000, "all distinct");
+    let index = keys.iter().position(|(id, _)| id == healthy).expect("a key");
+    let seed = simulator::speaker_seed(CountySpec::demo().seed, index);
+    assert_eq!(keys[index].1, SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+    let shown = ctx
+        .read_input_registers(protocol::receipt::PUBLIC_KEY_BASE, protocol::receipt::PUBLIC_KEY_REGISTERS)
+        .await
+        .expect("io")
+        .expect("read");
+    let shown: Vec<u8> = shown.iter().flat_map(|w| w.to_be_bytes()).collect();
+    assert_eq!(shown, keys[index].1);
+    let log = ctx.read_input_registers(LOG_BASE, LOG_REGISTERS).await.expect("io").expect("read");
+    let slot = protocol::receipt::slot_of(&log, 1_000_001).expect("in the log");
+    let report = *firmware::speaker::decode_log(&log).unwrap().slots.iter().find(|r| r.command == 1_000_001).unwrap();
+    let block = ctx
+        .read_input_registers(protocol::receipt::block_address(slot), protocol::receipt::BLOCK_REGISTERS)
+        .await
+        .expect("io")
+        .expect("read");
+    let block = protocol::receipt::ReceiptBlock::decode(&block).expect("a block");
+    assert_eq!(block.seq, report.seq);
+    let receipt = protocol::receipt::Receipt::of_slot(&gw.id, healthy, &report, block.counter);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&keys[index].1).unwrap();
+    assert_eq!(receipt.verify(&key, &block.sig), Ok(()), "the speaker signed its playing");
+
     // A failing one verifies it but cannot play; it says so.
     let broken = conditions.iter().find(|(_, c)| *c == SpeakerCondition::AmplifierFault).map(|(id, _)| id.as_str());
     if let Some(broken) = broken.filter(|id| county.read(id, Table::Input, 0, 1).is_ok()) {
