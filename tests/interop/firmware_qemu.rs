@@ -242,8 +242,17 @@ async fn write_mailbox(link: &mut Link, unit: u8, envelope: &[u8]) {
     link.run_job(unit, &mailbox_ops(&mailbox, envelope).unwrap(), attempts()).await.expect("the mailbox write");
 }
 
+/// The speaker's own signing key seed, written into its provisioning page (a real terminal
+/// makes it from its hardware random generator at first boot).
+const SPEAKER_SEED: [u8; 32] = [0x5E; 32];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn inventory(key: Option<String>) -> Inventory {
-    let device = |id: &str, kind: DeviceKind, model: &str| Device {
+    let speaker_key = hex(&SigningKey::from_bytes(&SPEAKER_SEED).verifying_key().to_bytes());
+    let device = |id: &str, kind: DeviceKind, model: &str, public_key: Option<String>| Device {
         id: id.into(),
         kind,
         site: "qemu-village".into(),
@@ -251,6 +260,7 @@ fn inventory(key: Option<String>) -> Inventory {
         model: model.into(),
         lat: None,
         lon: None,
+        public_key,
     };
     Inventory::from_file(InventoryFile {
         sites: vec![Site {
@@ -270,8 +280,8 @@ fn inventory(key: Option<String>) -> Inventory {
             public_key: key,
         }],
         devices: vec![
-            device(SPEAKER, DeviceKind::Speaker, "vt-sim-speaker"),
-            device(METER, DeviceKind::WaterMeter, "vt-sim-water-meter"),
+            device(SPEAKER, DeviceKind::Speaker, "vt-sim-speaker", Some(speaker_key)),
+            device(METER, DeviceKind::WaterMeter, "vt-sim-water-meter", None),
         ],
     })
 }
@@ -378,12 +388,13 @@ async fn emulated_speaker_and_meter_serve_the_real_gateway_and_the_speaker_refus
     let base = format!("http://{}", running.http);
     let command_key = running.state.commands.public_key();
 
-    // The installer's provisioning pages: ingest's command key and the ids for the
-    // speaker, a unit id for each.
+    // The installer's provisioning pages: ingest's command key, the ids and its own
+    // signing key for the speaker (its public half is enrolled in the inventory above),
+    // a unit id for each.
     let speaker_page = Provision {
         unit: SPEAKER_UNIT,
         issuer_key: Some(command_key),
-        device_key: None,
+        device_key: Some(SPEAKER_SEED),
         gateway: GATEWAY,
         device: SPEAKER,
     }
@@ -399,7 +410,7 @@ async fn emulated_speaker_and_meter_serve_the_real_gateway_and_the_speaker_refus
     let booted = diag(&mut tech, SPEAKER_UNIT).await;
     assert_eq!((booted.boots, booted.cause, booted.restored), (1, 0, false), "a first power-up: {booted:?}");
 
-    let hex: String = command_key.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&command_key);
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,

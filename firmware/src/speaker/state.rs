@@ -8,6 +8,8 @@
 //!   that has not expired plays again.
 //! - The command log and verdict: the gateway acks from them; after a reset it must
 //!   still see how each command ended, under the same sequence numbers.
+//! - The receipt counter: the terminal's signed delivery states (receipts) carry it, and
+//!   it must never repeat.
 //! - The playbacks held: a reset in the middle of a red broadcast must not drop it. A
 //!   playback that was playing resumes from the start of the repeat it was in (what a
 //!   pre-emption does), unless it expired meanwhile (then it ends `interrupted`,
@@ -29,7 +31,7 @@ use super::{CommandState, Entry, Finished, Outcome, PlaybackState, Reason, SLOTS
 /// Largest record [`Speaker::save_state`] writes.
 pub const STATE_BYTES: usize = 768;
 /// Version of the record layout (its first byte).
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Most playbacks a record holds (the one playing and those waiting).
 const MAX_ENTRIES: usize = 8;
 
@@ -181,6 +183,7 @@ impl Speaker {
             w.u16(f.reason);
         }
         w.u8(self.finished_next as u8);
+        w.u64(self.log.counter);
         let held = self.current.iter().chain(self.waiting.iter());
         if self.current.is_some() as usize + self.waiting.len() > MAX_ENTRIES {
             return None;
@@ -222,6 +225,7 @@ impl Speaker {
             *f = Finished { broadcast: r.u64()?, state: r.u16()?, reason: r.u16()? };
         }
         let finished_next = usize::from(r.u8()?) % SLOTS;
+        let receipt_counter = r.u64()?;
         let playing = r.u8()? != 0;
         let waiting = usize::from(r.u8()?);
         if usize::from(playing) + waiting > MAX_ENTRIES {
@@ -244,6 +248,8 @@ impl Speaker {
         self.verdict = verdict;
         self.finished = finished;
         self.finished_next = finished_next;
+        // Receipt counters never repeat, across resets too.
+        self.restore_receipt_counter(receipt_counter);
         self.waiting = held;
         self.current = None;
         self.state = PlaybackState::Idle;

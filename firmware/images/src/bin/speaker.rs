@@ -1,7 +1,7 @@
 //! The village speaker terminal: `firmware::speaker::Speaker` served as Modbus RTU on
 //! UART0 (the RS-485 bus to the gateway) and UART1 (the maintenance port), provisioned
-//! from the provisioning page, its replay window and command log kept in battery-backed
-//! RAM across resets. Every decision (signature, replay, levels, the log) is the
+//! from the provisioning page (ingest's key, its ids, its own signing key), its replay
+//! window, command log and receipt counter kept in battery-backed RAM across resets. Every decision (signature, replay, levels, the log) is the
 //! library's.
 #![no_std]
 #![no_main]
@@ -42,6 +42,11 @@ fn terminal(slot: &'static mut MaybeUninit<Speaker>, board: &Board) -> (&'static
             if let Some(key) = p.issuer_key {
                 // A key that is not a curve point leaves it unprovisioned, as above.
                 let _ = speaker.provision(key, p.gateway, p.device);
+            }
+            // Its own key: it signs every delivery state (docs/SECURITY.md, proof of play).
+            // Without one its states are unsigned and ingest records no `played` from it.
+            if let Some(seed) = p.device_key {
+                speaker.set_receipt_key(seed);
             }
             p.unit
         }
