@@ -17,6 +17,8 @@
 //! - [`mailbox`]: a signed-command mailbox in holding registers (length word, then the
 //!   envelope's bytes), the thin transport a gateway writes signed commands through.
 //! - [`prng`]: a small deterministic PRNG, seeded per device, for noise and jitter.
+//! - [`nvm`]: what a board keeps in non-volatile memory: the provisioning page and a
+//!   two-page journal that survives a reset in the middle of a write.
 //! - devices: [`water_meter`], [`pump_station`], [`water_quality`], [`barn_climate`],
 //!   [`collar_hub`], [`speaker`]. Each module opens with its register map as a table;
 //!   the gateway profiles `gateway/profiles/vt-sim-*.toml` are written from those tables.
@@ -37,6 +39,7 @@ pub mod collar_hub;
 pub mod crc;
 pub mod mailbox;
 pub mod modbus;
+pub mod nvm;
 pub mod prng;
 pub mod pump_station;
 pub mod rtu;

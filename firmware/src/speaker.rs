@@ -133,6 +133,9 @@ use protocol::modbus as words;
 use crate::mailbox::{self, Mailbox, Written};
 use crate::modbus::{Exception, RegisterMap, Table};
 
+mod state;
+pub use state::{BadState, STATE_BYTES};
+
 /// The command log layout, its states and reasons are the contract with the gateway and
 /// live in [`protocol::speaker`]; re-exported here because they are part of this
 /// terminal's register map.

@@ -8,6 +8,7 @@
 mod arm;
 mod broadcast;
 mod common;
+mod firmware_qemu;
 mod keys;
 mod modbus;
 mod mqtt;
