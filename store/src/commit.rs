@@ -72,6 +72,13 @@ impl Commit {
         self.lock().handle = handle;
     }
 
+    /// The log's path if a failed write or fdatasync has poisoned it: appends are refused
+    /// until the store is reopened.
+    pub(crate) fn poisoned(&self) -> Option<std::path::PathBuf> {
+        let s = self.lock();
+        s.handle.poisoned.load(std::sync::atomic::Ordering::Acquire).then(|| s.handle.path.clone())
+    }
+
     /// Returns once `ticket`'s group is durable, running the fdatasync if no one else is.
     pub(crate) fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
         if self.fsync == FsyncPolicy::Never {
@@ -252,6 +259,7 @@ mod tests {
     #[test]
     fn a_failed_sync_fails_every_waiter_it_covered_and_every_later_group() {
         let (commit, file, handle) = setup(true);
+        assert_eq!(commit.poisoned(), None, "a log that has not failed takes writes");
         let tickets = [commit.issue(handle.clone()), commit.issue(handle.clone()), commit.issue(handle.clone())];
         let waiters: Vec<_> = tickets
             .iter()
@@ -268,6 +276,7 @@ mod tests {
         }
         assert_eq!(file.syncs(), 1, "the waiters learn of the failure; they do not retry on a poisoned log");
         assert!(handle.poisoned.load(Ordering::SeqCst));
+        assert_eq!(commit.poisoned(), Some("wal/1.log".into()), "the store says it refuses writes, and which log");
         let later = commit.issue(handle);
         assert!(matches!(commit.wait_durable(later), Err(StoreError::Poisoned { .. })));
         // Failed groups still take their turn in the apply order: nobody waits for ever.

@@ -484,6 +484,19 @@ impl Store {
             .collect())
     }
 
+    /// Why the store refuses writes, if it does: a write or fdatasync of its log failed (a
+    /// full disk, an I/O error), what reached the disk is unknown, and so it takes nothing
+    /// more until it is reopened. Health checks report it, so that an operator or a
+    /// supervisor restarts the service once the cause is fixed.
+    pub fn refuses_writes(&self) -> Option<String> {
+        self.shared.commit.poisoned().map(|path| {
+            format!(
+                "the write-ahead log {} failed a write or fsync (disk full?): the store takes no writes until ingest is restarted",
+                path.display()
+            )
+        })
+    }
+
     /// Seals everything appended so far into compressed blocks and deletes the log it
     /// covered. The background thread does this when the head holds `checkpoint_points`;
     /// call it to control when (tests, a clean shutdown that wants a fast next open).

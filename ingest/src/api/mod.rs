@@ -127,6 +127,9 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn health(State(s): State<AppState>) -> Response {
+    if let Some(why) = s.store.refuses_writes() {
+        return ApiError::Unavailable(why).into_response();
+    }
     if s.ready.load(Ordering::Relaxed) {
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {
