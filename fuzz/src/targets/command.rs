@@ -24,7 +24,7 @@ use crate::input::Input;
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let key = keys::ingest();
-    if input.u8() % 2 == 0 {
+    if input.u8().is_multiple_of(2) {
         wire(input.rest(), &key);
     } else {
         let now = Timestamp(keys::NOW_MS + i64::from(input.u16() as i16) * 1000);

@@ -8,8 +8,6 @@
 //! written with an `i` or `u` suffix is an integer of that kind; a float is finite or came
 //! from a literal that overflows (`1e999`), which validation refuses later.
 
-use std::borrow::Cow;
-
 use ingest::codec::line_protocol::{FieldValue, LineBuf, parse_line, push_float, push_measurement, push_tag};
 
 /// Parses every line of `data` and checks the ones that parse.
@@ -65,7 +63,7 @@ fn write(line: &LineBuf<'_>) -> Option<String> {
 }
 
 /// A string field value as InfluxDB spells it: quoted, `"` and `\` escaped.
-fn push_string(out: &mut String, s: &Cow<'_, str>) {
+fn push_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
