@@ -4,8 +4,8 @@
 //! - the batch respects the binary codec's stated bound (every reading costs at least 3
 //!   bytes, so a batch cannot claim more readings than its payload can hold) and the JSON
 //!   one (a reading is at least `{"device":"","metric":"","ts":0,"value":0}`);
-//! - it round-trips bit for bit through both codecs (NaN and -0.0 included), whichever
-//!   codec it came in;
+//! - it round-trips bit for bit through the binary codec (NaN payloads and -0.0 included)
+//!   and through JSON up to the payload of a NaN, whichever codec it came in;
 //! - the binary encoding is canonical: re-encoding what it decodes gives the same bytes.
 
 use protocol::codec::{self, Codec, binary};
@@ -30,6 +30,9 @@ pub fn run(data: &[u8]) {
     for c in [Codec::Binary, Codec::Json] {
         let bytes = codec::encode(&batch, c);
         match codec::decode(&bytes) {
+            // JSON spells every NaN "NaN": the NaN comes back, its payload bits do not
+            // (found by AFL++: a binary f32 NaN 0x7fffffff; ingest refuses NaN anyway).
+            Ok(back) if c == Codec::Json => assert_eq!(nan_canonical(back), nan_canonical(batch.clone())),
             Ok(back) => assert_eq!(back, batch, "{c:?} round trip changed the batch"),
             Err(e) => panic!("{c:?} encoding of a decoded batch does not decode: {e}"),
         }
@@ -38,4 +41,14 @@ pub fn run(data: &[u8]) {
     if let Ok(again) = binary::decode(&bin) {
         assert_eq!(binary::encode(&again), bin, "binary encoding is not canonical");
     }
+}
+
+/// The batch with every NaN replaced by the one JSON gives back.
+fn nan_canonical(mut b: protocol::Batch) -> protocol::Batch {
+    for r in &mut b.readings {
+        if r.value.is_nan() {
+            r.value = f64::NAN;
+        }
+    }
+    b
 }
