@@ -433,7 +433,7 @@ fn point(src: &Source, spanned: &Spanned<PointSpec>, place: PointPlace, problems
             }
         }
         PointPlace::Slot { .. } => match spec.offset {
-            OffsetOrAddress::Int(i) if i >= 0 && spec.address.is_none() => (i as u32, 0.0),
+            OffsetOrAddress::Int(i) if i >= 0 && spec.address.is_none() => (u32::try_from(i).unwrap_or(u32::MAX), 0.0),
             _ => {
                 fail(at(
                     "a slot point needs an integer `offset` (register offset within the slot) and no `address`".into()
@@ -455,12 +455,13 @@ fn point(src: &Source, spanned: &Spanned<PointSpec>, place: PointPlace, problems
     if !spec.ty.fits(table) {
         fail(at(format!("type {} cannot be read from the {table} table", spec.ty)));
     }
+    // u64: an address near u32::MAX must be refused, not overflow.
     let width = u32::from(spec.ty.registers());
-    if address + width > 65_536 {
+    if u64::from(address) + u64::from(width) > 65_536 {
         fail(at(format!("address {address} plus {width} registers runs past 65535")));
     }
     if let PointPlace::Slot { stride, .. } = place
-        && address + width > u32::from(stride)
+        && u64::from(address) + u64::from(width) > u64::from(stride)
     {
         fail(at(format!("offset {address} plus {width} registers does not fit the slot stride {stride}")));
     }
@@ -519,7 +520,7 @@ fn mailbox(src: &Source, spanned: &Spanned<MailboxSpec>, problems: &mut Problems
         problems.push(src.error(spanned, format!("mailbox: must be holding registers, not {}", m.table)));
         ok = false;
     }
-    if m.size < 2 || m.address + m.size > 65_536 {
+    if m.size < 2 || u64::from(m.address) + u64::from(m.size) > 65_536 {
         problems.push(src.error(
             spanned,
             format!("mailbox: {} registers from {} must be at least 2 and end by 65535", m.size, m.address),
@@ -534,7 +535,7 @@ fn mailbox(src: &Source, spanned: &Spanned<MailboxSpec>, problems: &mut Problems
                 .push(src.error(spanned, format!("mailbox: log must be input or holding registers, not {}", l.table)));
             fine = false;
         }
-        if l.address + count > 65_536 {
+        if u64::from(l.address) + u64::from(count) > 65_536 {
             problems.push(
                 src.error(
                     spanned,
@@ -606,7 +607,7 @@ fn writable(src: &Source, spanned: &Spanned<WritableSpec>, problems: &mut Proble
     if !(w.scale.is_finite() && w.scale != 0.0 && w.offset.is_finite()) {
         fail("scale must be finite and non-zero, offset finite".into());
     }
-    if w.address + u32::from(w.ty.registers()) > 65_536 {
+    if u64::from(w.address) + u64::from(w.ty.registers()) > 65_536 {
         fail(format!("address {} runs past 65535", w.address));
     }
     Writable {
@@ -795,6 +796,9 @@ unit = "°C"
         assert_eq!(s.points[0].table, Table::Input, "slot points are read from the slot table");
         let e = parse(&text.replace("offset = 2", "offset = 8")).unwrap_err();
         assert!(e.to_string().contains("does not fit the slot stride 8"), "{e}");
+        // 2^32 + 2 once wrapped to offset 2 and loaded.
+        let e = parse(&text.replace("offset = 2", "offset = 4294967298")).unwrap_err();
+        assert!(e.to_string().contains("does not fit the slot stride 8"), "{e}");
     }
 
     #[test]
@@ -841,6 +845,23 @@ unit = "°C"
         .unwrap_err()
         .to_string();
         assert!(e.contains("log must be input or holding") && e.contains("must end by 65535"), "{e}");
+    }
+
+    #[test]
+    fn addresses_near_the_top_of_u32_are_refused_not_overflowed() {
+        // Found by the `config` fuzz target (fuzz/regressions/config): `address + width`
+        // in u32 overflowed (a panic in a debug build, a wrapped check in release).
+        assert!(parse(METER).is_ok(), "positive control");
+        let huge = "4294967295";
+        let point = METER.replace("address = 2", &format!("address = {huge}"));
+        assert!(parse(&point).unwrap_err().to_string().contains("runs past 65535"));
+        let mailbox = format!("{METER}\n[mailbox]\naddress = {huge}\nsize = 2\n");
+        assert!(parse(&mailbox).unwrap_err().to_string().contains("and end by 65535"));
+        let log = format!("{METER}\n[mailbox]\naddress = 1000\nsize = 10\nlog = {{ address = {huge} }}\n");
+        assert!(parse(&log).unwrap_err().to_string().contains("must end by 65535"));
+        let writable =
+            format!("{METER}\n[[writable]]\nname = \"w\"\naddress = {huge}\ntype = \"u32\"\nmin = 0.0\nmax = 1.0\n");
+        assert!(parse(&writable).unwrap_err().to_string().contains("runs past 65535"));
     }
 
     #[test]

@@ -425,6 +425,11 @@ fn split(wire: &[u8]) -> Result<(&[u8], Signature), CommandError> {
         return Err(CommandError::Malformed("not a signed command envelope"));
     }
     let len = r.u64().map_err(|_| CommandError::Malformed("bad body length"))?;
+    // The signature covers the body, not this length: only its shortest encoding is
+    // taken, so that a signed command has exactly one envelope.
+    if r.position() != 1 + varint_len(len) {
+        return Err(CommandError::Malformed("body length not in its shortest encoding"));
+    }
     let len = usize::try_from(len).map_err(|_| CommandError::Malformed("bad body length"))?;
     let body = r.take(len).map_err(|_| CommandError::Malformed("truncated body"))?;
     let sig = r.take(64).map_err(|_| CommandError::Malformed("truncated signature"))?;
@@ -434,6 +439,12 @@ fn split(wire: &[u8]) -> Result<(&[u8], Signature), CommandError> {
     let mut bytes = [0u8; 64];
     bytes.copy_from_slice(sig);
     Ok((body, Signature::from_bytes(&bytes)))
+}
+
+/// Bytes of the shortest LEB128 encoding of `v` (what `put_u64` writes).
+const fn varint_len(v: u64) -> usize {
+    let bits = 64 - v.leading_zeros() as usize;
+    if bits == 0 { 1 } else { bits.div_ceil(7) }
 }
 
 /// Reads the command id of an envelope without trusting it, so that even a refused
@@ -656,6 +667,29 @@ mod tests {
         }
         let big = alloc::vec![MAGIC; MAX_COMMAND_BYTES + 1];
         assert_eq!(open(&big, &vk, "g", NOW, &mut w), Err(CommandError::TooLarge(MAX_COMMAND_BYTES + 1)));
+    }
+
+    #[test]
+    fn an_envelope_with_its_body_length_padded_is_refused() {
+        // Found by the `command` fuzz target (fuzz/regressions/command): the length before
+        // the body is outside the signature, so `0x80|n, 0x00` for `n` still verified and
+        // one signed command had many envelopes.
+        let vk = key().verifying_key();
+        let wire = pump_start(1).sign(&key());
+        assert!(wire[1] < 0x80, "a one-byte length");
+        assert!(check(&wire, &vk, "gw-dongcun", NOW).is_ok(), "positive control");
+        let mut padded = alloc::vec![MAGIC, wire[1] | 0x80, 0x00];
+        padded.extend_from_slice(&wire[2..]);
+        assert_eq!(
+            check(&padded, &vk, "gw-dongcun", NOW),
+            Err(CommandError::Malformed("body length not in its shortest encoding"))
+        );
+        assert_eq!(peek_id(&padded), None);
+        for (v, n) in [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (u64::MAX, 10)] {
+            let mut out = Vec::new();
+            crate::varint::put_u64(&mut out, v);
+            assert_eq!((out.len(), varint_len(v)), (n, n), "{v}");
+        }
     }
 
     #[test]

@@ -421,7 +421,23 @@ impl DeviceReader {
         for r in &self.plan.reads {
             responses.push(link.read(self.unit, *r, self.attempts).await?);
         }
-        let now = ts();
+        let mut out = self.decode(&responses, ts())?;
+        if let Some(slots) = &self.profile.slots {
+            self.read_slots(link, slots, &ts, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// The readings of one poll from the responses to its planned reads, in plan order:
+    /// register words to values through each point's type, word order, scale, offset and
+    /// bit, with quality from its status register. A response shorter than its read (which
+    /// [`Link::read`] never returns) is a protocol error, not a panic.
+    pub fn decode(&self, responses: &[Vec<u16>], now: Timestamp) -> Result<Vec<Reading>, PollError> {
+        if responses.len() != self.plan.reads.len()
+            || responses.iter().zip(&self.plan.reads).any(|(words, r)| words.len() < usize::from(r.count))
+        {
+            return Err(PollError::Protocol("responses do not match the planned reads".into()));
+        }
         let mut out = Vec::with_capacity(self.profile.points.len());
         for ((point, loc), q) in self.profile.points.iter().zip(&self.plan.locations).zip(&self.quality) {
             let words = &responses[loc.read][usize::from(loc.offset)..];
@@ -431,10 +447,13 @@ impl DeviceReader {
             }
             out.push(r);
         }
-        if let Some(slots) = &self.profile.slots {
-            self.read_slots(link, slots, &ts, &mut out).await?;
-        }
         Ok(out)
+    }
+
+    /// The planned reads of one poll (without slot tables), in the order
+    /// [`DeviceReader::decode`] takes their responses.
+    pub fn reads(&self) -> &[Read] {
+        &self.plan.reads
     }
 
     async fn read_slots(
@@ -461,19 +480,30 @@ impl DeviceReader {
             words.extend(link.read(self.unit, read, self.attempts).await?);
             done += n;
         }
-        let now = ts();
-        for slot in words.chunks_exact(usize::from(slots.stride)) {
-            let id = match value::decode(slot, slots.id_type, value::WordOrder::Abcd) {
-                value::Raw::Int(i) if i > 0 => u64::try_from(i).unwrap_or(0),
-                _ => continue, // an empty slot
-            };
-            let device = DeviceId::from(slots.device_id(id));
-            for point in &slots.points {
-                out.push(reading(&device, point, &slot[usize::from(point.address)..], now));
-            }
-        }
+        out.extend(decode_slots(slots, &words, ts()));
         Ok(())
     }
+}
+
+/// The readings of a slot table's words (whole slots of `slots.stride` registers from slot
+/// 0): one device per slot whose id register is not 0, named by the profile's `device`
+/// pattern. A trailing partial slot is ignored.
+pub fn decode_slots(slots: &Slots, words: &[u16], now: Timestamp) -> Vec<Reading> {
+    let mut out = Vec::new();
+    if slots.stride == 0 {
+        return out;
+    }
+    for slot in words.chunks_exact(usize::from(slots.stride)) {
+        let id = match value::decode(slot, slots.id_type, value::WordOrder::Abcd) {
+            value::Raw::Int(i) if i > 0 => u64::try_from(i).unwrap_or(0),
+            _ => continue, // an empty slot
+        };
+        let device = DeviceId::from(slots.device_id(id));
+        for point in &slots.points {
+            out.push(reading(&device, point, &slot[usize::from(point.address)..], now));
+        }
+    }
+    out
 }
 
 fn reading(device: &DeviceId, point: &Point, words: &[u16], ts: Timestamp) -> Reading {
@@ -493,5 +523,29 @@ impl QualityMap {
         } else {
             Quality::Uncertain
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Library;
+
+    fn meter() -> DeviceReader {
+        let (library, _) = Library::builtin();
+        let profile = library.get("vt-sim-water-meter").expect("built-in profile");
+        DeviceReader::new("dongcun-meter-001", 1, profile, Attempts::default())
+    }
+
+    #[test]
+    fn a_poll_decodes_from_responses_of_the_planned_sizes_and_refuses_short_ones() {
+        let reader = meter();
+        let full: Vec<Vec<u16>> = reader.reads().iter().map(|r| vec![1; usize::from(r.count)]).collect();
+        let readings = reader.decode(&full, Timestamp(5)).expect("responses of the planned sizes");
+        assert_eq!(readings.len(), reader.profile.points.len(), "positive control: one reading per point");
+        let mut short = full.clone();
+        short[0].pop();
+        assert!(matches!(reader.decode(&short, Timestamp(5)), Err(PollError::Protocol(_))));
+        assert!(matches!(reader.decode(&full[1..], Timestamp(5)), Err(PollError::Protocol(_))));
     }
 }

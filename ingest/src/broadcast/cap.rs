@@ -474,12 +474,15 @@ pub fn parse(xml: &str) -> Result<Alert, CapError> {
 
 // ---- export ----
 
-/// A CAP time: seconds, explicit `+08:00` offset.
+/// A CAP time: seconds, explicit `+08:00` offset (`+00:00` for the last hours of year
+/// 9999, which `+08:00` cannot spell).
 pub fn format_time(ts: Timestamp) -> String {
-    let offset = UtcOffset::from_hms(EXPORT_OFFSET_HOURS, 0, 0).unwrap_or(UtcOffset::UTC);
-    let t = OffsetDateTime::from_unix_timestamp(ts.0.div_euclid(1000))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(offset);
+    let utc = OffsetDateTime::from_unix_timestamp(ts.0.div_euclid(1000)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let export = UtcOffset::from_hms(EXPORT_OFFSET_HOURS, 0, 0).unwrap_or(UtcOffset::UTC);
+    let (t, offset) = match utc.checked_to_offset(export) {
+        Some(t) => (t, export),
+        None => (utc, UtcOffset::UTC),
+    };
     let (h, m) = (offset.whole_hours(), offset.minutes_past_hour().abs());
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{:02}:{:02}",
@@ -720,6 +723,16 @@ mod tests {
     #[test]
     fn exported_times_carry_an_explicit_offset_and_no_fraction() {
         assert_eq!(format_time(Timestamp(1_763_903_738_123)), "2025-11-23T21:15:38+08:00");
+    }
+
+    #[test]
+    fn a_time_late_in_year_9999_formats_instead_of_panicking() {
+        // Found by the `cap` fuzz target (fuzz/regressions/cap): an alert sent at
+        // 9999-12-31T20:00:00Z imports, and moving it to +08:00 panicked.
+        let xml = SAMPLE.replace("2003-04-02T14:39:01-05:00", "9999-12-31T20:00:00Z");
+        let sent = parse(&xml).unwrap().sent;
+        assert_eq!(format_time(sent), "9999-12-31T20:00:00+00:00");
+        assert_eq!(format_time(Timestamp(sent.0 - 3_600_000 * 5)), "9999-12-31T23:00:00+08:00", "positive control");
     }
 
     #[test]

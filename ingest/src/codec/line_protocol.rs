@@ -285,23 +285,25 @@ fn field_value(s: &str, start: usize) -> Result<(FieldValue<'_>, usize), SyntaxE
     }
 }
 
-/// Appends `text` escaped for a measurement (`,` and ` `).
+/// Appends `text` escaped for a measurement (`,`, ` ` and `\`).
 pub fn push_measurement(out: &mut String, text: &str) {
     push_escaped(out, text, &[',', ' ']);
 }
 
-/// Appends `text` escaped for a tag key, tag value or field key (`,`, `=` and ` `).
+/// Appends `text` escaped for a tag key, tag value or field key (`,`, `=`, ` ` and `\`).
 pub fn push_tag(out: &mut String, text: &str) {
     push_escaped(out, text, &[',', '=', ' ']);
 }
 
+/// A backslash is escaped too (`\\`, which the parser reads as one): unescaped, a name
+/// ending in `\` would escape the separator after it and swallow the rest of the line.
 fn push_escaped(out: &mut String, text: &str, special: &[char]) {
     if !text.contains(|c| special.contains(&c) || c == '\\') {
         out.push_str(text);
         return;
     }
     for c in text.chars() {
-        if special.contains(&c) {
+        if special.contains(&c) || c == '\\' {
             out.push('\\');
         }
         out.push(c);
@@ -431,5 +433,27 @@ mod tests {
         assert_eq!(l.fields[0].1, FieldValue::Float(0.1 + 0.2));
         push_float(&mut out, 1.0);
         assert!(out.ends_with(" 421"));
+    }
+
+    #[test]
+    fn names_with_backslashes_are_written_so_that_they_parse_back() {
+        // Found by the `line_protocol` fuzz target (fuzz/regressions/line_protocol): a tag
+        // value ending in a backslash escaped the separator after it.
+        for name in ["a\\", "a\\\\", "\\,", "x\\ y", "plain"] {
+            let mut out = String::new();
+            push_measurement(&mut out, name);
+            out.push(',');
+            push_tag(&mut out, name);
+            out.push('=');
+            push_tag(&mut out, name);
+            out.push(' ');
+            push_tag(&mut out, name);
+            out.push_str("=1 5");
+            let l = parse(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+            assert_eq!(l.measurement, name, "{out:?}");
+            assert_eq!(l.tag(name), Some(name), "{out:?}");
+            assert_eq!(l.fields[0].0, name, "{out:?}");
+            assert_eq!(l.timestamp, Some(5));
+        }
     }
 }
