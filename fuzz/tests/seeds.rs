@@ -229,6 +229,7 @@ fn write_the_seed_corpora() {
         broadcast: 9,
         state: 4,
         reason: 0,
+        counter: 1,
     };
     let signed = serde_json::to_vec(&receipt.signed(&keys::speaker())).expect("json");
     write("auth", "receipt", &with(&[2, 0], &signed));

@@ -138,12 +138,16 @@ fn receipt(input: &mut Input<'_>) {
         broadcast: fields.u64(),
         state: fields.u16(),
         reason: fields.u16(),
+        counter: fields.u64(),
     };
     let signed = receipt.clone().signed(&speaker);
     assert_eq!(signed.verify(&vk), Ok(()));
     let text = serde_json::to_vec(&signed).expect("a receipt serialises");
     let back: SignedReceipt = serde_json::from_slice(&text).expect("a serialised receipt parses");
     assert_eq!(back, signed);
+    let recounted =
+        SignedReceipt { receipt: Receipt { counter: receipt.counter ^ 1, ..receipt.clone() }, sig: signed.sig.clone() };
+    assert!(recounted.verify(&vk).is_err(), "a receipt verified after its counter changed");
     let changed = SignedReceipt { receipt: Receipt { state: receipt.state ^ 1, ..receipt }, sig: signed.sig };
     assert!(changed.verify(&vk).is_err(), "a receipt verified after its state changed");
 }
