@@ -15,6 +15,6 @@ pub mod process;
 pub mod wait;
 
 pub use net::{free_port, wait_listening};
-pub use peers::{python_with, root, target_binary, tool};
+pub use peers::{built_binary, python_with, root, target_binary, tool};
 pub use process::{Peer, logs, quiet, run};
 pub use wait::{eventually, within};

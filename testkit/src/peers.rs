@@ -40,3 +40,23 @@ pub fn target_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.parent().and_then(Path::parent).map(|d| d.join(name)).expect("a target/<profile> directory")
 }
+
+/// The binary `name` of package `name`, built for the host on first use in this test
+/// process: `cargo test --workspace` builds the programs only of packages that have
+/// integration tests, so a test that runs another package's program (the gateway) builds
+/// it itself, and never runs a stale one left in the target directory.
+pub fn built_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(root())
+            .args(["build", "-q", "-p", name, "--bin", name])
+            .status()
+            .unwrap_or_else(|e| panic!("cargo build -p {name}: {e}"));
+        assert!(status.success(), "cargo build -p {name} --bin {name} failed");
+        built.push(name.to_string());
+    }
+    target_binary(name)
+}

@@ -93,7 +93,9 @@ impl Lcg {
 /// --workspace` builds it; building it from inside the test would rebuild ingest with
 /// another feature set (minutes on two cores) and eat the test's time.
 fn binary(package: &str) -> PathBuf {
-    let bin = testkit::target_binary(package);
+    // `cargo test --workspace` builds ingest's program (ingest has integration tests), not
+    // the gateway's: that one is built here, so a stale one is never run.
+    let bin = if package == "gateway" { testkit::built_binary(package) } else { testkit::target_binary(package) };
     assert!(
         bin.exists(),
         "{} is missing: run `cargo test --workspace` or `cargo build -p ingest -p gateway`",

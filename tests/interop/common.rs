@@ -172,14 +172,7 @@ impl Mosquitto {
 
 /// The gateway binary, built for the host on first use.
 pub(crate) fn gateway_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run(Command::new(cargo).current_dir(root()).args(["build", "-q", "-p", "gateway", "--bin", "gateway"]));
-            testkit::target_binary("gateway")
-        })
-        .clone()
+    testkit::built_binary("gateway")
 }
 
 /// Profiles for the pymodbus device's units beside the built-in library: a test device
