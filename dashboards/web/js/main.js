@@ -16,7 +16,7 @@ import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from '
 import { broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
-import { loadSession, mountSignIn } from './session.js';
+import { loadSession, mountSignIn, onSession } from './session.js';
 import { mountUsers } from './users.js';
 import { mountAudit } from './audit.js';
 
@@ -407,7 +407,9 @@ const signin = mountSignIn({ form: $('signin-form'), user: $('signin-user'), pas
   role: $('signed-in-role'), signOut: $('signout') }, t);
 const accountPanels = { users: mountUsers({ details: $('users-details'), body: $('users') }),
   audit: mountAudit({ details: $('audit-details'), body: $('audit') }) };
-loadSession().then(() => render()).catch(report);
+// Buttons follow the person at once when someone signs in or out, not at the next refresh.
+onSession(() => render());
+loadSession().catch(report);
 
 applyLanguage();
 loop();
