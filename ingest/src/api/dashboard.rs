@@ -76,6 +76,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/compose.js", JS),
     asset!("js/approvals.js", JS),
     asset!("js/session-stub.js", JS),
+    asset!("js/session.js", JS),
+    asset!("js/users.js", JS),
+    asset!("js/audit.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
