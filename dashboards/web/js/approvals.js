@@ -25,16 +25,18 @@ export function approvalQueue(list, sites) {
     h('h3', null, t('bcQueueTitle', waiting.length)),
     h('ul', { class: 'approval-list' }, waiting.map((b) => {
       const mine = user !== null && b.created_by === user;
-      const decide = !mine && may('approve', b.tenant);
+      const approve = !mine && may('approve', b.tenant);
+      const reject = !mine && may('reject', b.tenant);
       return h('li', { class: `approval level-${b.level}`, 'data-key': `approval:${b.id}`, 'data-id': b.id,
         'data-broadcast': b.id },
       whatPlays(b, sites),
       h('div', { class: 'approval-actions' },
-        decide ? [
-          h('button', { type: 'button', class: 'approve primary', 'data-action': 'bc-approve', 'data-id': b.id },
-            t('bcApprove')),
-          h('button', { type: 'button', class: 'reject', 'data-action': 'bc-reject', 'data-id': b.id }, t('bcReject')),
-        ] : h('p', { class: 'hint approval-why' }, mine ? t('bcYoursWaits') : t('bcMayNotApprove')),
+        approve ? h('button', { type: 'button', class: 'approve primary', 'data-action': 'bc-approve', 'data-id': b.id },
+          t('bcApprove')) : null,
+        reject ? h('button', { type: 'button', class: 'reject', 'data-action': 'bc-reject', 'data-id': b.id },
+          t('bcReject')) : null,
+        approve || reject ? null
+          : h('p', { class: 'hint approval-why' }, mine ? t('bcYoursWaits') : t('bcMayNotApprove')),
         mine && may('cancel', b.tenant)
           ? h('button', { type: 'button', class: 'bc-cancel', 'data-action': 'bc-cancel', 'data-id': b.id },
             t('bcCancel')) : null,

@@ -5,18 +5,15 @@
 // person may do is asked of `can(action, tenant)`, and the server decides whatever the
 // page sends.
 
-import { ApiError, getJson, postJson as postWithToken } from './api.js';
-import { can, session, writeHeaders, token } from './session-stub.js';
+import { ApiError, getJson, postJson } from './api.js';
+import { can, session } from './session.js';
 
-function postJson(path, body) {
-  return postWithToken(path, body, token());
-}
-
-/** The `can()` actions of the broadcast console. */
+/** The `can()` actions of the broadcast console (js/session.js ACTIONS). */
 export const ACTIONS = {
-  create: 'broadcast.create',
-  approve: 'broadcast.approve',
-  cancel: 'broadcast.cancel',
+  create: 'compose',
+  approve: 'approve',
+  reject: 'refuse',
+  cancel: 'cancel',
 };
 
 /** Whether the signed-in person may `what` (a key of ACTIONS) for `tenant`. */
@@ -26,7 +23,7 @@ export function may(what, tenant) {
 
 /** The signed-in person's name (what the API records as `created_by`), or null. */
 export function me() {
-  return session?.user?.name ?? session?.user ?? null;
+  return session()?.user ?? null;
 }
 
 /** Creates a broadcast; answers its summary (201). Throws ApiError. */
@@ -64,7 +61,8 @@ async function postXml(path, xml) {
   let response;
   try {
     response = await fetch(path, { method: 'POST', cache: 'no-store', credentials: 'same-origin',
-      headers: { accept: 'application/json', 'content-type': 'application/cap+xml', ...writeHeaders() }, body: xml });
+      headers: { accept: 'application/json', 'content-type': 'application/cap+xml', 'x-csrf-token': session()?.csrf ?? '' },
+      body: xml });
   } catch (e) {
     throw new ApiError(path, e.message);
   }

@@ -186,15 +186,17 @@ export class Compose {
   /** Opens the form (reading the server's rules and the speakers) and focuses the level. */
   async open() {
     this.root.hidden = false;
+    this.onTargets?.();
     if (!this.els.expires.value) this.resetTimes();
     this.render();
-    this.root.scrollIntoView({ behavior: 'smooth', block: 'start' });
+    this.root.scrollIntoView({ block: 'start' });
     this.els.levels[0].querySelector('input').focus({ preventScroll: true });
     await this.load();
   }
 
   close() {
     this.root.hidden = true;
+    this.onTargets?.();
     this.armed = false;
     this.onClosed?.();
   }
@@ -293,6 +295,8 @@ export class Compose {
     }
     this.showError(null);
     this.render();
+    // The chosen villages are outlined on the map.
+    if (target === null || target?.name === 'bc-village' || target === this.els.all) this.onTargets?.();
   }
 
   /** A click on the map: a village's site toggles the village. False when it is not one to pick. */

@@ -20,7 +20,7 @@ import { approvalQueue, DecideDialog } from './approvals.js';
 import { may } from './bcapi.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
-import { loadSession, mountSignIn } from './session.js';
+import { loadSession, mountSignIn, onSession } from './session.js';
 import { mountUsers } from './users.js';
 import { mountAudit } from './audit.js';
 
@@ -322,6 +322,7 @@ compose.onClosed = () => {
 };
 // A click on a village's marker picks it as a target while a broadcast is being composed.
 onPick((site) => compose.pick(site));
+compose.onTargets = () => compose.decorate($('map'));
 
 const decide = new DecideDialog({ dialog: $('bc-decide'), title: $('bc-decide-title'), what: $('bc-decide-what'),
   reasonRow: $('bc-decide-reason-row'), reason: $('bc-decide-reason'), error: $('bc-decide-error'),
@@ -338,7 +339,7 @@ function opened(b) {
   ui.bc.selected = b.id;
   if (live.full.has(b.id)) live.read(b.id);
   renderBroadcasts();
-  $('bc-detail').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+  $('bc-detail').scrollIntoView({ block: 'nearest' });
 }
 
 function openDecide(mode, id) {
@@ -491,6 +492,10 @@ const signin = mountSignIn({ form: $('signin-form'), user: $('signin-user'), pas
 const accountPanels = { users: mountUsers({ details: $('users-details'), body: $('users') }),
   audit: mountAudit({ details: $('audit-details'), body: $('audit') }) };
 loadSession().then(() => render()).catch(report);
+// The broadcast console offers what the person signed in may do, at once.
+onSession(() => {
+  if (ui.model) renderBroadcasts();
+});
 
 applyLanguage();
 loop();

@@ -75,7 +75,6 @@ const ASSETS: &[Asset] = &[
     asset!("js/bcapi.js", JS),
     asset!("js/compose.js", JS),
     asset!("js/approvals.js", JS),
-    asset!("js/session-stub.js", JS),
     asset!("js/session.js", JS),
     asset!("js/users.js", JS),
     asset!("js/audit.js", JS),
