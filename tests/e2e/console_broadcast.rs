@@ -174,11 +174,11 @@ fn operators(demo: &Demo) -> [(String, String); 2] {
 
 /// Signs in through the page's form, as a person would.
 async fn sign_in(page: &Page, url: &str, user: &str, password: &str) {
-    page.goto(url).await.unwrap();
-    page.wait_for("document.documentElement.dataset.ready === 'true'", UI).await.unwrap();
-    page.type_into("#signin-user", user).await.unwrap();
-    page.type_into("#signin-password", password).await.unwrap();
-    page.click("#signin-submit").await.unwrap();
+    page.goto(url).await.expect("the browser step succeeds");
+    page.wait_for("document.documentElement.dataset.ready === 'true'", UI).await.expect("the browser step succeeds");
+    page.type_into("#signin-user", user).await.expect("the browser step succeeds");
+    page.type_into("#signin-password", password).await.expect("the browser step succeeds");
+    page.click("#signin-submit").await.expect("the browser step succeeds");
     page.wait_for("document.documentElement.dataset.ready === 'true' && document.querySelector('#bc-new')", UI)
         .await
         .unwrap_or_else(|e| panic!("{user} signed in, the console offers New broadcast: {e}"));
@@ -187,20 +187,22 @@ async fn sign_in(page: &Page, url: &str, user: &str, password: &str) {
 /// Composes a red flood warning from the template to two villages (the first ticked, the
 /// second picked on the map) and sends it; returns its id once the page shows it waiting.
 async fn compose_red_flood(page: &Page, demo: &Demo, villages: [&str; 2], shot: Option<&str>) -> u64 {
-    page.click("#bc-new").await.unwrap();
+    page.click("#bc-new").await.expect("the browser step succeeds");
     page.wait_for("!document.getElementById('compose-panel').hidden && document.querySelectorAll('#bc-villages input').length === 3", UI)
         .await
-        .unwrap();
-    page.click("input[name=\"bc-level\"][value=\"red\"]").await.unwrap();
+        .expect("the browser step succeeds");
+    page.click("input[name=\"bc-level\"][value=\"red\"]").await.expect("the browser step succeeds");
     let help = text_of(page, "#bc-level-help").await;
     assert!(
         help.contains("second, different operator") || help.contains("另一名操作员审批"),
         "red says it needs a second operator: {help}"
     );
-    page.select("#bc-template", "flood").await.unwrap();
-    page.click(&format!("input[name=\"bc-village\"][value=\"{}\"]", villages[0])).await.unwrap();
+    page.select("#bc-template", "flood").await.expect("the browser step succeeds");
+    page.click(&format!("input[name=\"bc-village\"][value=\"{}\"]", villages[0]))
+        .await
+        .expect("the browser step succeeds");
     // The second village on the county map: a click on its marker picks it.
-    page.click(&format!("#map [data-site=\"{}\"] .shape", villages[1])).await.unwrap();
+    page.click(&format!("#map [data-site=\"{}\"] .shape", villages[1])).await.expect("the browser step succeeds");
     page.wait_for(
         &format!("document.querySelector('input[name=\"bc-village\"][value=\"{}\"]').checked", villages[1]),
         UI,
@@ -210,11 +212,11 @@ async fn compose_red_flood(page: &Page, demo: &Demo, villages: [&str; 2], shot: 
     let names: Vec<String> = villages
         .iter()
         .map(|v| {
-            let site = demo.county.plan().sites.iter().find(|s| s.id == *v).unwrap();
-            site.name.split(' ').next().unwrap().to_string()
+            let site = demo.county.plan().sites.iter().find(|s| s.id == *v).expect("the village is a site of the demo");
+            site.name.split(' ').next().expect("a name").to_string()
         })
         .collect();
-    let text = page.eval("document.getElementById('bc-text').value").await.unwrap();
+    let text = page.eval("document.getElementById('bc-text').value").await.expect("the browser step succeeds");
     let text = text.as_str().unwrap_or_default().to_string();
     assert!(text.contains("暴雨红色预警"), "the flood template, red: {text}");
     for n in &names {
@@ -224,10 +226,12 @@ async fn compose_red_flood(page: &Page, demo: &Demo, villages: [&str; 2], shot: 
     assert!(count.contains("1500"), "the length against the server's limit: {count}");
     if let Some(name) = shot {
         // The form from its top (the map click scrolled the page down to the map).
-        page.eval("document.getElementById('compose-panel').scrollIntoView()").await.unwrap();
-        page.screenshot(&doc(name), false).await.unwrap();
+        page.eval("document.getElementById('compose-panel').scrollIntoView()")
+            .await
+            .expect("the browser step succeeds");
+        page.screenshot(&doc(name), false).await.expect("the browser step succeeds");
     }
-    page.click("#bc-send").await.unwrap();
+    page.click("#bc-send").await.expect("the browser step succeeds");
     let id = page
         .wait_for("document.querySelector('#bc-detail [data-state=\"pending_approval\"]')?.dataset.broadcast", UI)
         .await
@@ -245,7 +249,7 @@ async fn creator_cannot_approve(page: &Page, id: u64) {
             "Boolean(document.querySelector('#approvals li[data-id=\"{id}\"] [data-action=\"bc-approve\"]'))"
         ))
         .await
-        .unwrap();
+        .expect("the browser step succeeds");
     assert_eq!(offered, Value::Bool(false), "the creator is offered to approve their own broadcast");
     let forged = page
         .eval(&format!(
@@ -253,7 +257,7 @@ async fn creator_cannot_approve(page: &Page, id: u64) {
              .then(() => 200, (e) => e.status)"
         ))
         .await
-        .unwrap();
+        .expect("the browser step succeeds");
     assert_eq!(forged, json!(403), "the server refuses the creator's own approval");
 }
 
@@ -263,14 +267,14 @@ async fn approve(page: &Page, id: u64, b: &Value, speakers: &str, shot: Option<&
     page.wait_for(&format!("document.querySelector('{}')", button.replace('\'', "\\'")), UI)
         .await
         .expect("the second operator is offered to approve it");
-    page.click(&button).await.unwrap();
-    page.wait_for("document.getElementById('bc-decide').open", UI).await.unwrap();
+    page.click(&button).await.expect("the browser step succeeds");
+    page.wait_for("document.getElementById('bc-decide').open", UI).await.expect("the browser step succeeds");
     let what = text_of(page, "#bc-decide").await;
-    let text = b["content"]["text"].as_str().unwrap();
+    let text = b["content"]["text"].as_str().expect("a text broadcast");
     assert!(what.contains(text), "the dialog shows exactly the text that will play: {what}");
     assert!(what.contains(speakers), "the dialog says how many speakers: {what}");
-    for target in b["targets"].as_array().unwrap() {
-        let village = target.as_str().unwrap().trim_start_matches("village:");
+    for target in b["targets"].as_array().expect("targets") {
+        let village = target.as_str().expect("a target id").trim_start_matches("village:");
         let zh = match village {
             "dongcun" => "东村",
             "xicun" => "西村",
@@ -279,10 +283,12 @@ async fn approve(page: &Page, id: u64, b: &Value, speakers: &str, shot: Option<&
         assert!(what.contains(zh), "the dialog names {village}: {what}");
     }
     if let Some(name) = shot {
-        page.screenshot(&doc(name), false).await.unwrap();
+        page.screenshot(&doc(name), false).await.expect("the browser step succeeds");
     }
-    page.click("#bc-decide-submit").await.unwrap();
-    page.wait_for(&format!("document.querySelector('#bc-detail [data-broadcast=\"{id}\"]')"), UI).await.unwrap();
+    page.click("#bc-decide-submit").await.expect("the browser step succeeds");
+    page.wait_for(&format!("document.querySelector('#bc-detail [data-broadcast=\"{id}\"]')"), UI)
+        .await
+        .expect("the browser step succeeds");
 }
 
 /// Waits until the page shows every one of the `n` targeted speakers played (`word` in its row).
