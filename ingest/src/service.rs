@@ -246,6 +246,9 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         tasks: tasks.clone(),
     })
     .context("starting emergency broadcasts")?;
+    if let Some(alerts) = &alerts {
+        alerts.watch_broadcasts(&broadcasts, &tasks, shutdown.clone());
+    }
     // Everything that consumes the source's output exists: run it.
     mqtt_source.run(pipeline, &tasks, shutdown.clone());
 
