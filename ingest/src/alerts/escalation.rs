@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::config::RouteConfig;
 use super::manager::AlertEvent;
 use super::model::{Alert, AlertState};
-use super::notify::Notice;
+use super::notice::Notice;
 
 /// Where a notice goes: the contact list `list` of route `route` (indices in the config).
 #[derive(Debug, Clone, PartialEq)]

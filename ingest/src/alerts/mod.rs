@@ -29,6 +29,7 @@ pub mod escalation;
 pub mod log;
 pub mod manager;
 pub mod model;
+pub mod notice;
 pub mod notify;
 pub mod text;
 

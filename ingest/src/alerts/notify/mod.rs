@@ -26,7 +26,6 @@
 //!   ([`super::escalation`]); the others get every event their filters let through.
 //! - MQTT events are published (QoS 1) through ingest's own broker connection.
 
-pub mod message;
 pub mod robots;
 
 use std::collections::HashSet;
@@ -42,12 +41,12 @@ use sha2::Sha256;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use self::message::{BroadcastOutcome, FailedDelivery, Message, Notice};
 pub use self::robots::Mentions;
 use super::config::{NotifierConfig, RobotConfig, RouteConfig};
 use super::escalation::Escalations;
 use super::manager::AlertEvent;
 use super::model::Alert;
+pub use super::notice::{BroadcastOutcome, FailedDelivery, Message, Notice};
 use super::text::Texts;
 use crate::sources::mqtt::Downlink;
 use crate::tasks::Tasks;

@@ -43,8 +43,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::message::Message;
 use crate::alerts::config::MessageFormat;
+use crate::alerts::notice::Message;
 
 /// Whom a message mentions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,4 +1,6 @@
 //! What notifiers deliver ([`Notice`]) and the message for people each notice becomes.
+//! Its own module so that the notifiers and escalation both use it without importing
+//! each other.
 //!
 //! A notice is an alert event as the manager emitted it, an escalation, or the outcome of
 //! a finished broadcast. Machines (the signed webhook, MQTT) get its JSON; chat groups
