@@ -236,7 +236,12 @@ fn alert_message(texts: &Texts, a: &Alert, lang: Language, title: String, extra:
     let zh = lang == Language::Zh;
     let l = |zh_text: &str, en_text: &str| if zh { zh_text.to_string() } else { en_text.to_string() };
     let mut rows = vec![(l("地点", "Where"), f.place(lang))];
-    rows.push((l("规则", "Rule"), format!("{} ({})", f.rule_name(lang), a.rule)));
+    let rule = if zh {
+        format!("{}（{}）", f.rule_name(lang), a.rule)
+    } else {
+        format!("{} ({})", f.rule_name(lang), a.rule)
+    };
+    rows.push((l("规则", "Rule"), rule));
     rows.push((l("级别", "Severity"), text::severity(a.severity, lang).to_string()));
     if let Some(v) = f.value(lang) {
         rows.push((l("数值", "Value"), v));
@@ -341,5 +346,68 @@ impl Message {
             out.push_str(&format!("\n- {k}{sep}{v}"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::model::{AlertState, Entity};
+
+    fn alert() -> Alert {
+        Alert {
+            id: 12,
+            fingerprint: "chlorine-low-at-tap/device/wq-1".into(),
+            rule: "chlorine-low-at-tap".into(),
+            severity: Severity::Critical,
+            state: AlertState::Firing,
+            entity: Entity::Device("wq-1".into()),
+            tenant: "county".into(),
+            device: Some("wq-1".into()),
+            site: None,
+            gateway: None,
+            district: None,
+            started_at: Timestamp(1_796_277_900_000),
+            fired_at: Some(Timestamp(1_796_277_900_000)),
+            resolved_at: None,
+            value: Some(0.02),
+            summary: "Free chlorine in the network at wq-1 is 0.02 mg/L".into(),
+            ack: None,
+            silenced_by: None,
+            flaps: 0,
+            clearing_since: None,
+            updated_at: Timestamp(1_796_277_900_000),
+        }
+    }
+
+    #[test]
+    fn a_firing_alert_reads_as_people_in_china_write_it() {
+        let m = Notice::Event(AlertEvent::Firing { alert: alert() }).message(&Texts::default(), Language::Zh);
+        assert_eq!(
+            m.text(),
+            "【严重告警】管网末梢余氯偏低\n地点：wq-1\n规则：管网末梢余氯偏低（chlorine-low-at-tap）\n级别：严重\n\
+             数值：余氯 0.02 mg/L\n时间：2026年12月3日 14:05\n告警编号：#12"
+        );
+        let m = Notice::Event(AlertEvent::Firing { alert: alert() }).message(&Texts::default(), Language::En);
+        assert!(m.text().starts_with("[critical alert] Chlorine low in network\nWhere: wq-1\n"), "{}", m.text());
+    }
+
+    #[test]
+    fn a_broadcast_outcome_counts_what_played_and_lists_what_did_not() {
+        let view = serde_json::json!({
+            "id": 3, "tenant": "county", "level": "red", "state": "completed",
+            "content": {"type": "tts", "text": "山洪预警，请立即转移"},
+            "created_by": "li.wei", "approved_by": "wang.fang",
+            "deliveries": [
+                {"speaker": "dongcun-speaker-1", "state": "played"},
+                {"speaker": "xicun-speaker-1", "state": "failed", "reason": "amplifier fault"},
+            ],
+        });
+        let o = BroadcastOutcome::from_view(&view, Timestamp(1_796_277_900_000)).unwrap_or_else(|| panic!("{view}"));
+        assert_eq!((o.speakers, o.played, o.failures.len()), (2, 1, 1));
+        let text = Notice::BroadcastFinished(o).message(&Texts::default(), Language::Zh).text();
+        assert!(text.starts_with("【广播结果】红色预警广播 #3 已结束：1/2 播放完成\n失败：1\n"), "{text}");
+        assert!(text.contains("未播放：xicun-speaker-1 (failed: amplifier fault)"), "{text}");
+        assert!(text.contains("审批人：wang.fang"), "{text}");
     }
 }
