@@ -71,6 +71,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/tables.js", JS),
     asset!("js/alerts.js", JS),
     asset!("js/broadcasts.js", JS),
+    asset!("js/session.js", JS),
+    asset!("js/users.js", JS),
+    asset!("js/audit.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
