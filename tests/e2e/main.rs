@@ -18,5 +18,6 @@ mod influx_peers;
 mod influx_sink;
 mod influx_write;
 mod keys;
+mod notify;
 mod sessions;
 mod trust_tls;
