@@ -16,6 +16,9 @@ import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from '
 import { broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
+import { AlertDetail } from './alert-detail.js';
+import { AlertHistory, MaintenanceDialog } from './alert-history.js';
+import { ControlPanel } from './control.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -89,6 +92,7 @@ async function refresh() {
   document.documentElement.dataset.refreshes = String(ui.refreshes);
   if (ui.model) document.documentElement.dataset.ready = 'true';
   chart.refreshIfDue();
+  control.refresh().catch(report);
 }
 
 /** The newest active broadcast with its deliveries; the last one read if it cannot be read now. */
@@ -116,6 +120,8 @@ function render() {
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
   renderAlerts();
+  alertDetail.refresh();
+  control.render();
   renderBroadcasts();
   drawMap(mapWidth);
   morphChildrenOf($('attention'), attentionList(ui.model));
@@ -218,6 +224,7 @@ function applyLanguage() {
   renderLegend();
   render();
   chart.render();
+  for (const part of [alertDetail, alertHistory, maintenance]) part.render();
 }
 
 // ---- events ------------------------------------------------------------------------
@@ -285,7 +292,34 @@ function acked(updated) {
   render();
 }
 
+// ---- the operator console: alert details, history, maintenance, control ----------------
+
+const consoleContext = {
+  ui: () => ui,
+  report: (e) => report(e),
+  refresh: () => refresh().catch(report),
+  openAck: (id) => openAck(id),
+  openDetail: (id) => alertDetail.open(id).catch(report),
+};
+const alertDetail = new AlertDetail(consoleContext);
+const alertHistory = new AlertHistory(consoleContext);
+const maintenance = new MaintenanceDialog(consoleContext);
+const control = new ControlPanel({ ...consoleContext, panel: $('control-panel'), body: $('control') });
+
+/** The console's own buttons; true if `el` was one of them. */
+function consoleAction(el) {
+  const action = el.dataset.action;
+  switch (action) {
+    case 'alert-detail': alertDetail.open(Number(el.dataset.alert)).catch(report); return true;
+    case 'alert-history': alertHistory.open().catch(report); return true;
+    case 'maintenance': maintenance.open().catch(report); return true;
+    default:
+      return [alertDetail, alertHistory, maintenance, control].some((part) => part.activate(action, el));
+  }
+}
+
 function activate(el) {
+  if (consoleAction(el)) return;
   switch (el.dataset.action) {
     case 'chart': openChart(el.dataset.device, el.dataset.metric); break;
     case 'site': showSite(el.dataset.site); break;

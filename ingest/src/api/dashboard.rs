@@ -71,6 +71,10 @@ const ASSETS: &[Asset] = &[
     asset!("js/tables.js", JS),
     asset!("js/alerts.js", JS),
     asset!("js/broadcasts.js", JS),
+    asset!("js/ops.js", JS),
+    asset!("js/alert-detail.js", JS),
+    asset!("js/alert-history.js", JS),
+    asset!("js/control.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.

@@ -1,0 +1,219 @@
+//! The operator console's alerts and control (issue 13, items 3, 4 and 6), against the
+//! in-process demo county: real gateways polling real Modbus devices, ingest's rules,
+//! alert log and command signing.
+//!
+//! `the_console_api_*`: the server side. A maintenance window at a site mutes the alerts
+//! there and marks them as maintenance (an alert that fired before the window is not muted:
+//! the positive control), is listed with its site, start, end and reason, filtered by site
+//! and time; the alert history filters by site, rule and time; a command carries the
+//! operator's reason into its record and the audit log, and its outcome follows the
+//! gateway's ack (`written`; `refused` with the gateway's reason for a value out of range);
+//! an acknowledgement's note and the windows survive a restart of ingest.
+//!
+//! `the_console_in_a_browser_*`: the same through the page, with real clicks and typing in
+//! Debian's Chromium (`testkit::browser`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ingest::demo::{Demo, DemoOptions};
+use protocol::DeviceKind;
+use serde_json::{Value, json};
+use testkit::eventually;
+
+use crate::broadcast::{call, in_secs};
+
+const ADMIN: &str = "console-ops-admin-token-0123456789";
+const OPERATOR: &str = "console-ops-operator-token-0123456789";
+
+/// Starts the demo on `data` (again after a restart: the store's lock is let go a moment
+/// after the last ingest stopped, so it retries for a while).
+async fn start(data: &Path) -> Demo {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let opts = DemoOptions {
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data: Some(data.to_path_buf()),
+            admin_token: Some(ADMIN.into()),
+            operator_token: Some(OPERATOR.into()),
+            ..DemoOptions::default()
+        };
+        match Demo::start(opts).await {
+            Ok(demo) => {
+                demo.county.set_random_outages(false);
+                return demo;
+            }
+            Err(e) if format!("{e:#}").contains("already open") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the demo starts: {e:#}"),
+        }
+    }
+}
+
+fn base(demo: &Demo) -> String {
+    format!("http://{}", demo.ingest.http)
+}
+
+/// The pump station of the demo county and its site.
+fn pump(demo: &Demo) -> (String, String) {
+    let plan = demo.county.plan();
+    let d = plan.devices().find(|d| d.kind == DeviceKind::PumpStation).expect("a pump station");
+    (d.id.clone(), d.site.clone())
+}
+
+/// The open `rule` alert of `device`, once it fires.
+async fn firing(base: &str, rule: &str, device: &str, secs: u64) -> Value {
+    eventually(&format!("the {rule} alert of {device} firing"), Duration::from_secs(secs), || async move {
+        let (_, v) = call("GET", &format!("{base}/api/v1/alerts?state=active&rule={rule}"), None, None).await;
+        v.as_array()?.iter().find(|a| a["device"] == device && a["state"] != "pending").cloned()
+    })
+    .await
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x["id"].as_u64()).collect()).unwrap_or_default()
+}
+
+/// Follows command `id` until its outcome is final.
+async fn outcome(base: &str, id: u64) -> Value {
+    eventually(&format!("command {id} to end"), Duration::from_secs(30), || async move {
+        let (s, v) = call("GET", &format!("{base}/api/v1/commands/{id}"), None, None).await;
+        (s == 200 && v["outcome"]["final"] == true).then_some(v)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_mutes_a_sites_alerts_under_maintenance_lists_windows_filters_history_and_audits_command_reasons()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = start(&data).await;
+    let base = base(&demo);
+    let (pump, site) = pump(&demo);
+    let other_site = demo.county.plan().sites.iter().find(|s| s.id != site).expect("another site").id.clone();
+
+    // Planning maintenance needs an operator, a known site and a reason.
+    let window = |site: &str, reason: &str| json!({ "site": site, "ends_at": in_secs(3600), "reason": reason });
+    let url = format!("{base}/api/v1/maintenance");
+    assert_eq!(call("POST", &url, None, Some(window(&site, "pump overhaul"))).await.0, 401);
+    assert_eq!(call("POST", &url, Some(OPERATOR), Some(window("no-such-site", "pump overhaul"))).await.0, 404);
+    assert_eq!(call("POST", &url, Some(OPERATOR), Some(window(&site, " "))).await.0, 422, "a window needs a reason");
+
+    // The pump trips before any window: its alert fires and is not muted.
+    let (s, v) = call(
+        "POST",
+        &format!("{base}/api/v1/sim/faults"),
+        Some(ADMIN),
+        Some(json!({ "device": pump, "fault": "pump_trip" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let alert = firing(&base, "pump-trip", &pump, 60).await;
+    let id = alert["id"].as_u64().unwrap();
+    assert_eq!((alert["maintenance"].as_bool(), alert["muted"].is_null()), (Some(false), true), "{alert}");
+
+    // Maintenance at the pump's site from now: the alert is muted and marked maintenance.
+    let (s, w) = call("POST", &url, Some(OPERATOR), Some(window(&site, "pump overhaul"))).await;
+    assert_eq!(s, 201, "{w}");
+    assert_eq!((w["site"].as_str(), w["state"].as_str(), w["created_by"].as_str()), (Some(&*site), Some("active"), Some("operator-2")));
+    let muted = eventually("the pump-trip alert muted by the window", Duration::from_secs(10), || {
+        let url = format!("{base}/api/v1/alerts/{id}");
+        async move {
+            let (_, a) = call("GET", &url, None, None).await;
+            (a["maintenance"] == true).then_some(a)
+        }
+    })
+    .await;
+    assert_eq!(muted["muted"]["kind"], "maintenance", "{muted}");
+    assert_eq!(muted["muted"]["reason"], "pump overhaul");
+    assert_eq!(muted["silenced_by"], w["id"]);
+    // A window planned for tomorrow is listed as planned and mutes nothing yet.
+    let tomorrow = json!({ "site": other_site, "starts_at": in_secs(86_400), "ends_at": in_secs(90_000), "reason": "mains flush" });
+    let (s, later) = call("POST", &url, Some(OPERATOR), Some(tomorrow)).await;
+    assert_eq!((s, later["state"].as_str()), (201, Some("planned")), "{later}");
+
+    // The windows are listed with site, start, end and reason, and filtered by site and time.
+    let (_, all) = call("GET", &url, None, None).await;
+    assert_eq!(ids(&all), [later["id"].as_u64().unwrap(), w["id"].as_u64().unwrap()], "newest first: {all}");
+    let listed = &all[1];
+    for field in ["site", "start", "end", "starts_at", "ends_at", "reason"] {
+        assert!(listed[field].is_string(), "no {field} in {listed}");
+    }
+    let (_, v) = call("GET", &format!("{url}?site={site}"), None, None).await;
+    assert_eq!(ids(&v), [w["id"].as_u64().unwrap()], "only the pump site's window: {v}");
+    let (_, v) = call("GET", &format!("{url}?from={}", in_secs(80_000)), None, None).await;
+    assert_eq!(ids(&v), [later["id"].as_u64().unwrap()], "only tomorrow's overlaps tomorrow: {v}");
+    let (_, v) = call("GET", &format!("{url}?to={}", in_secs(1800)), None, None).await;
+    assert_eq!(ids(&v), [w["id"].as_u64().unwrap()], "only today's begins before half an hour from now: {v}");
+
+    // Acknowledged with a note.
+    let note = "Technician Zhang on the way to reset the relay";
+    let (s, v) = call("POST", &format!("{base}/api/v1/alerts/{id}/ack"), Some(OPERATOR), Some(json!({ "note": note }))).await;
+    assert_eq!((s, v["ack"]["note"].as_str()), (200, Some(note)), "{v}");
+    assert_eq!(v["maintenance"], true, "the answer still says what mutes it: {v}");
+
+    // History by site, rule and time; each filter also shown to exclude.
+    let history = |q: String| {
+        let base = base.clone();
+        async move { ids(&call("GET", &format!("{base}/api/v1/alerts?{q}"), None, None).await.1) }
+    };
+    let started = ingest::api::time::parse(alert["started_at"].as_str().unwrap()).unwrap().0;
+    let at = |ms: i64| ingest::api::time::rfc3339(protocol::Timestamp(ms));
+    assert!(history(format!("site={site}&rule=pump-trip")).await.contains(&id));
+    assert!(!history(format!("site={other_site}&rule=pump-trip")).await.contains(&id));
+    assert!(!history(format!("site={site}&rule=turbidity-high")).await.contains(&id));
+    assert!(history(format!("rule=pump-trip&from={}&to={}", at(started - 60_000), at(started + 1))).await.contains(&id));
+    assert!(!history(format!("rule=pump-trip&to={}", at(started - 60_000))).await.contains(&id), "began after `to`");
+    assert!(history(format!("rule=pump-trip&state=acknowledged")).await.contains(&id));
+    assert!(!history(format!("rule=pump-trip&state=resolved")).await.contains(&id));
+
+    // Controls: the pump's writable points; commanding it needs an operator.
+    let (_, models) = call("GET", &format!("{base}/api/v1/controls"), None, None).await;
+    let pump_points = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "vt-sim-pump-station")
+        .unwrap_or_else(|| panic!("no pump model in {models}"))["points"]
+        .clone();
+    assert!(pump_points.as_array().unwrap().iter().any(|p| p["name"] == "pump_run" && p["control"] == "switch"));
+    let controls = format!("{base}/api/v1/devices/{pump}/controls");
+    assert_eq!(call("GET", &controls, None, None).await.1["may_command"], false, "an anonymous reader");
+    assert_eq!(call("GET", &controls, Some(OPERATOR), None).await.1["may_command"], true, "an operator");
+
+    // A command with a reason: written by the gateway, the reason in the record and the audit
+    // log; a value out of the profile's range is refused by the gateway with its reason.
+    let commands = format!("{base}/api/v1/devices/{pump}/commands");
+    let why = "Manual run while the level transmitter is checked";
+    let (s, v) = call("POST", &commands, Some(OPERATOR), Some(json!({ "point": "auto_mode", "value": 1, "reason": why }))).await;
+    assert_eq!(s, 202, "{v}");
+    let written = outcome(&base, v["id"].as_u64().unwrap()).await;
+    assert_eq!(written["outcome"]["state"], "written", "{written}");
+    assert_eq!((written["reason"].as_str(), written["issued_by"].as_str()), (Some(why), Some("operator-2")));
+    let (s, v) = call("POST", &commands, Some(OPERATOR), Some(json!({ "point": "pump_run", "value": 7, "reason": "typo" }))).await;
+    assert_eq!(s, 202, "ingest does not check ranges, the gateway does: {v}");
+    let refused = outcome(&base, v["id"].as_u64().unwrap()).await;
+    assert_eq!(refused["outcome"]["state"], "refused", "{refused}");
+    assert!(refused["outcome"]["reason"].as_str().unwrap_or("").starts_with("out_of_range"), "{refused}");
+    let (s, v) = call("POST", &commands, Some(OPERATOR), Some(json!({ "point": "pump_run", "value": 1, "reason": "x".repeat(501) }))).await;
+    assert_eq!(s, 400, "a reason over 500 characters: {v}");
+    let audit = std::fs::read_to_string(data.join(ingest::command::AUDIT_FILE)).unwrap();
+    assert!(audit.lines().any(|l| l.contains("\"event\":\"issued\"") && l.contains(why)), "{audit}");
+    let (_, c) = call("GET", &controls, Some(OPERATOR), None).await;
+    assert_eq!(c["recent"].as_array().map(Vec::len), Some(2), "the pump's recent commands: {c}");
+
+    // Restart: the note and both windows are still there.
+    demo.stop().await;
+    let demo = start(&data).await;
+    let base = self::base(&demo);
+    let (_, a) = call("GET", &format!("{base}/api/v1/alerts/{id}"), None, None).await;
+    assert_eq!((a["ack"]["note"].as_str(), a["ack"]["by"].as_str()), (Some(note), Some("operator-2")), "{a}");
+    let (_, all) = call("GET", &format!("{base}/api/v1/maintenance"), None, None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    assert_eq!(all[1]["reason"], "pump overhaul");
+    demo.stop().await;
+}
