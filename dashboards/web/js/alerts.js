@@ -139,7 +139,7 @@ function whereText(a, site) {
 function stateText(a) {
   const muted = a.muted ? h('span', { class: `alert-muted muted-${a.muted.kind}` },
     t(a.muted.kind === 'maintenance' ? 'mutedMaintenance' : 'mutedSilence', cnDateTime(Date.parse(a.muted.ends_at))),
-    a.muted.reason ? h('span', { class: 'muted-reason' }, a.muted.reason) : null) : null;
+    a.muted.reason ? h('span', { class: 'muted-reason' }, ` · ${a.muted.reason}`) : null) : null;
   if (a.state === 'acknowledged' && a.ack) {
     return [h('span', { class: 'acked-by' }, t('ackedBy', a.ack.by)),
       a.ack.note ? h('span', { class: 'ack-note' }, a.ack.note) : null, muted];

@@ -35,6 +35,13 @@ const SWITCH_WORDS = {
   valve_open: [[1, 'ctlOpen'], [0, 'ctlClose']],
 };
 
+/** A value written to point `p` as people say it: "Manual" rather than "no". */
+function writtenText(p, value) {
+  const word = (SWITCH_WORDS[p.name] ?? (p.control === 'switch' ? [[1, 'ctlOn'], [0, 'ctlOff']] : []))
+    .find(([v]) => v === value)?.[1];
+  return word ? t(word) : valueText(p.name, value, p.unit);
+}
+
 /** The words of a command's refusal or failure in the page's language: `{ text, detail }`. */
 export function outcomeReason(reason) {
   if (!reason) return null;
@@ -205,8 +212,7 @@ export class ControlPanel {
     const last = this.lastWrite(p.name);
     const label = h('span', { class: 'point-name' }, t('point_' + p.name));
     const lastText = last ? h('span', { class: 'alert-device' }, t('ctlLastWritten',
-      valueText(p.name, last.command.action.value, p.unit), last.issued_by, cnDateTime(Date.parse(last.outcome.at))))
-      : null;
+      writtenText(p, last.command.action.value), last.issued_by, cnDateTime(Date.parse(last.outcome.at)))) : null;
     const button = (value, key, cls) => h('button', { type: 'button', class: `ctl ${cls ?? ''}`, 'data-action': 'control-ask',
       'data-device': d.id, 'data-point': p.name, 'data-value': value }, t(key));
     let controls;

@@ -217,7 +217,9 @@ async fn ack(
     let (a, silences) = alerts.with_manager(|m| {
         let tenant = m.alert(id).map(|a| a.tenant.clone());
         match tenant {
-            Some(t) if p.may_access(&t) => m.ack(id, &p.name, note, now).map_err(manager_error).map(|a| (a, m.silences(|_| true))),
+            Some(t) if p.may_access(&t) => {
+                m.ack(id, &p.name, note, now).map_err(manager_error).map(|a| (a, m.silences(|_| true)))
+            }
             _ => Err(ApiError::NotFound(format!("no alert {id}"))),
         }
     })?;

@@ -177,7 +177,9 @@ fn command_view(r: &super::Record, now: protocol::Timestamp) -> Value {
 async fn controls(State(commands): State<Commander>, _reader: Reader) -> Json<Value> {
     let mut models: Vec<(&str, &[super::profiles::PointInfo])> = commands.points().models().collect();
     models.sort_by_key(|(m, _)| *m);
-    Json(json!(models.into_iter().map(|(model, points)| json!({ "model": model, "points": points })).collect::<Vec<_>>()))
+    Json(json!(
+        models.into_iter().map(|(model, points)| json!({ "model": model, "points": points })).collect::<Vec<_>>()
+    ))
 }
 
 /// Commands to one device shown with its controls.

@@ -196,7 +196,11 @@ enum AuditLine {
         reason: Option<String>,
         command: serde_json::Value,
     },
-    Ack { ts: Timestamp, gateway: String, ack: serde_json::Value },
+    Ack {
+        ts: Timestamp,
+        gateway: String,
+        ack: serde_json::Value,
+    },
 }
 
 struct Inner {
@@ -358,8 +362,10 @@ impl Commander {
     /// Signs and audits a command without publishing it: a prepared announcement that a
     /// gateway's local rule delivers later. Returns the signed envelope.
     pub fn prepare(&self, req: Issue) -> Result<(u64, Vec<u8>), CommandError> {
-        let (cmd, wire) =
-            self.sign_all(std::slice::from_ref(&req), &[None])?.pop().ok_or(CommandError::Audit("nothing signed".into()))?;
+        let (cmd, wire) = self
+            .sign_all(std::slice::from_ref(&req), &[None])?
+            .pop()
+            .ok_or(CommandError::Audit("nothing signed".into()))?;
         Ok((cmd.id, wire))
     }
 
@@ -437,7 +443,15 @@ impl Commander {
     /// The newest commands to `device` since ingest started (at most `limit`), newest first.
     pub fn recent(&self, device: &str, limit: usize) -> Vec<Record> {
         let records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        records.1.iter().rev().filter_map(|id| records.0.get(id)).filter(|r| r.command.device == device).take(limit).cloned().collect()
+        records
+            .1
+            .iter()
+            .rev()
+            .filter_map(|id| records.0.get(id))
+            .filter(|r| r.command.device == device)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Ingest's clock now (when a command counts as timed out).
@@ -638,7 +652,14 @@ mod tests {
     }
 
     fn ack(state: protocol::command::AckState, reason: Option<&str>) -> CommandAck {
-        CommandAck { id: 7, device: "pump".into(), ts: Timestamp(1_000), state, reason: reason.map(Into::into), receipt: None }
+        CommandAck {
+            id: 7,
+            device: "pump".into(),
+            ts: Timestamp(1_000),
+            state,
+            reason: reason.map(Into::into),
+            receipt: None,
+        }
     }
 
     #[test]
