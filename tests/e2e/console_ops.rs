@@ -27,6 +27,9 @@ use crate::broadcast::{call, in_secs};
 
 const ADMIN: &str = "console-ops-admin-token-0123456789";
 const OPERATOR: &str = "console-ops-operator-token-0123456789";
+/// The demo's people and their passwords in these tests: two operators of the county and a viewer.
+const PEOPLE: [(&str, &str); 3] =
+    [("wang", "wang-password-0123"), ("li", "li-password-0123"), ("viewer", "viewer-password-0123")];
 
 /// Starts the demo on `data` (again after a restart: the store's lock is let go a moment
 /// after the last ingest stopped, so it retries for a while).
@@ -39,6 +42,7 @@ async fn start(data: &Path) -> Demo {
             data: Some(data.to_path_buf()),
             admin_token: Some(ADMIN.into()),
             operator_token: Some(OPERATOR.into()),
+            passwords: PEOPLE.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect(),
             ..DemoOptions::default()
         };
         match Demo::start(opts).await {
@@ -277,7 +281,7 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
 
     // The operator signs in.
     let op = open(&browser, &base, PageOptions::DESKTOP, "en").await;
-    sign_in(&op, &demo, Role::Operator).await;
+    sign_in(&op, Role::Operator).await;
 
     // The pump trips, and its chlorine dosing fails (a second alert, about a minute later).
     for fault in ["pump_trip", "chlorine_dosing_failure"] {
@@ -366,12 +370,13 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
     for (id, reason) in &sent {
         let (_, c) = call("GET", &format!("{base}/api/v1/commands/{id}"), None, None).await;
         assert_eq!((c["reason"].as_str(), c["outcome"]["state"].as_str()), (Some(*reason), Some("written")), "{c}");
+        assert_eq!(c["issued_by"], "wang", "the signed-in person issued it: {c}");
     }
     no_errors(&op, "the operator");
 
     // A viewer sees no control panel and cannot silence (the positive control: the operator could).
     let viewer = open(&browser, &base, PageOptions::DESKTOP, "en").await;
-    sign_in(&viewer, &demo, Role::Viewer).await;
+    sign_in(&viewer, Role::Viewer).await;
     viewer.wait_for(&exists(&format!("{row}")), PAGE).await.expect("the viewer sees the alert");
     assert_eq!(
         viewer.eval(&exists("#control-panel:not([hidden])")).await.unwrap(),
@@ -387,7 +392,7 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
     // In Chinese: the same alert with its Chinese summary, times in Beijing time, and the
     // control outcome in Chinese.
     let zh = open(&browser, &base, PageOptions::DESKTOP, "zh").await;
-    sign_in(&zh, &demo, Role::Operator).await;
+    sign_in(&zh, Role::Operator).await;
     let (_, a) = call("GET", &format!("{base}/api/v1/alerts/{trip_id}"), None, None).await;
     let summary_zh =
         a["summary_zh"].as_str().unwrap_or_else(|| panic!("no summary_zh from the server: {a}")).to_string();
@@ -409,7 +414,7 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
 
     // On a phone: the alerts and the control panel.
     let phone = open(&browser, &base, PageOptions::PHONE, "zh").await;
-    sign_in(&phone, &demo, Role::Operator).await;
+    sign_in(&phone, Role::Operator).await;
     phone.wait_for(&exists("#control-panel:not([hidden])"), PAGE).await.expect("the control panel on a phone");
     phone.screenshot(docs("console-phone.png"), false).await.expect("a phone screenshot");
     no_errors(&phone, "the phone");
@@ -425,13 +430,15 @@ enum Role {
     Viewer,
 }
 
-/// Signs in as an operator of the demo (a viewer stays a reader).
-// TEMPORARY until the sign-in lands: the operator's token is put where the acknowledge
-// dialog keeps it.
-async fn sign_in(page: &Page, _demo: &Demo, role: Role) {
-    if role == Role::Operator {
-        page.eval(&format!("sessionStorage.setItem('vt-dashboard-token', {})", json!(OPERATOR))).await.unwrap();
-        page.goto(&page.eval("location.href").await.unwrap().as_str().unwrap().to_string()).await.unwrap();
-        page.wait_for("document.documentElement.dataset.ready === 'true'", PAGE).await.expect("the page renders");
-    }
+/// Signs in on the page's form as the demo's operator `wang` or its viewer, typing the name
+/// and password and clicking "Sign in", and waits until the page knows who it is.
+async fn sign_in(page: &Page, role: Role) {
+    let (name, password) = PEOPLE[if role == Role::Operator { 0 } else { 2 }];
+    page.wait_for(&exists("#signin-form:not([hidden])"), PAGE).await.expect("the sign-in form");
+    page.type_into("#signin-user", name).await.expect("the name");
+    page.type_into("#signin-password", password).await.expect("the password");
+    page.click("#signin-submit").await.expect("sign in");
+    page.wait_for(&format!("document.documentElement.dataset.user === {}", json!(name)), PAGE)
+        .await
+        .expect("signed in");
 }

@@ -115,7 +115,7 @@ export class ControlPanel {
   async refresh() {
     if (!this.models && !this.modelsError) {
       try {
-        this.models = await read('/api/v1/controls');
+        this.models = await read('/api/v1/controls', null, true);
       } catch (e) {
         if (e.name !== 'ApiError') throw e;
         // 404: this ingest issues no commands; the panel stays hidden.
@@ -132,7 +132,7 @@ export class ControlPanel {
   async loadControls() {
     const id = this.device;
     try {
-      const c = await read(`/api/v1/devices/${encodeURIComponent(id)}/controls`);
+      const c = await read(`/api/v1/devices/${encodeURIComponent(id)}/controls`, null, true);
       if (id !== this.device) return;
       this.controls = c;
       this.controlsError = null;

@@ -1,14 +1,16 @@
-// Role: what the operator console's alert and control panels share: who may act (`can`,
-// until the sign-in's js/session.js answers it), sending a write to the API as the
-// signed-in person, reading the API as that person (so the server can say what they may
-// do), times as people in China write them (Asia/Shanghai, whatever the browser's own
+// Role: what the operator console's alert and control panels share: who may act (`can`:
+// the signed-in person's roles from js/session.js; signed out, whoever saved an operator
+// token in this tab, as the acknowledge dialog does), sending a change to the API as that
+// person (session cookie and CSRF token, or the token), reading the API as that person (so
+// the server can say what they may do), times as people in China write them (Asia/Shanghai, whatever the browser's own
 // zone), and an alert's words in the page's language (the server's `summary_zh` and
 // `rule_name_zh` when the page is in Chinese, English otherwise).
 //
 // Invariants: nothing here decides what a person may do; the server refuses whatever the
 // page sends. `can` only keeps buttons a person could not use off the page.
 
-import { ApiError } from './api.js';
+import { ApiError, getJson, pollJson, sendJson } from './api.js';
+import { can as sessionCan, session } from './session.js';
 import { lang, t } from './strings.js';
 import { FETCH_TIMEOUT_MS } from './config.js';
 
@@ -36,36 +38,38 @@ export function saveToken(token) {
 
 /**
  * Whether the person at the page may `action` (`ack`, `silence`, `maintenance`, `command`)
- * on `tenant`, as far as the page knows: with an operator token saved in this tab, yes
- * (the server checks the token's role and tenant on every call).
+ * on `tenant`, as far as the page knows: signed in, as their roles say (session.js);
+ * signed out, only with an operator token saved in this tab (the server checks the token's
+ * role and tenant on every call).
  */
 export function can(action, tenant) {
-  void action;
-  void tenant;
+  if (session()) return sessionCan(action, tenant);
   return savedToken() !== null;
 }
 
-/** Headers that say who is asking. */
-function identity() {
-  const token = savedToken();
-  return token ? { authorization: `Token ${token}` } : {};
+/** The token to send: none when signed in (the session cookie and CSRF token speak). */
+function token() {
+  return session() ? null : savedToken();
 }
 
 /**
  * Sends `body` as JSON with `method` to `path` as the person at the page; returns the
- * answer's JSON (null for an empty one). Throws ApiError with the server's sentence.
+ * answer's JSON (null for 204). Throws ApiError with the server's sentence.
  */
 export function send(method, path, body) {
-  const headers = { accept: 'application/json', ...identity() };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  return call(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  return sendJson(method, path, body, token() ?? undefined);
 }
 
-/** GETs `path` with `params` as the person at the page. Throws ApiError. */
-export function read(path, params) {
+/**
+ * GETs `path` with `params` (empty ones left out) as the person at the page. `background`:
+ * the page's own refresh, which does not keep a session alive. Throws ApiError.
+ */
+export function read(path, params, background = false) {
   const query = params ? Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== '') : [];
+  const t = token();
+  if (!t) return (background ? pollJson : getJson)(path, query.length ? Object.fromEntries(query) : undefined);
   const url = query.length ? `${path}?${new URLSearchParams(query)}` : path;
-  return call(url, { headers: { accept: 'application/json', ...identity() } });
+  return call(url, { headers: { accept: 'application/json', authorization: `Token ${t}` } });
 }
 
 async function call(path, init) {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::Alerts;
 use super::manager::{ManagerError, NewSilence};
 use super::model::{Alert, AlertState, Matchers, ProposalState, ProposedBroadcast, Severity, Silence, SilenceKind};
-use crate::auth::{Access, Authorized, Principal, Reader, Role};
+use crate::auth::{Access, Authorized, Principal, Reader, Role, Trail};
 use crate::broadcast::Broadcasts;
 use crate::error::ApiError;
 use crate::time::{parse, rfc3339};
@@ -204,6 +204,7 @@ fn operator(p: &Principal) -> Result<(), ApiError> {
 async fn ack(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     Path(id): Path<u64>,
     body: Option<Json<AckBody>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -223,6 +224,7 @@ async fn ack(
             _ => Err(ApiError::NotFound(format!("no alert {id}"))),
         }
     })?;
+    trail.record(&p, "alert.ack", Some(&a.tenant), id, json!({ "note": a.ack.as_ref().map(|k| k.note.clone()) })).await;
     Ok(Json(view_muted(&a, &silences)))
 }
 
@@ -260,6 +262,7 @@ fn tenant_for(p: &Principal, named: Option<String>) -> Result<String, ApiError> 
 async fn create_silence(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     body: Result<Json<SilenceBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     operator(&p)?;
@@ -283,18 +286,30 @@ async fn create_silence(
         tenant,
     };
     let silence = alerts.with_manager(|m| m.silence(new, now)).map_err(manager_error)?;
-    Ok((StatusCode::CREATED, Json(silence_view(&silence, now))))
+    let shown = silence_view(&silence, now);
+    trail
+        .record(
+            &p,
+            "silence.create",
+            Some(&silence.tenant),
+            silence.id,
+            json!({ "matchers": shown["matchers"], "ends_at": shown["ends_at"], "reason": shown["reason"] }),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 async fn expire_silence(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&p)?;
     let alerts = alerts(&s)?;
     let now = alerts.now();
     let silence = alerts.with_manager(|m| m.expire_silence(id, |t| p.may_access(t), now)).map_err(manager_error)?;
+    trail.record(&p, "silence.expire", Some(&silence.tenant), id, Value::Null).await;
     Ok(Json(silence_view(&silence, now)))
 }
 
@@ -376,6 +391,7 @@ pub(crate) struct MaintenanceBody {
 async fn create_maintenance(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     body: Result<Json<MaintenanceBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     operator(&p)?;
@@ -405,6 +421,8 @@ async fn create_maintenance(
     };
     let window = alerts.with_manager(|m| m.silence(new, now)).map_err(manager_error)?;
     tracing::info!(message = "Maintenance planned.", site = %site.id, by = %p.name, id = window.id);
+    let what = json!({ "site": site.id, "starts_at": rfc3339(window.starts_at), "ends_at": rfc3339(window.ends_at), "reason": window.reason });
+    trail.record(&p, "maintenance.create", Some(&site.tenant), window.id, what).await;
     Ok((StatusCode::CREATED, Json(maintenance_view(&window, Some(site.id), now))))
 }
 

@@ -75,6 +75,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/alert-detail.js", JS),
     asset!("js/alert-history.js", JS),
     asset!("js/control.js", JS),
+    asset!("js/session.js", JS),
+    asset!("js/users.js", JS),
+    asset!("js/audit.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
