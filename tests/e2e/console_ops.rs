@@ -179,8 +179,8 @@ async fn the_console_api_mutes_a_sites_alerts_under_maintenance_lists_windows_fi
         history(format!("rule=pump-trip&from={}&to={}", at(started - 60_000), at(started + 1))).await.contains(&id)
     );
     assert!(!history(format!("rule=pump-trip&to={}", at(started - 60_000))).await.contains(&id), "began after `to`");
-    assert!(history(format!("rule=pump-trip&state=acknowledged")).await.contains(&id));
-    assert!(!history(format!("rule=pump-trip&state=resolved")).await.contains(&id));
+    assert!(history("rule=pump-trip&state=acknowledged".to_string()).await.contains(&id));
+    assert!(!history("rule=pump-trip&state=resolved".to_string()).await.contains(&id));
 
     // Controls: the pump's writable points; commanding it needs an operator.
     let (_, models) = call("GET", &format!("{base}/api/v1/controls"), None, None).await;
@@ -380,7 +380,7 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
     // A viewer sees no control panel and cannot silence (the positive control: the operator could).
     let viewer = open(&browser, &base, PageOptions::DESKTOP, "en").await;
     sign_in(&viewer, Role::Viewer).await;
-    viewer.wait_for(&exists(&format!("{row}")), PAGE).await.expect("the viewer sees the alert");
+    viewer.wait_for(&exists(&row), PAGE).await.expect("the viewer sees the alert");
     assert_eq!(
         viewer.eval(&exists("#control-panel:not([hidden])")).await.unwrap(),
         json!(false),
