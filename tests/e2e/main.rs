@@ -7,6 +7,7 @@ mod attacks;
 mod bad_input;
 mod broadcast;
 mod common;
+mod console_broadcast;
 mod console_ops;
 mod county;
 mod crash_ingest;
