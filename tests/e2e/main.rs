@@ -8,6 +8,7 @@ mod bad_input;
 mod broadcast;
 mod common;
 mod console_broadcast;
+mod console_ops;
 mod county;
 mod crash_ingest;
 mod dashboard;
