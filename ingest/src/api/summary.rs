@@ -669,7 +669,8 @@ fn summarise(site: Site, devices: &[Dev], gateways: GatewayCounts, alerts: Alert
         issues.push(Issue::new(SiteState::Offline, "all_offline"));
     }
     let stale_after = devices.iter().map(|d| stale_after_ms(d.kind)).min().unwrap_or(STALE_MS);
-    let state = if newest.is_none() && gateways.total == 0 {
+    // Nothing heard: no reading, and no gateway status either (the dashboard's rule).
+    let state = if newest.is_none() && gateways.online + gateways.offline == 0 {
         SiteState::Nodata
     } else if let Some(worst) = issues.iter().map(|i| i.state).min() {
         worst
