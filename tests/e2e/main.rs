@@ -21,4 +21,6 @@ mod influx_write;
 mod keys;
 mod notify;
 mod sessions;
+mod large_api;
+mod large_county;
 mod trust_tls;

@@ -78,7 +78,7 @@ fn view_muted(a: &Alert, silences: &[Silence], texts: &super::text::Texts) -> Va
 }
 
 /// The JSON of an alert: the fields first, then the rest.
-fn view(a: &Alert) -> Value {
+pub(crate) fn view(a: &Alert) -> Value {
     json!({
         "id": a.id,
         "rule": a.rule,
