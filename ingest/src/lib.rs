@@ -15,6 +15,8 @@
 //! - [`api`]: the HTTP API (`/api/v1`), `/metrics` and the dashboard; it composes the
 //!   routers of the domains below.
 //! - [`auth`]: API tokens, roles and tenant scopes; [`error`]: the error every handler answers.
+//! - [`reports`]: the water balance, supply, quality and herd reports a bureau and a dairy
+//!   file (`/api/v1/reports/...`), read from the store's roll-ups.
 //! - [`broadcast`]: emergency broadcasts: CAP 1.2, approvals, the dispatcher of signed
 //!   playback commands, the hash-chained audit log, live progress.
 //! - [`command`]: signed commands to gateways, their acks, and the audit log.
@@ -44,6 +46,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod pipeline;
 pub mod reason;
+pub mod reports;
 pub mod rules;
 pub mod service;
 pub mod sinks;

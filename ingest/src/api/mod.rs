@@ -105,6 +105,17 @@ impl FromRef<AppState> for Arc<LineProtocol> {
     }
 }
 
+impl FromRef<AppState> for crate::reports::ReportsState {
+    fn from_ref(s: &AppState) -> crate::reports::ReportsState {
+        crate::reports::ReportsState {
+            store: s.store.clone(),
+            inventory: s.inventory.clone(),
+            alerts: s.alerts.clone(),
+            clock: s.clock.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
@@ -117,7 +128,8 @@ pub fn app(state: AppState) -> Router {
         .route("/rejections", get(read::rejections))
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
-        .merge(crate::command::routes());
+        .merge(crate::command::routes())
+        .merge(crate::reports::api::router());
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
