@@ -17,4 +17,5 @@ mod influx_peers;
 mod influx_sink;
 mod influx_write;
 mod keys;
+mod reports;
 mod trust_tls;
