@@ -10,6 +10,7 @@
 //!   a query bucketed to about 1,000 points.
 //! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
 //!   de-duplicate, store): readings/s and CPU.
+//! - `reports`: the monthly water-balance report of 15,000 household meters from the store.
 //!
 //! Each server runs as its own process in a fresh directory; ingest is the release binary
 //! (`cargo build --release -p ingest`). Long steps print progress. Nothing here asserts a
@@ -21,6 +22,7 @@ mod dataset;
 mod pipeline;
 mod query;
 mod readback;
+mod reports;
 mod servers;
 
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ enum Command {
     Query(query::Args),
     /// Push batches of 50 readings through ingest's embedded broker and measure.
     Pipeline(pipeline::Args),
+    /// Time the monthly county water-balance report from the store.
+    Reports(reports::Args),
 }
 
 /// Where the release ingest binary is (next to this one).
@@ -66,5 +70,6 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => rt.block_on(compare::run(args)),
         Command::Query(args) => rt.block_on(query::run(args)),
         Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
+        Command::Reports(args) => reports::run(args),
     }
 }

@@ -71,6 +71,7 @@ struct Found {
 /// Replays the rules over one cow; returns the firing intervals that touch the day.
 fn replay(
     state: &ReportsState,
+    e: &mut Evaluator,
     rules: &[Rule],
     cow: &str,
     span: &Span,
@@ -94,7 +95,6 @@ fn replay(
     }
     let reporting = readings.iter().any(|r| r.ts.0 > span.from);
     readings.sort_by_key(|r| r.ts.0);
-    let mut e = Evaluator::new(rules.to_vec(), state.inventory.clone(), None);
     let mut open: HashMap<String, Found> = HashMap::new();
     let mut out = Vec::new();
     for s in e.readings(&readings) {
@@ -210,8 +210,10 @@ pub fn report(state: &ReportsState, reader: &Reader, span: &Span) -> Result<Herd
     let mut found = Vec::new();
     let mut averages = HerdAverages::default();
     let mut sums: BTreeMap<&str, (f64, u32)> = BTreeMap::new();
+    // One evaluator for the herd: each cow's series is her own, fed one cow at a time.
+    let mut evaluator = Evaluator::new(rules.clone(), state.inventory.clone(), None);
     for d in devices.iter().filter(|d| d.kind == DeviceKind::CowCollar && visible(&d.id)) {
-        let (flags, reporting) = replay(state, &rules, &d.id, span, back_ms)?;
+        let (flags, reporting) = replay(state, &mut evaluator, &rules, &d.id, span, back_ms)?;
         if !reporting {
             // A collar hub (its cows are the devices) or a cow without data that day.
             let ever = state.store.range_bucketed(
@@ -292,4 +294,53 @@ pub fn report(state: &ReportsState, reader: &Reader, span: &Span) -> Result<Herd
             rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::DeviceKind;
+
+    use super::*;
+    use crate::reports::testing::{APRIL_7, state, write};
+
+    #[test]
+    fn a_cow_with_fever_is_flagged_against_her_own_normal_with_the_evidence() {
+        let (s, _dir) = state(&[
+            ("cow-1", DeviceKind::CowCollar, "farm"),
+            ("cow-2", DeviceKind::CowCollar, "farm"),
+            ("barn", DeviceKind::BarnClimate, "farm"),
+        ]);
+        let day = APRIL_7 + 3 * DAY_MS;
+        let onset = day + 10 * HOUR_MS;
+        // Three normal days, then cow-1 runs 1.2 °C above her 38.6 from 10:00; cow-2 stays well.
+        let normal = |t: i64| 38.6 + 0.1 * ((t / 600_000) % 3) as f64;
+        write(&s, "cow-1", "body_temperature", APRIL_7, day + DAY_MS, 300_000, |t| {
+            normal(t) + if t >= onset { 1.2 } else { 0.0 }
+        });
+        write(&s, "cow-2", "body_temperature", APRIL_7, day + DAY_MS, 300_000, normal);
+        // Six hours of moderate heat stress in the barn.
+        write(&s, "barn", "thi", day, day + DAY_MS, 60_000, |t| {
+            if t >= onset && t < onset + 6 * HOUR_MS { 75.0 } else { 65.0 }
+        });
+        let r = report(&s, &Reader(None), &Span::day(day)).unwrap();
+        assert_eq!(r.flagged.len(), 1, "{:?}", r.flagged);
+        let f = &r.flagged[0];
+        assert_eq!((f.cow.as_str(), f.condition, f.rule.as_str(), f.rank), ("cow-1", Condition::Fever, "cow-fever", 1));
+        let since = crate::time::parse(&f.since).unwrap().0;
+        assert!(since >= onset && since <= onset + 2 * HOUR_MS, "{}", f.since);
+        assert!(f.evidence.value >= 0.8 && f.evidence.threshold == 0.8, "{:?}", f.evidence);
+        assert!(f.evidence.baseline.is_some_and(|b| (b - 38.7).abs() < 0.1), "{:?}", f.evidence);
+        assert_eq!(f.evidence.readings.len(), 24);
+        assert_eq!((r.averages.cows, r.averages.cows_reporting), (2, 2));
+        assert_eq!(r.heat_stress[0].moderate_hours, 6.0);
+        assert_eq!(r.heat_stress[0].stress_hours, 6.0);
+        // A county reader sees no herd.
+        let county = Reader(Some(crate::auth::Principal {
+            name: "c".into(),
+            role: crate::auth::Role::Viewer,
+            tenants: vec!["county".into()],
+        }));
+        let hidden = report(&s, &county, &Span::day(day)).unwrap();
+        assert!(hidden.flagged.is_empty() && hidden.averages.cows == 0 && hidden.heat_stress.is_empty());
+    }
 }

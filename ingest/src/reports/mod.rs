@@ -76,3 +76,103 @@ impl From<ReportError> for crate::error::ApiError {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A store and an inventory for the reports' unit tests.
+
+    use std::sync::Arc;
+
+    use protocol::{DeviceKind, Metric, Reading, Timestamp};
+    use store::{Store, StoreConfig};
+
+    use super::ReportsState;
+    use crate::inventory::{Device, GatewayInfo, Inventory, InventoryFile, MeteredDistrict, Site};
+
+    /// 2025-04-07 00:00 in Beijing.
+    pub(crate) const APRIL_7: i64 = 1_743_955_200_000;
+
+    /// A state over a fresh store with `devices` (id, kind, site); sites `village` (tenant
+    /// county, district-1), `works` (county, district-1) and `farm` (dairy); the district
+    /// `village` with inlet `inlet` when such a device is listed.
+    pub(crate) fn state(devices: &[(&str, DeviceKind, &str)]) -> (ReportsState, tempfile::TempDir) {
+        let site = |id: &str, tenant: &str, district: Option<&str>| Site {
+            id: id.into(),
+            name: id.into(),
+            kind: "village".into(),
+            tenant: tenant.into(),
+            lat: 0.0,
+            lon: 0.0,
+            village: None,
+            district: district.map(Into::into),
+        };
+        let gw = |id: &str, site: &str, tenant: &str| GatewayInfo {
+            id: id.into(),
+            tenant: tenant.into(),
+            site: site.into(),
+            public_key: None,
+        };
+        let inv = Inventory::from_file(InventoryFile {
+            sites: vec![
+                site("village", "county", Some("district-1")),
+                site("works", "county", Some("district-1")),
+                site("farm", "dairy", None),
+            ],
+            gateways: vec![
+                gw("gw-village", "village", "county"),
+                gw("gw-works", "works", "county"),
+                gw("gw-farm", "farm", "dairy"),
+            ],
+            devices: devices
+                .iter()
+                .map(|(id, kind, site)| Device {
+                    id: (*id).into(),
+                    kind: *kind,
+                    site: (*site).into(),
+                    gateway: format!("gw-{site}"),
+                    model: String::new(),
+                    lat: None,
+                    lon: None,
+                    public_key: None,
+                })
+                .collect(),
+        });
+        if devices.iter().any(|d| d.0 == "inlet") {
+            inv.set_districts(vec![MeteredDistrict {
+                id: "village".into(),
+                name: "Village".into(),
+                supply_district: Some("district-1".into()),
+                inlets: vec!["inlet".into()],
+                sites: vec!["village".into()],
+            }]);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"))).expect("store");
+        let state = ReportsState {
+            store: Arc::new(store),
+            inventory: Arc::new(inv),
+            alerts: None,
+            clock: Arc::new(|| Timestamp(APRIL_7 + 30 * 86_400_000)),
+        };
+        (state, dir)
+    }
+
+    /// Writes `f(t)` for `device`'s `metric` every `step_ms` over `[from, to)`.
+    pub(crate) fn write(
+        s: &ReportsState,
+        device: &str,
+        metric: &str,
+        from: i64,
+        to: i64,
+        step_ms: i64,
+        f: impl Fn(i64) -> f64,
+    ) {
+        let m = Metric::new(metric);
+        let readings: Vec<Reading> = (0..)
+            .map(|i| from + i * step_ms)
+            .take_while(|t| *t < to)
+            .map(|t| Reading::new(device, m.clone(), Timestamp(t), f(t)))
+            .collect();
+        s.store.append_readings(&readings).expect("append");
+    }
+}

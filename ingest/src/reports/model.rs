@@ -244,7 +244,7 @@ pub struct DistrictPressure {
     pub device: String,
     /// Minimum (MPa).
     pub min_mpa: Option<f64>,
-    /// Time-weighted mean of the readings (MPa).
+    /// Mean of the readings (MPa).
     pub mean_mpa: Option<f64>,
     /// Maximum (MPa).
     pub max_mpa: Option<f64>,

@@ -183,3 +183,51 @@ pub fn report(state: &ReportsState, reader: &Reader, span: &Span) -> Result<Qual
     }
     Ok(QualityReport { period: span.period(), analysers })
 }
+
+#[cfg(test)]
+mod tests {
+    use protocol::DeviceKind;
+
+    use super::*;
+    use crate::reports::period::{DAY_MS, HOUR_MS};
+    use crate::reports::testing::{APRIL_7, state, write};
+
+    #[test]
+    fn an_excursion_is_timed_from_its_first_reading_out_to_the_next_reading_in() {
+        let (s, _dir) = state(&[("wq", DeviceKind::WaterQuality, "village"), ("cow-1", DeviceKind::CowCollar, "farm")]);
+        // Free chlorine 0.4 mg/L every 10 s, except 0.02 mg/L from 10:00:30 to 10:45:30.
+        let (a, b) = (APRIL_7 + 10 * HOUR_MS + 30_000, APRIL_7 + 10 * HOUR_MS + 45 * 60_000 + 30_000);
+        write(
+            &s,
+            "wq",
+            "free_chlorine",
+            APRIL_7,
+            APRIL_7 + DAY_MS,
+            10_000,
+            |t| if t >= a && t < b { 0.02 } else { 0.4 },
+        );
+        write(&s, "wq", "ph", APRIL_7, APRIL_7 + DAY_MS, 10_000, |_| 7.4);
+        let r = report(&s, &Reader(None), &Span::day(APRIL_7)).unwrap();
+        assert_eq!(r.analysers.len(), 1);
+        let cl = &r.analysers[0].parameters[0];
+        assert_eq!((cl.metric.as_str(), cl.samples), ("free_chlorine", 8640));
+        assert_eq!(cl.samples - cl.within, 270, "45 minutes of readings out");
+        assert!((cl.minutes_out - 45.0).abs() < 1e-9, "{cl:?}");
+        let ex = cl.longest_excursion.as_ref().unwrap();
+        assert_eq!((ex.minutes, ex.worst), (45.0, 0.02));
+        assert_eq!(ex.from, rfc3339(Timestamp(a)));
+        // Positive control: pH stayed within 6.5-8.5 all day.
+        let ph = r.analysers[0].parameters.iter().find(|p| p.metric == "ph").unwrap();
+        assert_eq!((ph.within_pct, ph.minutes_out, ph.longest_excursion.is_none()), (Some(100.0), 0.0, true));
+        // Turbidity was not measured: no samples, no percentage, not 0 % or 100 %.
+        let tu = r.analysers[0].parameters.iter().find(|p| p.metric == "turbidity").unwrap();
+        assert_eq!((tu.samples, tu.within_pct), (0, None));
+        // A dairy reader sees no analyser of the county.
+        let dairy = Reader(Some(crate::auth::Principal {
+            name: "d".into(),
+            role: crate::auth::Role::Viewer,
+            tenants: vec!["dairy".into()],
+        }));
+        assert!(report(&s, &dairy, &Span::day(APRIL_7)).unwrap().analysers.is_empty());
+    }
+}

@@ -152,11 +152,10 @@ fn village_supply(
     // Runs of minutes without supply: (start, end, planned).
     let mut run: Option<(i64, i64, bool)> = None;
     let mut runs = Vec::new();
+    let mut low_minutes = 0u32;
     for m in &minutes {
         let t = m.start.0;
-        if m.mean < MIN_SERVICE_MPA {
-            out.low_pressure_hours += 1.0 / 60.0;
-        }
+        low_minutes += u32::from(m.mean < MIN_SERVICE_MPA);
         let dry = m.mean < NO_SUPPLY_MPA;
         let is_planned = planned.iter().any(|w| t >= w.from && t < w.to);
         match (&mut run, dry) {
@@ -169,6 +168,7 @@ fn village_supply(
         }
     }
     runs.extend(run);
+    out.low_pressure_hours = f64::from(low_minutes) / 60.0;
     for (a, b, is_planned) in runs {
         let hours = (b - a) as f64 / HOUR_MS as f64;
         if is_planned {
@@ -254,4 +254,49 @@ pub fn report(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::DeviceKind;
+
+    use super::*;
+    use crate::reports::period::DAY_MS;
+    use crate::reports::testing::{APRIL_7, state, write};
+
+    #[test]
+    fn a_village_without_pressure_is_interrupted_and_the_stopped_pump_is_the_cause() {
+        let (s, _dir) = state(&[
+            ("inlet", DeviceKind::WaterMeter, "village"),
+            ("pump", DeviceKind::PumpStation, "works"),
+            ("m1", DeviceKind::WaterMeter, "village"),
+        ]);
+        let (a, b) = (APRIL_7 + 10 * HOUR_MS, APRIL_7 + 12 * HOUR_MS);
+        let dry = |t: i64| t >= a && t < b;
+        write(&s, "inlet", "pressure", APRIL_7, APRIL_7 + DAY_MS, 10_000, |t| if dry(t) { 0.0 } else { 0.28 });
+        write(&s, "pump", "pump_running", APRIL_7, APRIL_7 + DAY_MS, 10_000, |t| if dry(t) { 0.0 } else { 1.0 });
+        write(&s, "pump", "pressure", APRIL_7, APRIL_7 + DAY_MS, 10_000, |_| 0.3);
+        let r = report(&s, &Reader(None), &Span::day(APRIL_7), None).unwrap();
+        let v = &r.villages[0];
+        assert_eq!((v.judged_by.as_deref(), v.interruption_hours, v.unknown_hours), (Some("inlet"), 2.0, 0.0));
+        assert_eq!(v.interruptions.len(), 1);
+        assert_eq!((v.interruptions[0].cause.as_str(), v.interruptions[0].planned), ("pump_stopped", false));
+        assert_eq!(v.low_pressure_hours, 2.0);
+        let p = r.pressure.iter().find(|p| p.device == "inlet").unwrap();
+        assert_eq!((p.min_mpa, p.max_mpa, p.samples), (Some(0.0), Some(0.28), 8640));
+        assert!(r.pressure.iter().any(|p| p.device == "pump" && p.district == "district-1"));
+    }
+
+    #[test]
+    fn a_maintenance_window_covers_a_village_only_through_its_own_places() {
+        let (s, _dir) =
+            state(&[("inlet", DeviceKind::WaterMeter, "village"), ("pump", DeviceKind::PumpStation, "works")]);
+        let dma = &crate::reports::districts::resolve(&s.inventory, &Reader(None), None)[0];
+        let places = Places::of(&s, dma);
+        let w = |places: Vec<(&'static str, String)>| Window { from: 0, to: 1, places, reason: String::new() };
+        assert!(places.covers(&w(vec![("device", "pump".into())])));
+        assert!(places.covers(&w(vec![("district", "district-1".into()), ("site", "works".into())])));
+        assert!(!places.covers(&w(vec![("site", "elsewhere".into())])));
+        assert!(!places.covers(&w(vec![("district", "district-1".into()), ("device", "m9".into())])));
+    }
 }
