@@ -249,6 +249,36 @@ async fn a_week_of_water_balance_matches_the_simulators_truth() {
     // The county marks the day incomplete too.
     assert!(!reports[4].county.completeness.complete && reports[3].county.completeness.complete);
 
+    // Supply over the same day: nothing cut the water, and Xicun's silent hours are
+    // unknown, not counted as supplied or interrupted.
+    let (status, json) = get(&format!("{base}/supply?period=day&date=2025-04-11"), "county-viewer").await;
+    assert_eq!(status, 200, "{json}");
+    let supply: ingest::reports::model::SupplyReport = serde_json::from_value(json).expect("shape");
+    for v in &supply.villages {
+        assert_eq!(v.interruption_hours, 0.0, "{v:?}");
+        assert_eq!(v.judged_by.as_deref(), Some(format!("{}-inlet", v.village).as_str()));
+        let unknown = if v.village == "xicun" { 6.0 } else { 0.0 };
+        assert!((v.unknown_hours - unknown).abs() < 0.05, "{v:?}");
+    }
+    for p in &supply.pressure {
+        let (lo, hi) = (p.min_mpa.expect("min"), p.max_mpa.expect("max"));
+        // The burst draws Dongcun's inlet down at the morning peak; elsewhere the network
+        // minimum holds.
+        let floor = if p.district == "dongcun" { 0.03 } else { 0.14 };
+        assert!(lo > floor && hi < 0.4 && p.mean_mpa.is_some_and(|m| m > lo && m < hi), "{p:?}");
+    }
+    // Quality over the week: the simulated supply meets GB 5749-2022 at the analyser and
+    // leaving the plant.
+    let (status, json) = get(&format!("{base}/quality?period=month&date=2025-04"), "county-viewer").await;
+    assert_eq!(status, 200, "{json}");
+    let quality: ingest::reports::model::QualityReport = serde_json::from_value(json).expect("shape");
+    assert_eq!(quality.analysers.len(), 2, "the network analyser and the plant outlet");
+    for a in &quality.analysers {
+        for p in &a.parameters {
+            assert!(p.samples > 0 && p.within_pct == Some(100.0), "{} {}: {p:?}", a.device, p.metric);
+        }
+    }
+
     // The month view of Dongcun holds the same days; a dairy reader does not see it.
     let (status, json) =
         get(&format!("{base}/water-balance?period=month&date=2025-04&district=dongcun"), "county-viewer").await;

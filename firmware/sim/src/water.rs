@@ -262,6 +262,8 @@ pub(crate) struct Dma {
     mean_inflow_m3h: f32,
     /// A burst in its network (the `leak` fault on its inlet).
     pub(crate) burst: bool,
+    /// Inflow smoothed like the district's pressure transmitter sees it (m³/h).
+    damped_m3h: f32,
     pub(crate) inlet: BulkMeter,
     pub(crate) truth: DmaVolumes,
 }
@@ -450,6 +452,7 @@ impl District {
                     share,
                     mean_inflow_m3h: self.mean_inflow_m3h * share,
                     burst: false,
+                    damped_m3h: self.mean_inflow_m3h * share,
                     inlet: BulkMeter::default(),
                     truth: DmaVolumes::default(),
                 }
@@ -534,9 +537,11 @@ impl District {
             t.leaked_l += leaked_l;
             t.burst_l += burst_l;
             t.input_l += consumed_l + leaked_l;
-            let q = (consumed_l + leaked_l) / 1000.0 * 3600.0 / f64::from(dt_s);
-            let rel = q as f32 / dma.mean_inflow_m3h.max(1e-6);
-            // A little friction in the village's own main.
+            let q = ((consumed_l + leaked_l) / 1000.0 * 3600.0 / f64::from(dt_s)) as f32;
+            dma.damped_m3h += (q - dma.damped_m3h) * (1.0 - (-dt_s / 120.0).exp());
+            let rel = dma.damped_m3h / dma.mean_inflow_m3h.max(1e-6);
+            // A little friction in the village's own main (0.036 MPa at three times its
+            // mean flow), on the flow smoothed as for the district's pressure.
             dma.inlet.sense(consumed_l + leaked_l, dt_s, (inlet_mpa - 0.004 * rel * rel).max(0.0));
         }
 
