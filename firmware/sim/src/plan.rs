@@ -286,6 +286,10 @@ impl<'a> Layout<'a> {
             .sites
             .iter()
             .filter(|s| s.kind == SiteKind::Village)
+            .filter(|s| {
+                let inlet = format!("{}-inlet", s.id);
+                self.gateways.iter().filter(|g| g.site == s.id).any(|g| g.devices.iter().any(|d| d.id == inlet))
+            })
             .map(|s| DmaPlan {
                 id: s.id.clone(),
                 supply_district: s.district.clone(),
@@ -378,8 +382,9 @@ impl<'a> Layout<'a> {
             });
         }
         // The inlet meter in its chamber on the main from the waterworks, north of the
-        // village (a fixed offset: no random draw, so the other devices keep theirs).
-        devices.push(DevicePlan {
+        // village (a fixed offset: no random draw, so the other devices keep theirs). A
+        // village without household meters (a speakers-only county) has no DMA.
+        let inlet = (meters > 0).then(|| DevicePlan {
             id: format!("{id}-inlet"),
             kind: DeviceKind::WaterMeter,
             site: id.clone(),
@@ -390,6 +395,7 @@ impl<'a> Layout<'a> {
             lat: centre.0 + 0.5 / KM_PER_DEG.0,
             lon: centre.1,
         });
+        devices.extend(inlet);
         for m in 0..meters {
             let (lat, lon) = self.jitter(centre, 0.4);
             devices.push(DevicePlan {
