@@ -335,11 +335,7 @@ mod tests {
         assert_eq!(r.heat_stress[0].moderate_hours, 6.0);
         assert_eq!(r.heat_stress[0].stress_hours, 6.0);
         // A county reader sees no herd.
-        let county = Reader(Some(crate::auth::Principal {
-            name: "c".into(),
-            role: crate::auth::Role::Viewer,
-            tenants: vec!["county".into()],
-        }));
+        let county = Reader(Some(crate::auth::Principal::new("c", crate::auth::Role::Viewer, vec!["county".into()])));
         let hidden = report(&s, &county, &Span::day(day)).unwrap();
         assert!(hidden.flagged.is_empty() && hidden.averages.cows == 0 && hidden.heat_stress.is_empty());
     }

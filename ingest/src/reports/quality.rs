@@ -223,11 +223,7 @@ mod tests {
         let tu = r.analysers[0].parameters.iter().find(|p| p.metric == "turbidity").unwrap();
         assert_eq!((tu.samples, tu.within_pct), (0, None));
         // A dairy reader sees no analyser of the county.
-        let dairy = Reader(Some(crate::auth::Principal {
-            name: "d".into(),
-            role: crate::auth::Role::Viewer,
-            tenants: vec!["dairy".into()],
-        }));
+        let dairy = Reader(Some(crate::auth::Principal::new("d", crate::auth::Role::Viewer, vec!["dairy".into()])));
         assert!(report(&s, &dairy, &Span::day(APRIL_7)).unwrap().analysers.is_empty());
     }
 }
