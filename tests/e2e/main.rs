@@ -20,6 +20,7 @@ mod influx_sink;
 mod influx_write;
 mod keys;
 mod notify;
+mod reports;
 mod sessions;
 mod large_api;
 mod large_county;
