@@ -627,7 +627,7 @@ mod tests {
         let html = "<meta name=viewport content='width=device-width'><form onsubmit='event.preventDefault(); window.sent = document.querySelector(\"#f\").value'>\
             <input id=f value=old><button id=b type=button onclick='window.n = (window.n||0) + 1'>go</button></form>\
             <input id=file type=file onchange='this.files[0].text().then(t => window.file = [this.files[0].name, t])'>\
-            <button id=ask type=button onclick='window.ok = confirm("Reset it?")'>ask</button>\
+            <button id=ask type=button onclick='window.ok = confirm(\"Reset it?\")'>ask</button>\
             <div style='position:relative'><button id=hidden>under</button>\
             <div style='position:absolute;inset:0;background:red'>cover</div></div>";
         let url = format!("data:text/html;charset=utf-8,{}", urlencode(html));
