@@ -424,10 +424,16 @@ impl Page {
             .wait_for(&probe, Duration::from_secs(10))
             .await
             .map_err(|e| BrowserError(format!("no visible element matches `{selector}`: {e}")))?;
-        if found["hit"] != Value::Bool(true) {
-            return fail(format!("`{selector}` is covered at its centre by {}", found["top"]));
+        if found["hit"] == Value::Bool(true) {
+            return Ok((found["x"].as_f64().unwrap_or(0.0), found["y"].as_f64().unwrap_or(0.0)));
         }
-        Ok((found["x"].as_f64().unwrap_or(0.0), found["y"].as_f64().unwrap_or(0.0)))
+        // Covered: perhaps only while the page still moves (a panel opening above it, a
+        // sticky panel not yet where the scroll puts it). Look again for a moment.
+        let uncovered = format!("(() => {{ const f = {probe}; return f && f.hit ? f : null; }})()");
+        match self.wait_for(&uncovered, Duration::from_secs(2)).await {
+            Ok(f) => Ok((f["x"].as_f64().unwrap_or(0.0), f["y"].as_f64().unwrap_or(0.0))),
+            Err(_) => fail(format!("`{selector}` is covered at its centre by {}", found["top"])),
+        }
     }
 
     /// Clicks the centre of the first element matching `selector` with real mouse events
