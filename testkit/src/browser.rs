@@ -632,7 +632,7 @@ mod tests {
         // A phone lays a page out 980 px wide unless it asks for the device's width.
         let html = "<meta name=viewport content='width=device-width'><form onsubmit='event.preventDefault(); window.sent = document.querySelector(\"#f\").value'>\
             <input id=f value=old><button id=b type=button onclick='window.n = (window.n||0) + 1'>go</button></form>\
-            <input id=file type=file onchange='this.files[0].text().then(t => window.file = [this.files[0].name, t])'>\
+            <input id=file type=file onchange='this.files[0].text().then(t => window.chosen = [this.files[0].name, t])'>\
             <button id=ask type=button onclick='window.ok = confirm(\"Reset it?\")'>ask</button>\
             <div style='position:relative'><button id=hidden>under</button>\
             <div style='position:absolute;inset:0;background:red'>cover</div></div>";
@@ -650,7 +650,10 @@ mod tests {
         let path = profile.0.join("预警.xml");
         std::fs::write(&path, "<alert/>").expect("a file");
         page.set_files("#file", &[&path]).await.expect("the file is chosen");
-        assert_eq!(page.wait_for("window.file", Duration::from_secs(5)).await.unwrap(), json!(["预警.xml", "<alert/>"]));
+        assert_eq!(
+            page.wait_for("window.chosen", Duration::from_secs(5)).await.unwrap(),
+            json!(["预警.xml", "<alert/>"])
+        );
         page.click("#ask").await.expect("click");
         assert_eq!(page.wait_for("window.ok", Duration::from_secs(5)).await.unwrap(), json!(true), "confirmed");
         assert_eq!(page.dialogs(), ["Reset it?"]);

@@ -70,7 +70,8 @@ async fn a_second_operator_rejects_a_waiting_broadcast_with_a_reason_and_nothing
     assert_eq!(trail, ["created", "rejected"], "{v}");
     assert_eq!(v["trail"][1]["reason"], "西村不在旱区");
     // The people's audit log (the audit view's list) has the rejection too, with its reason.
-    let (_, log) = call("GET", &format!("{}/api/v1/audit?action=broadcast", base(&demo)), Some(&demo.admin_token), None).await;
+    let (_, log) =
+        call("GET", &format!("{}/api/v1/audit?action=broadcast", base(&demo)), Some(&demo.admin_token), None).await;
     let rejected = log.as_array().and_then(|a| a.iter().find(|e| e["action"] == "broadcast.reject")).cloned();
     let rejected = rejected.unwrap_or_else(|| panic!("no broadcast.reject in the audit log: {log}"));
     assert_eq!((rejected["actor"].as_str(), rejected["target"].as_str()), (Some("operator-2"), Some(&*id.to_string())));
@@ -175,13 +176,26 @@ async fn two_operators_compose_approve_and_watch_a_red_flood_warning_play_in_eng
             .into_iter()
             .flat_map(|on| {
                 [
-                    Audited { action: "broadcast.create", who: first.clone(), on: on.to_string(), what: create, detail: vec![red.into()] },
-                    Audited { action: "broadcast.approve", who: second.clone(), on: on.to_string(), what: approve, detail: vec![red.into()] },
+                    Audited {
+                        action: "broadcast.create",
+                        who: first.clone(),
+                        on: on.to_string(),
+                        what: create,
+                        detail: vec![red.into()],
+                    },
+                    Audited {
+                        action: "broadcast.approve",
+                        who: second.clone(),
+                        on: on.to_string(),
+                        what: approve,
+                        detail: vec![red.into()],
+                    },
                 ]
             })
             .collect::<Vec<_>>()
     };
     audit_lists(&creator, &wanted(Lang::Zh)).await;
+    creator.eval("document.getElementById('audit-details').scrollIntoView()").await.expect("scrolled");
     creator.screenshot(&doc("console-audit-zh.png"), false).await.expect("the browser step succeeds");
     creator.click("#lang").await.expect("the browser step succeeds");
     creator.wait_for("document.documentElement.lang === 'en'", UI).await.expect("the browser step succeeds");
@@ -401,9 +415,7 @@ fn cap_of_today(dir: &std::path::Path) -> PathBuf {
     let now = protocol::Timestamp(crate::common::now_ms() - 60_000);
     let later = protocol::Timestamp(now.0 + 12 * 3_600_000);
     let fmt = ingest::broadcast::cap::format_time;
-    let xml = xml
-        .replace("2024-07-05T10:30:00+08:00", &fmt(now))
-        .replace("2024-07-05T22:30:00+08:00", &fmt(later));
+    let xml = xml.replace("2024-07-05T10:30:00+08:00", &fmt(now)).replace("2024-07-05T22:30:00+08:00", &fmt(later));
     assert!(!xml.contains("2024-07-05T"), "every time of the file moved");
     let path = dir.join(name);
     std::fs::write(&path, xml).expect("the CAP file written");
@@ -439,7 +451,9 @@ async fn an_operator_uploads_a_chinese_observatorys_cap_file_and_the_broadcast_m
 
     // What the page shows of it: red, the Chinese text of the alert, its two villages.
     let detail = text_of(&page, "#bc-detail").await;
-    for want in ["红色", "县气象台发布暴雨红色预警信号", "请低洼地带和河道沿岸的村民立即转移", "东村", "西村", "等待审批"] {
+    for want in
+        ["红色", "县气象台发布暴雨红色预警信号", "请低洼地带和河道沿岸的村民立即转移", "东村", "西村", "等待审批"]
+    {
         assert!(detail.contains(want), "the broadcast's page shows {want}: {detail}");
     }
     assert!(!detail.contains("Rainstorm red warning"), "the Chinese info, not the English one: {detail}");

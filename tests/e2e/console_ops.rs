@@ -420,7 +420,11 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
         .await
         .expect("a date as written in China");
     assert!(zh.text("#alert-detail-info .detail-summary").await.unwrap().contains(&summary_zh));
+    // The chart arrives last and grows the dialog, which a modal centres again: its close
+    // button moves. Close it once it stands still, and see it closed.
+    zh.wait_for(&exists("#alert-detail-chart svg.chart"), PAGE).await.expect("the chart in the details");
     zh.click("#alert-detail button.close").await.expect("close");
+    zh.wait_for("!document.getElementById('alert-detail').open", PAGE).await.expect("the details closed");
     zh.wait_for(&exists("#control-panel:not([hidden]) #control-device"), PAGE)
         .await
         .expect("the control panel in Chinese");
@@ -440,7 +444,13 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
     let (name, _) = PEOPLE[0];
     for (page, lang) in [(&op, Lang::En), (&zh, Lang::Zh)] {
         let (silenced, acked, commanded, reason, run) = match lang {
-            Lang::En => ("silenced alerts", "acknowledged an alert", "sent a command", "reason: ", "Pump run (remote start/stop)"),
+            Lang::En => (
+                "silenced alerts",
+                "acknowledged an alert",
+                "sent a command",
+                "reason: ",
+                "Pump run (remote start/stop)",
+            ),
             Lang::Zh => ("静默告警", "确认告警", "发送指令", "原因：", "水泵运行（远程启停）"),
         };
         let mut wanted = vec![
@@ -449,7 +459,10 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
                 who: name.into(),
                 on: String::new(),
                 what: silenced,
-                detail: vec![format!("{reason}Relay being replaced by the county electrician"), "rule=pump-trip".into()],
+                detail: vec![
+                    format!("{reason}Relay being replaced by the county electrician"),
+                    "rule=pump-trip".into(),
+                ],
             },
             Audited {
                 action: "alert.ack",
@@ -471,6 +484,7 @@ async fn the_console_in_a_browser_silences_and_acknowledges_alerts_starts_the_tr
         wanted.last_mut().expect("two commands").detail.push(run.into());
         audit_lists(page, &wanted).await;
         if matches!(lang, Lang::En) {
+            page.eval("document.getElementById('audit-details').scrollIntoView()").await.expect("scrolled");
             page.screenshot(docs("console-audit.png"), false).await.expect("a screenshot");
         }
     }
