@@ -18,7 +18,11 @@
 //!   is in it and inserts text as a keyboard or an input method would (`Input.insertText`,
 //!   so Chinese text works); [`Page::press`] sends a key. Nothing sets a value or calls a
 //!   handler behind the page's back, except [`Page::select`] (a native `<select>` popup is
-//!   not drawn headless) and [`Page::eval`], which tests use to look, not to act.
+//!   not drawn headless), [`Page::set_files`] (nor is a file chooser: the files are given
+//!   to the `<input type=file>` as the chooser would) and [`Page::eval`], which tests use
+//!   to look, not to act.
+//! - A page's JavaScript dialogs (`confirm`, `alert`) are answered OK, as the person the
+//!   test plays would after reading them; what they said is kept for [`Page::dialogs`].
 //!
 //! Every wait has a deadline, and every failure says what was awaited, the last value
 //! seen and the page's JavaScript errors.
@@ -96,6 +100,8 @@ struct Conn {
     next_id: AtomicU64,
     /// JavaScript exceptions and console errors by page session.
     errors: Mutex<HashMap<String, Vec<String>>>,
+    /// Messages of the JavaScript dialogs answered, by page session.
+    dialogs: Mutex<HashMap<String, Vec<String>>>,
     /// Chromium's stderr, last lines.
     log: Mutex<Vec<String>>,
 }
@@ -142,6 +148,17 @@ impl Conn {
         }
         let Some(session) = msg.get("sessionId").and_then(Value::as_str) else { return };
         let params = &msg["params"];
+        if msg.get("method").and_then(Value::as_str) == Some("Page.javascriptDialogOpening") {
+            // A dialog blocks the page (and every Runtime call) until answered: answer it
+            // now, from the reader, and let the answer to the answer go unheard.
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let accept = json!({ "id": id, "sessionId": session, "method": "Page.handleJavaScriptDialog",
+                                 "params": { "accept": true } });
+            let _ = self.out.send(accept.to_string());
+            let text = params["message"].as_str().unwrap_or_default().to_string();
+            lock(&self.dialogs).entry(session.to_string()).or_default().push(text);
+            return;
+        }
         let error = match msg.get("method").and_then(Value::as_str) {
             Some("Runtime.exceptionThrown") => {
                 let d = &params["exceptionDetails"];
@@ -191,7 +208,7 @@ impl Drop for Browser {
     }
 }
 
-/// A scratch profile directory, removed with the browser.
+/// A scratch directory (the browser's profile), removed when dropped.
 struct TempProfile(PathBuf);
 
 impl Drop for TempProfile {
@@ -265,6 +282,7 @@ impl Browser {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             errors: Mutex::new(HashMap::new()),
+            dialogs: Mutex::new(HashMap::new()),
             log,
         });
         let writer = tokio::spawn(async move {
@@ -406,10 +424,16 @@ impl Page {
             .wait_for(&probe, Duration::from_secs(10))
             .await
             .map_err(|e| BrowserError(format!("no visible element matches `{selector}`: {e}")))?;
-        if found["hit"] != Value::Bool(true) {
-            return fail(format!("`{selector}` is covered at its centre by {}", found["top"]));
+        if found["hit"] == Value::Bool(true) {
+            return Ok((found["x"].as_f64().unwrap_or(0.0), found["y"].as_f64().unwrap_or(0.0)));
         }
-        Ok((found["x"].as_f64().unwrap_or(0.0), found["y"].as_f64().unwrap_or(0.0)))
+        // Covered: perhaps only while the page still moves (a panel opening above it, a
+        // sticky panel not yet where the scroll puts it). Look again for a moment.
+        let uncovered = format!("(() => {{ const f = {probe}; return f && f.hit ? f : null; }})()");
+        match self.wait_for(&uncovered, Duration::from_secs(2)).await {
+            Ok(f) => Ok((f["x"].as_f64().unwrap_or(0.0), f["y"].as_f64().unwrap_or(0.0))),
+            Err(_) => fail(format!("`{selector}` is covered at its centre by {}", found["top"])),
+        }
     }
 
     /// Clicks the centre of the first element matching `selector` with real mouse events
@@ -499,6 +523,32 @@ impl Page {
         Ok(())
     }
 
+    /// Gives `files` to the `<input type=file>` matching `selector`, as a person choosing
+    /// them in the file chooser does (`DOM.setFileInputFiles`; the page gets its `input`
+    /// and `change` events). The chooser itself is not drawn headless, so it is not clicked.
+    pub async fn set_files(&self, selector: &str, files: &[&Path]) -> Result<(), BrowserError> {
+        self.centre(selector).await?;
+        let doc = self.call("DOM.getDocument", json!({ "depth": 0 })).await?;
+        let root = doc["root"]["nodeId"].clone();
+        let found = self.call("DOM.querySelector", json!({ "nodeId": root, "selector": selector })).await?;
+        let node = found["nodeId"].as_u64().unwrap_or(0);
+        if node == 0 {
+            return fail(format!("set_files: nothing matches `{selector}`"));
+        }
+        let mut paths = Vec::new();
+        for f in files {
+            let abs = std::fs::canonicalize(f).map_err(|e| BrowserError(format!("set_files: {}: {e}", f.display())))?;
+            paths.push(abs.display().to_string());
+        }
+        self.call("DOM.setFileInputFiles", json!({ "files": paths, "nodeId": node })).await.map(drop)
+    }
+
+    /// What the JavaScript dialogs (`confirm`, `alert`) of this page said, in order; each
+    /// was answered OK.
+    pub fn dialogs(&self) -> Vec<String> {
+        lock(&self.conn.dialogs).get(&self.session).cloned().unwrap_or_default()
+    }
+
     /// The visible text of the first element matching `selector` (waits for it).
     pub async fn text(&self, selector: &str) -> Result<String, BrowserError> {
         let sel = json!(selector);
@@ -582,6 +632,8 @@ mod tests {
         // A phone lays a page out 980 px wide unless it asks for the device's width.
         let html = "<meta name=viewport content='width=device-width'><form onsubmit='event.preventDefault(); window.sent = document.querySelector(\"#f\").value'>\
             <input id=f value=old><button id=b type=button onclick='window.n = (window.n||0) + 1'>go</button></form>\
+            <input id=file type=file onchange='this.files[0].text().then(t => window.chosen = [this.files[0].name, t])'>\
+            <button id=ask type=button onclick='window.ok = confirm(\"Reset it?\")'>ask</button>\
             <div style='position:relative'><button id=hidden>under</button>\
             <div style='position:absolute;inset:0;background:red'>cover</div></div>";
         let url = format!("data:text/html;charset=utf-8,{}", urlencode(html));
@@ -592,6 +644,19 @@ mod tests {
         page.type_into("#f", "洪水预警").await.expect("typing");
         page.press("Enter").await.expect("Enter");
         assert_eq!(page.wait_for("window.sent", Duration::from_secs(5)).await.unwrap(), json!("洪水预警"));
+        // A file chosen for a file input, and a confirm dialog answered OK.
+        let profile = TempProfile(std::env::temp_dir().join(format!("vt-upload-{}", std::process::id())));
+        std::fs::create_dir_all(&profile.0).expect("a temp dir");
+        let path = profile.0.join("预警.xml");
+        std::fs::write(&path, "<alert/>").expect("a file");
+        page.set_files("#file", &[&path]).await.expect("the file is chosen");
+        assert_eq!(
+            page.wait_for("window.chosen", Duration::from_secs(5)).await.unwrap(),
+            json!(["预警.xml", "<alert/>"])
+        );
+        page.click("#ask").await.expect("click");
+        assert_eq!(page.wait_for("window.ok", Duration::from_secs(5)).await.unwrap(), json!(true), "confirmed");
+        assert_eq!(page.dialogs(), ["Reset it?"]);
         let covered = page.click("#hidden").await.expect_err("a covered button is not clicked");
         assert!(covered.0.contains("covered"), "{covered}");
         assert!(page.errors().is_empty(), "no errors yet: {:?}", page.errors());

@@ -9,7 +9,14 @@
 //! approval queue, approves it in the dialog, and both pages watch every targeted speaker
 //! reach `played`, from the live event stream. The same again with both pages switched to
 //! Chinese, checked for Chinese text. Screenshots go to docs/ (desktop 1280x800, phone
-//! 390x844). No JavaScript error on any page.
+//! 390x844). No JavaScript error on any page. Last, the creator opens the audit view: it
+//! lists both broadcasts' creation by the first operator and approval by the second, in
+//! Chinese and, after the switch, in English.
+//!
+//! An operator also uploads, through the compose page's file input, a CAP 1.2 file as a
+//! Chinese county observatory sends it (`tests/fixtures/cap/`, written by hand from the
+//! standard, not by our exporter): the page shows the broadcast made from it (red, its
+//! Chinese text, the two villages its area names) waiting for a second operator.
 //!
 //! Also here, without a browser: a second operator rejects a waiting broadcast with a
 //! reason (nothing is sent; the creator may not; the reason is on the broadcast's trail).
@@ -62,6 +69,13 @@ async fn a_second_operator_rejects_a_waiting_broadcast_with_a_reason_and_nothing
     let trail: Vec<&str> = v["trail"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(trail, ["created", "rejected"], "{v}");
     assert_eq!(v["trail"][1]["reason"], "西村不在旱区");
+    // The people's audit log (the audit view's list) has the rejection too, with its reason.
+    let (_, log) =
+        call("GET", &format!("{}/api/v1/audit?action=broadcast", base(&demo)), Some(&demo.admin_token), None).await;
+    let rejected = log.as_array().and_then(|a| a.iter().find(|e| e["action"] == "broadcast.reject")).cloned();
+    let rejected = rejected.unwrap_or_else(|| panic!("no broadcast.reject in the audit log: {log}"));
+    assert_eq!((rejected["actor"].as_str(), rejected["target"].as_str()), (Some("operator-2"), Some(&*id.to_string())));
+    assert_eq!(rejected["detail"]["reason"], "西村不在旱区", "{rejected}");
     let (status, v) =
         call("POST", &format!("{}/api/v1/broadcasts/{id}/approve", base(&demo)), Some(&demo.operator_token), None)
             .await;
@@ -133,6 +147,8 @@ async fn two_operators_compose_approve_and_watch_a_red_flood_warning_play_in_eng
     let cap = creator.eval("document.querySelector('#bc-detail a.bc-cap-link').getAttribute('href')").await.unwrap();
     assert_eq!(cap, json!(format!("/api/v1/broadcasts/{id}/cap")), "the CAP export is linked");
 
+    let english_id = id;
+
     // 中文.
     for page in [&creator, &approver] {
         page.click("#lang").await.unwrap();
@@ -149,6 +165,41 @@ async fn two_operators_compose_approve_and_watch_a_red_flood_warning_play_in_eng
     watch_played(&approver, id, 2, "已播放").await;
     watch_played(&creator, id, 2, "已播放").await;
     creator.screenshot(&doc("console-progress-zh.png"), false).await.unwrap();
+
+    // The audit view lists it all, by the right people: in Chinese, then in English.
+    let wanted = |lang: Lang| {
+        let (create, approve, red) = match lang {
+            Lang::Zh => ("创建广播", "批准广播", "级别：红色"),
+            Lang::En => ("created a broadcast", "approved a broadcast", "level: Red"),
+        };
+        [english_id, id]
+            .into_iter()
+            .flat_map(|on| {
+                [
+                    Audited {
+                        action: "broadcast.create",
+                        who: first.clone(),
+                        on: on.to_string(),
+                        what: create,
+                        detail: vec![red.into()],
+                    },
+                    Audited {
+                        action: "broadcast.approve",
+                        who: second.clone(),
+                        on: on.to_string(),
+                        what: approve,
+                        detail: vec![red.into()],
+                    },
+                ]
+            })
+            .collect::<Vec<_>>()
+    };
+    audit_lists(&creator, &wanted(Lang::Zh)).await;
+    creator.eval("document.getElementById('audit-details').scrollIntoView()").await.expect("scrolled");
+    creator.screenshot(&doc("console-audit-zh.png"), false).await.expect("the browser step succeeds");
+    creator.click("#lang").await.expect("the browser step succeeds");
+    creator.wait_for("document.documentElement.lang === 'en'", UI).await.expect("the browser step succeeds");
+    audit_lists(&creator, &wanted(Lang::En)).await;
 
     // Expected in the browser's log, and nothing else: the session check of a page not yet
     // signed in (401) and the creator's forged approval (403).
@@ -303,4 +354,135 @@ async fn watch_played(page: &Page, id: u64, n: usize, word: &str) {
 
 async fn text_of(page: &Page, css: &str) -> String {
     page.text(css).await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+}
+
+/// The language a page is switched to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lang {
+    En,
+    Zh,
+}
+
+/// A row the audit view must list: the API's action, who did it, on what (empty: on
+/// anything), the words of its "What" cell in the page's language and words of its details.
+#[derive(Debug)]
+pub(crate) struct Audited<'a> {
+    pub(crate) action: &'a str,
+    pub(crate) who: String,
+    pub(crate) on: String,
+    pub(crate) what: &'a str,
+    pub(crate) detail: Vec<String>,
+}
+
+/// The audit view's rows as the page shows them.
+const AUDIT_ROWS: &str = "[...document.querySelectorAll('#audit tbody tr')].map((r) => ({ action: r.dataset.audit, \
+    who: r.querySelector('.audit-who').textContent, what: r.querySelector('.audit-what').textContent, \
+    on: r.cells[5].textContent, detail: r.querySelector('.audit-detail').textContent }))";
+
+/// Opens the audit view (a click on its title, unless it is open) and waits until it lists
+/// every `wanted` row; returns the rows.
+pub(crate) async fn audit_lists(page: &Page, wanted: &[Audited<'_>]) -> Vec<Value> {
+    let open = page.eval("document.getElementById('audit-details').open").await.expect("the browser step succeeds");
+    if open != Value::Bool(true) {
+        page.click("#audit-open").await.expect("the audit view opens");
+    }
+    let shows = |row: &Value, w: &Audited<'_>| {
+        let cell = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+        cell("action") == w.action
+            && cell("who") == w.who
+            && (w.on.is_empty() || cell("on") == w.on)
+            && cell("what") == w.what
+            && w.detail.iter().all(|d| cell("detail").contains(d))
+    };
+    let deadline = std::time::Instant::now() + UI;
+    loop {
+        let rows = page.eval(AUDIT_ROWS).await.expect("the browser step succeeds");
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        let missing: Vec<&Audited<'_>> = wanted.iter().filter(|w| !rows.iter().any(|r| shows(r, w))).collect();
+        if missing.is_empty() {
+            return rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "the audit view lacks {missing:#?}; it lists {rows:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The hand-written CAP file with its three times moved to now (sent and effective) and
+/// twelve hours on (expires), their spacing in the file: an expired alert is not broadcast.
+fn cap_of_today(dir: &std::path::Path) -> PathBuf {
+    let name = "county-qxt-rainstorm-red-zh.xml";
+    let xml = std::fs::read_to_string(testkit::root().join("tests/fixtures/cap").join(name)).expect("the CAP fixture");
+    let now = protocol::Timestamp(crate::common::now_ms() - 60_000);
+    let later = protocol::Timestamp(now.0 + 12 * 3_600_000);
+    let fmt = ingest::broadcast::cap::format_time;
+    let xml = xml.replace("2024-07-05T10:30:00+08:00", &fmt(now)).replace("2024-07-05T22:30:00+08:00", &fmt(later));
+    assert!(!xml.contains("2024-07-05T"), "every time of the file moved");
+    let path = dir.join(name);
+    std::fs::write(&path, xml).expect("the CAP file written");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_uploads_a_chinese_observatorys_cap_file_and_the_broadcast_made_from_it_waits_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = start(small(1), dir.path()).await;
+    let url = format!("{}/?lang=zh", base(&demo));
+    let [(first, first_pw), (second, second_pw)] = operators(&demo);
+    let cap = cap_of_today(dir.path());
+
+    let browser = Browser::launch().await.expect("Chromium starts (run .ci/setup)");
+    let page = browser.page(PageOptions::DESKTOP).await.unwrap();
+    sign_in(&page, &url, &first, &first_pw).await;
+    page.click("#bc-new").await.expect("the browser step succeeds");
+    page.wait_for("!document.getElementById('compose-panel').hidden", UI).await.expect("the compose form");
+    // No village ticked: the alert's own area names them.
+    let ticked = page.eval("document.querySelectorAll('#bc-villages input:checked').length").await.unwrap();
+    assert_eq!(ticked, json!(0), "nothing ticked before the upload");
+    page.click("#compose-panel details.bc-cap > summary").await.expect("the CAP import opens");
+    page.set_files("#bc-cap-file", &[cap.as_path()]).await.expect("the file is chosen");
+    page.click("#bc-cap-import").await.expect("the browser step succeeds");
+    let id = page
+        .wait_for("document.querySelector('#bc-detail [data-state=\"pending_approval\"]')?.dataset.broadcast", UI)
+        .await
+        .unwrap_or_else(|e| panic!("the imported broadcast waits for approval on the page: {e}"));
+    let id: u64 = id.as_str().and_then(|s| s.parse().ok()).or(id.as_u64()).expect("a broadcast id");
+    let said = text_of(&page, "#bc-cap-result").await;
+    assert!(said.contains(&id.to_string()), "the page says which broadcast it made: {said}");
+
+    // What the page shows of it: red, the Chinese text of the alert, its two villages.
+    let detail = text_of(&page, "#bc-detail").await;
+    for want in
+        ["红色", "县气象台发布暴雨红色预警信号", "请低洼地带和河道沿岸的村民立即转移", "东村", "西村", "等待审批"]
+    {
+        assert!(detail.contains(want), "the broadcast's page shows {want}: {detail}");
+    }
+    assert!(!detail.contains("Rainstorm red warning"), "the Chinese info, not the English one: {detail}");
+    page.wait_for(&format!("document.querySelector('#approvals li[data-id=\"{id}\"]')"), UI)
+        .await
+        .expect("it is in the approval queue");
+    let b = get(&demo, id).await;
+    assert_eq!((b["state"].as_str(), b["level"].as_str()), (Some("pending_approval"), Some("red")), "{b}");
+    assert_eq!(b["targets"], json!(["village:dongcun", "village:xicun"]), "the villages its area names: {b}");
+    assert_eq!(b["created_by"], first.as_str(), "{b}");
+    assert_eq!(b["cap"]["sender"], "qxt@county.example.cn", "the alert's own sender is kept: {b}");
+    page.screenshot(&doc("console-cap-import-zh.png"), false).await.expect("the browser step succeeds");
+
+    // The second operator sees exactly what will play (the creator may not approve it).
+    creator_cannot_approve(&page, id).await;
+    let approver = browser.page(PageOptions::PHONE).await.unwrap();
+    sign_in(&approver, &url, &second, &second_pw).await;
+    approve(&approver, id, &b, "2 个喇叭", None).await;
+    let b = get(&demo, id).await;
+    assert_eq!((b["state"].as_str(), b["approved_by"].as_str()), (Some("active"), Some(second.as_str())), "{b}");
+
+    let expected = |e: &String| {
+        e.contains("status of 401") && e.contains("/api/v1/session")
+            || e.contains("status of 403") && e.contains("/approve") && e.contains("log: Failed to load resource")
+    };
+    for (who, p) in [("creator", &page), ("approver", &approver)] {
+        let errors: Vec<String> = p.errors().into_iter().filter(|e| !expected(e)).collect();
+        assert!(errors.is_empty(), "JavaScript errors on the {who}'s page: {errors:#?}");
+    }
+    drop(browser);
+    demo.stop().await;
 }

@@ -625,3 +625,101 @@ async fn the_dashboard_signs_people_in_shows_a_viewer_no_buttons_refuses_its_for
     }
     demo.stop().await;
 }
+
+/// Signs `user` in on `page` by typing into the form, and waits until the page knows them.
+async fn sign_in_on_page(page: &testkit::browser::Page, user: &str, pw: &str) {
+    page.wait_for("!document.getElementById('signin-form').hidden", Duration::from_secs(30))
+        .await
+        .expect("the sign-in form");
+    page.type_into("#signin-user", user).await.expect("name typed");
+    page.type_into("#signin-password", pw).await.expect("password typed");
+    page.click("#signin-submit").await.expect("sign in clicked");
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_person_in_the_browser_who_signs_in_with_that_role_and_a_password_reset_replaces_the_old_one() {
+    use testkit::browser::{Browser, PageOptions};
+    const WAIT: Duration = Duration::from_secs(20);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let demo = start(dir.path(), SessionSettings::default()).await;
+    let base = base(&demo);
+    let browser = Browser::launch().await.expect("Chromium starts");
+
+    // The admin opens the people panel and adds zhao, an operator of the county.
+    let admin = browser.page(PageOptions::DESKTOP).await.expect("a page");
+    admin.goto(&format!("{base}/")).await.expect("the dashboard loads");
+    sign_in_on_page(&admin, "admin", password("admin")).await;
+    admin.wait_for("document.documentElement.dataset.user === 'admin'", WAIT).await.expect("signed in as admin");
+    admin.click("#users-open").await.expect("the people panel opens");
+    admin.wait_for("document.querySelector('#users tr[data-user=\"wang\"]')", WAIT).await.expect("the people listed");
+    admin.type_into("#user-new-name", "zhao").await.expect("name typed");
+    admin.type_into("#user-new-tenant", "county").await.expect("tenant typed");
+    admin.select("#user-new-role", "operator").await.expect("role chosen");
+    admin.type_into("#user-new-password", "zhao-first-pass-01").await.expect("password typed");
+    admin.click("#user-new-submit").await.expect("add clicked");
+    admin
+        .wait_for("document.querySelector('#users tr[data-user=\"zhao\"] select[data-grant-tenant=\"county\"]')?.value === 'operator'", WAIT)
+        .await
+        .expect("zhao is listed as an operator of the county");
+    assert!(admin.text(".users-notice").await.expect("a notice").contains("zhao"));
+
+    // Zhao signs in in another browser context and is offered what an operator may do
+    // (compose, the audit view), not what an admin may (the people panel).
+    let zhao = browser.page(PageOptions::DESKTOP).await.expect("a second page");
+    zhao.goto(&format!("{base}/")).await.expect("the dashboard loads");
+    sign_in_on_page(&zhao, "zhao", "zhao-first-pass-01").await;
+    zhao.wait_for("document.documentElement.dataset.user === 'zhao' && document.querySelector('#bc-new')", WAIT)
+        .await
+        .expect("zhao signed in and offered New broadcast");
+    assert_eq!(zhao.eval("document.documentElement.dataset.role").await.expect("eval"), json!("operator"));
+    assert_eq!(zhao.text("#signed-in-role").await.expect("the role"), "operator");
+    for (panel, hidden) in [("users-details", true), ("audit-details", false)] {
+        let shown = zhao.eval(&format!("document.getElementById('{panel}').hidden")).await.expect("eval");
+        assert_eq!(shown, json!(hidden), "{panel} for an operator");
+    }
+    assert_eq!(admin.eval("document.getElementById('users-details').hidden").await.expect("eval"), json!(false));
+
+    // The admin resets zhao's password (a confirm, then the new one shown once).
+    admin.click("#users [data-user-reset=\"zhao\"]").await.expect("reset clicked");
+    let notice = admin
+        .wait_for(
+            "(() => { const n = document.querySelector('.users-notice'); \
+             return n && n.textContent.includes('New password for zhao') ? n.textContent : null; })()",
+            WAIT,
+        )
+        .await
+        .expect("the new password shown");
+    let notice = notice.as_str().unwrap_or_default();
+    let new_pw = notice.rsplit(' ').next().unwrap_or_default().trim().to_string();
+    assert!(new_pw.len() >= 12 && new_pw != "zhao-first-pass-01", "a new password in {notice:?}");
+    assert!(admin.dialogs().iter().any(|d| d.contains("zhao")), "the admin was asked first: {:?}", admin.dialogs());
+
+    // Zhao's session ended with the reset: back at the page, the sign-in form. The old
+    // password is refused, the new one works (the positive control).
+    zhao.goto(&format!("{base}/")).await.expect("the dashboard loads");
+    sign_in_on_page(&zhao, "zhao", "zhao-first-pass-01").await;
+    zhao.wait_for("!document.getElementById('signin-error').hidden", WAIT).await.expect("the old password refused");
+    assert_eq!(zhao.text("#signin-error").await.expect("the error"), "Wrong name or password.");
+    assert_eq!(zhao.eval("document.documentElement.dataset.user").await.expect("eval"), json!(""));
+    sign_in_on_page(&zhao, "zhao", &new_pw).await;
+    zhao.wait_for("document.documentElement.dataset.user === 'zhao' && document.querySelector('#bc-new')", WAIT)
+        .await
+        .expect("zhao signed in with the new password");
+
+    // The audit view lists the admin's two changes.
+    admin.click("#audit-open").await.expect("the audit view opens");
+    admin
+        .wait_for(
+            "['user.create', 'user.password'].every((a) => [...document.querySelectorAll(`#audit tr[data-audit=\"${a}\"]`)]\
+             .some((r) => r.querySelector('.audit-who').textContent === 'admin' && r.cells[5].textContent === 'zhao'))",
+            WAIT,
+        )
+        .await
+        .expect("the audit view lists the admin's changes to zhao");
+    for (who, p) in [("admin", &admin), ("zhao", &zhao)] {
+        let errors: Vec<String> = p.errors().into_iter().filter(|e| !e.contains("Failed to load resource")).collect();
+        assert!(errors.is_empty(), "{who}'s page: {errors:?}");
+    }
+    drop(browser);
+    demo.stop().await;
+}

@@ -4,13 +4,13 @@
 // them see.
 
 import { h } from './dom.js';
-import { t } from './strings.js';
+import { lang, t } from './strings.js';
 import { getJson } from './api.js';
 import { dateTime } from './format.js';
 import { can, onSession } from './session.js';
 
 /** Kinds of action the search offers (prefixes of the API's action names). */
-const KINDS = ['', 'signin', 'signout', 'broadcast', 'alert', 'silence', 'command', 'user'];
+const KINDS = ['', 'signin', 'signout', 'broadcast', 'alert', 'silence', 'maintenance', 'command', 'user'];
 
 /** The panel: `els` = { details, body }. Loads when opened and on each search. */
 export function mountAudit(els) {
@@ -40,11 +40,35 @@ export function mountAudit(els) {
     return t('audit_' + action.replace(/\./g, '_'));
   }
 
+  /** The name of a detail's field in the page's language (the API's name if none is known). */
+  function fieldText(key) {
+    const name = t('auditField_' + key);
+    return name === 'auditField_' + key ? key : name;
+  }
+
+  /**
+   * One detail's value as people read it: times in the page's zone and language, levels,
+   * points and roles by their names, matchers as `label=value`.
+   */
+  function valueText(key, v) {
+    if (v === null || v === undefined || v === '') return '';
+    if (key.endsWith('_at') && typeof v === 'string' && !Number.isNaN(Date.parse(v))) return dateTime(Date.parse(v));
+    if (key === 'level' && typeof v === 'string') return t('level_' + v);
+    if (key === 'point' && typeof v === 'string') return t('point_' + v);
+    if (key === 'grants' && Array.isArray(v)) {
+      return v.map((g) => `${g.tenant === '*' ? t('allTenants') : g.tenant}: ${t('role_' + g.role)}`).join(', ');
+    }
+    if (typeof v === 'object' && !Array.isArray(v)) {
+      return Object.entries(v).filter(([, x]) => x !== null && x !== '').map(([k, x]) => `${k}=${x}`).join(', ');
+    }
+    return typeof v === 'object' ? JSON.stringify(v) : String(v);
+  }
+
   function detailText(d) {
     if (d === null || d === undefined) return '';
     if (typeof d !== 'object') return String(d);
-    return Object.entries(d).filter(([, v]) => v !== null && v !== '')
-      .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join('; ');
+    return Object.entries(d).map(([k, v]) => [k, valueText(k, v)]).filter(([, v]) => v !== '')
+      .map(([k, v]) => `${fieldText(k)}${lang() === 'zh' ? '：' : ': '}${v}`).join(lang() === 'zh' ? '；' : '; ');
   }
 
   function renderForm() {

@@ -131,12 +131,15 @@ struct RejectBody {
 async fn reject(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     Path(id): Path<String>,
     body: Result<Json<RejectBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     b.reject(&by, id, &body.reason).await?;
+    let tenant = b.view(id).map(|(tenant, _)| tenant);
+    trail.record(&by, "broadcast.reject", tenant.as_deref(), id, json!({ "reason": body.reason.trim() })).await;
     Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A target is spelled `all`, `village:<site>`, `area:<district>`, `group:<name>` or
 //! `speaker:<device>`; a bare id is looked up as a speaker, then a village (site id or
-//! name), then an area, then a group. Resolution happens once, when the broadcast is
+//! name, or either half of a name written `<Chinese> <pinyin>`: `东村` or `Dongcun` for
+//! `东村 Dongcun`, as a CAP alert's `areaDesc` names it), then an area, then a group. Resolution happens once, when the broadcast is
 //! created, against the inventory of that moment: the deliveries are the speakers it named
 //! then, and the audit log records them.
 //!
@@ -38,6 +39,11 @@ pub fn parse(text: &str) -> Result<Target, String> {
     }
 }
 
+/// True if `text` is the site name `name`, or its Chinese or its pinyin half.
+fn named(name: &str, text: &str) -> bool {
+    name == text || name.split_once(' ').is_some_and(|(zh, pinyin)| zh == text || pinyin == text)
+}
+
 /// What a set of targets resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -71,7 +77,7 @@ pub fn resolve(
         } else if speakers.iter().any(|d| d.id == *text) {
             Target::Speaker(text.clone())
         } else if let Some(s) =
-            sites.iter().find(|s| s.id == *text || s.name == *text || s.village.as_deref() == Some(text))
+            sites.iter().find(|s| s.id == *text || named(&s.name, text) || s.village.as_deref() == Some(text))
         {
             Target::Village(s.village.clone().unwrap_or_else(|| s.id.clone()))
         } else if sites.iter().any(|s| s.district.as_deref() == Some(text)) {
@@ -140,6 +146,10 @@ mod tests {
     use crate::inventory::{Device, GatewayInfo, InventoryFile, Site};
 
     fn inventory() -> Inventory {
+        Inventory::from_file(inventory_file())
+    }
+
+    fn inventory_file() -> InventoryFile {
         let site = |id: &str, tenant: &str, district: &str| Site {
             id: id.into(),
             name: format!("{id} village"),
@@ -161,7 +171,7 @@ mod tests {
             lon: None,
             public_key: None,
         };
-        Inventory::from_file(InventoryFile {
+        InventoryFile {
             sites: vec![
                 site("dongcun", "county", "district-1"),
                 site("xicun", "county", "district-1"),
@@ -181,7 +191,7 @@ mod tests {
                 speaker("xicun-speaker-1", "xicun"),
                 speaker("farm-speaker-1", "farm"),
             ],
-        })
+        }
     }
 
     #[test]
@@ -196,6 +206,21 @@ mod tests {
         assert_eq!(r.speakers.len(), 2);
         let r = resolve(&["all".into()], Some("county"), &inv, &c).unwrap();
         assert_eq!(r.speakers.len(), 2, "all means all of the tenant's speakers");
+    }
+
+    #[test]
+    fn a_village_is_found_by_its_whole_name_or_either_half_of_it() {
+        let mut file = inventory_file();
+        file.sites[0].name = "东村 Dongcun".into();
+        file.sites[1].name = "西村 Xicun".into();
+        let inv = Inventory::from_file(file);
+        let c = BroadcastConfig::default();
+        for names in [["东村", "西村"], ["Dongcun", "Xicun"], ["东村 Dongcun", "西村 Xicun"]] {
+            let given: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let r = resolve(&given, None, &inv, &c).unwrap();
+            assert_eq!(r.targets, [Target::Village("dongcun".into()), Target::Village("xicun".into())], "{names:?}");
+        }
+        assert!(resolve(&["东".into()], None, &inv, &c).is_err(), "a part of a half is no name");
     }
 
     #[test]
