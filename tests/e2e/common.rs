@@ -4,10 +4,11 @@
 use serde_json::Value;
 
 /// Held for their whole run by the tests that build a large world in this process (a
-/// 1,000-speaker county, the full-size county's API, a week of a county's readings) and by
-/// the attacks test, whose memory bound (`attacks.rs`, `RSS_GROWTH_MIB`) measures the whole
-/// test process: so the bound is never charged with another test's county. The test
-/// harness runs two tests at a time; the rest still overlap freely.
+/// 1,000-speaker county, the full-size county's API, a week of a county's readings), so
+/// that two of them never share the process's memory and cores. The test harness runs two
+/// tests at a time; the rest still overlap freely. (The attacks test, whose memory bound
+/// measures the whole process, does not share it with anything: it is ignored here and
+/// `./test` runs it on its own afterwards.)
 pub(crate) static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// GETs a JSON document from the API; panics with the body on a non-2xx status.
