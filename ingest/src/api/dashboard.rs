@@ -71,6 +71,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/tables.js", JS),
     asset!("js/alerts.js", JS),
     asset!("js/broadcasts.js", JS),
+    asset!("js/datasource.js", JS),
+    asset!("js/sitelist.js", JS),
+    asset!("js/bctownships.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
