@@ -223,8 +223,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, rows)
         limit, offset = max(1, int(q["limit"])), int(q.get("offset", 0))
         items = rows[offset:offset + limit]
-        nxt = offset + limit if offset + limit < len(rows) else None
-        return self.send(200, dict(items=items, total=len(rows), next=nxt))
+        # Offsets stand in for the API's cursors here (the page passes next_cursor back as `cursor`).
+        if "cursor" in q:
+            offset = int(q["cursor"])
+            items = rows[offset:offset + limit]
+        nxt = str(offset + limit) if offset + limit < len(rows) else None
+        return self.send(200, dict(items=items, total=len(rows), offset=offset, limit=limit, next_cursor=nxt))
 
     def large_get(self, path, q, now):
         """The large county's calls; False when `path` is not one of them."""
@@ -244,7 +248,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, [b])
         if path == "/api/v1/broadcasts/7":
             return self.send(200, c.broadcast)
-        if path == "/api/v1/events" and self.events:
+        if path == "/api/v1/stream" and self.events:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("cache-control", "no-cache")
@@ -257,7 +261,8 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(0.5)
                     if c.version != seen:
                         seen = c.version
-                        self.wfile.write(f"event: change\ndata: {json.dumps(dict(version=seen))}\n\n".encode())
+                        alert = c.alerts[-1] if c.alerts else None
+                        self.wfile.write(f"event: alert\ndata: {json.dumps(dict(event='firing', alert=alert))}\n\n".encode())
                     else:
                         self.wfile.write(b": keep-alive\n\n")
                     self.wfile.flush()
@@ -358,7 +363,7 @@ def main():
     p.add_argument("--hostile", action="store_true")
     p.add_argument("--county", choices=["small", "large"], default="small")
     p.add_argument("--events", action="store_true",
-                   help="serve GET /api/v1/events (a never-ending stream: Chromium's --virtual-time-budget then never ends)")
+                   help="serve GET /api/v1/stream (a never-ending stream: Chromium's --virtual-time-budget then never ends)")
     args = p.parse_args()
     Handler.county = County(args)
     Handler.events = args.events

@@ -1,14 +1,16 @@
 """A county the size of the real one for fixture_server.py (`--county large`): about 150
 villages in 8 townships strung along river valleys, 15,000 household meters, 400
 speakers, 3 waterworks, 2 dairy farms of 1,000 cows each, and the calls the dashboard
-uses at that size (issue 17): `GET /api/v1/summary` (counts by state per site and
-township), `devices` and `latest` filtered by site, kind and township and paged
-(`limit`, `offset`; the answer is then `{"items", "total", "next"}`), a broadcast to
-every speaker in progress with a few failures, and `GET /api/v1/events` (server-sent
-`change` events). Every JSON answer carries an ETag; `If-None-Match` gets a 304.
+uses at that size (issue 17), in the shapes of docs/API.md ("At county size"):
+`GET /api/v1/summary` (counts by state per site and township), townships as sites of
+kind `township`, `devices` and `latest` filtered by site, kind and township and paged
+(`limit`, `offset`, `cursor`; the answer is then `{"items", "total", "offset", "limit",
+"next_cursor"}`), a broadcast to every speaker in progress with a few failures, and (with
+--events) `GET /api/v1/stream` (an `alert` event when a fault is injected). Every JSON
+answer carries an ETag; `If-None-Match` gets a 304.
 
-The shapes are the dashboard's reading of the issue, for working on the page before the
-real API exists; `ingest demo --county large` is the real thing.
+The values are made up, for working on the page without ingest; `ingest demo --county
+large` is the real thing.
 """
 
 import math
@@ -91,6 +93,9 @@ class LargeCounty:
                 self.cows[cid] = rnd.gauss(38.6, 0.18) + (1.1 if rnd.random() < 0.006 else 0)
                 self.device(cid, "cow_collar", fid)
         self.sites.extend(villages)
+        # Each township is a site of its own at its seat (kind `township`), as the API has it.
+        self.sites.extend(dict(id=t["id"], name=t["name"], kind="township", tenant="county", lat=t["lat"], lon=t["lon"],
+                               village=None, district=None, township=None) for t in self.townships)
         speakers_left = 400
         for i, v in enumerate(villages):
             vid = v["id"]
@@ -240,7 +245,9 @@ class LargeCounty:
         now = now - now % 60_000
         sites = {}
         for s in self.sites:
-            sites[s["id"]] = dict(id=s["id"], township=s.get("township"), kind=s["kind"], state="ok", kinds={},
+            if s["kind"] == "township":
+                continue
+            sites[s["id"]] = dict(id=s["id"], township=s.get("township"), kind=s["kind"], state="ok", counts={},
                                   gateways=dict(total=0, online=0), issues=[])
         for d in self.devices:
             s = sites[d["site"]]
@@ -249,7 +256,7 @@ class LargeCounty:
                 s["gateways"]["online"] += 1 if self.online(d) else 0
                 continue
             kind = "cow" if d["id"].startswith("cow-") else "collar_hub" if d["kind"] == "cow_collar" else d["kind"]
-            c = s["kinds"].setdefault(kind, dict(total=0, ok=0, stale=0, offline=0, nodata=0))
+            c = s["counts"].setdefault(kind, dict(total=0, ok=0, stale=0, offline=0, nodata=0))
             c["total"] += 1
             c[self.state(d, now)] += 1
             if kind == "pump_station" and self.faults.get(d["id"]) == "pump_trip":
@@ -257,9 +264,9 @@ class LargeCounty:
         for s in sites.values():
             if s["gateways"]["total"] and not s["gateways"]["online"]:
                 s["state"] = "offline"
-            elif s["issues"] or any(c["offline"] for c in s["kinds"].values()):
+            elif s["issues"] or any(c["offline"] for c in s["counts"].values()):
                 s["state"] = "attention"
-            elif any(c["stale"] > 0.1 * c["total"] for c in s["kinds"].values()):
+            elif any(c["stale"] > 0.1 * c["total"] for c in s["counts"].values()):
                 s["state"] = "attention"
         townships = []
         for t in self.townships:
@@ -268,7 +275,8 @@ class LargeCounty:
             for s in members:
                 states[s["state"]] += 1
             townships.append(dict(t, sites=len(members), states=states))
-        return dict(generated_at=rfc(now), devices=len(self.devices), sites=list(sites.values()), townships=townships)
+        totals = dict(devices=dict(total=len(self.devices)))
+        return dict(totals=totals, sites=list(sites.values()), townships=townships)
 
 
 UNITS = {"flow": "m3/h", "volume_total": "m3", "pressure": "MPa", "tank_level": "m", "free_chlorine": "mg/L",

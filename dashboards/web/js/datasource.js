@@ -20,12 +20,14 @@ const HERD_REFRESH_MS = 30_000;
 const DETAIL_REFRESH_MS = 15_000;
 /** Kinds read device by device at county size: few per county, each drawn on its own. */
 const FEW_KINDS = ['pump_station', 'water_quality', 'barn_climate'];
-/** Server-sent events the page listens to (names of the summary stream, and the broadcasts'). */
-const CHANGE_EVENTS = ['change', 'changed', 'summary', 'site', 'sites', 'alert', 'alerts', 'latest', 'device', 'state'];
+/** Server-sent events of GET /api/v1/stream (docs/API.md) and of a broadcast's stream. */
+const STREAM_EVENTS = ['hello', 'latest', 'alert', 'lagged'];
 const BROADCAST_EVENTS = ['progress', 'delivery', 'approved', 'finished', 'cancelled', 'refused', 'created'];
 
 /** What the last refreshes cost, for people measuring the page (read through devtools or a test). */
-const stats = { firstLoad: null, refreshes: [], mode: null, events: false };
+const stats = { firstLoad: null, refreshes: [], mode: null, events: false, eventBytes: 0, eventCount: 0 };
+/** Kinds whose new values (told by the stream) the page shows at once. */
+const WATCHED_KINDS = new Set(FEW_KINDS);
 if (typeof window !== 'undefined') window.vtDashboard = stats;
 try {
   performance.setResourceTimingBufferSize(5_000);
@@ -79,15 +81,21 @@ export function normaliseSummary(body) {
     : body?.townships && typeof body.townships === 'object'
       ? Object.entries(body.townships).map(([id, v]) => ({ id, ...v })) : [];
   for (const tw of tlist) townships.set(tw.id, { name: tw.name ?? tw.id, lat: tw.lat, lon: tw.lon });
-  const total = Number(body?.devices?.total ?? body?.devices ?? body?.totals?.devices);
+  const total = Number(body?.totals?.devices?.total ?? body?.devices?.total ?? body?.devices);
   return { devices: Number.isFinite(total) && total > 0 ? total : devices, sites, townships };
 }
 
 /** The page's source of data; one per page. */
 export class DataSource {
-  /** `kick()`: asks the page for a refresh soon (an event said something changed). */
-  constructor(kick) {
+  /**
+   * `kick()`: asks the page for a refresh soon (an event said something changed);
+   * `applied()`: the stream brought new values, already in `latest()`: draw them again.
+   */
+  constructor(kick, applied) {
     this.kick = kick;
+    this.applied = applied;
+    /** The newest values of the few devices read one by one (county size), by "device/metric". */
+    this.fewRows = new Map();
     /** null until known; 'full' reads everything, 'large' reads summaries. */
     this.mode = null;
     /** True while the server's change events arrive (the page then polls slowly). */
@@ -154,15 +162,21 @@ export class DataSource {
       const tw = site.township ? summary.townships.get(site.township) : null;
       return tw && !site.township_name ? { ...site, township_name: tw.name } : site;
     });
+    this.fewRows = new Map(fewLatest.flat().map((r) => [`${r.device}/${r.metric}`, r]));
     return {
       sites: named,
       devices: [...gateways, ...few.flat()],
-      latest: [...fewLatest.flat(), ...this.herd.rows],
+      latest: this.latest(),
       summary: summary.sites,
       townships: summary.townships,
       alerts,
       broadcasts,
     };
+  }
+
+  /** The newest values the page holds at county size: the few devices' (kept current by the stream) and the cows'. */
+  latest() {
+    return [...this.fewRows.values(), ...this.herd.rows];
   }
 
   /**
@@ -193,13 +207,18 @@ export class DataSource {
     if (needle.length < 2) return [];
     const matches = (d) => d.id.toLowerCase().includes(needle) || String(d.name ?? '').toLowerCase().includes(needle);
     if (this.mode !== 'large') return (devices ?? []).filter(matches).slice(0, 20);
+    // A whole device id (what a household reads off its meter) is looked up directly.
+    const exact = rowsOf((await getJsonCached('/api/v1/latest', { device: text.trim(), limit: '100' })).body);
+    const hit = exact.length ? [{ id: exact[0].device, kind: exact[0].kind, site: exact[0].site, name: null }] : [];
+    // Found whole: no need for the index of every device (a few MB to read once).
+    if (hit.length) return hit;
     if (!this.index && this.serverSearch !== false) {
       const { body } = await getJsonCached('/api/v1/devices', { q: text.trim(), limit: '20' });
       const rows = rowsOf(body);
       // A server that ignores `q` answers the first devices whatever was asked.
       if (rows.length === 0 || rows.some(matches)) {
         this.serverSearch = true;
-        return rows.filter(matches).slice(0, 20);
+        return mergeHits(hit, rows.filter(matches));
       }
       this.serverSearch = false;
     }
@@ -207,7 +226,7 @@ export class DataSource {
       this.index = (await getAllPages('/api/v1/devices', { limit: '5000' }, 100_000))
         .map((d) => ({ id: d.id, name: d.name ?? null, kind: d.kind, site: d.site }));
     }
-    return this.index.filter(matches).slice(0, 20);
+    return mergeHits(hit, this.index.filter(matches));
   }
 
   /** The newest values of one device (a search hit). */
@@ -216,9 +235,30 @@ export class DataSource {
     return rows;
   }
 
-  /** Listens to the server's change events; a failed stream falls back to polling. */
+  /**
+   * Listens to the server's changes (GET /api/v1/stream); a failed stream falls back to
+   * polling. An alert, or a change to a device drawn one by one, refreshes the page at
+   * once; the meters' steady trickle of readings does not (their counts are re-read with
+   * the summary at the next poll).
+   */
   listen() {
-    this.closeEvents = listen('/api/v1/events', CHANGE_EVENTS, () => this.kick('events'), (open) => {
+    this.closeEvents = listen('/api/v1/stream', STREAM_EVENTS, (name, data) => {
+      stats.eventBytes += typeof data === 'string' ? data.length : JSON.stringify(data ?? '').length;
+      stats.eventCount += 1;
+      if (name === 'alert' || name === 'lagged') this.kick(name);
+      // New values of the devices drawn one by one go straight into the page, no request.
+      if (name === 'latest' && Array.isArray(data?.changed)) {
+        let n = 0;
+        for (const r of data.changed) {
+          const key = `${r.device}/${r.metric}`;
+          if (WATCHED_KINDS.has(r.kind) && this.fewRows.has(key)) {
+            this.fewRows.set(key, r);
+            n += 1;
+          }
+        }
+        if (n) this.applied();
+      }
+    }, (open) => {
       this.listening = open;
       stats.events = open;
     });
@@ -235,6 +275,11 @@ export class DataSource {
       () => this.kick('broadcast'), () => {});
   }
 
+  /** The page drew its data: the first time, that is when the first load ended. */
+  drawn() {
+    if (stats.firstLoad && stats.firstLoad.drawnMs === undefined) stats.firstLoad.drawnMs = Math.round(performance.now());
+  }
+
   /** Keeps what this refresh cost; the first one is the page's first load. */
   note(from) {
     const cost = costSince(from);
@@ -249,6 +294,12 @@ export class DataSource {
     if (stats.refreshes.length > 50) stats.refreshes.shift();
     if (performance.getEntriesByType('resource').length > 4_000) performance.clearResourceTimings();
   }
+}
+
+/** The exact hit first, then the others, at most 20, each device once. */
+function mergeHits(exact, others) {
+  const seen = new Set(exact.map((d) => d.id));
+  return [...exact, ...others.filter((d) => !seen.has(d.id))].slice(0, 20);
 }
 
 /**

@@ -71,7 +71,7 @@ const ui = {
 
 /** With the server's change events, the page still polls this often (a missed event costs at most this). */
 const EVENTS_POLL_MS = 30_000;
-const source = new DataSource(() => kick());
+const source = new DataSource(() => kick(), () => redraw());
 const siteList = new SiteList($('site-list'));
 const filterEls = { township: $('filter-township'), townshipLabel: $('filter-township-label'), kind: $('filter-kind'),
   state: $('filter-state') };
@@ -122,8 +122,24 @@ async function refresh() {
     `${ui.latest?.length ?? 0} rows`;
   ui.refreshes += 1;
   document.documentElement.dataset.refreshes = String(ui.refreshes);
-  if (ui.model) document.documentElement.dataset.ready = 'true';
+  if (ui.model) {
+    document.documentElement.dataset.ready = 'true';
+    source.drawn();
+  }
   chart.refreshIfDue();
+}
+
+/** The stream brought new values (county size): rebuild the model from what the page holds and draw it. */
+let redrawPending = false;
+function redraw() {
+  if (redrawPending || !ui.sites) return;
+  redrawPending = true;
+  requestAnimationFrame(() => {
+    redrawPending = false;
+    ui.latest = source.latest();
+    ui.model = buildModel(ui.sites, ui.devices, ui.latest, serverNow(), ui.summary);
+    render();
+  });
 }
 
 /**
@@ -662,5 +678,13 @@ function report(error) {
   else setTimeout(() => { throw error; });
 }
 
+// ?township=ID in the address opens that township (a wall screen in a township office).
+{
+  const township = new URLSearchParams(location.search).get('township');
+  if (township) {
+    ui.township = township;
+    ui.filter.township = township;
+  }
+}
 applyLanguage();
 loop();

@@ -99,6 +99,8 @@ export function countyMap(model, width, marks = new Map(), bcMarks = new Map(), 
   if (grouped && !opened) return groupedMap(model, W, H, marks, bcMarks);
   const sites = (opened ? opened.sites : model.sites).filter((p) => p.hasCoords);
   const proj = fit(sites, W, H);
+  // A township's villages strung along a valley would cover each other: moved apart, names included.
+  const at = opened ? spread(sites.map((p) => ({ key: p.id, x: proj.x(p.lon), y: proj.y(p.lat), r: 19 })), W, H) : null;
   const labels = sites.length <= MAP_LABELS_UP_TO;
   return s('svg', { class: 'county', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'group',
     'data-township': opened?.id ?? null,
@@ -107,7 +109,7 @@ export function countyMap(model, width, marks = new Map(), bcMarks = new Map(), 
     s('g', { class: 'pipes', 'aria-hidden': 'true' }, pipes(sites, proj)),
     // Problems are drawn last, on top; in a crowded county fine sites shrink to dots.
     s('g', { class: 'markers' }, [...sites].sort(byConcern(marks)).map((p) => marker(p, proj, labels,
-      marks.get(p.id) ?? null, bcMarks.get(p.id) ?? null))),
+      marks.get(p.id) ?? null, bcMarks.get(p.id) ?? null, at?.get(p.id)))),
     scaleBar(proj, H),
     northArrow(W));
 }
@@ -120,10 +122,10 @@ function groupedMap(model, W, H, marks, bcMarks) {
   const placed = model.sites.filter((p) => p.hasCoords);
   const proj = fit(placed, W, H);
   const singles = placed.filter((p) => p.kind !== 'village' || !p.township);
-  const groups = model.townships.filter((tw) => tw.hasCoords);
+  const groups = model.townships.filter((tw) => tw.hasCoords && tw.sites.some((p) => p.kind === 'village'));
   // Markers that would cover each other are moved apart (a township's middle can lie on a waterworks).
   const at = spread([...groups.map((tw) => ({ key: 'tw:' + tw.id, x: proj.x(tw.lon), y: proj.y(tw.lat),
-    r: groupRadius(tw) + 12 })), ...singles.map((p) => ({ key: p.id, x: proj.x(p.lon), y: proj.y(p.lat), r: 22 }))], W, H);
+    r: groupRadius(villagesOf(tw)) + 12 })), ...singles.map((p) => ({ key: p.id, x: proj.x(p.lon), y: proj.y(p.lat), r: 22 }))], W, H);
   return s('svg', { class: 'county grouped', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'group',
     'aria-label': t('mapGroupedLabel', placed.length, groups.length) },
   s('rect', { class: 'land', x: 0, y: 0, width: W, height: H, rx: 8 }),
@@ -132,6 +134,14 @@ function groupedMap(model, W, H, marks, bcMarks) {
     marks.get(p.id) ?? null, bcMarks.get(p.id) ?? null, at.get(p.id)))),
   scaleBar(proj, H),
   northArrow(W));
+}
+
+/** A township's villages (the group; its waterworks and farms are drawn on their own) and their states. */
+function villagesOf(tw) {
+  const sites = tw.sites.filter((p) => p.kind === 'village');
+  const states = { offline: 0, attention: 0, stale: 0, ok: 0, nodata: 0 };
+  for (const p of sites) states[p.state] += 1;
+  return { ...tw, sites, states };
 }
 
 /** What a township's group marker says: worst state, counts, alerts, broadcast failures. */
@@ -209,7 +219,8 @@ export function spread(items, W, H) {
   return new Map(items.map((c) => [c.key, { x: c.x, y: c.y }]));
 }
 
-function groupMarker(tw, place, marks, bcMarks) {
+function groupMarker(township, place, marks, bcMarks) {
+  const tw = villagesOf(township);
   const f = groupFigures(tw, marks, bcMarks);
   const n = tw.sites.length;
   const r = groupRadius(tw);
@@ -368,12 +379,13 @@ export function mapNav(model, township) {
   if (!groupsTownships(model)) return null;
   const opened = township ? model.townships.find((tw) => tw.id === township) : null;
   if (!opened) return h('p', { class: 'map-hint' }, t('mapGroupedHint', model.townships.length));
-  const f = opened.states;
+  const v = villagesOf(opened);
+  const f = v.states;
   return h('div', { class: 'map-nav-row' },
     h('button', { type: 'button', class: 'map-back', 'data-action': 'township', 'data-township': '' }, t('wholeCounty')),
     h('span', { class: 'map-township' }, opened.zh ? [h('span', { class: 'zh', lang: 'zh' }, opened.zh), ' ',
       h('span', { class: 'py' }, opened.pinyin)] : opened.name),
-    h('span', { class: 'map-township-figures' }, t('groupSites', opened.sites.length),
+    h('span', { class: 'map-township-figures' }, t('groupSites', v.sites.length),
       f.offline ? ` · ${f.offline} ${t('state_offline')}` : '', f.attention ? ` · ${f.attention} ${t('state_attention')}` : ''));
 }
 

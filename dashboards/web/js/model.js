@@ -72,8 +72,12 @@ export function buildModel(sites, devices, latest, now, summary = null) {
   }
 
   const siteById = new Map();
+  // A township is a site of its own (its seat, with its name); villages name it by id.
+  const townshipNames = new Map(sites.filter((x) => x.kind === 'township').map((x) => [x.id, x.name || x.id]));
   for (const raw of sites) {
+    if (raw.kind === 'township') continue;
     const site = newSite(raw);
+    if (site.township && !site.townshipName) site.townshipName = townshipNames.get(site.township) ?? null;
     site.summary = summary?.get(raw.id) ?? null;
     siteById.set(raw.id, site);
   }
@@ -215,9 +219,6 @@ function summarise(site, now) {
     site.state = worse(told, mine);
     if (site.state === 'stale' && !issues.some((i) => i.state === 'stale')) {
       issues.push({ state: 'stale', key: 'issueStale', args: [{ ago: site.newest === null ? null : now - site.newest }] });
-    }
-    for (const why of site.summary.issues ?? []) {
-      if (why && typeof why.key === 'string') issues.push({ state: why.state ?? 'attention', key: why.key, args: why.args ?? [] });
     }
     return;
   }
