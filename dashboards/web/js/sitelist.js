@@ -166,6 +166,20 @@ export class SiteList {
         this.draw(false);
       });
     }, { passive: true });
+    // Only the rows in view exist, so Tab alone would never reach the others: arrow keys,
+    // Page Up/Down, Home and End move between every row, scrolling as they go.
+    this.scroller.addEventListener('keydown', (event) => {
+      const btn = event.target.closest?.('.vrow-btn');
+      if (!btn) return;
+      const at = Number(btn.parentNode.getAttribute('aria-posinset')) - 1;
+      const page = Math.max(1, Math.floor((this.scroller.clientHeight || ROW_H * 10) / ROW_H) - 1);
+      const to = { ArrowDown: at + 1, ArrowUp: at - 1, PageDown: at + page, PageUp: at - page, Home: 0,
+        End: this.sites.length - 1 }[event.key];
+      if (to === undefined || this.sites.length === 0) return;
+      event.preventDefault();
+      const site = this.sites[Math.max(0, Math.min(this.sites.length - 1, to))];
+      this.reveal(site.id)?.focus();
+    });
   }
 
   /** Shows `sites` (already filtered and ordered). */
