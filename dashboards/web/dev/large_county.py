@@ -276,7 +276,8 @@ class LargeCounty:
                 states[s["state"]] += 1
             townships.append(dict(t, sites=len(members), states=states))
         totals = dict(devices=dict(total=len(self.devices)))
-        return dict(totals=totals, sites=list(sites.values()), townships=townships)
+        return dict(stale_after_ms=dict(water_meter=7_800_000, default=120_000), totals=totals,
+                    sites=list(sites.values()), townships=townships)
 
 
 UNITS = {"flow": "m3/h", "volume_total": "m3", "pressure": "MPa", "tank_level": "m", "free_chlorine": "mg/L",

@@ -11,6 +11,7 @@
 // (window.vtDashboard.refreshes; docs/BENCHMARKS.md).
 
 import { ApiError, getAllPages, getJsonCached, listen, rowsOf } from './api.js';
+import { setStaleAfter } from './model.js';
 
 /** Above this many devices the page reads summaries instead of every latest value. */
 export const FULL_UP_TO_DEVICES = 3_000;
@@ -147,7 +148,10 @@ export class DataSource {
     const herdDue = Date.now() - this.herd.at > HERD_REFRESH_MS;
     const [sites, summary, gateways, few, fewLatest, herd, alerts, broadcasts] = await Promise.all([
       getJsonCached('/api/v1/sites').then((r) => rowsOf(r.body)),
-      getJsonCached('/api/v1/summary').then((r) => normaliseSummary(r.body)),
+      getJsonCached('/api/v1/summary').then((r) => {
+        setStaleAfter(r.body?.stale_after_ms);
+        return normaliseSummary(r.body);
+      }),
       getAllPages('/api/v1/devices', { kind: 'gateway' }),
       Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/devices', { kind }))),
       Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/latest', { kind }))),

@@ -29,7 +29,8 @@ const MIN_SPAN_KM = 2;
 /** The drawing size for a container `width` px wide. */
 export function mapSize(width) {
   const W = Math.round(Math.max(MIN_W, Math.min(MAX_W, width || MAX_W)));
-  return { W, H: Math.round(W * 0.72) };
+  // A phone's map is narrow: taller, so a township's villages have room.
+  return { W, H: Math.round(W * (W < 480 ? 0.95 : 0.72)) };
 }
 
 /** A projection of the sites into W x H px: { x(lon), y(lat), kmPerPx }. */

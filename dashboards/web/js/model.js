@@ -155,10 +155,22 @@ function isHub(d) {
   return d.online !== null && !ANIMAL_METRICS.some((m) => m in d.m);
 }
 
+/**
+ * How old a reading may be before its device is stale, by kind (`default` for the rest):
+ * the server's `stale_after_ms` at county size (meters report every 15-60 min), else STALE_MS.
+ */
+let staleAfter = { default: STALE_MS };
+
+/** Takes the server's staleness by kind (GET /api/v1/summary `stale_after_ms`). */
+export function setStaleAfter(byKind) {
+  staleAfter = { default: STALE_MS, ...(byKind && typeof byKind === 'object' ? byKind : {}) };
+}
+
 function deviceState(d, now) {
   if (d.online === false) return 'offline';
   if (d.newest === null) return 'nodata';
-  if (now - d.newest > STALE_MS) return 'stale';
+  const kind = d.kind === 'cow' || d.kind === 'collar_hub' ? 'cow_collar' : d.kind;
+  if (now - d.newest > (staleAfter[d.kind] ?? staleAfter[kind] ?? staleAfter.default)) return 'stale';
   return 'ok';
 }
 
