@@ -8,6 +8,9 @@
 //!   one after the other in one run; reports readings/s and bytes per reading on disk.
 //! - `query`: a year of one series at 1-minute resolution in each server, then the time of
 //!   a query bucketed to about 1,000 points.
+//! - `large-demo`: the full-size county (`ingest demo --county large`) as a process:
+//!   start-up, memory, CPU, the dashboard API's bytes and times, a red broadcast to 400
+//!   speakers (docs/BENCHMARKS.md, "A county the size of the real one").
 //! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
 //!   de-duplicate, store): readings/s and CPU.
 //!
@@ -18,6 +21,7 @@
 
 mod compare;
 mod dataset;
+mod large_demo;
 mod pipeline;
 mod query;
 mod readback;
@@ -48,6 +52,8 @@ enum Command {
     Query(query::Args),
     /// Push batches of 50 readings through ingest's embedded broker and measure.
     Pipeline(pipeline::Args),
+    /// Start the full-size county demo and measure start-up, memory, CPU and the API.
+    LargeDemo(large_demo::Args),
 }
 
 /// Where the release ingest binary is (next to this one).
@@ -66,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => rt.block_on(compare::run(args)),
         Command::Query(args) => rt.block_on(query::run(args)),
         Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
+        Command::LargeDemo(args) => rt.block_on(large_demo::run(args)),
     }
 }

@@ -40,6 +40,11 @@ pub struct Site {
     /// The water-supply district it is in, for mass balance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub district: Option<String>,
+    /// The township (乡镇) it is in: the id of the township's own site (kind `township`,
+    /// its seat), which gives the township's name and place; the API filters and counts
+    /// by it. A township's own site names itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub township: Option<String>,
 }
 
 /// A gateway.
@@ -357,6 +362,7 @@ impl Inventory {
             lon: 0.0,
             village: None,
             district: None,
+            township: None,
         });
         i.devices.insert(
             id.to_string(),

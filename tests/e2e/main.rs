@@ -17,4 +17,6 @@ mod influx_peers;
 mod influx_sink;
 mod influx_write;
 mod keys;
+mod large_api;
+mod large_county;
 mod trust_tls;

@@ -272,6 +272,7 @@ fn inventory(key: Option<String>) -> Inventory {
             lon: 113.6,
             village: Some("qemu-village".into()),
             district: None,
+            township: None,
         }],
         gateways: vec![GatewayInfo {
             id: GATEWAY.into(),

@@ -69,6 +69,8 @@ pub enum SiteKind {
     Waterworks,
     /// A dairy farm.
     Farm,
+    /// A township's seat (乡镇政府): names the township its villages belong to.
+    Township,
 }
 
 /// The whole layout.
@@ -93,6 +95,10 @@ pub struct SitePlan {
     pub village: Option<String>,
     /// The water supply district the site belongs to or feeds.
     pub district: Option<String>,
+    /// The township (乡镇) it is in: the id of the township's own site. None in the small
+    /// county.
+    #[serde(default)]
+    pub township: Option<String>,
     /// Latitude (degrees north).
     pub lat: f64,
     /// Longitude (degrees east).
@@ -153,6 +159,9 @@ impl Plan {
 
     /// Builds the layout of `spec` (see the module docs).
     pub fn build(spec: &CountySpec) -> Plan {
+        if let crate::spec::CountyLayout::Large { speakers_total, farms } = spec.layout {
+            return crate::large::plan(spec, speakers_total, farms);
+        }
         Layout::new(spec).plan()
     }
 }
@@ -272,6 +281,7 @@ impl<'a> Layout<'a> {
             kind: SiteKind::Waterworks,
             village: None,
             district: Some(district),
+            township: None,
             lat,
             lon,
         });
@@ -313,6 +323,7 @@ impl<'a> Layout<'a> {
             kind: SiteKind::Village,
             village: Some(id.clone()),
             district: Some(format!("district-{}", v / VILLAGES_PER_DISTRICT + 1)),
+            township: None,
             lat: centre.0,
             lon: centre.1,
         });
@@ -356,6 +367,7 @@ impl<'a> Layout<'a> {
             kind: SiteKind::Farm,
             village: None,
             district: None,
+            township: None,
             lat,
             lon,
         });

@@ -59,7 +59,7 @@ fn ts(t: Option<protocol::Timestamp>) -> Value {
 }
 
 /// The JSON of an alert: the fields first, then the rest.
-fn view(a: &Alert) -> Value {
+pub(crate) fn view(a: &Alert) -> Value {
     json!({
         "id": a.id,
         "rule": a.rule,

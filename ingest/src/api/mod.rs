@@ -8,13 +8,21 @@
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; a server
 //! error logs its cause and tells the client only that it happened ([`ApiError`]).
 //!
+//! At county size (issue 17): `/summary` gives what the dashboard shows per site and
+//! township without shipping the values, `/devices` and `/latest` filter by township and
+//! page, `/stream` pushes what changed, and [`http_cache`] adds ETags (`304` for an
+//! unchanged refresh) and gzip.
+//!
 //! Layering: `api` composes the routers. Each domain (alerts, broadcasts, commands, the
 //! line-protocol source) writes its handlers against its own state, taken out of
 //! [`AppState`] with axum's `FromRef`, so no domain module depends on `api`.
 
 mod dashboard;
+pub mod http_cache;
 mod read;
 pub mod serve;
+mod stream;
+mod summary;
 pub use crate::auth::Reader;
 pub use crate::error::ApiError;
 /// Times in the API, kept under this name for callers of `ingest::api::time`.
@@ -115,15 +123,20 @@ pub fn app(state: AppState) -> Router {
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
         .route("/rejections", get(read::rejections))
+        .route("/summary", get(summary::summary))
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
-        .merge(crate::command::routes());
+        .merge(crate::command::routes())
+        .layer(axum::middleware::from_fn(http_cache::etag))
+        // After the ETag layer: a stream is never buffered.
+        .merge(stream::routes(state.clone()));
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
         .route("/api/v2/write", post(crate::sources::line_protocol::write))
         .nest("/api/v1", api)
         .with_state(state)
+        .layer(axum::middleware::from_fn(http_cache::compress))
 }
 
 async fn health(State(s): State<AppState>) -> Response {
