@@ -14,7 +14,10 @@
 //! the refresh that brought the alert, and the JavaScript heap. docs/BENCHMARKS.md ("A
 //! county the size of the real one") has the figures of a run.
 //!
-//! Slow (the large demo starts in-process, about half a minute on two cores): one test.
+//! Slow (the large demo starts in-process; minutes of two cores and about a gigabyte): one
+//! test, ignored in `cargo test` and run by CI as a step of its own (`.ci/run`:
+//! `cargo test -p village-tests --test e2e large_dashboard -- --ignored`).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,6 +38,7 @@ const FAULT_SHOWN_WITHIN: Duration = Duration::from_secs(30);
 const FIRST_LOAD_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the full-size county in a browser: minutes and a gigabyte; CI runs it on its own (--ignored)"]
 async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a_pump_trip_within_30_s() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -57,7 +61,7 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
     let village = plan.sites.iter().find(|s| s.id == meter.site).expect("the meter's village").clone();
     let township = village.township.clone().expect("the large county's villages name their township");
     let pump = plan.devices().filter(|d| d.kind == DeviceKind::PumpStation).nth(1).expect("several waterworks").clone();
-    eventually("the pump's first reading, and the meter's", Duration::from_secs(90), || {
+    eventually("the pump's first reading, and the meter's", Duration::from_secs(180), || {
         let (base, pump, meter) = (&base, &pump.id, &meter.id);
         async move {
             let p = get_json(base, &format!("/api/v1/latest?device={pump}&metric=fault_word")).await;

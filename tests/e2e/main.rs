@@ -19,4 +19,5 @@ mod influx_write;
 mod keys;
 mod large_api;
 mod large_county;
+mod large_dashboard;
 mod trust_tls;
