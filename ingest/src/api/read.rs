@@ -37,7 +37,7 @@ pub(super) async fn sites(State(s): State<AppState>, reader: Reader) -> Json<Vec
 /// Paging of a list (`limit`, `cursor` or `offset`). Without any of them a list is
 /// answered whole, as a bare JSON array (what clients before paging read); with one, as a
 /// [`Page`].
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub(super) struct Paging {
     /// Items per page (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]; 0 answers only the total).
     limit: Option<usize>,
@@ -115,8 +115,11 @@ pub(super) struct DeviceFilter {
     site: Option<String>,
     gateway: Option<String>,
     township: Option<String>,
-    #[serde(flatten)]
-    paging: Paging,
+    // Paging's fields, not a flattened `Paging`: serde's flatten would hand the query's
+    // numbers over as strings, which `usize` refuses.
+    limit: Option<usize>,
+    cursor: Option<String>,
+    offset: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,7 +178,8 @@ pub(super) async fn devices(
             Some(view(&s, d, site, tenant, online))
         })
         .collect();
-    Ok(Json(paginate(out, &f.paging, |d| d.id.clone())))
+    let paging = Paging { limit: f.limit, cursor: f.cursor, offset: f.offset };
+    Ok(Json(paginate(out, &paging, |d| d.id.clone())))
 }
 
 fn view(
@@ -209,8 +213,9 @@ pub(super) struct LatestFilter {
     township: Option<String>,
     /// Only values newer than this (RFC 3339 or ms): what changed since the last refresh.
     since: Option<String>,
-    #[serde(flatten)]
-    paging: Paging,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    offset: Option<usize>,
 }
 
 /// One latest value as the API shows it.
@@ -274,7 +279,8 @@ pub(super) async fn latest(
             })
         })
         .collect();
-    Ok(Json(paginate(out, &f.paging, latest_key)))
+    let paging = Paging { limit: f.limit, cursor: f.cursor, offset: f.offset };
+    Ok(Json(paginate(out, &paging, latest_key)))
 }
 
 #[derive(Debug, Deserialize)]
