@@ -75,7 +75,7 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
     let page = browser.page(PageOptions::DESKTOP).await.expect("a desktop page");
     let loading = Instant::now();
     page.goto(&format!("{base}/?lang=en")).await.expect("the dashboard loads");
-    page.wait_for("document.documentElement.dataset.ready === 'true'", FIRST_LOAD_WITHIN).await.expect("data drawn");
+    data_drawn(&page).await;
     let first_drawn = loading.elapsed();
     let first_load = page.eval("window.vtDashboard.firstLoad").await.unwrap();
     assert_eq!(page.eval("window.vtDashboard.mode").await.unwrap(), "large", "the page reads summaries at this size");
@@ -176,17 +176,29 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
     let before = refreshes(&page).await;
     let tripped = Instant::now();
     inject(&base, &demo.admin_token, &pump.id, "pump_trip").await;
-    page.wait_for(
-        &format!(
-            "!!document.querySelector('#alerts-panel tr.alert[data-rule=\"pump-trip\"][data-device={d}]') && \
-             !!document.querySelector('#map .marker.alerting[data-site={s}]')",
-            d = json!(pump.id),
-            s = json!(pump.site)
-        ),
-        FAULT_SHOWN_WITHIN,
-    )
-    .await
-    .expect("the pump trip on the map and in the alert list within 30 s");
+    let shown = page
+        .wait_for(
+            &format!(
+                "!!document.querySelector('#alerts-panel tr.alert[data-rule=\"pump-trip\"][data-device={d}]') && \
+                 !!document.querySelector('#map .marker.alerting[data-site={s}]')",
+                d = json!(pump.id),
+                s = json!(pump.site)
+            ),
+            FAULT_SHOWN_WITHIN,
+        )
+        .await;
+    if let Err(e) = shown {
+        let api = get_json(&base, "/api/v1/alerts?state=active").await;
+        let says = page
+            .eval(&format!(
+                "JSON.stringify({{ rows: [...document.querySelectorAll('#alerts-panel tr.alert')].map(r => r.dataset.rule + '@' + r.dataset.device), \
+                  marker: document.querySelector('#map .marker[data-site={s}]')?.getAttribute('class'), \
+                  banner: document.getElementById('unreachable').textContent, stats: window.vtDashboard }})",
+                s = json!(pump.site)
+            ))
+            .await;
+        panic!("the pump trip not on the map and in the alert list within 30 s: {e}\nthe API's open alerts: {api}\nthe page: {says:?}");
+    }
     let shown_after = tripped.elapsed();
     let with_alert = page.eval(&format!("window.vtDashboard.refreshes.slice({before})")).await.unwrap();
     let events_after = page.eval("window.vtDashboard.eventBytes").await.unwrap();
@@ -203,7 +215,7 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
     // A phone: the same county, in Chinese, laid out for 390 px without sideways scrolling.
     let phone = browser.page(PageOptions::PHONE).await.expect("a phone page");
     phone.goto(&format!("{base}/?lang=zh")).await.expect("the dashboard loads on a phone");
-    phone.wait_for("document.documentElement.dataset.ready === 'true'", FIRST_LOAD_WITHIN).await.expect("drawn");
+    data_drawn(&phone).await;
     let wide = phone.eval("document.documentElement.scrollWidth - window.innerWidth").await.unwrap();
     assert!(wide.as_i64().unwrap_or(0) <= 1, "the phone page scrolls sideways by {wide} px");
     phone.screenshot(docs.join("large-county-phone.png"), false).await.expect("the phone screenshot");
@@ -217,6 +229,16 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
     println!("  server-sent event bytes: {events_before} before the trip, {events_after} after");
     println!("  JS heap: {heap}; DOM elements: {nodes}");
     demo.stop().await;
+}
+
+/// Waits until the page has drawn the county's data; if it does not, says what the page says.
+async fn data_drawn(page: &Page) {
+    if let Err(e) = page.wait_for("document.documentElement.dataset.ready === 'true'", FIRST_LOAD_WITHIN).await {
+        let says = page
+            .eval("[document.getElementById('unreachable').textContent, document.documentElement.dataset.timing,                    JSON.stringify(window.vtDashboard)].join(' | ')")
+            .await;
+        panic!("the page drew no data: {e}; the page says: {says:?}");
+    }
 }
 
 /// How many refreshes the page has counted (the page keeps the last 50).

@@ -142,22 +142,23 @@ const etagCache = new Map();
 /**
  * GETs `path` like getJson, but revalidates with the URL's last ETag. Returns
  * `{ body, fresh }`: `fresh` is false when the server said 304 (nothing changed). Throws
- * ApiError (`status` 404 when the server has no such call).
+ * ApiError (`status` 404 when the server has no such call). `timeoutMs`: how long to wait
+ * (a county's summary on a busy server takes longer than one site's values).
  */
-export async function getJsonCached(path, params) {
+export async function getJsonCached(path, params, timeoutMs = FETCH_TIMEOUT_MS) {
   const url = params ? `${path}?${new URLSearchParams(params)}` : path;
   const kept = etagCache.get(url);
   const headers = { accept: 'application/json' };
   if (kept) headers['if-none-match'] = kept.etag;
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
   const sent = Date.now();
   let response;
   try {
     // no-store: the page keeps the copy itself, so a 304 reaches it as a 304.
     response = await fetch(url, { headers, cache: 'no-store', signal: controller.signal });
   } catch (e) {
-    const why = e.name === 'AbortError' ? `no answer within ${FETCH_TIMEOUT_MS / 1000} s` : e.message;
+    const why = e.name === 'AbortError' ? `no answer within ${timeoutMs / 1000} s` : e.message;
     throw new ApiError(path, why);
   } finally {
     clearTimeout(timer);
@@ -193,11 +194,11 @@ export function rowsOf(body) {
  * Every row of a paged list call (`limit`/`offset`, or the page's `next` cursor), at most
  * `max` rows. Throws ApiError.
  */
-export async function getAllPages(path, params, max = 50_000) {
+export async function getAllPages(path, params, max = 50_000, timeoutMs = FETCH_TIMEOUT_MS) {
   const out = [];
   let query = { ...params, limit: String(params?.limit ?? 5000) };
   for (;;) {
-    const { body } = await getJsonCached(path, query);
+    const { body } = await getJsonCached(path, query, timeoutMs);
     const rows = rowsOf(body);
     out.push(...rows);
     if (Array.isArray(body) || rows.length === 0 || out.length >= max) break;

@@ -19,6 +19,8 @@ export const FULL_UP_TO_DEVICES = 3_000;
 const HERD_REFRESH_MS = 30_000;
 /** The opened site's devices are re-read at most this often. */
 const DETAIL_REFRESH_MS = 15_000;
+/** How long a county-size read may take on a busy server before it counts as failed. */
+const LARGE_TIMEOUT_MS = 30_000;
 /** Kinds read device by device at county size: few per county, each drawn on its own. */
 const FEW_KINDS = ['pump_station', 'water_quality', 'barn_climate'];
 /** Server-sent events of GET /api/v1/stream (docs/API.md) and of a broadcast's stream. */
@@ -121,7 +123,7 @@ export class DataSource {
   /** Reads the summary once to choose how to read the county. */
   async detect() {
     try {
-      const { body } = await getJsonCached('/api/v1/summary');
+      const { body } = await getJsonCached('/api/v1/summary', null, LARGE_TIMEOUT_MS);
       const summary = normaliseSummary(body);
       this.mode = summary.devices > FULL_UP_TO_DEVICES ? 'large' : 'full';
     } catch (e) {
@@ -147,15 +149,16 @@ export class DataSource {
   async readLarge() {
     const herdDue = Date.now() - this.herd.at > HERD_REFRESH_MS;
     const [sites, summary, gateways, few, fewLatest, herd, alerts, broadcasts] = await Promise.all([
-      getJsonCached('/api/v1/sites').then((r) => rowsOf(r.body)),
-      getJsonCached('/api/v1/summary').then((r) => {
+      getJsonCached('/api/v1/sites', null, LARGE_TIMEOUT_MS).then((r) => rowsOf(r.body)),
+      getJsonCached('/api/v1/summary', null, LARGE_TIMEOUT_MS).then((r) => {
         setStaleAfter(r.body?.stale_after_ms);
         return normaliseSummary(r.body);
       }),
-      getAllPages('/api/v1/devices', { kind: 'gateway' }),
-      Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/devices', { kind }))),
-      Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/latest', { kind }))),
-      herdDue ? getAllPages('/api/v1/latest', { kind: 'cow_collar', metric: 'body_temperature' })
+      getAllPages('/api/v1/devices', { kind: 'gateway' }, 50_000, LARGE_TIMEOUT_MS),
+      Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/devices', { kind }, 50_000, LARGE_TIMEOUT_MS))),
+      Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/latest', { kind }, 50_000, LARGE_TIMEOUT_MS))),
+      herdDue ? getAllPages('/api/v1/latest', { kind: 'cow_collar', metric: 'body_temperature' }, 50_000,
+        LARGE_TIMEOUT_MS)
         .catch((e) => (e.name === 'ApiError' ? null : Promise.reject(e))) : Promise.resolve(null),
       readAlerts(),
       readBroadcasts(),
