@@ -193,6 +193,7 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
             .eval(&format!(
                 "JSON.stringify({{ rows: [...document.querySelectorAll('#alerts-panel tr.alert')].map(r => r.dataset.rule + '@' + r.dataset.device), \
                   marker: document.querySelector('#map .marker[data-site={s}]')?.getAttribute('class'), \
+                  panel: document.getElementById('alerts').textContent.slice(0, 300), \
                   banner: document.getElementById('unreachable').textContent, stats: window.vtDashboard }})",
                 s = json!(pump.site)
             ))

@@ -15,7 +15,11 @@ import { setStaleAfter } from './model.js';
 
 /** Above this many devices the page reads summaries instead of every latest value. */
 export const FULL_UP_TO_DEVICES = 3_000;
-/** The cows' temperatures (2,000 rows) are re-read at most this often. */
+/**
+ * The cows' temperatures (2,000 rows), and the gateways' and few devices' own records
+ * (whose `last_seen` changes with every poll, so they are never a 304), are re-read at
+ * most this often; the summary says sooner when a site goes offline.
+ */
 const HERD_REFRESH_MS = 30_000;
 /** The opened site's devices are re-read at most this often. */
 const DETAIL_REFRESH_MS = 15_000;
@@ -148,14 +152,14 @@ export class DataSource {
 
   async readLarge() {
     const herdDue = Date.now() - this.herd.at > HERD_REFRESH_MS;
-    const [sites, summary, gateways, few, fewLatest, herd, alerts, broadcasts] = await Promise.all([
+    const [sites, summary, devices, fewLatest, herd, alerts, broadcasts] = await Promise.all([
       getJsonCached('/api/v1/sites', null, LARGE_TIMEOUT_MS).then((r) => rowsOf(r.body)),
       getJsonCached('/api/v1/summary', null, LARGE_TIMEOUT_MS).then((r) => {
         setStaleAfter(r.body?.stale_after_ms);
         return normaliseSummary(r.body);
       }),
-      getAllPages('/api/v1/devices', { kind: 'gateway' }, 50_000, LARGE_TIMEOUT_MS),
-      Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/devices', { kind }, 50_000, LARGE_TIMEOUT_MS))),
+      herdDue || !this.devices ? Promise.all(['gateway', ...FEW_KINDS].map((kind) => getAllPages('/api/v1/devices',
+        { kind }, 50_000, LARGE_TIMEOUT_MS))).then((lists) => lists.flat()) : Promise.resolve(this.devices),
       Promise.all(FEW_KINDS.map((kind) => getAllPages('/api/v1/latest', { kind }, 50_000, LARGE_TIMEOUT_MS))),
       herdDue ? getAllPages('/api/v1/latest', { kind: 'cow_collar', metric: 'body_temperature' }, 50_000,
         LARGE_TIMEOUT_MS)
@@ -164,6 +168,7 @@ export class DataSource {
       readBroadcasts(),
     ]);
     if (herd) this.herd = { rows: herd, at: Date.now() };
+    this.devices = devices;
     // Sites name their township by id; the summary knows its name.
     const named = sites.map((site) => {
       const tw = site.township ? summary.townships.get(site.township) : null;
@@ -172,7 +177,7 @@ export class DataSource {
     this.fewRows = new Map(fewLatest.flat().map((r) => [`${r.device}/${r.metric}`, r]));
     return {
       sites: named,
-      devices: [...gateways, ...few.flat()],
+      devices,
       latest: this.latest(),
       summary: summary.sites,
       townships: summary.townships,
@@ -316,7 +321,7 @@ function mergeHits(exact, others) {
  */
 async function readAlerts() {
   try {
-    return { list: rowsOf((await getJsonCached('/api/v1/alerts', { state: 'active' })).body) };
+    return { list: rowsOf((await getJsonCached('/api/v1/alerts', { state: 'active' }, LARGE_TIMEOUT_MS)).body) };
   } catch (e) {
     if (e.name !== 'ApiError') throw e;
     return e.status === 404 ? { off: true } : { error: e.message };
@@ -326,7 +331,7 @@ async function readAlerts() {
 /** Broadcasts as `{ list }`, `{ off: true }` (404) or `{ error }`; never throws an ApiError. */
 async function readBroadcasts() {
   try {
-    return { list: rowsOf((await getJsonCached('/api/v1/broadcasts')).body) };
+    return { list: rowsOf((await getJsonCached('/api/v1/broadcasts', null, LARGE_TIMEOUT_MS)).body) };
   } catch (e) {
     if (e.name !== 'ApiError') throw e;
     return e.status === 404 ? { off: true } : { error: e.message };
