@@ -210,6 +210,8 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
     let nodes = page.eval("document.getElementsByTagName('*').length").await.unwrap();
 
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    // The top of the page: the summary, the alert, the map with the tripped pump.
+    page.eval("window.scrollTo(0, 0)").await.unwrap();
     page.screenshot(docs.join("large-county.png"), false).await.expect("the desktop screenshot");
     assert_clean(&page, "desktop").await;
 

@@ -212,8 +212,9 @@ export function spread(items, W, H) {
       }
     }
     for (const c of items) {
-      c.x = Math.max(c.r * 0.6, Math.min(W - c.r * 0.6, c.x));
-      c.y = Math.max(c.r * 0.6, Math.min(H - c.r * 0.6, c.y));
+      // Inside the map, names (under the marker) included.
+      c.x = Math.max(c.r, Math.min(W - c.r, c.x));
+      c.y = Math.max(c.r * 0.7, Math.min(H - c.r * 1.2, c.y));
     }
     if (!moved) break;
   }
