@@ -198,7 +198,9 @@ async fn the_dashboard_at_county_size_opens_a_township_finds_a_meter_and_shows_a
                 s = json!(pump.site)
             ))
             .await;
-        panic!("the pump trip not on the map and in the alert list within 30 s: {e}\nthe API's open alerts: {api}\nthe page: {says:?}");
+        panic!(
+            "the pump trip not on the map and in the alert list within 30 s: {e}\nthe API's open alerts: {api}\nthe page: {says:?}"
+        );
     }
     let shown_after = tripped.elapsed();
     let with_alert = page.eval(&format!("window.vtDashboard.refreshes.slice({before})")).await.unwrap();
