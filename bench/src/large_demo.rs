@@ -239,7 +239,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let f = fetch(&client, &base, "/api/v1/summary", true, None).await?;
         let s = json_of(&f);
         let sites = s["sites"].as_array().cloned().unwrap_or_default();
-        if !sites.is_empty() && sites.iter().all(|x| x["state"] != "nodata") {
+        // Reporting: the site has a reading (`newest`), not only a gateway status.
+        if !sites.is_empty() && sites.iter().all(|x| !x["newest"].is_null()) {
             break sites.len();
         }
         anyhow::ensure!(Instant::now() < deadline, "not every site reported within the timeout");

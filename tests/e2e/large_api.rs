@@ -321,8 +321,9 @@ async fn the_summary_counts_by_township_and_site_within_the_readers_tenants() {
     let (ingest, base, _dir) = service().await;
     let now = daemon::now().0;
     write_all(&base, now - 1_000).await;
-    // A meter in va2 with a fault word, and a speaker reading old enough to be stale.
+    // A meter in va2 with a fault word; vb1's only speaker says it is not ready.
     write(&base, COUNTY_OPERATOR, &format!("fault_word,device=va2-meter-001 value=1 {}\n", now - 500)).await;
+    write(&base, COUNTY_OPERATOR, &format!("speaker_online,device=vb1-speaker-1 value=0 {}\n", now - 500)).await;
 
     let s = json(&base, "/api/v1/summary", ADMIN).await;
     let townships: BTreeMap<String, Value> =
@@ -338,6 +339,17 @@ async fn the_summary_counts_by_township_and_site_within_the_readers_tenants() {
     let va2 = &s["sites"][2];
     assert_eq!((va2["township"].as_str(), va2["counts"]["water_meter"]["total"].as_u64()), (Some("t-a"), Some(3)));
     assert_eq!(va2["meters"]["faults"], 1);
+    // States: vb1 needs attention for its speaker, va1 is fine (gateways that never
+    // reported are not offline), and a township is its worst site.
+    let state = |id: &str| s["sites"].as_array().unwrap().iter().find(|x| x["id"] == id).unwrap()["state"].clone();
+    assert_eq!((state("va1"), state("vb1")), (Value::from("ok"), Value::from("attention")));
+    let vb1 = s["sites"].as_array().unwrap().iter().find(|x| x["id"] == "vb1").unwrap();
+    assert_eq!(vb1["issues"][0]["key"], "speakers_offline");
+    assert_eq!((vb1["issues"][0]["count"].as_u64(), vb1["issues"][0]["of"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (townships["t-a"]["state"].as_str(), townships["t-b"]["state"].as_str()),
+        (Some("ok"), Some("attention"))
+    );
     assert_eq!(s["totals"]["meters"]["total"], 12);
     assert_eq!(s["totals"]["speakers"]["total"], 3);
     assert_eq!(s["totals"]["by_kind"]["barn_climate"]["total"], 1);

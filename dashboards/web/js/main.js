@@ -14,15 +14,25 @@ import { serverNow } from './api.js';
 import { buildModel, STATES } from './model.js';
 import { countyMap, legendItems, mapNav, offerPick, groupsTownships } from './map.js';
 import { siteCards, card } from './cards.js';
-import { DataSource, readBroadcast } from './datasource.js';
+import { DataSource } from './datasource.js';
 import { SiteList, noFilter, passes, renderFilters, searchResults, foundPanel } from './sitelist.js';
 import { townshipPanel } from './bctownships.js';
 import { CARDS_PER_KIND_UP_TO } from './config.js';
 import { Chart } from './chart.js';
 import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from './alerts.js';
-import { broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
+import { broadcastDetail, broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
+import { LiveBroadcasts } from './bclive.js';
+import { Compose } from './compose.js';
+import { approvalQueue, DecideDialog } from './approvals.js';
+import { may } from './bcapi.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
+import { AlertDetail } from './alert-detail.js';
+import { AlertHistory, MaintenanceDialog } from './alert-history.js';
+import { ControlPanel } from './control.js';
+import { loadSession, mountSignIn, onSession } from './session.js';
+import { mountUsers } from './users.js';
+import { mountAudit } from './audit.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -67,6 +77,8 @@ const ui = {
   township: null,
   /** Page of each herd grid, by site id. */
   herdPages: new Map(),
+  /** The broadcast console: the broadcast opened (id or null), and whether all are listed. */
+  bc: { selected: null, history: false },
 };
 
 /** With the server's change events, the page still polls this often (a missed event costs at most this). */
@@ -75,6 +87,14 @@ const source = new DataSource(() => kick(), () => redraw());
 const siteList = new SiteList($('site-list'));
 const filterEls = { township: $('filter-township'), townshipLabel: $('filter-township-label'), kind: $('filter-kind'),
   state: $('filter-state') };
+
+/** Live progress of broadcasts (server-sent events): redraws what it changes. */
+const live = new LiveBroadcasts(() => {
+  if (!ui.model) return;
+  followBroadcasts();
+  renderBroadcasts();
+  drawMap($('map').clientWidth);
+});
 
 const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls: $('chart-controls'),
   body: $('chart-body') });
@@ -98,7 +118,9 @@ async function refresh() {
       off: Boolean(alerts.off), error: alerts.error ?? null };
     ui.broadcasts = { list: broadcasts.list ?? (broadcasts.off ? null : ui.broadcasts.list),
       off: Boolean(broadcasts.off), error: broadcasts.error ?? null };
-    ui.broadcast = await activeBroadcast();
+    // Deliveries come from the live stream: one read of a broadcast, then its events.
+    live.start();
+    followBroadcasts();
     ui.updatedAt = Date.now();
     ui.failure = null;
     ui.failingSince = null;
@@ -127,6 +149,7 @@ async function refresh() {
     source.drawn();
   }
   chart.refreshIfDue();
+  control.refresh().catch(report);
 }
 
 /** The stream brought new values (county size): rebuild the model from what the page holds and draw it. */
@@ -143,25 +166,14 @@ function redraw() {
 }
 
 /**
- * The newest active broadcast with its deliveries; the last one read if it cannot be read
- * now. Also keeps the newest broadcast, over or not, for its progress by township.
+ * The broadcasts the page follows live (bclive.js): the newest active one, for the map, and
+ * the newest one, over or not, for its progress by township.
  */
-async function activeBroadcast() {
+function followBroadcasts() {
   const list = ui.broadcasts.list ?? [];
-  const active = list.find(isActive);
-  const newest = active ?? list[0];
-  source.listenBroadcast(active ? active.id : null);
-  if (!newest) {
-    ui.lastBroadcast = null;
-    return null;
-  }
-  try {
-    ui.lastBroadcast = await readBroadcast(newest.id);
-  } catch (e) {
-    if (e.name !== 'ApiError') throw e;
-    if (ui.lastBroadcast?.id !== newest.id) ui.lastBroadcast = null;
-  }
-  return active && ui.lastBroadcast?.id === active.id ? ui.lastBroadcast : null;
+  ui.broadcast = live.followActive(list, isActive);
+  const newest = list.find(isActive) ?? list[0];
+  ui.lastBroadcast = newest ? live.follow(newest.id) : null;
 }
 
 /** What goes on the map's markers: alert rings and the active broadcast's speaker badges. */
@@ -169,6 +181,7 @@ function drawMap(width) {
   morphChildrenOf($('map'), countyMap(ui.model, width, alertMarks(ui.alerts.list),
     broadcastMarks(ui.broadcast, speakerDevices()), ui.township));
   morphChildrenOf($('map-nav'), mapNav(ui.model, ui.township));
+  compose.decorate($('map'));
 }
 
 /**
@@ -260,6 +273,8 @@ function render() {
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
   renderAlerts();
+  alertDetail.refresh();
+  control.render();
   renderBroadcasts();
   drawMap(mapWidth);
   morphChildrenOf($('attention'), attentionList(ui.model));
@@ -275,14 +290,30 @@ function renderAlerts() {
 }
 
 function renderBroadcasts() {
-  const list = ui.broadcasts.list ?? [];
+  const shown = { ...ui.broadcasts, list: live.overlay(ui.broadcasts.list) };
+  const list = shown.list ?? [];
   const active = list.filter(isActive);
   $('broadcasts-count').textContent = active.length ? t('broadcastsActive', active.length) : '';
   // Hidden on a server without broadcasts; one line when there are none yet.
   $('broadcasts-panel').hidden = ui.broadcasts.off;
   $('broadcasts-panel').className = `broadcasts-panel${active.length ? ' level-' + active[0].level : ''}`;
-  morphChildrenOf($('broadcasts'), broadcastsPanel(ui.broadcasts));
+  const creator = !ui.broadcasts.off && tenants().some((x) => may('create', x));
+  morphChildrenOf($('bc-tools'), creator ? h('button', { type: 'button', id: 'bc-new', class: 'bc-new',
+    'data-action': 'bc-new', 'aria-expanded': compose.isOpen ? 'true' : 'false', 'aria-controls': 'compose-panel' },
+  t('bcNewButton')) : null);
+  if (!creator && compose.isOpen) compose.close();
+  morphChildrenOf($('approvals'), approvalQueue(list, ui.sites));
+  morphChildrenOf($('broadcasts'), broadcastsPanel(shown, ui.bc));
   morphChildrenOf($('bc-townships'), ui.broadcasts.off ? null : townshipPanel(ui.lastBroadcast, ui.model, deliverySite()));
+  const opened = ui.bc.selected === null ? null : live.follow(ui.bc.selected);
+  morphChildrenOf($('bc-detail'), ui.bc.selected === null ? null : opened
+    ? broadcastDetail(opened, { sites: ui.sites, live: live.live, devices: ui.devices })
+    : h('p', { class: 'hint' }, t('loading')));
+}
+
+/** The tenants of the county's sites (what `can()` is asked about). */
+function tenants() {
+  return [...new Set((ui.sites ?? []).map((x) => x.tenant).filter(Boolean))];
 }
 
 function renderStatus() {
@@ -361,9 +392,14 @@ function applyLanguage() {
   $('site-search').placeholder = t('searchPlaceholder');
   $('lang').textContent = t('switchTo');
   $('lang').setAttribute('lang', otherLang() === 'zh' ? 'zh-CN' : 'en');
+  compose.render();
   renderLegend();
   render();
   chart.render();
+  for (const part of [alertDetail, alertHistory, maintenance]) part.render();
+  signin.refresh();
+  accountPanels.users.refresh();
+  accountPanels.audit.refresh();
 }
 
 // ---- events ------------------------------------------------------------------------
@@ -515,7 +551,74 @@ function acked(updated) {
   render();
 }
 
+// ---- the operator console: alert details, history, maintenance, control ----------------
+
+const consoleContext = {
+  ui: () => ui,
+  report: (e) => report(e),
+  refresh: () => refresh().catch(report),
+  openAck: (id) => openAck(id),
+  openDetail: (id) => alertDetail.open(id).catch(report),
+};
+const alertDetail = new AlertDetail(consoleContext);
+const alertHistory = new AlertHistory(consoleContext);
+const maintenance = new MaintenanceDialog(consoleContext);
+const control = new ControlPanel({ ...consoleContext, panel: $('control-panel'), body: $('control') });
+
+/** The console's own buttons; true if `el` was one of them. */
+function consoleAction(el) {
+  const action = el.dataset.action;
+  switch (action) {
+    case 'alert-detail': alertDetail.open(Number(el.dataset.alert)).catch(report); return true;
+    case 'alert-history': alertHistory.open().catch(report); return true;
+    case 'maintenance': maintenance.open().catch(report); return true;
+    default:
+      return [alertDetail, alertHistory, maintenance, control].some((part) => part.activate(action, el));
+  }
+}
+
+// ---- the broadcast console --------------------------------------------------------------
+
+const compose = new Compose($('compose-panel'), { onCreated: opened, sites: () => ui.sites });
+compose.onClosed = () => {
+  renderBroadcasts();
+  if (ui.model) drawMap($('map').clientWidth);
+};
+// A click on a village's marker picks it as a target while a broadcast is being composed
+// (compose.js takes marker clicks through map.js's setPickHandler).
+compose.onTargets = () => compose.decorate($('map'));
+
+const decide = new DecideDialog({ dialog: $('bc-decide'), title: $('bc-decide-title'), what: $('bc-decide-what'),
+  reasonRow: $('bc-decide-reason-row'), reason: $('bc-decide-reason'), error: $('bc-decide-error'),
+  submit: $('bc-decide-submit') }, (mode, answer) => opened(answer));
+
+/** A broadcast just created or decided on: shown at once (the next refresh confirms it) and opened. */
+function opened(b) {
+  if (b?.id === undefined) return;
+  const list = ui.broadcasts.list ?? [];
+  const known = list.some((x) => x.id === b.id);
+  if (b.state) {
+    ui.broadcasts = { ...ui.broadcasts, list: known ? list.map((x) => (x.id === b.id ? { ...x, ...b } : x)) : [b, ...list] };
+  }
+  ui.bc.selected = b.id;
+  if (live.full.has(b.id)) live.read(b.id);
+  renderBroadcasts();
+  $('bc-detail').scrollIntoView({ block: 'nearest' });
+}
+
+function openDecide(mode, id) {
+  const b = (live.overlay(ui.broadcasts.list) ?? []).find((x) => String(x.id) === String(id))
+    ?? live.full.get(Number(id));
+  if (b) decide.open(mode, b, ui.sites);
+}
+
+function toggleBroadcast(id) {
+  ui.bc.selected = ui.bc.selected === id ? null : id;
+  renderBroadcasts();
+}
+
 function activate(el) {
+  if (consoleAction(el)) return;
   switch (el.dataset.action) {
     case 'chart': openChart(el.dataset.device, el.dataset.metric); break;
     case 'site':
@@ -539,6 +642,22 @@ function activate(el) {
       ui.herdPages.set(el.dataset.site, Number(el.dataset.page) || 0);
       render();
       break;
+    case 'bc-new':
+      if (compose.isOpen) compose.close();
+      else compose.open().catch(report);
+      renderBroadcasts();
+      break;
+    case 'bc-compose-close': compose.close(); break;
+    case 'bc-cap-import': compose.importCap().catch(report); break;
+    case 'bc-open': toggleBroadcast(Number(el.dataset.id)); break;
+    case 'bc-history':
+      ui.bc.history = !ui.bc.history;
+      renderBroadcasts();
+      break;
+    case 'bc-approve': openDecide('approve', el.dataset.id); break;
+    case 'bc-reject': openDecide('reject', el.dataset.id); break;
+    case 'bc-cancel': openDecide('cancel', el.dataset.id); break;
+    case 'bc-decide-close': decide.close(); break;
     case 'range':
       chart.setRange(Number(el.dataset.hours));
       rememberChart();
@@ -618,6 +737,10 @@ $('site-search').addEventListener('keydown', (event) => {
 // ---- the loop ------------------------------------------------------------------------
 
 $('chart').addEventListener('close', rememberChart);
+$('bc-decide-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  decide.submit().catch(report);
+});
 $('ack-form').addEventListener('submit', (event) => {
   // Never a real form submission: the page sends the request itself (and CSP forbids one).
   event.preventDefault();
@@ -686,5 +809,18 @@ function report(error) {
     ui.filter.township = township;
   }
 }
+
+// Sign-in, the people and audit panels (session.js, users.js, audit.js): they redraw
+// themselves when someone signs in or out; the alerts follow can() at the next render.
+const signin = mountSignIn({ form: $('signin-form'), user: $('signin-user'), password: $('signin-password'),
+  submit: $('signin-submit'), error: $('signin-error'), bar: $('signed-in'), name: $('signed-in-name'),
+  role: $('signed-in-role'), signOut: $('signout') }, t);
+const accountPanels = { users: mountUsers({ details: $('users-details'), body: $('users') }),
+  audit: mountAudit({ details: $('audit-details'), body: $('audit') }) };
+// Buttons (alerts, the broadcast console) follow the person at once when someone signs
+// in or out, not at the next refresh.
+onSession(() => render());
+loadSession().then(() => render()).catch(report);
+
 applyLanguage();
 loop();

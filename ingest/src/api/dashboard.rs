@@ -74,6 +74,17 @@ const ASSETS: &[Asset] = &[
     asset!("js/datasource.js", JS),
     asset!("js/sitelist.js", JS),
     asset!("js/bctownships.js", JS),
+    asset!("js/ops.js", JS),
+    asset!("js/alert-detail.js", JS),
+    asset!("js/alert-history.js", JS),
+    asset!("js/control.js", JS),
+    asset!("js/bclive.js", JS),
+    asset!("js/bcapi.js", JS),
+    asset!("js/compose.js", JS),
+    asset!("js/approvals.js", JS),
+    asset!("js/session.js", JS),
+    asset!("js/users.js", JS),
+    asset!("js/audit.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.

@@ -410,7 +410,7 @@ pub(super) async fn rejections(State(s): State<AppState>, reader: Reader) -> Jso
         .into_iter()
         .filter(|r| visible(&reader, rejection_tenant(r, &s.inventory).as_deref()))
         .map(|r| {
-            json!({ "reason": r.reason, "topic": r.topic, "device": r.device, "detail": r.detail, "at": rfc3339(r.at) })
+            json!({ "reason": r.reason, "reason_zh": r.reason.zh(), "topic": r.topic, "device": r.device, "detail": r.detail, "at": rfc3339(r.at) })
         })
         .collect();
     Json(json!({ "counts": counts, "recent": recent }))
@@ -477,8 +477,13 @@ mod tests {
             detail: String::new(),
             at: protocol::Timestamp(0),
         };
-        let county = Reader(Some(Principal { name: "c".into(), role: Role::Viewer, tenants: vec!["county".into()] }));
-        let admin = Reader(Some(Principal { name: "a".into(), role: Role::Admin, tenants: vec![] }));
+        let county = Reader(Some(Principal {
+            name: "c".into(),
+            role: Role::Viewer,
+            tenants: vec!["county".into()],
+            sees: vec![],
+        }));
+        let admin = Reader(Some(Principal { name: "a".into(), role: Role::Admin, tenants: vec![], sees: vec![] }));
         let seen = |reader: &Reader, topic: &str| visible(reader, rejection_tenant(&rejection(topic), &inv).as_deref());
         // Its own tenant's refusals: shown (positive control); another tenant's: not.
         assert!(seen(&county, "vt/county/gw-c/up/telemetry"));

@@ -29,9 +29,8 @@ use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Reader};
-use crate::alerts::model::{Alert, AlertState};
+use crate::alerts::model::{Alert, AlertState, Severity};
 use crate::inventory::Site;
-use crate::rules::signal::Severity;
 use crate::time::rfc3339;
 
 /// Data older than this is stale (the dashboard's `STALE_MS`): three 10-40 s polls missed.
@@ -337,11 +336,13 @@ pub(super) struct HerdView {
     fever: usize,
 }
 
-/// Gateways of a site or the county.
+/// Gateways of a site or the county: `online` and `offline` by their last status;
+/// the rest have sent none yet.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub(super) struct GatewayCounts {
     total: usize,
     online: usize,
+    offline: usize,
 }
 
 /// One site's card.
@@ -472,7 +473,11 @@ pub(super) async fn summary(State(s): State<AppState>, reader: Reader, Query(q):
         let Some(&i) = site_index.get(d.site.as_str()) else { continue };
         if d.kind == DeviceKind::Gateway {
             gateways[i].total += 1;
-            gateways[i].online += usize::from(s.inventory.gateway_online(&d.id) == Some(true));
+            match s.inventory.gateway_online(&d.id) {
+                Some(true) => gateways[i].online += 1,
+                Some(false) => gateways[i].offline += 1,
+                None => {}
+            }
             continue;
         }
         let acc = Acc { newest: s.inventory.last_seen(&d.id).map(|t| t.0), ..Acc::default() };
@@ -588,10 +593,8 @@ fn device_state(acc: &Acc, kind: &str, now: i64) -> DeviceState {
 /// A site's figures, issues and state (the dashboard's `summarise`).
 fn summarise(site: Site, devices: &[Dev], gateways: GatewayCounts, alerts: AlertCounts, now: i64) -> SiteSummary {
     let mut issues = Vec::new();
-    if gateways.online < gateways.total {
-        issues.push(
-            Issue::new(SiteState::Offline, "gateway_offline").count(gateways.total - gateways.online, gateways.total),
-        );
+    if gateways.offline > 0 {
+        issues.push(Issue::new(SiteState::Offline, "gateway_offline").count(gateways.offline, gateways.total));
     }
     let mut counts: BTreeMap<&'static str, StateCounts> = BTreeMap::new();
     let mut newest: Option<i64> = None;
@@ -666,7 +669,8 @@ fn summarise(site: Site, devices: &[Dev], gateways: GatewayCounts, alerts: Alert
         issues.push(Issue::new(SiteState::Offline, "all_offline"));
     }
     let stale_after = devices.iter().map(|d| stale_after_ms(d.kind)).min().unwrap_or(STALE_MS);
-    let state = if newest.is_none() && gateways.total == 0 {
+    // Nothing heard: no reading, and no gateway status either (the dashboard's rule).
+    let state = if newest.is_none() && gateways.online + gateways.offline == 0 {
         SiteState::Nodata
     } else if let Some(worst) = issues.iter().map(|i| i.state).min() {
         worst
@@ -784,6 +788,7 @@ fn add_totals(t: &mut Totals, s: &SiteSummary, devices: &[Dev]) {
     }
     t.gateways.total += s.gateways.total;
     t.gateways.online += s.gateways.online;
+    t.gateways.offline += s.gateways.offline;
     if let Some(m) = &s.meters {
         t.meters.total += m.total;
         t.meters.reporting += m.reporting;

@@ -5,6 +5,9 @@
 //! tenant; reads follow the API's read rule and see only their tenants. Live progress is
 //! server-sent events: `GET /api/v1/broadcasts/{id}/events` (one broadcast, starting with
 //! its current counts) and `GET /api/v1/broadcasts/events` (all that the reader may see).
+//! A second operator approves (`.../approve`) or rejects with a reason (`.../reject`) a
+//! broadcast that waits; `GET /api/v1/broadcasts/rules` tells a console the limits and
+//! which levels wait, before it sends.
 
 use std::convert::Infallible;
 
@@ -22,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{BroadcastError, Broadcasts, CapImport, CreateRequest, Live};
-use crate::auth::{Access, Authorized, Reader};
+use crate::auth::{Access, Authorized, Reader, Trail};
 use crate::error::ApiError;
 
 /// The broadcast routes, merged under `/api/v1`.
@@ -38,8 +41,10 @@ where
         .route("/broadcasts/events", get(events_all))
         .route("/broadcasts/audit", get(audit))
         .route("/broadcasts/refusals", get(refusals))
+        .route("/broadcasts/rules", get(rules))
         .route("/broadcasts/{id}", get(one))
         .route("/broadcasts/{id}/approve", post(approve))
+        .route("/broadcasts/{id}/reject", post(reject))
         .route("/broadcasts/{id}/cancel", post(cancel))
         .route("/broadcasts/{id}/cap", get(export_cap))
         .route("/broadcasts/{id}/events", get(events_one))
@@ -76,12 +81,24 @@ fn visible(b: &Broadcasts, reader: &Reader, id: u64) -> Result<Value, ApiError> 
 async fn create(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let id = b.create(&by, req).await?;
+    record(&b, &trail, &by, "broadcast.create", id).await;
     let v = visible(&b, &Reader(Some(by)), id)?;
     Ok((StatusCode::CREATED, Json(summary(v))))
+}
+
+/// Records a person's action on broadcast `id` in the people's audit log: who, from
+/// where, which broadcast at what level (what it plays is in the broadcast log).
+async fn record(b: &Broadcasts, trail: &Trail, by: &crate::auth::Principal, action: &str, id: u64) {
+    let (tenant, level) = match b.view(id) {
+        Some((tenant, v)) => (Some(tenant), v["level"].clone()),
+        None => (None, Value::Null),
+    };
+    trail.record(by, action, tenant.as_deref(), id, json!({ "level": level })).await;
 }
 
 /// A reply to a write: the broadcast without its per-speaker list.
@@ -95,38 +112,74 @@ fn summary(mut v: Value) -> Value {
 async fn approve(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     b.approve(&by, id).await?;
+    record(&b, &trail, &by, "broadcast.approve", id).await;
+    Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
+}
+
+/// The body of a rejection: why.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    reason: String,
+}
+
+async fn reject(
+    State(b): State<Broadcasts>,
+    Authorized(by): Authorized,
+    Path(id): Path<String>,
+    body: Result<Json<RejectBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    b.reject(&by, id, &body.reason).await?;
     Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
 async fn cancel(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     b.cancel(&by, id).await?;
+    record(&b, &trail, &by, "broadcast.cancel", id).await;
     Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
 async fn import_cap(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     query: Result<Query<CapImport>, axum::extract::rejection::QueryRejection>,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Query(options) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let outcome = b.import_cap(&by, &body, options).await?;
     let mut v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    match &outcome {
+        super::CapOutcome::Created { id, .. } => record(&b, &trail, &by, "broadcast.create", *id).await,
+        super::CapOutcome::Cancelled { ids } => {
+            for id in ids {
+                record(&b, &trail, &by, "broadcast.cancel", *id).await;
+            }
+        }
+    }
     if let super::CapOutcome::Created { id, .. } = outcome
         && let Value::Object(m) = &mut v
     {
         m.insert("broadcast".into(), summary(visible(&b, &Reader(Some(by)), id)?));
     }
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn rules(State(b): State<Broadcasts>, reader: Reader) -> Json<Value> {
+    Json(b.rules(|t| reader.may_see(t)))
 }
 
 async fn one(State(b): State<Broadcasts>, reader: Reader, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
