@@ -13,6 +13,7 @@
 //!   speakers (docs/BENCHMARKS.md, "A county the size of the real one").
 //! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
 //!   de-duplicate, store): readings/s and CPU.
+//! - `reports`: the monthly water-balance report of 15,000 household meters from the store.
 //!
 //! Each server runs as its own process in a fresh directory; ingest is the release binary
 //! (`cargo build --release -p ingest`). Long steps print progress. Nothing here asserts a
@@ -25,6 +26,7 @@ mod large_demo;
 mod pipeline;
 mod query;
 mod readback;
+mod reports;
 mod servers;
 
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// Start the full-size county demo and measure start-up, memory, CPU and the API.
     LargeDemo(large_demo::Args),
+    /// Time the monthly county water-balance report from the store.
+    Reports(reports::Args),
 }
 
 /// Where the release ingest binary is (next to this one).
@@ -73,5 +77,6 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => rt.block_on(query::run(args)),
         Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
         Command::LargeDemo(args) => rt.block_on(large_demo::run(args)),
+        Command::Reports(args) => reports::run(args),
     }
 }

@@ -23,5 +23,6 @@ mod large_api;
 mod large_county;
 mod large_dashboard;
 mod notify;
+mod reports;
 mod sessions;
 mod trust_tls;

@@ -43,7 +43,9 @@ pub use county::{County, TICK};
 pub use fault::{Fault, SimError, UnknownFault};
 pub use firmware::modbus::{Exception, Table};
 pub use plan::{
-    COWS_PER_HUB, DevicePlan, GatewayPlan, MAX_UNITS_PER_BUS, Plan, SiteKind, SitePlan, VILLAGES_PER_DISTRICT, models,
+    COWS_PER_HUB, DevicePlan, DmaPlan, GatewayPlan, MAX_UNITS_PER_BUS, Plan, SiteKind, SitePlan, VILLAGES_PER_DISTRICT,
+    models,
 };
 pub use speakers::{SLOW_DELAY_MS, SpeakerCondition, speaker_seed};
 pub use spec::{CountyLayout, CountySpec, SpeakerMix};
+pub use water::DmaVolumes;

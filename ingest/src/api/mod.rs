@@ -123,6 +123,17 @@ impl FromRef<AppState> for Arc<LineProtocol> {
     }
 }
 
+impl FromRef<AppState> for crate::reports::ReportsState {
+    fn from_ref(s: &AppState) -> crate::reports::ReportsState {
+        crate::reports::ReportsState {
+            store: s.store.clone(),
+            inventory: s.inventory.clone(),
+            alerts: s.alerts.clone(),
+            clock: s.clock.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface. Every request carries the session table and the audit log
 /// ([`crate::auth::Gate`]); the service adds them again over routes it merges later.
 pub fn app(state: AppState) -> Router {
@@ -138,6 +149,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
         .merge(crate::command::routes())
+        .merge(crate::reports::api::router())
         .layer(axum::middleware::from_fn(http_cache::etag))
         // After the ETag layer: a stream is never buffered, and a session's answer is one
         // person's, never a cached one.

@@ -177,6 +177,7 @@ impl Demo {
             }
         }
         let inventory = Inventory::from_file(file);
+        inventory.set_districts(districts_of(county.plan()));
         let people = add_people(&data_dir, &opts.passwords)?;
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
         let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
@@ -407,6 +408,21 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
         }
     }
     InventoryFile { sites, gateways, devices }
+}
+
+/// The district metered areas of a simulated county (each village, fed through its inlet
+/// meter), with the villages' names.
+pub fn districts_of(plan: &Plan) -> Vec<crate::inventory::MeteredDistrict> {
+    plan.districts
+        .iter()
+        .map(|d| crate::inventory::MeteredDistrict {
+            id: d.id.clone(),
+            name: plan.sites.iter().find(|s| s.id == d.id).map_or_else(|| d.id.clone(), |s| s.name.clone()),
+            supply_district: d.supply_district.clone(),
+            inlets: d.inlets.clone(),
+            sites: d.sites.clone(),
+        })
+        .collect()
 }
 
 /// Starts one gateway agent under `stop`; returns what stops it alone, and its task.
