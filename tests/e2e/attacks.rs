@@ -100,6 +100,7 @@ async fn still_delivering(demo: &Demo, device: &str, after: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgeries_replays_and_floods_are_refused_by_reason_while_the_real_gateways_keep_delivering() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let opts = DemoOptions {
         http: SocketAddr::from(([127, 0, 0, 1], 0)),

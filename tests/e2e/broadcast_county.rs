@@ -22,6 +22,7 @@ fn ms(t: &Value) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_red_broadcast_reaches_every_online_speaker_of_a_1000_speaker_county_and_the_offline_ones_catch_up() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let spec = CountySpec {

@@ -3,6 +3,13 @@
 
 use serde_json::Value;
 
+/// Held for their whole run by the tests that build a large world in this process (a
+/// 1,000-speaker county, the full-size county's API, a week of a county's readings) and by
+/// the attacks test, whose memory bound (`attacks.rs`, `RSS_GROWTH_MIB`) measures the whole
+/// test process: so the bound is never charged with another test's county. The test
+/// harness runs two tests at a time; the rest still overlap freely.
+pub(crate) static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// GETs a JSON document from the API; panics with the body on a non-2xx status.
 pub(crate) async fn get_json(base: &str, path: &str) -> Value {
     let resp = reqwest::get(format!("{base}{path}")).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));

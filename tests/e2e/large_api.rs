@@ -205,6 +205,7 @@ async fn write_all(base: &str, ts: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_covers_every_device_and_value_once_and_filters_keep_what_they_name() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let (ingest, base, _dir) = service().await;
     let now = daemon::now().0;
     write_all(&base, now - 1_000).await;
@@ -268,6 +269,7 @@ async fn paging_covers_every_device_and_value_once_and_filters_keep_what_they_na
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_refresh_is_304_one_changed_value_is_200_and_gzip_is_only_for_who_asks() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let (ingest, base, _dir) = service().await;
     let now = daemon::now().0;
     write_all(&base, now - 5_000).await;
@@ -318,6 +320,7 @@ async fn an_unchanged_refresh_is_304_one_changed_value_is_200_and_gzip_is_only_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_summary_counts_by_township_and_site_within_the_readers_tenants() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let (ingest, base, _dir) = service().await;
     let now = daemon::now().0;
     write_all(&base, now - 1_000).await;
@@ -409,6 +412,7 @@ async fn read_events<T>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_pushes_a_changed_value_to_readers_of_its_tenant_only() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let (ingest, base, _dir) = service().await;
     let now = daemon::now().0;
     write_all(&base, now - 2_000).await;

@@ -94,6 +94,7 @@ fn m3(l: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_week_of_water_balance_matches_the_simulators_truth() {
+    let _heavy = crate::common::MEMORY_HEAVY.lock().await;
     let spec = CountySpec { cows: 0, ..CountySpec::demo() };
     // A day of history first: a report's first day needs its meters' totals at midnight.
     let mut poller = Poller::new(spec, APRIL_7 - DAY_MS, 60_000);
