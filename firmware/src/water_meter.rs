@@ -33,12 +33,20 @@
 //! | input | 6 | u16 | | | bits | alarm word: bit 0 leak, 1 reverse flow, 2 low battery, 3 tamper |
 //! | input | 7 | u16 | | 1 | % | valve position (0 closed, 100 open) |
 //! | input | 8 | u16 | | 1 | min | minutes of uninterrupted flow (saturates at 65535) |
+//! | input | 9-10 | u32 | DCBA | 0.001 | m3 | daily frozen reading: the forward total at the last local midnight (litres) |
+//! | input | 11-12 | u32 | DCBA | 1 | | the local date of that reading as YYYYMMDD (0 until the first freeze) |
 //! | coil | 0 | bool | | | | valve command: 1 open, 0 close (read-write) |
 //! | coil | 1 | bool | | | | alarm reset: write 1 to clear the latched tamper alarm (reads 0) |
 //! | discrete | 0 | bool | | | | valve fully open |
 //! | discrete | 1-4 | bool | | | | leak, reverse flow, low battery, tamper (as the alarm word) |
 //!
 //! Word order DCBA follows some Chinese water meters (DOMAIN.md, Modbus conventions).
+//!
+//! Daily frozen reading: metering protocols for household meters (CJ/T 188, and the
+//! NB-IoT meters built on it) have the meter copy its total at 00:00 every day into a
+//! frozen-data register with the date, so that a day's opening read does not depend on
+//! when the meter happens to report. The meter's clock is the world's here:
+//! [`WaterMeter::freeze`] is called at local midnight with the date.
 
 use crate::modbus::{Exception, RegisterMap, Table};
 use protocol::modbus::{self as words, WordOrder};
@@ -98,6 +106,8 @@ pub struct WaterMeter {
     still_s: f32,
     reverse_s: f32,
     forward_s: f32,
+    /// The forward total at the last freeze (litres) and that day as YYYYMMDD.
+    frozen: (u32, u32),
 }
 
 impl WaterMeter {
@@ -116,7 +126,19 @@ impl WaterMeter {
             still_s: 0.0,
             reverse_s: 0.0,
             forward_s: 0.0,
+            frozen: (0, 0),
         }
+    }
+
+    /// Freezes the forward total as the reading of `date` (YYYYMMDD): what the meter does
+    /// at local midnight. The registers keep it until the next freeze.
+    pub fn freeze(&mut self, date: u32) {
+        self.frozen = (self.forward_l, date);
+    }
+
+    /// The last frozen reading: litres and its date (YYYYMMDD; 0 before the first freeze).
+    pub fn frozen(&self) -> (u32, u32) {
+        self.frozen
     }
 
     /// Takes one update of the sensors over `dt_s` seconds.
@@ -246,6 +268,8 @@ impl RegisterMap for WaterMeter {
             6 => Some(self.alarms),
             7 => Some(libm::roundf(self.valve_position * 100.0) as u16),
             8 => Some(libm::floorf((self.flowing_s / 60.0).min(65_535.0)) as u16),
+            9..=10 => words::part(words::from_u32(self.frozen.0, ORDER), address - 9),
+            11..=12 => words::part(words::from_u32(self.frozen.1, ORDER), address - 11),
             _ => None,
         }
     }
@@ -318,6 +342,22 @@ mod tests {
         assert_eq!(&regs[..2], &[0x0403, 0x0201]);
         assert_eq!(regs[4] as i16, -50);
         assert_eq!(regs[5], 3600);
+    }
+
+    #[test]
+    fn the_frozen_reading_keeps_the_total_of_midnight_while_the_total_moves_on() {
+        let mut m = WaterMeter::new(0x0001_0000);
+        let mut regs = [0u16; 4];
+        read_registers(&m, Table::Input, 9, &mut regs).unwrap();
+        assert_eq!(regs, [0; 4], "nothing frozen yet");
+        m.freeze(20261203);
+        m.sense(&flowing(3600.0), 10.0); // 10 L after midnight
+        read_registers(&m, Table::Input, 9, &mut regs).unwrap();
+        assert_eq!(words::to_u32([regs[0], regs[1]], ORDER), 0x0001_0000);
+        assert_eq!(words::to_u32([regs[2], regs[3]], ORDER), 20261203);
+        assert_eq!(m.forward_litres(), 0x0001_0000 + 10);
+        m.freeze(20261204);
+        assert_eq!(m.frozen(), (0x0001_0000 + 10, 20261204));
     }
 
     #[test]
@@ -413,7 +453,8 @@ mod tests {
     fn bad_addresses_and_read_only_tables_are_refused() {
         let mut m = WaterMeter::new(0);
         let mut regs = [0u16; 2];
-        assert_eq!(read_registers(&m, Table::Input, 8, &mut regs), Err(Exception::IllegalDataAddress));
+        assert_eq!(read_registers(&m, Table::Input, 12, &mut regs), Err(Exception::IllegalDataAddress));
+        assert!(read_registers(&m, Table::Input, 11, &mut regs).is_ok(), "the last register is there");
         assert_eq!(read_registers(&m, Table::Holding, 0, &mut regs), Err(Exception::IllegalDataAddress));
         assert_eq!(write_registers(&mut m, 0, &[1]), Err(Exception::IllegalDataAddress));
         assert_eq!(write_coils(&mut m, 1, &[true, true]), Err(Exception::IllegalDataAddress));

@@ -106,6 +106,7 @@ catalogue! {
     31 "queue_depth"       "batches" Health       (0.0, 1.0e12)           "Unconfirmed batches in the gateway queue.";
     32 "pump_flow"         "m3/h"    Pump         (-100_000.0, 100_000.0) "Flow delivered by the pump itself (into the tank), as opposed to the station's outlet flow.";
     33 "thi"               "index"   Barn         (0.0, 130.0)            "Temperature-humidity index (NRC formula) as the barn sensor computes it.";
+    34 "volume_frozen"     "m3"      Water        (0.0, 1.0e10)           "A meter's forward total frozen at local midnight (its daily frozen reading): the day's opening read for billing.";
 }
 
 /// Looks a metric up by its stable name.

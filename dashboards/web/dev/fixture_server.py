@@ -10,9 +10,12 @@ Options --pump-trip, --chlorine-low and --gateway-down show the alarm states (an
 alerts the rules would raise, with the sick cows' fever alerts, one acknowledged); --hostile
 adds a site, a device and an alert whose names are HTML and script, which must show as text.
 Acknowledging takes the token `operator` (`viewer` is refused with 403, any other with 401).
+`--county large` serves large_county.py's county instead (issue 17: 150 villages in
+townships, 15,000 meters, 400 speakers; summary, paged lists, ETags, server-sent events).
 """
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -21,6 +24,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from large_county import LargeCounty
 
 WEB = Path(__file__).resolve().parent.parent
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -185,24 +190,93 @@ class County:
 
 class Handler(BaseHTTPRequestHandler):
     county = None
+    large = None
+    events = False
 
     def log_message(self, *args):
         pass
 
     def send(self, status, body, ctype="application/json"):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        etag = '"%s"' % hashlib.sha1(data).hexdigest()[:16]
+        if status == 200 and self.headers.get("if-none-match") == etag:
+            self.send_response(304)
+            self.send_header("etag", etag)
+            self.send_header("cache-control", "no-cache")
+            self.end_headers()
+            return
         self.send_response(status)
         self.send_header("content-type", ctype)
         self.send_header("cache-control", "no-cache")
+        # The policy ingest sends (ingest/src/api/dashboard.rs), so the page is tried under it.
+        self.send_header("content-security-policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
+                         "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                         "frame-ancestors 'none'")
+        self.send_header("etag", etag)
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def page(self, rows, q):
+        """A paged answer when the request names `limit`, else the bare array."""
+        if "limit" not in q:
+            return self.send(200, rows)
+        limit, offset = max(1, int(q["limit"])), int(q.get("offset", 0))
+        items = rows[offset:offset + limit]
+        # Offsets stand in for the API's cursors here (the page passes next_cursor back as `cursor`).
+        if "cursor" in q:
+            offset = int(q["cursor"])
+            items = rows[offset:offset + limit]
+        nxt = str(offset + limit) if offset + limit < len(rows) else None
+        return self.send(200, dict(items=items, total=len(rows), offset=offset, limit=limit, next_cursor=nxt))
+
+    def large_get(self, path, q, now):
+        """The large county's calls; False when `path` is not one of them."""
+        c = self.large
+        if path == "/api/v1/sites":
+            return self.send(200, c.sites)
+        if path == "/api/v1/summary":
+            return self.send(200, c.summary(now))
+        if path == "/api/v1/devices":
+            return self.page(c.devices_view(q, now), q)
+        if path == "/api/v1/latest":
+            return self.page(c.latest(q, now), q)
+        if path == "/api/v1/alerts":
+            return self.send(200, c.alerts)
+        if path == "/api/v1/broadcasts":
+            b = {k: v for k, v in c.broadcast.items() if k != "deliveries"}
+            return self.send(200, [b])
+        if path == "/api/v1/broadcasts/7":
+            return self.send(200, c.broadcast)
+        if path == "/api/v1/stream" and self.events:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("cache-control", "no-cache")
+            self.end_headers()
+            seen = c.version
+            try:
+                self.wfile.write(b": hello\n\n")
+                self.wfile.flush()
+                while True:
+                    time.sleep(0.5)
+                    if c.version != seen:
+                        seen = c.version
+                        alert = c.alerts[-1] if c.alerts else None
+                        self.wfile.write(f"event: alert\ndata: {json.dumps(dict(event='firing', alert=alert))}\n\n".encode())
+                    else:
+                        self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+            except OSError:
+                return True
+        return False
 
     def do_GET(self):
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         now = time.time() * 1000
         c = self.county
+        if self.large is not None and url.path.startswith("/api/") and self.large_get(url.path, q, now) is not False:
+            return None
         if url.path == "/":
             return self.send(200, (WEB / "index.html").read_bytes(), TYPES[".html"])
         if url.path.startswith("/dashboard/"):
@@ -242,6 +316,23 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         url = urlparse(self.path)
         parts = url.path.strip("/").split("/")
+        if self.large is not None and url.path == "/api/v1/sim/faults":
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            lc = self.large
+            if body.get("device") not in lc.by_id:
+                return self.send(404, {"error": "no such device"})
+            lc.faults[body["device"]] = body.get("fault")
+            lc.version += 1
+            now = time.time() * 1000
+            site = lc.by_id[body["device"]]["site"]
+            lc.alerts.append(dict(id=len(lc.alerts) + 100, rule="pump-trip", severity="critical", state="firing",
+                                  device=body["device"], site=site, gateway=f"gw-{site}", district=None,
+                                  entity=dict(type="device", id=body["device"]), tenant="county",
+                                  started_at=rfc3339(now), fired_at=rfc3339(now), resolved_at=None,
+                                  summary=f"Pump at {site} tripped (motor protection)", value=1.0,
+                                  fingerprint=f"pump-trip/device/{body['device']}", silenced_by=None, ack=None,
+                                  flaps=0, updated_at=rfc3339(now)))
+            return self.send(201, {"device": body["device"], "fault": body.get("fault")})
         if len(parts) != 5 or parts[:3] != ["api", "v1", "alerts"] or parts[4] != "ack":
             return self.send(404, {"error": "not found"})
         token = self.headers.get("authorization", "").removeprefix("Token ").removeprefix("Bearer ")
@@ -270,8 +361,16 @@ def main():
     p.add_argument("--chlorine-low", action="store_true")
     p.add_argument("--gateway-down", action="store_true")
     p.add_argument("--hostile", action="store_true")
+    p.add_argument("--county", choices=["small", "large"], default="small")
+    p.add_argument("--events", action="store_true",
+                   help="serve GET /api/v1/stream (a never-ending stream: Chromium's --virtual-time-budget then never ends)")
     args = p.parse_args()
     Handler.county = County(args)
+    Handler.events = args.events
+    if args.county == "large":
+        Handler.large = LargeCounty(args)
+        Handler.large.alerts = []
+        print(f"large county: {len(Handler.large.devices)} devices", flush=True)
     print(f"http://127.0.0.1:{args.port}/  ({len(Handler.county.devices)} devices)", flush=True)
     ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
 

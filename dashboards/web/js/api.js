@@ -165,3 +165,111 @@ export function fetchBroadcast(id) {
 export function fetchSeries(device, metric, from, to) {
   return getJson('/api/v1/series', { device, metric, from: String(from), to: String(to), limit: '100000' });
 }
+
+// ---- the county at full size (issue 17): ETags, pages, server-sent events ------------
+
+/**
+ * Each URL's last `ETag` and the JSON it came with. A GET through getJsonCached sends
+ * `If-None-Match`; a 304 costs a few hundred bytes of headers and answers the kept JSON.
+ */
+const etagCache = new Map();
+
+/**
+ * GETs `path` like getJson, but revalidates with the URL's last ETag. Returns
+ * `{ body, fresh }`: `fresh` is false when the server said 304 (nothing changed). Throws
+ * ApiError (`status` 404 when the server has no such call). `timeoutMs`: how long to wait
+ * (a county's summary on a busy server takes longer than one site's values).
+ */
+export async function getJsonCached(path, params, timeoutMs = FETCH_TIMEOUT_MS) {
+  const url = params ? `${path}?${new URLSearchParams(params)}` : path;
+  const kept = etagCache.get(url);
+  const headers = { accept: 'application/json' };
+  if (kept) headers['if-none-match'] = kept.etag;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  const sent = Date.now();
+  let response;
+  try {
+    // no-store: the page keeps the copy itself, so a 304 reaches it as a 304.
+    response = await fetch(url, { headers, cache: 'no-store', signal: controller.signal });
+  } catch (e) {
+    const why = e.name === 'AbortError' ? `no answer within ${timeoutMs / 1000} s` : e.message;
+    throw new ApiError(path, why);
+  } finally {
+    clearTimeout(timer);
+  }
+  noteServerClock(response.headers.get('date'), sent, Date.now());
+  if (response.status === 304 && kept) return { body: kept.body, fresh: false };
+  let body;
+  try {
+    body = await response.json();
+  } catch (e) {
+    throw new ApiError(path, `HTTP ${response.status}, not JSON`, response.status);
+  }
+  if (!response.ok) {
+    const why = body && typeof body.error === 'string' ? body.error : `HTTP ${response.status}`;
+    throw new ApiError(path, why, response.status);
+  }
+  const etag = response.headers.get('etag');
+  if (etag) etagCache.set(url, { etag, body });
+  else etagCache.delete(url);
+  return { body, fresh: true };
+}
+
+/** The rows of a list answer: a bare array, or an object that carries them (a page). */
+export function rowsOf(body) {
+  if (Array.isArray(body)) return body;
+  for (const key of ['items', 'rows', 'data', 'devices', 'latest', 'results']) {
+    if (body && Array.isArray(body[key])) return body[key];
+  }
+  return [];
+}
+
+/**
+ * Every row of a paged list call (`limit`/`offset`, or the page's `next` cursor), at most
+ * `max` rows. Throws ApiError.
+ */
+export async function getAllPages(path, params, max = 50_000, timeoutMs = FETCH_TIMEOUT_MS) {
+  const out = [];
+  let query = { ...params, limit: String(params?.limit ?? 5000) };
+  for (;;) {
+    const { body } = await getJsonCached(path, query, timeoutMs);
+    const rows = rowsOf(body);
+    out.push(...rows);
+    if (Array.isArray(body) || rows.length === 0 || out.length >= max) break;
+    const next = body.next ?? body.next_cursor ?? body.cursor ?? null;
+    const total = Number(body.total);
+    if (next !== null && next !== undefined && next !== '') query = { ...query, cursor: String(next), offset: undefined };
+    else if (Number.isFinite(total) && out.length < total) query = { ...query, offset: String(out.length) };
+    else break;
+    for (const k of Object.keys(query)) if (query[k] === undefined) delete query[k];
+  }
+  return out;
+}
+
+/**
+ * Listens to the server-sent events at `path`; calls `onEvent(name, data)` for each (data
+ * parsed from JSON when it is JSON) and `onState(open)` when the stream opens or fails.
+ * Returns a function that closes it. The browser reconnects by itself after a drop.
+ */
+export function listen(path, names, onEvent, onState) {
+  if (typeof EventSource !== 'function') {
+    onState(false);
+    return () => {};
+  }
+  const source = new EventSource(path);
+  const handle = (event) => {
+    let data = event.data;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      // A plain-text event: passed on as text.
+    }
+    onEvent(event.type, data);
+  };
+  source.addEventListener('message', handle);
+  for (const name of names) source.addEventListener(name, handle);
+  source.addEventListener('open', () => onState(true));
+  source.addEventListener('error', () => onState(source.readyState === EventSource.OPEN));
+  return () => source.close();
+}

@@ -8,9 +8,11 @@ import { t } from './strings.js';
 import { ago, num, valueText, unitText, issueText } from './format.js';
 import { KIND_ORDER, isHealth } from './model.js';
 import { LIST_DEVICES_UP_TO, FEVER_C, CARDS_PER_KIND_UP_TO } from './config.js';
+import { noFilter, passes } from './sitelist.js';
 import { hasTable, siteTable } from './tables.js';
 import {
   chartLink, metricButton, metricRow, tank, pumpIcon, qualityBand, herdGrid, herdLegend, speakerDots,
+  HERD_PAGE,
 } from './widgets.js';
 
 /**
@@ -19,9 +21,14 @@ import {
  * table instead (tables.js): a county of hundreds of villages reads better so, and the
  * page stays light.
  */
-export function siteCards(model, ui) {
-  const shown = model.sites.filter((site) => !ui.onlyProblems || !['ok', 'nodata'].includes(site.state));
-  if (shown.length === 0) return [h('p', { class: 'empty' }, ui.onlyProblems ? t('noProblems') : t('noSites'))];
+export function siteCards(model, ui, listed = null) {
+  // `listed`: site kinds the windowed list (sitelist.js) shows instead of cards.
+  const shown = model.sites.filter((site) => passes(site, ui.filter ?? noFilter(), ui.onlyProblems)
+    && !listed?.has(site.kind));
+  if (shown.length === 0) {
+    if (listed) return [];
+    return [h('p', { class: 'empty' }, ui.onlyProblems ? t('noProblems') : t('noSites'))];
+  }
   const byKind = new Map();
   for (const site of shown) {
     if (!byKind.has(site.kind)) byKind.set(site.kind, []);
@@ -35,24 +42,30 @@ export function siteCards(model, ui) {
   return out;
 }
 
-function card(site, model, ui) {
+/**
+ * One site's card. `opts.found`: a device to mark in it (a search hit); `opts.detail`: the
+ * card of an opened site at county size, with a close button and its meters listed.
+ */
+export function card(site, model, ui, opts = {}) {
   const title = site.id === '' ? t('otherDevices') : site.name;
-  return h('article', { class: `card state-${site.state} kind-${site.kind}`, 'data-key': 'site:' + site.id,
-    'data-site': site.id, tabindex: -1, 'aria-label': title },
-  head(site, model),
+  return h('article', { class: `card state-${site.state} kind-${site.kind}${opts.detail ? ' detail' : ''}`,
+    'data-key': (opts.detail ? 'detail:' : 'site:') + site.id, 'data-site': site.id, tabindex: -1, 'aria-label': title },
+  head(site, model, opts.detail),
   issues(site),
   counts(site),
   site.pumps.map((p) => pumpPanel(p)),
   site.analysers.map((a) => qualityPanel(a)),
-  site.meters.total ? metersPanel(site.meters, model) : null,
+  site.meters.total ? metersPanel(site.meters, model, opts) : null,
   site.speakers.length ? speakersPanel(site.speakers) : null,
+  site.speakerCounts ? panel('speakers', `${t('kind_speaker')} · ${t('countOnline', site.speakerCounts.online,
+    site.speakerCounts.total)}`) : null,
   // The herd before the barn: the few sick cows are what a dairy manager looks for first.
-  site.herd.cells.length ? herdPanel(site.herd, ui) : null,
+  site.herd.cells.length ? herdPanel(site.herd, ui, site) : null,
   site.barns.map((b) => barnPanel(b)),
   site.others.length && !model.summaryOnly ? othersPanel(site.others) : null);
 }
 
-function head(site, model) {
+function head(site, model, closable) {
   const names = site.zh
     ? [h('span', { class: 'zh', lang: 'zh' }, site.zh), ' ', h('span', { class: 'py' }, site.pinyin)]
     : [site.id === '' ? t('otherDevices') : site.name];
@@ -68,9 +81,12 @@ function head(site, model) {
     h('div', { class: 'card-title' },
       h('h3', null, names),
       h('span', { class: `badge state-${site.state}` }, h('span', { class: 'glyph', 'aria-hidden': 'true' }),
-        t('state_' + site.state))),
+        t('state_' + site.state)),
+      closable ? h('button', { type: 'button', class: 'close', 'data-action': 'close-site', 'aria-label': t('close') }, '×')
+        : null),
     h('p', { class: 'meta' },
       h('span', { class: 'site-kind' }, t('site_' + site.kind)), ' · ',
+      site.townshipName ? [h('span', { class: 'site-township' }, site.townshipName), ' · '] : null,
       h('span', { class: 'age' }, site.newest === null ? t('noReadings') : t('newest', ago(model.now - site.newest))),
       gateways.length ? [' · ', gateways] : null));
 }
@@ -144,25 +160,30 @@ function row(labelKey, value, cls) {
   return h('div', { class: `row ${cls ?? ''}`.trim() }, h('dt', null, t(labelKey)), h('dd', null, value));
 }
 
-function metersPanel(m, model) {
+function metersPanel(m, model, opts = {}) {
   const summary = h('dl', { class: 'values' },
     row('metersReporting', t('countOnline', m.reporting, m.total)),
     row('metersFlow', valueText('flow', m.flow, 'm3/h')),
     m.lowBattery ? row('lowBattery', String(m.lowBattery), 'warn') : null,
     m.valvesClosed ? row('valvesClosed', String(m.valvesClosed)) : null,
     m.faults ? row('meterFaults', String(m.faults), 'warn') : null);
-  const listable = m.total <= LIST_DEVICES_UP_TO && !model.summaryOnly;
+  if (m.counted) return panel('meters', t('kind_water_meter'), summary);
+  // An opened site lists its meters (a village has a hundred or so), the found one open and marked.
+  const listable = m.list.length && (opts.detail || (m.total <= LIST_DEVICES_UP_TO && !model.summaryOnly));
+  const found = opts.found && m.list.some((d) => d.id === opts.found);
   const list = listable
-    ? h('details', { class: 'meter-list' }, h('summary', null, t('allMeters', m.total)), meterTable(m.list, model))
+    ? h('details', { class: 'meter-list', open: found || null }, h('summary', null, t('allMeters', m.total)),
+      meterTable(m.list, model, opts.found))
     : h('p', { class: 'hint' }, t('summaryOnly'));
   return panel('meters', t('kind_water_meter'), summary, list);
 }
 
-function meterTable(list, model) {
+function meterTable(list, model, found) {
   return h('table', { class: 'devices' },
     h('thead', null, h('tr', null, h('th', { scope: 'col' }, t('device')), h('th', { scope: 'col' }, t('metric_flow')),
       h('th', { scope: 'col' }, t('metric_volume_total')), h('th', { scope: 'col' }, t('age')))),
-    h('tbody', null, list.map((d) => h('tr', { 'data-key': d.id, class: `state-${d.state}` },
+    h('tbody', null, list.map((d) => h('tr', { 'data-key': d.id, class: `state-${d.state}${d.id === found ? ' found' : ''}`,
+      'data-device': d.id === found ? d.id : null },
       h('th', { scope: 'row' }, d.id),
       h('td', null, d.m.flow ? metricButton(d, 'flow', d.m.flow.value, d.m.flow.unit) : '–'),
       h('td', null, d.m.volume_total ? metricButton(d, 'volume_total', d.m.volume_total.value, d.m.volume_total.unit)
@@ -185,10 +206,21 @@ function barnPanel(b) {
         h('dd', null, b.thiMeasured ? metricButton(d, 'thi', b.thi, 'index') : num(b.thi, 0), ' · ', t(b.band)))));
 }
 
-function herdPanel(herd, ui) {
+function herdPanel(herd, ui, site) {
   const warmest = herd.cells.filter((c) => c.temp !== null).slice(0, Math.max(3, herd.fever.length)).slice(0, 12);
+  const pages = Math.ceil(herd.cells.length / HERD_PAGE);
+  const page = Math.min(pages - 1, Math.max(0, ui.herdPages?.get(site.id) ?? 0));
   return panel('herd', t('herdTitle', herd.cells.length, herd.fever.length),
-    herdGrid(herd, ui.herdFocus),
+    // Those needing attention first (the grid is warmest first), the rest a page at a time.
+    herd.fever.length ? h('p', { class: 'herd-attention' }, t('herdAttention', herd.fever.length)) : null,
+    herdGrid(herd, ui.herdFocus, page),
+    pages > 1 ? h('div', { class: 'pager', role: 'group', 'aria-label': t('herdPages') },
+      h('button', { type: 'button', 'data-action': 'herd-page', 'data-site': site.id, 'data-page': page - 1,
+        disabled: page === 0 || null }, t('prevPage')),
+      h('span', { class: 'pager-where' }, t('herdPageOf', page * HERD_PAGE + 1,
+        Math.min(herd.cells.length, (page + 1) * HERD_PAGE), herd.cells.length)),
+      h('button', { type: 'button', 'data-action': 'herd-page', 'data-site': site.id, 'data-page': page + 1,
+        disabled: page >= pages - 1 || null }, t('nextPage'))) : null,
     herdLegend(),
     warmest.length ? h('div', { class: 'warmest' }, h('span', { class: 'warmest-title' }, t('warmest')),
       h('ul', null, warmest.map((c) => h('li', { 'data-key': c.device.id },

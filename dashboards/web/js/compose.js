@@ -16,6 +16,7 @@ import { t, lang } from './strings.js';
 import { serverNow } from './api.js';
 import { LEVELS } from './broadcasts.js';
 import { createBroadcast, fetchRules, fetchSpeakers, importCap, may, writeError } from './bcapi.js';
+import { setPickHandler } from './map.js';
 
 /** Levels that wait for a second operator when the server's rules cannot be read (its default). */
 const DEFAULT_APPROVAL = ['red', 'orange'];
@@ -90,6 +91,9 @@ function spokenName(name) {
 export class Compose {
   constructor(root, { onCreated, sites }) {
     this.root = root;
+    // While the form is open, a click on a village's marker on the map picks that village
+    // (map.js's one pick hook); a township's group marker still opens the township.
+    setPickHandler(({ site }) => (site ? this.pick(site) : false));
     this.onCreated = onCreated;
     /** () => GET /api/v1/sites as last read (names of villages). */
     this.sites = sites;

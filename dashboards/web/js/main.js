@@ -1,16 +1,23 @@
 // Role: the page's entry point. Every 5 s it reads sites, devices, latest values and open
 // alerts, builds the model and redraws the summary, the alerts, the map and the cards in
 // place (no flicker, focus kept); it says when it last updated and, clearly, when the API
-// cannot be reached.
+// cannot be reached. At county size (datasource.js) it reads summaries revalidated by ETag,
+// refreshes when the server's events say something changed and polls slowly otherwise;
+// the map groups villages by township, the site list filters, searches and draws only the
+// rows in view (sitelist.js), and a broadcast's progress is shown by township.
 // All clicks and keys are handled here by delegation on data-action attributes, so no
 // element carries an inline handler.
 
 import { h, morphChildrenOf } from './dom.js';
 import { t, lang, setLang, otherLang } from './strings.js';
-import { fetchState, serverNow } from './api.js';
+import { serverNow } from './api.js';
 import { buildModel, STATES } from './model.js';
-import { countyMap, legendItems, onPick, pick } from './map.js';
-import { siteCards } from './cards.js';
+import { countyMap, legendItems, mapNav, offerPick, groupsTownships } from './map.js';
+import { siteCards, card } from './cards.js';
+import { DataSource } from './datasource.js';
+import { SiteList, noFilter, passes, renderFilters, searchResults, foundPanel } from './sitelist.js';
+import { townshipPanel } from './bctownships.js';
+import { CARDS_PER_KIND_UP_TO } from './config.js';
 import { Chart } from './chart.js';
 import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from './alerts.js';
 import { broadcastDetail, broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
@@ -51,14 +58,40 @@ const ui = {
   broadcasts: { list: null, off: false, error: null },
   /** The newest active broadcast with its deliveries, for the map (null when none is active). */
   broadcast: null,
+  /** The newest broadcast with its deliveries, active or not, for the progress by township. */
+  lastBroadcast: null,
+  /** GET /api/v1/summary by site (county size), else null. */
+  summary: null,
+  /** The site list's filters and search text (sitelist.js). */
+  filter: noFilter(),
+  /** The opened site (its card above the list), or null. */
+  selected: null,
+  /** The opened site's own devices and values (county size: datasource.open). */
+  detail: null,
+  /** The device a search found and the person opened: `{ id, site, rows }`, or null. */
+  found: null,
+  /** Devices the search found (null while searching), and why it failed. */
+  searchHits: [],
+  searchError: null,
+  /** The township opened on the map (null: the whole county). */
+  township: null,
+  /** Page of each herd grid, by site id. */
+  herdPages: new Map(),
   /** The broadcast console: the broadcast opened (id or null), and whether all are listed. */
   bc: { selected: null, history: false },
 };
 
+/** With the server's change events, the page still polls this often (a missed event costs at most this). */
+const EVENTS_POLL_MS = 30_000;
+const source = new DataSource(() => kick(), () => redraw());
+const siteList = new SiteList($('site-list'));
+const filterEls = { township: $('filter-township'), townshipLabel: $('filter-township-label'), kind: $('filter-kind'),
+  state: $('filter-state') };
+
 /** Live progress of broadcasts (server-sent events): redraws what it changes. */
 const live = new LiveBroadcasts(() => {
   if (!ui.model) return;
-  ui.broadcast = live.followActive(ui.broadcasts.list, isActive);
+  followBroadcasts();
   renderBroadcasts();
   drawMap($('map').clientWidth);
 });
@@ -71,13 +104,15 @@ async function refresh() {
   const t0 = performance.now();
   try {
     const withSites = !ui.sites || Date.now() - ui.sitesAt > SITES_REFRESH_MS;
-    const { sites, devices, latest, alerts, broadcasts } = await fetchState(withSites);
+    const { sites, devices, latest, summary, alerts, broadcasts, detail } = await source.read(withSites);
     if (sites) {
       ui.sites = sites;
       ui.sitesAt = Date.now();
     }
     ui.devices = devices;
     ui.latest = latest;
+    ui.summary = summary;
+    ui.detail = detail;
     // An unreadable alert list keeps the last one, marked as not current.
     ui.alerts = { list: alerts.list ? sortAlerts(alerts.list) : alerts.off ? null : ui.alerts.list,
       off: Boolean(alerts.off), error: alerts.error ?? null };
@@ -85,7 +120,7 @@ async function refresh() {
       off: Boolean(broadcasts.off), error: broadcasts.error ?? null };
     // Deliveries come from the live stream: one read of a broadcast, then its events.
     live.start();
-    ui.broadcast = live.followActive(ui.broadcasts.list, isActive);
+    followBroadcasts();
     ui.updatedAt = Date.now();
     ui.failure = null;
     ui.failingSince = null;
@@ -95,7 +130,7 @@ async function refresh() {
     ui.failingSince ??= Date.now();
   }
   const t1 = performance.now();
-  if (ui.sites) ui.model = buildModel(ui.sites, ui.devices, ui.latest, serverNow());
+  if (ui.sites) ui.model = buildModel(ui.sites, ui.devices, ui.latest, serverNow(), ui.summary);
   const t2 = performance.now();
   // Let the browser handle input between building the model and drawing it (a county's
   // worth of rows takes a while for each).
@@ -109,16 +144,126 @@ async function refresh() {
     `${ui.latest?.length ?? 0} rows`;
   ui.refreshes += 1;
   document.documentElement.dataset.refreshes = String(ui.refreshes);
-  if (ui.model) document.documentElement.dataset.ready = 'true';
+  if (ui.model) {
+    document.documentElement.dataset.ready = 'true';
+    source.drawn();
+  }
   chart.refreshIfDue();
   control.refresh().catch(report);
+}
+
+/** The stream brought new values (county size): rebuild the model from what the page holds and draw it. */
+let redrawPending = false;
+function redraw() {
+  if (redrawPending || !ui.sites) return;
+  redrawPending = true;
+  requestAnimationFrame(() => {
+    redrawPending = false;
+    ui.latest = source.latest();
+    ui.model = buildModel(ui.sites, ui.devices, ui.latest, serverNow(), ui.summary);
+    render();
+  });
+}
+
+/**
+ * The broadcasts the page follows live (bclive.js): the newest active one, for the map, and
+ * the newest one, over or not, for its progress by township.
+ */
+function followBroadcasts() {
+  const list = ui.broadcasts.list ?? [];
+  ui.broadcast = live.followActive(list, isActive);
+  const newest = list.find(isActive) ?? list[0];
+  ui.lastBroadcast = newest ? live.follow(newest.id) : null;
 }
 
 /** What goes on the map's markers: alert rings and the active broadcast's speaker badges. */
 function drawMap(width) {
   morphChildrenOf($('map'), countyMap(ui.model, width, alertMarks(ui.alerts.list),
-    broadcastMarks(ui.broadcast, ui.devices)));
+    broadcastMarks(ui.broadcast, speakerDevices()), ui.township));
+  morphChildrenOf($('map-nav'), mapNav(ui.model, ui.township));
   compose.decorate($('map'));
+}
+
+/**
+ * Speakers with their sites, for the broadcast's marks: the devices read (a small county),
+ * else each delivery's gateway's site (at county size the page does not read every speaker).
+ */
+function speakerDevices() {
+  if (!ui.summary || !ui.broadcast?.deliveries) return ui.devices;
+  const gatewaySite = new Map((ui.devices ?? []).filter((d) => d.kind === 'gateway').map((d) => [d.id, d.site]));
+  return ui.broadcast.deliveries.map((d) => ({ id: d.speaker, site: gatewaySite.get(d.gateway) ?? null }));
+}
+
+/** The site of a delivery: its speaker's device, else its gateway's site. */
+function deliverySite() {
+  const bySpeaker = new Map((ui.devices ?? []).filter((d) => d.kind === 'speaker').map((d) => [d.id, d.site]));
+  const byGateway = new Map((ui.devices ?? []).filter((d) => d.kind === 'gateway').map((d) => [d.id, d.site]));
+  return (d) => bySpeaker.get(d.speaker) ?? byGateway.get(d.gateway) ?? null;
+}
+
+/** Site kinds shown as rows of the windowed list: villages, when there are more than cards suit. */
+function listedKinds(model) {
+  const villages = model.sites.filter((site) => site.kind === 'village').length;
+  return villages > CARDS_PER_KIND_UP_TO ? new Set(['village']) : null;
+}
+
+/** The opened site's model: its own devices read whole (county size), or the page's model. */
+function detailSite() {
+  if (ui.selected === null) return null;
+  const d = ui.detail;
+  if (ui.summary && d?.site === ui.selected && d.at) {
+    const raw = ui.sites.find((x) => x.id === ui.selected);
+    if (!raw) return null;
+    const model = buildModel([raw], d.devices, d.latest, serverNow());
+    return { site: model.sites.find((x) => x.id === ui.selected), model };
+  }
+  const site = ui.model.sites.find((x) => x.id === ui.selected);
+  return site ? { site, model: ui.model, loading: Boolean(ui.summary) } : null;
+}
+
+/** The list, the cards, the search's hits, the found device and the opened site. */
+function renderSites() {
+  const model = ui.model;
+  renderFilters(filterEls, model, ui.filter);
+  const listed = listedKinds(model);
+  morphChildrenOf($('search-results'), searchResults(ui.filter, model, ui.searchHits, ui.searchError));
+  const opened = listed ? detailSite() : null;
+  const foundDevice = ui.found ? foundModel() : null;
+  morphChildrenOf($('site-detail'),
+    ui.found ? foundPanel(ui.found.id, foundDevice, model.sites.find((x) => x.id === ui.found.site)) : null,
+    opened ? card(opened.site, opened.model, ui, { detail: true, found: ui.found?.id }) : null,
+    opened?.loading ? h('p', { class: 'hint' }, t('loading')) : null);
+  morphChildrenOf($('sites'), ...siteCards(model, ui, listed));
+  if (!listed) {
+    siteList.show([], model, null, '');
+    return;
+  }
+  const rank = (site) => STATES.indexOf(site.state);
+  const rows = model.sites.filter((site) => listed.has(site.kind) && passes(site, ui.filter, ui.onlyProblems))
+    .sort((a, b) => rank(a) - rank(b) || String(a.township ?? '').localeCompare(String(b.township ?? ''))
+      || a.id.localeCompare(b.id, undefined, { numeric: true }));
+  const all = model.sites.filter((site) => listed.has(site.kind)).length;
+  siteList.show(rows, model, ui.selected, rows.length ? t('listTitle', rows.length, all) : t('listEmpty', all));
+}
+
+/** The found device as the model has it (a small county), or built from its own latest values. */
+function foundModel() {
+  const f = ui.found;
+  const inModel = ui.model.sites.find((x) => x.id === f.site)?.kinds;
+  for (const list of inModel?.values() ?? []) {
+    const d = list.find((x) => x.id === f.id);
+    if (d) return d;
+  }
+  if (!f.rows) return null;
+  const raw = ui.sites.find((x) => x.id === f.site) ?? { id: f.site ?? '', name: f.site ?? '' };
+  const model = buildModel([raw], [], f.rows, serverNow());
+  for (const site of model.sites) {
+    for (const list of site.kinds.values()) {
+      const d = list.find((x) => x.id === f.id);
+      if (d) return Object.assign(d, { name: f.name ?? null });
+    }
+  }
+  return null;
 }
 
 function render() {
@@ -133,7 +278,7 @@ function render() {
   renderBroadcasts();
   drawMap(mapWidth);
   morphChildrenOf($('attention'), attentionList(ui.model));
-  morphChildrenOf($('sites'), ...siteCards(ui.model, ui));
+  renderSites();
 }
 
 function renderAlerts() {
@@ -159,6 +304,7 @@ function renderBroadcasts() {
   if (!creator && compose.isOpen) compose.close();
   morphChildrenOf($('approvals'), approvalQueue(list, ui.sites));
   morphChildrenOf($('broadcasts'), broadcastsPanel(shown, ui.bc));
+  morphChildrenOf($('bc-townships'), ui.broadcasts.off ? null : townshipPanel(ui.lastBroadcast, ui.model, deliverySite()));
   const opened = ui.bc.selected === null ? null : live.follow(ui.bc.selected);
   morphChildrenOf($('bc-detail'), ui.bc.selected === null ? null : opened
     ? broadcastDetail(opened, { sites: ui.sites, live: live.live, devices: ui.devices })
@@ -243,6 +389,7 @@ function applyLanguage() {
   for (const el of document.querySelectorAll('[data-i18n-label]')) {
     el.setAttribute('aria-label', t(el.dataset.i18nLabel));
   }
+  $('site-search').placeholder = t('searchPlaceholder');
   $('lang').textContent = t('switchTo');
   $('lang').setAttribute('lang', otherLang() === 'zh' ? 'zh-CN' : 'en');
   compose.render();
@@ -282,7 +429,91 @@ function chartFromAddress() {
   if (device && metric) openChart(device, metric, Number(params.get('hours')) || null);
 }
 
+/** Opens or closes (null) a township on the map; the site list follows it. */
+function openTownship(id) {
+  ui.township = id || null;
+  ui.filter.township = ui.township ?? '';
+  render();
+  $('map').querySelector('svg')?.focus?.();
+}
+
+/** Opens a listed site (county size): its card above the list, read whole. */
+function openSite(id) {
+  ui.selected = id;
+  const site = ui.model?.sites.find((x) => x.id === id);
+  if (site?.township && ui.filter.township && ui.filter.township !== site.township) ui.filter.township = '';
+  if (site && !passes(site, ui.filter, ui.onlyProblems)) {
+    ui.filter = { ...noFilter(), q: '' };
+    ui.onlyProblems = false;
+    $('only-problems').checked = false;
+    $('site-search').value = '';
+  }
+  render();
+  siteList.reveal(id)?.focus({ preventScroll: true });
+  $('site-detail').scrollIntoView({ behavior: 'smooth', block: 'start' });
+  if (ui.summary) {
+    source.open(id).then((detail) => {
+      ui.detail = detail;
+      render();
+    }).catch(report);
+  }
+}
+
+/** Opens a device a search found: its newest values, and its site. */
+function openFound(id, site) {
+  const hit = (ui.searchHits ?? []).find((d) => d.id === id);
+  ui.found = { id, site: site || hit?.site || null, name: hit?.name ?? null, rows: null };
+  if (ui.found.site && listedKinds(ui.model)?.has(ui.model.sites.find((x) => x.id === ui.found.site)?.kind)) {
+    openSite(ui.found.site);
+  } else {
+    render();
+    if (ui.found.site) showSite(ui.found.site);
+  }
+  source.device(id).then((rows) => {
+    if (ui.found?.id !== id) return;
+    ui.found.rows = rows;
+    render();
+  }).catch((e) => {
+    if (e.name !== 'ApiError') throw e;
+  }).catch(report);
+}
+
+let searchTimer = null;
+let searchSeq = 0;
+
+/** The search text changed: filter the list now, look for devices after a pause (`now`: at once). */
+function searchChanged(text, now) {
+  ui.filter.q = text;
+  clearTimeout(searchTimer);
+  if (ui.model) render();
+  if (text.trim().length < 2) {
+    ui.searchHits = [];
+    ui.searchError = null;
+    if (ui.model) render();
+    return;
+  }
+  searchTimer = setTimeout(() => {
+    const seq = (searchSeq += 1);
+    ui.searchHits = null;
+    source.search(text, ui.devices).then((hits) => {
+      if (seq !== searchSeq) return;
+      ui.searchHits = hits;
+      ui.searchError = null;
+      if (ui.model) render();
+    }).catch((e) => {
+      if (e.name !== 'ApiError') throw e;
+      ui.searchHits = [];
+      ui.searchError = e.message;
+      if (ui.model) render();
+    }).catch(report);
+  }, now ? 0 : 250);
+}
+
 function showSite(id) {
+  if (ui.model && listedKinds(ui.model)?.has(ui.model.sites.find((x) => x.id === id)?.kind)) {
+    openSite(id);
+    return;
+  }
   const find = () => [...document.querySelectorAll('#sites [data-site]')].find((c) => c.dataset.site === id);
   if (!find() && ui.onlyProblems) {
     // The filter hides it: show everything rather than nothing.
@@ -353,8 +584,8 @@ compose.onClosed = () => {
   renderBroadcasts();
   if (ui.model) drawMap($('map').clientWidth);
 };
-// A click on a village's marker picks it as a target while a broadcast is being composed.
-onPick((site) => compose.pick(site));
+// A click on a village's marker picks it as a target while a broadcast is being composed
+// (compose.js takes marker clicks through map.js's setPickHandler).
 compose.onTargets = () => compose.decorate($('map'));
 
 const decide = new DecideDialog({ dialog: $('bc-decide'), title: $('bc-decide-title'), what: $('bc-decide-what'),
@@ -391,7 +622,25 @@ function activate(el) {
   switch (el.dataset.action) {
     case 'chart': openChart(el.dataset.device, el.dataset.metric); break;
     case 'site':
-      if (!(el.closest('#map') && pick(el.dataset.site))) showSite(el.dataset.site);
+      if (!offerPick(el)) showSite(el.dataset.site);
+      break;
+    case 'township':
+      if (!offerPick(el)) openTownship(el.dataset.township);
+      break;
+    case 'found': openFound(el.dataset.device, el.dataset.site); break;
+    case 'close-found':
+      ui.found = null;
+      render();
+      break;
+    case 'close-site':
+      ui.selected = null;
+      ui.detail = null;
+      source.open(null);
+      render();
+      break;
+    case 'herd-page':
+      ui.herdPages.set(el.dataset.site, Number(el.dataset.page) || 0);
+      render();
       break;
     case 'bc-new':
       if (compose.isOpen) compose.close();
@@ -469,6 +718,20 @@ document.addEventListener('change', (event) => {
     ui.onlyProblems = event.target.checked;
     render();
   }
+  const filterKey = { 'filter-township': 'township', 'filter-kind': 'kind', 'filter-state': 'state' }[event.target.id];
+  if (filterKey) {
+    ui.filter[filterKey] = event.target.value;
+    // The map shows the township the list is filtered to.
+    if (filterKey === 'township' && ui.model && groupsTownships(ui.model)) ui.township = event.target.value || null;
+    if (ui.model) render();
+  }
+});
+
+$('site-search').addEventListener('input', (event) => searchChanged(event.target.value, false));
+$('site-search').addEventListener('keydown', (event) => {
+  if (event.key !== 'Enter') return;
+  event.preventDefault();
+  searchChanged(event.target.value, true);
 });
 
 // ---- the loop ------------------------------------------------------------------------
@@ -497,25 +760,54 @@ function nextTask() {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
+let loopTimer = null;
+let refreshing = false;
+let kicked = false;
+
+/** The server said something changed: refresh soon (once, however many events came). */
+function kick() {
+  if (refreshing) {
+    kicked = true;
+    return;
+  }
+  clearTimeout(loopTimer);
+  loopTimer = setTimeout(loop, 250);
+}
+
 async function loop() {
+  clearTimeout(loopTimer);
   // A hidden tab does not poll; it catches up as soon as it is shown again.
   if (document.hidden) {
     document.addEventListener('visibilitychange', loop, { once: true });
     return;
   }
+  refreshing = true;
+  kicked = false;
   try {
     await refresh();
     if (ui.refreshes === 1) chartFromAddress();
   } catch (e) {
     // A bug, not the network: report it (boot.js shows it) and keep refreshing.
     report(e);
+  } finally {
+    refreshing = false;
   }
-  setTimeout(loop, REFRESH_MS);
+  // Told of changes, the page need not poll often; a change told during this refresh is read now.
+  loopTimer = setTimeout(loop, kicked ? 250 : source.listening ? EVENTS_POLL_MS : REFRESH_MS);
 }
 
 function report(error) {
   if (typeof reportError === 'function') reportError(error);
   else setTimeout(() => { throw error; });
+}
+
+// ?township=ID in the address opens that township (a wall screen in a township office).
+{
+  const township = new URLSearchParams(location.search).get('township');
+  if (township) {
+    ui.township = township;
+    ui.filter.township = township;
+  }
 }
 
 // Sign-in, the people and audit panels (session.js, users.js, audit.js): they redraw

@@ -46,8 +46,12 @@ function parseTime(text) {
  * @param {object[]} devices  GET /api/v1/devices
  * @param {object[]} latest   GET /api/v1/latest
  * @param {number}   now      ms, by the server's clock
+ * @param {Map|null} summary  per site id, what GET /api/v1/summary says of it (datasource.js
+ *   normalises it: `{ state, kinds: { kind: { total, ok, stale, offline, nodata } }, newest }`);
+ *   at county size the page reads only the few devices of a kind (pumps, analysers, barns,
+ *   gateways, cows' temperatures) and takes the counts of the many (meters, speakers) from it.
  */
-export function buildModel(sites, devices, latest, now) {
+export function buildModel(sites, devices, latest, now, summary = null) {
   const byId = new Map();
   for (const d of devices) byId.set(d.id, newDevice(d.id, d.kind, d.site, d.online, parseTime(d.last_seen)));
   // A device's readings mostly share one time stamp: parse each distinct text once.
@@ -68,7 +72,15 @@ export function buildModel(sites, devices, latest, now) {
   }
 
   const siteById = new Map();
-  for (const raw of sites) siteById.set(raw.id, newSite(raw));
+  // A township is a site of its own (its seat, with its name); villages name it by id.
+  const townshipNames = new Map(sites.filter((x) => x.kind === 'township').map((x) => [x.id, x.name || x.id]));
+  for (const raw of sites) {
+    if (raw.kind === 'township') continue;
+    const site = newSite(raw);
+    if (site.township && !site.townshipName) site.townshipName = townshipNames.get(site.township) ?? null;
+    site.summary = summary?.get(raw.id) ?? null;
+    siteById.set(raw.id, site);
+  }
   for (const d of byId.values()) {
     if (d.kind === 'cow_collar') d.kind = isHub(d) ? 'collar_hub' : 'cow';
     d.state = deviceState(d, now);
@@ -85,7 +97,36 @@ export function buildModel(sites, devices, latest, now) {
   const out = [...siteById.values()];
   for (const site of out) summarise(site, now);
   out.sort(bySiteOrder);
-  return { now, rows: latest.length, summaryOnly: latest.length > SUMMARY_ONLY_ROWS, sites: out, totals: totals(out) };
+  return { now, rows: latest.length, summaryOnly: latest.length > SUMMARY_ONLY_ROWS || summary !== null, sites: out,
+    totals: totals(out), townships: townships(out), bySummary: summary !== null };
+}
+
+/**
+ * The townships (or, where sites name none, the supply districts) with their sites, in
+ * the order their first site comes: `[{ id, name, zh, pinyin, sites, lat, lon, states }]`.
+ * `states` counts the sites by state; lat/lon are the mean of the sites'.
+ */
+function townships(sites) {
+  const out = new Map();
+  for (const site of sites) {
+    if (site.id === '' || !site.township) continue;
+    let tw = out.get(site.township);
+    if (!tw) {
+      const { zh, pinyin } = splitName(site.townshipName ?? site.township);
+      tw = { id: site.township, name: site.townshipName ?? site.township, zh, pinyin, sites: [],
+        states: Object.fromEntries(STATES.map((st) => [st, 0])), lat: 0, lon: 0 };
+      out.set(site.township, tw);
+    }
+    tw.sites.push(site);
+    tw.states[site.state] += 1;
+  }
+  for (const tw of out.values()) {
+    const placed = tw.sites.filter((x) => x.hasCoords);
+    tw.hasCoords = placed.length > 0;
+    tw.lat = placed.reduce((a, x) => a + x.lat, 0) / (placed.length || 1);
+    tw.lon = placed.reduce((a, x) => a + x.lon, 0) / (placed.length || 1);
+  }
+  return [...out.values()];
 }
 
 function newDevice(id, kind, site, online, lastSeen) {
@@ -97,6 +138,7 @@ function newSite(raw) {
   return {
     id: raw.id, name: raw.name || raw.id, zh, pinyin, kind: raw.kind || 'other', district: raw.district ?? null,
     village: raw.village ?? null, lat: raw.lat, lon: raw.lon,
+    township: raw.township ?? null, townshipName: raw.township_name ?? raw.townshipName ?? null,
     hasCoords: Number.isFinite(raw.lat) && Number.isFinite(raw.lon),
     gateways: [], kinds: new Map(), newest: null, state: 'nodata', issues: [],
   };
@@ -113,10 +155,22 @@ function isHub(d) {
   return d.online !== null && !ANIMAL_METRICS.some((m) => m in d.m);
 }
 
+/**
+ * How old a reading may be before its device is stale, by kind (`default` for the rest):
+ * the server's `stale_after_ms` at county size (meters report every 15-60 min), else STALE_MS.
+ */
+let staleAfter = { default: STALE_MS };
+
+/** Takes the server's staleness by kind (GET /api/v1/summary `stale_after_ms`). */
+export function setStaleAfter(byKind) {
+  staleAfter = { default: STALE_MS, ...(byKind && typeof byKind === 'object' ? byKind : {}) };
+}
+
 function deviceState(d, now) {
   if (d.online === false) return 'offline';
   if (d.newest === null) return 'nodata';
-  if (now - d.newest > STALE_MS) return 'stale';
+  const kind = d.kind === 'cow' || d.kind === 'collar_hub' ? 'cow_collar' : d.kind;
+  if (now - d.newest > (staleAfter[d.kind] ?? staleAfter[kind] ?? staleAfter.default)) return 'stale';
   return 'ok';
 }
 
@@ -145,12 +199,19 @@ function summarise(site, now) {
   }
   const list = (kind) => site.kinds.get(kind) ?? [];
   site.counts = new Map([...site.kinds].map(([kind, ds]) => [kind, countStates(ds)]));
+  // Kinds the page did not read device by device are counted by the summary.
+  const told = site.summary?.kinds ?? {};
+  for (const kind of Object.keys(told)) {
+    if (!site.counts.has(kind)) site.counts.set(kind, countsOf(told[kind]));
+  }
   site.pumps = list('pump_station').map((d) => pump(d, issues));
   site.analysers = list('water_quality').map((d) => analyser(d, issues));
   site.barns = list('barn_climate').map((d) => barn(d, issues));
   site.herd = herd(list('cow'), issues);
   site.speakers = speakers(list('speaker'), issues);
   site.meters = meters(list('water_meter'), issues);
+  if (!site.kinds.has('speaker') && told.speaker) site.speakerCounts = speakerCounts(countsOf(told.speaker), issues);
+  if (!site.kinds.has('water_meter') && told.water_meter) site.meters = meterCounts(countsOf(told.water_meter), issues);
   site.others = list('external');
   for (const d of [...list('pump_station'), ...list('water_quality'), ...list('barn_climate'), ...list('collar_hub')]) {
     if (d.state === 'offline') issues.push({ state: 'attention', key: 'issueDeviceOffline', args: [d.id] });
@@ -160,6 +221,19 @@ function summarise(site, now) {
   const known = devices.filter((d) => d.online !== null);
   const allOffline = known.length > 0 && known.every((d) => d.online === false);
   if (allOffline) issues.push({ state: 'offline', key: 'issueAllOffline', args: [] });
+  if (site.summary) {
+    // The summary knows how fresh the site's many devices are; the issues found here add to it.
+    const newest = parseTime(site.summary.newest);
+    if (newest !== null && (site.newest === null || newest > site.newest)) site.newest = newest;
+    const told = STATES.includes(site.summary.state) ? site.summary.state : 'nodata';
+    const mine = issues.some((i) => i.state === 'offline') ? 'offline'
+      : issues.some((i) => i.state === 'attention') ? 'attention' : told === 'nodata' ? 'nodata' : 'ok';
+    site.state = worse(told, mine);
+    if (site.state === 'stale' && !issues.some((i) => i.state === 'stale')) {
+      issues.push({ state: 'stale', key: 'issueStale', args: [{ ago: site.newest === null ? null : now - site.newest }] });
+    }
+    return;
+  }
   if (site.newest === null && site.gateways.every((g) => g.online === null)) site.state = 'nodata';
   else if (issues.some((i) => i.state === 'offline')) site.state = 'offline';
   else if (issues.some((i) => i.state === 'attention')) site.state = 'attention';
@@ -300,6 +374,37 @@ function meters(list, issues) {
   return { list, total: list.length, reporting, flow: withFlow ? flow : null, lowBattery, valvesClosed, faults };
 }
 
+/** The worse of two states ('nodata' counts as the least bad). */
+export function worse(a, b) {
+  const rank = (st) => (st === 'nodata' ? 4 : Math.max(0, STATES.indexOf(st)));
+  return rank(a) <= rank(b) ? a : b;
+}
+
+/** A summary's counts of one kind, with every state present. */
+function countsOf(c) {
+  const out = { total: 0, ok: 0, stale: 0, offline: 0, nodata: 0 };
+  for (const k of Object.keys(out)) out[k] = Number(c?.[k]) || 0;
+  if (!out.total) out.total = out.ok + out.stale + out.offline + out.nodata;
+  return out;
+}
+
+/** Speakers counted, not listed (county size): `{ total, online }`, and the issue when some are down. */
+function speakerCounts(c, issues) {
+  const down = c.total - c.ok;
+  if (down > 0) issues.push({ state: 'attention', key: 'issueSpeakersOffline', args: [down, c.total] });
+  return { total: c.total, online: c.ok };
+}
+
+/** Meters counted, not listed (county size): the figures meters() gives, without the values. */
+function meterCounts(c, issues) {
+  const silent = c.total - c.ok;
+  if (c.total && silent > Math.max(0, METERS_OFFLINE_SHARE * c.total)) {
+    issues.push({ state: 'attention', key: 'issueMetersSilent', args: [silent, c.total] });
+  }
+  return { list: [], total: c.total, reporting: c.ok, flow: null, lowBattery: 0, valvesClosed: 0, faults: 0,
+    counted: true };
+}
+
 function bySiteOrder(a, b) {
   const rank = (s) => (s.id === '' ? 99 : SITE_KIND_ORDER.indexOf(s.kind) + 1 || 50);
   return rank(a) - rank(b) || a.id.localeCompare(b.id, undefined, { numeric: true });
@@ -319,8 +424,8 @@ function totals(sites) {
     }
     t.meters.total += s.meters.total;
     t.meters.reporting += s.meters.reporting;
-    t.speakers.total += s.speakers.length;
-    t.speakers.online += s.speakers.filter((x) => x.online).length;
+    t.speakers.total += s.speakerCounts ? s.speakerCounts.total : s.speakers.length;
+    t.speakers.online += s.speakerCounts ? s.speakerCounts.online : s.speakers.filter((x) => x.online).length;
     for (const p of s.pumps) {
       t.pumps.total += 1;
       if (p.running === 1) t.pumps.running += 1;

@@ -15,7 +15,8 @@ const COLUMNS = {
   village: [
     ['kind_water_meter', (site) => t('countOnline', site.meters.reporting, site.meters.total)],
     ['metersFlow', (site) => valueText('flow', site.meters.flow, 'm3/h')],
-    ['kind_speaker', (site) => (site.speakers.length ? speakerDots(site.speakers) : '–')],
+    ['kind_speaker', (site) => (site.speakers.length ? speakerDots(site.speakers)
+      : site.speakerCounts ? t('countOnline', site.speakerCounts.online, site.speakerCounts.total) : '–')],
   ],
   waterworks: [
     ['tankLevel', (site) => site.pumps.map((p) => h('span', { class: 'mini-tank-cell' }, miniTank(p.level),

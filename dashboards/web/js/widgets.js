@@ -107,13 +107,16 @@ function mix(a, b, f) {
   return '#' + pa.map((v, i) => Math.round(v + (pb[i] - v) * f).toString(16).padStart(2, '0')).join('');
 }
 
+/** Cows per page of the herd grid: a herd of 2,000 is paged, warmest (those needing attention) first. */
+export const HERD_PAGE = Math.min(250, HERD_CELLS_MAX);
+
 /**
- * The herd as a heat grid, warmest first, one cell per cow (at most HERD_CELLS_MAX).
- * One tab stop: arrow keys move between cells (main.js), Enter opens the cow's chart.
- * `focusIndex` is the position of the cell that holds the tab stop.
+ * The herd as a heat grid, warmest first, one cell per cow, HERD_PAGE cows a page (`page`
+ * from 0). One tab stop: arrow keys move between cells (main.js), Enter opens the cow's
+ * chart. `focusIndex` is the position of the cell that holds the tab stop.
  */
-export function herdGrid(herd, focusIndex) {
-  const cells = herd.cells.slice(0, HERD_CELLS_MAX);
+export function herdGrid(herd, focusIndex, page = 0) {
+  const cells = herd.cells.slice(page * HERD_PAGE, (page + 1) * HERD_PAGE);
   const size = cells.length > 400 ? 11 : cells.length > 150 ? 16 : 22;
   const gap = 2;
   // About four times as wide as high, so a hundred cows are a strip of 20 x 5.

@@ -36,6 +36,21 @@ pub fn local_midnight(day: i64) -> i64 {
     day * DAY_MS - CST_OFFSET_MS
 }
 
+/// Local (CST) date of `ts` as YYYYMMDD, as meters write their frozen-data dates.
+pub fn local_date(ts: Timestamp) -> u32 {
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian, eras of 400 years).
+    let z = local_day(ts) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    u32::try_from(year * 10_000 + month * 100 + day).unwrap_or(0)
+}
+
 /// Fractional day of the year (0 = 1 January), close enough for seasons (365.25-day
 /// years from the epoch; off by under a day).
 pub fn day_of_year(ts: Timestamp) -> f64 {
@@ -91,6 +106,20 @@ mod tests {
         assert_eq!(local_midnight(local_day(ts)), 1_717_200_000_000 - 8 * 3_600_000);
         let doy = day_of_year(ts);
         assert!((150.0..154.0).contains(&doy), "{doy}");
+    }
+
+    #[test]
+    fn local_dates_turn_at_beijing_midnight_across_month_year_and_leap_day() {
+        // 2024-06-01T00:00:00Z is 08:00 on 1 June in Beijing; 15:59:59Z the last second.
+        assert_eq!(local_date(Timestamp(1_717_200_000_000)), 20240601);
+        assert_eq!(local_date(Timestamp(1_717_200_000_000 + 16 * 3_600_000 - 1_000)), 20240601);
+        assert_eq!(local_date(Timestamp(1_717_200_000_000 + 16 * 3_600_000)), 20240602);
+        // 2024-02-29 (leap day, day 19,782) and the turn of 2025 (2024-12-31T16:00:00Z is
+        // local midnight of 1 January).
+        assert_eq!(local_date(Timestamp(local_midnight(19_782))), 20240229);
+        assert_eq!(local_date(Timestamp(1_735_660_800_000)), 20250101);
+        assert_eq!(local_date(Timestamp(1_735_660_800_000 - 1)), 20241231);
+        assert_eq!(local_date(Timestamp(0)), 19700101);
     }
 
     #[test]

@@ -23,7 +23,10 @@
 //! Reporting (the polling plan's intervals): household meters report as field meters do,
 //! every 15 (wired, a concentrator on RS-485), 30 or 60 minutes (NB-IoT), 30/40/30 %,
 //! each with its own extra 0-180 s so that after the first round at start-up their
-//! reports spread over the hour instead of arriving together. Speakers and pump stations
+//! reports spread over the hour instead of arriving together. Every meter also keeps a
+//! daily frozen reading (its total at local midnight, `volume_frozen`; the meter's register
+//! map in `firmware::water_meter`), the opening read of a billing day whenever the meter
+//! reports. Speakers and pump stations
 //! every 5 s, analysers 10 s, barns 30 s, collar hubs 30 s.
 //!
 //! Sizes: meters per village vary like village sizes do (log-normal, 40-235 households),

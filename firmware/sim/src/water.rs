@@ -57,7 +57,7 @@ use firmware::water_meter::{MeterInputs, WaterMeter};
 use firmware::water_quality::{QualityInputs, WaterQuality};
 use protocol::Timestamp;
 
-use crate::clock::{day_of_year, local_hours};
+use crate::clock::{day_of_year, local_date, local_hours};
 
 /// Household demand profile: mean of each local hour, relative to the daily mean (sums
 /// to 24).
@@ -366,6 +366,9 @@ pub(crate) struct District {
     pub(crate) dmas: Vec<Dma>,
     /// Household -> its DMA.
     dma_of: Vec<usize>,
+    /// The local date (YYYYMMDD) the meters last froze their totals: at midnight they
+    /// freeze again (their daily frozen reading).
+    frozen_date: u32,
 }
 
 impl District {
@@ -431,6 +434,7 @@ impl District {
             rain_blend: 0.0,
             dmas: Vec::new(),
             dma_of: Vec::new(),
+            frozen_date: 0,
         }
     }
 
@@ -472,6 +476,7 @@ impl District {
         if dt_s <= 0.0 {
             return;
         }
+        self.freeze_at_midnight(now);
         let hour = local_hours(now);
         let goal = if self.raining { 1.0 } else { 0.0 };
         self.rain_blend += (goal - self.rain_blend) * (1.0 - (-dt_s / 3600.0).exp());
@@ -554,6 +559,21 @@ impl District {
 
         self.scan_station(pump_m3h, out_m3h, dosing_runs, dt_s);
         self.sense_quality(now, out_m3h, dt_s);
+    }
+
+    /// The meters' daily frozen reading: on the first step of a new local day every meter
+    /// freezes its total (the step's flow is not counted yet, so it is the total at the
+    /// step's start, within a step of midnight). A county that starts mid-day freezes at
+    /// its first step: the meters' first frozen reading is their total at start.
+    fn freeze_at_midnight(&mut self, now: Timestamp) {
+        let date = local_date(now);
+        if date == self.frozen_date {
+            return;
+        }
+        self.frozen_date = date;
+        for h in &mut self.households {
+            h.meter.freeze(date);
+        }
     }
 
     fn run_pump(&mut self, dt_s: f32) -> f32 {
@@ -656,6 +676,32 @@ mod tests {
         let after: u64 = d.households.iter().map(|h| u64::from(h.meter.forward_litres())).sum();
         let per_household_day = (after - before) as f32 / 40.0 / 2.0;
         assert!((200.0..400.0).contains(&per_household_day), "{per_household_day} L/household/day");
+    }
+
+    #[test]
+    fn meters_freeze_their_totals_at_local_midnight_and_keep_them_through_the_day() {
+        use crate::clock::{local_day, local_midnight};
+        let mut d = District::new(7, 0, 20, T0);
+        let midnight = local_midnight(local_day(Timestamp(T0)) + 1);
+        // Up to the last step before midnight: the frozen reading is the start's.
+        let mut t = T0;
+        while t + 60_000 < midnight {
+            t += 60_000;
+            d.step(Timestamp(t), 60_000);
+        }
+        let start_date = local_date(Timestamp(T0));
+        assert!(d.households.iter().all(|h| h.meter.frozen().1 == start_date));
+        let at_midnight: Vec<u32> = d.households.iter().map(|h| h.meter.forward_litres()).collect();
+        // The step that crosses midnight freezes the totals it found; the day goes on.
+        t = run(&mut d, t, 6.0, 60_000);
+        assert!(t > midnight + 5 * 3_600_000);
+        let next = local_date(Timestamp(midnight));
+        assert_ne!(next, start_date);
+        for (h, total) in d.households.iter().zip(&at_midnight) {
+            assert_eq!(h.meter.frozen(), (*total, next));
+        }
+        let moved = d.households.iter().zip(&at_midnight).filter(|(h, t)| h.meter.forward_litres() > **t).count();
+        assert!(moved > 0, "the totals went on counting after the freeze");
     }
 
     #[test]

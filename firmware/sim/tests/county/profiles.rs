@@ -201,6 +201,9 @@ fn expected(model: &str, metric: &str) -> (f64, f64) {
     match (model, metric) {
         (_, "fault_word") => (0.0, 65_535.0),
         (_, "volume_total") => (0.0, 10_000.0),
+        // Frozen at the county's first step: a household's starting total (20-800 m3), not
+        // the 0 of a meter that never froze.
+        ("vt-sim-water-meter", "volume_frozen") => (20.0, 10_000.0),
         ("vt-sim-water-meter", "flow") => (0.0, 2.0),
         // A village's inlet: its households' draw and its network's leakage.
         ("vt-sim-bulk-meter", "flow") => (0.0, 20.0),
