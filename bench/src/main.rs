@@ -10,12 +10,16 @@
 //!   a query bucketed to about 1,000 points.
 //! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
 //!   de-duplicate, store): readings/s and CPU.
+//! - `backfill`: two years of 15-minute totals of 1,000 meters through `/api/v2/write`
+//!   (gzip, batched, default limits), then a month of the first year billed and checked
+//!   against the raw file.
 //!
 //! Each server runs as its own process in a fresh directory; ingest is the release binary
 //! (`cargo build --release -p ingest`). Long steps print progress. Nothing here asserts a
 //! timing: these are measurements, not tests.
 #![allow(clippy::print_stdout)]
 
+mod backfill;
 mod compare;
 mod dataset;
 mod pipeline;
@@ -48,6 +52,8 @@ enum Command {
     Query(query::Args),
     /// Push batches of 50 readings through ingest's embedded broker and measure.
     Pipeline(pipeline::Args),
+    /// Backfill two years of meter history through line protocol and bill an old month.
+    Backfill(backfill::Args),
 }
 
 /// Where the release ingest binary is (next to this one).
@@ -66,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => rt.block_on(compare::run(args)),
         Command::Query(args) => rt.block_on(query::run(args)),
         Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
+        Command::Backfill(args) => rt.block_on(backfill::run(args)),
     }
 }

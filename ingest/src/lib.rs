@@ -44,6 +44,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod pipeline;
 pub mod reason;
+pub mod reports;
 pub mod rules;
 pub mod service;
 pub mod sinks;

@@ -4,7 +4,9 @@
 
 mod alerts;
 mod attacks;
+mod backfill;
 mod bad_input;
+mod billing;
 mod broadcast;
 mod common;
 mod county;

@@ -105,6 +105,12 @@ impl FromRef<AppState> for Arc<LineProtocol> {
     }
 }
 
+impl FromRef<AppState> for crate::reports::billing::BillingState {
+    fn from_ref(s: &AppState) -> crate::reports::billing::BillingState {
+        crate::reports::billing::BillingState { store: s.store.clone(), inventory: s.inventory.clone() }
+    }
+}
+
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
@@ -115,6 +121,7 @@ pub fn app(state: AppState) -> Router {
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
         .route("/rejections", get(read::rejections))
+        .route("/reports/billing", get(crate::reports::billing::billing))
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
         .merge(crate::command::routes());
