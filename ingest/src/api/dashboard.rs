@@ -71,6 +71,8 @@ const ASSETS: &[Asset] = &[
     asset!("js/tables.js", JS),
     asset!("js/alerts.js", JS),
     asset!("js/broadcasts.js", JS),
+    asset!("reports.html", HTML),
+    asset!("js/reports.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.
