@@ -18,6 +18,10 @@
 //! - Once a simulated cut happened, every operation on that file system fails, as on a
 //!   machine without power; the append that hit the cut leaves half its bytes behind
 //!   (unsynced), so a torn frame is among the cases every cut tries.
+//!
+//! Test hook for real processes: [`from_env`] gives the real file system, or with
+//! `VT_TEST_DISK_DELAY_FILE` set a [`SlowFs`] over it (a slow disk an end-to-end test turns
+//! on and off while ingest runs, as `daemon::clock`'s test clock file does for time).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -25,6 +29,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// An open log file, shared between the writer and whoever syncs it (group commit syncs
 /// outside the writer's lock).
@@ -59,6 +64,126 @@ pub trait FsFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable: `fsync`.
     fn sync_all(&self) -> io::Result<()>;
+}
+
+/// The environment variable of the slow-disk test hook (see [`from_env`]).
+pub const TEST_DISK_DELAY_FILE: &str = "VT_TEST_DISK_DELAY_FILE";
+
+/// The file system a service's logs run on: the real one. With `VT_TEST_DISK_DELAY_FILE`
+/// set (a test hook; production never sets it) the real one behind a [`SlowFs`] whose delay
+/// that file holds, so that an end-to-end test can give a running process a slow disk.
+pub fn from_env() -> Arc<dyn Fs> {
+    match std::env::var_os(TEST_DISK_DELAY_FILE) {
+        Some(file) => Arc::new(SlowFs::new(Arc::new(RealFs), PathBuf::from(file))),
+        None => Arc::new(RealFs),
+    }
+}
+
+/// Another file system made slow: every append and sync of its files first waits the
+/// number of milliseconds written in a control file (re-read at most every 100 ms; a
+/// missing or unreadable file means no delay). A disk that takes 300 ms per fdatasync is
+/// what a worn SD card or a saturated shared volume does to a gateway or a county server.
+#[derive(Debug, Clone)]
+pub struct SlowFs {
+    inner: Arc<dyn Fs>,
+    delay: Arc<Delay>,
+}
+
+#[derive(Debug)]
+struct Delay {
+    control: PathBuf,
+    /// When the control file was last read, and what it said.
+    cached: Mutex<Option<(Instant, Duration)>>,
+}
+
+impl Delay {
+    fn wait(&self) {
+        let now = Instant::now();
+        let delay = {
+            let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            match *cached {
+                Some((at, d)) if now.duration_since(at) < Duration::from_millis(100) => d,
+                _ => {
+                    let ms = std::fs::read_to_string(&self.control)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    let d = Duration::from_millis(ms);
+                    *cached = Some((now, d));
+                    d
+                }
+            }
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
+impl SlowFs {
+    /// `inner` slowed by the delay in `control` (milliseconds, as text).
+    pub fn new(inner: Arc<dyn Fs>, control: PathBuf) -> SlowFs {
+        SlowFs { inner, delay: Arc::new(Delay { control, cached: Mutex::new(None) }) }
+    }
+}
+
+impl Fs for SlowFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        Ok(Arc::new(SlowFile { inner: self.inner.open(path, create)?, delay: self.delay.clone() }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.delay.wait();
+        self.inner.sync_dir(dir)
+    }
+}
+
+/// A file of [`SlowFs`].
+#[derive(Debug)]
+struct SlowFile {
+    inner: FileRef,
+    delay: Arc<Delay>,
+}
+
+impl FsFile for SlowFile {
+    fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        self.delay.wait();
+        self.inner.append(bytes)
+    }
+
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        self.inner.read_all()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.delay.wait();
+        self.inner.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.delay.wait();
+        self.inner.sync_all()
+    }
 }
 
 /// The operating system's file system.
@@ -168,6 +293,8 @@ struct SimState {
     ops: u64,
     cut_at: Option<u64>,
     dead: bool,
+    /// The disk is full: see [`SimFs::set_full`].
+    full: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -181,6 +308,10 @@ struct SimNode {
 struct SimFile {
     fs: SimFs,
     node: usize,
+}
+
+fn disk_full() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "simulated full disk: no space left on device")
 }
 
 fn power_is_off() -> io::Error {
@@ -218,6 +349,14 @@ impl SimFs {
     /// file system): it and every later operation fail.
     pub fn cut_at_op(&self, n: u64) {
         self.lock().cut_at = Some(n);
+    }
+
+    /// Fills the disk (or frees it again). While full, an append writes half of its bytes
+    /// (a short write) and fails with `StorageFull`, and an fdatasync with written bytes
+    /// to flush fails the same way (one that only makes a cut durable succeeds) (delayed allocation finds no blocks); cutting a file
+    /// shorter and everything else still work, as on a real full disk.
+    pub fn set_full(&self, full: bool) {
+        self.lock().full = full;
     }
 
     /// Changing operations done so far: run a scenario once without a cut to learn how
@@ -351,6 +490,10 @@ impl FsFile for SimFile {
             }
             return Err(e);
         }
+        if s.full {
+            s.nodes[self.node].written.extend_from_slice(&bytes[..bytes.len() / 2]);
+            return Err(disk_full());
+        }
         s.nodes[self.node].written.extend_from_slice(bytes);
         Ok(())
     }
@@ -385,6 +528,9 @@ impl FsFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.fs.lock();
         s.op()?;
+        if s.full && !s.nodes[self.node].synced.starts_with(&s.nodes[self.node].written) {
+            return Err(disk_full());
+        }
         let node = &mut s.nodes[self.node];
         node.synced.clone_from(&node.written);
         Ok(())
@@ -398,6 +544,27 @@ impl FsFile for SimFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_fs_waits_what_its_control_file_says_before_each_write_and_sync() {
+        let dir = std::env::temp_dir().join(format!("vt-slowfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let control = dir.join("delay");
+        let fs = SlowFs::new(Arc::new(RealFs), control.clone());
+        let f = fs.open(&dir.join("log"), true).unwrap();
+        let timed = |f: &FileRef| {
+            let t = Instant::now();
+            f.append(b"x").unwrap();
+            f.sync_data().unwrap();
+            t.elapsed()
+        };
+        timed(&f);
+        std::fs::write(&control, "120").unwrap();
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(timed(&f) >= Duration::from_millis(240), "120 ms before the append and before the sync");
+        assert_eq!(f.read_all().unwrap(), b"xx", "and the data is the real file's");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn setup() -> (SimFs, PathBuf) {
         let fs = SimFs::new();

@@ -1,13 +1,22 @@
-//! API tokens with roles, scoped to tenants.
+//! Who is calling: API tokens (machines) and signed-in people (sessions), with roles,
+//! scoped to tenants.
 //!
-//! A water bureau does not see a dairy farm: a token names the tenants it may act on
-//! (an empty list means every tenant, which only an admin token should have). Roles are
+//! A water bureau does not see a dairy farm: a principal names the tenants it may act on
+//! (an empty list means every tenant, which only an admin should have). Roles are
 //! ordered: a viewer reads, an operator also acts (acknowledges alerts, issues
 //! broadcasts, starts pumps), an admin also manages.
 //!
 //! Tokens travel as `Authorization: Token T` (what InfluxDB clients send) or
-//! `Authorization: Bearer T`. Write calls take an [`Authorized`] extractor; a missing or
-//! unknown token is 401, a role too low or a tenant outside the token's scope is 403.
+//! `Authorization: Bearer T`. People sign in (`crate::people`) and carry a session cookie
+//! ([`SESSION_COOKIE`]). Write calls take an [`Authorized`] extractor, reads a [`Reader`];
+//! both accept a token or a session, so no handler knows which it got. A missing or
+//! unknown token or session is 401, a role too low or a tenant outside the scope is 403.
+//!
+//! Sessions reach this module through the request, not through the router's state: the
+//! service puts a [`Gate`] (the session table and the people's audit log, behind the
+//! traits [`SessionLookup`] and [`AuditSink`]) into every request's extensions, so every
+//! router (the API's, enrolment's, the demo's) accepts sessions without a change to its
+//! state, and this module stays below the ones that implement them.
 //!
 //! Invariants of [`Tokens`]:
 //! - only SHA-256 digests of the secrets are kept: the configured secret is hashed when
@@ -18,6 +27,17 @@
 //!   secret was right; nothing is keyed by the secret (no `HashMap` probe on it).
 //! - A secret shorter than [`MIN_TOKEN_LEN`] or the example config's placeholder is
 //!   refused where the config is loaded ([`check_secret`]).
+//!
+//! Invariants of sessions (CSRF):
+//! - a request authenticated by its cookie that may change state (any method but GET,
+//!   HEAD, OPTIONS) must carry `X-CSRF-Token` equal to its session's CSRF token, compared
+//!   in constant time, and, when it has an `Origin` (else a `Referer`), one whose host is
+//!   the request's `Host`: otherwise 403, whatever else it carries;
+//! - a request with an `Authorization` header is judged by its token alone (machines are
+//!   unchanged, and a cookie never adds to a token);
+//! - a person acts with their highest role in the tenants where they hold it
+//!   ([`Principal::tenants`]); tenants where they hold a lower role are readable only
+//!   ([`Principal::sees`]), so a principal never holds more than one of its grants.
 
 use std::sync::Arc;
 
@@ -55,21 +75,34 @@ pub struct TokenConfig {
     pub name: String,
 }
 
-/// The caller, once its token is known.
+/// The caller, once its token or session is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// Who holds the token (for audit logs).
+    /// Who holds the token, or the person's user name (for audit logs).
     pub name: String,
-    /// Its role.
+    /// Its role (a person's highest).
     pub role: Role,
-    /// Tenants it may act on; empty means all.
+    /// Tenants it may act on with `role`; empty means all.
     pub tenants: Vec<String>,
+    /// Tenants it may read besides `tenants`: a person's grants below their highest role.
+    /// Empty for tokens.
+    pub sees: Vec<String>,
 }
 
 impl Principal {
+    /// A token's principal: one role over `tenants` (empty: all).
+    pub fn new(name: impl Into<String>, role: Role, tenants: Vec<String>) -> Principal {
+        Principal { name: name.into(), role, tenants, sees: Vec::new() }
+    }
+
     /// True if the principal may act on `tenant`.
     pub fn may_access(&self, tenant: &str) -> bool {
         self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
+
+    /// True if the principal may read `tenant`'s data (act on it, or see it).
+    pub fn may_see(&self, tenant: &str) -> bool {
+        self.may_access(tenant) || self.sees.iter().any(|t| t == tenant)
     }
 
     /// `Ok` if the principal has at least `role`.
@@ -77,7 +110,7 @@ impl Principal {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("needs the {role:?} role, the token has {:?}", self.role).to_lowercase()))
+            Err(ApiError::Forbidden(format!("needs the {role:?} role, the caller has {:?}", self.role).to_lowercase()))
         }
     }
 
@@ -86,7 +119,7 @@ impl Principal {
         if self.may_access(tenant) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("the token is not valid for tenant '{tenant}'")))
+            Err(ApiError::Forbidden(format!("the caller may not act for tenant '{tenant}'")))
         }
     }
 }
@@ -139,7 +172,7 @@ impl Tokens {
             .map(|t| {
                 let name =
                     if t.name.is_empty() { format!("{:?} token", t.role).to_lowercase() } else { t.name.clone() };
-                (digest(&t.token), Principal { name, role: t.role, tenants: t.tenants.clone() })
+                (digest(&t.token), Principal::new(name, t.role, t.tenants.clone()))
             })
             .collect();
         Tokens { known: Arc::new(known) }
@@ -190,7 +223,148 @@ pub fn generate_token() -> String {
     key.to_bytes().iter().take(20).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Extractor for calls that need a token: the caller's [`Principal`].
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "vt_session";
+
+/// The header a cookie-authenticated request that changes state must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A header the dashboard's background polling sends: such a read does not count as the
+/// person being active (it does not push the session's idle expiry back).
+pub const BACKGROUND_HEADER: &str = "x-vt-background";
+
+/// A live session, as the extractors need it.
+#[derive(Debug, Clone)]
+pub struct SessionAuth {
+    /// Who signed in, with their roles.
+    pub principal: Principal,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// The session table, as this module sees it (implemented by `crate::people`).
+pub trait SessionLookup: Send + Sync {
+    /// The live session of a cookie's value, if there is one. `touch`: the person is
+    /// active (push the idle expiry back); false for background polling.
+    fn session(&self, cookie: &str, touch: bool) -> Option<SessionAuth>;
+}
+
+/// One person's action, for the people's audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Who: a user name or a token's holder (or, for a failed sign-in, the name given).
+    pub actor: String,
+    /// How they were known: `session`, `token`, or `none` (a failed sign-in).
+    pub via: String,
+    /// From where: the client's IP address, when known.
+    pub ip: Option<String>,
+    /// What, e.g. `signin`, `broadcast.approve`, `alert.ack` (docs/SECURITY.md lists them).
+    pub action: String,
+    /// Whose: the tenant it concerns (`None`: not a tenant's, e.g. a sign-in).
+    pub tenant: Option<String>,
+    /// On what: an alert, broadcast or command id, a user name.
+    pub target: String,
+    /// Anything else worth keeping (a note, a reason, a level), short.
+    pub detail: serde_json::Value,
+}
+
+/// The people's audit log, as this module sees it (implemented by `crate::people`).
+pub trait AuditSink: Send + Sync {
+    /// Appends an entry; returns once it is durable (or its failure is logged).
+    fn record(&self, entry: AuditEntry) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
+/// Sessions and the audit log, put into every request's extensions by the service (see
+/// the module doc). Without one (a router tested on its own), only tokens are known and
+/// nothing is audited.
+#[derive(Clone)]
+pub struct Gate {
+    /// The session table.
+    pub sessions: Arc<dyn SessionLookup>,
+    /// The people's audit log.
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+/// The value of cookie `name` in a request, if it has one.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The client's IP address: the connection's peer (the server puts it into the request;
+/// `None` for a request that did not come over a socket).
+pub fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// True for a method that may change state (everything but GET, HEAD, OPTIONS).
+fn changes_state(method: &axum::http::Method) -> bool {
+    !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS)
+}
+
+/// The host (and port) of an `Origin` or `Referer` value: `http://h:8080/x` -> `h:8080`.
+fn authority_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+}
+
+/// Refuses a cookie-authenticated request that changes state without the session's CSRF
+/// token, or from another site's page (see the module's invariants).
+fn check_csrf(parts: &Parts, csrf: &str) -> Result<(), ApiError> {
+    if !changes_state(&parts.method) {
+        return Ok(());
+    }
+    let sent = parts.headers.get(CSRF_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let equal: bool = digest(sent)[..].ct_eq(&digest(csrf)[..]).into();
+    if sent.is_empty() || !equal {
+        return Err(ApiError::Forbidden(format!(
+            "a change made with a session cookie needs the header {CSRF_HEADER} (the csrf value of GET /api/v1/session)"
+        )));
+    }
+    let host = parts.headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+    let from = parts
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .or_else(|| parts.headers.get(axum::http::header::REFERER))
+        .and_then(|h| h.to_str().ok());
+    if let Some(from) = from {
+        let same = match (authority_of(from), host) {
+            (Some(a), Some(h)) => a.eq_ignore_ascii_case(h),
+            _ => false,
+        };
+        if !same {
+            return Err(ApiError::Forbidden(format!("a change made with a session cookie from another site ({from})")));
+        }
+    }
+    Ok(())
+}
+
+/// The session of a request's cookie, if it carries one that is live. `Ok(None)`: no
+/// cookie, or no session table; `Err`: a cookie that is not (or no longer) a session.
+fn session_of(parts: &Parts) -> Result<Option<SessionAuth>, ApiError> {
+    let Some(gate) = parts.extensions.get::<Gate>() else { return Ok(None) };
+    let Some(value) = cookie(&parts.headers, SESSION_COOKIE).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let touch = !parts.headers.contains_key(BACKGROUND_HEADER);
+    gate.sessions
+        .session(value, touch)
+        .map(Some)
+        .ok_or_else(|| ApiError::Unauthorized("the session has ended (signed out or expired): sign in again".into()))
+}
+
+/// Extractor for calls that need a caller: the caller's [`Principal`], from a token
+/// (`Authorization`) or a session cookie (then CSRF-checked for changes).
 #[derive(Debug, Clone)]
 pub struct Authorized(pub Principal);
 
@@ -203,11 +377,20 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Authorized, ApiError> {
         let access = Access::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization header (use 'Token <token>')".into()))?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return match session_of(parts)? {
+                Some(s) => {
+                    check_csrf(parts, &s.csrf)?;
+                    Ok(Authorized(s.principal))
+                }
+                None => {
+                    Err(ApiError::Unauthorized("sign in, or send an Authorization header ('Token <token>')".into()))
+                }
+            };
+        };
+        let header = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("Authorization must be 'Token <token>' or 'Bearer <token>'".into()))?;
         let secret = header.strip_prefix("Token ").or_else(|| header.strip_prefix("Bearer ")).ok_or_else(|| {
             ApiError::Unauthorized("Authorization must be 'Token <token>' or 'Bearer <token>'".into())
         })?;
@@ -220,15 +403,15 @@ where
     }
 }
 
-/// A reader: anyone when reads are public, otherwise a token holder. Carries the tenant
-/// scope reads are filtered by.
+/// A reader: anyone when reads are public, otherwise a token holder or a signed-in
+/// person. Carries the tenant scope reads are filtered by.
 #[derive(Debug, Clone)]
 pub struct Reader(pub Option<Principal>);
 
 impl Reader {
     /// True if the reader may see `tenant`'s data.
     pub fn may_see(&self, tenant: &str) -> bool {
-        self.0.as_ref().is_none_or(|p| p.may_access(tenant))
+        self.0.as_ref().is_none_or(|p| p.may_see(tenant))
     }
 }
 
@@ -244,11 +427,72 @@ where
             let Authorized(p) = Authorized::from_request_parts(parts, state).await?;
             return Ok(Reader(Some(p)));
         }
-        if Access::from_ref(state).public_read {
+        let public = Access::from_ref(state).public_read;
+        match session_of(parts) {
+            Ok(Some(s)) => return Ok(Reader(Some(s.principal))),
+            // An ended session on a public page reads as anyone (the page then offers
+            // to sign in again).
+            Err(e) if !public => return Err(e),
+            _ => {}
+        }
+        if public {
             Ok(Reader(None))
         } else {
-            Err(ApiError::Unauthorized("reads need a token here (Authorization: Token <token>)".into()))
+            Err(ApiError::Unauthorized("reads need a token or a session here (sign in)".into()))
         }
+    }
+}
+
+/// Extractor that records a person's action in the people's audit log, with who (the
+/// principal), how (`session` or `token`) and from where (the client's IP).
+///
+/// A handler takes it beside its [`Authorized`] and calls [`Trail::record`] once the
+/// action is done. Without a [`Gate`] in the request it records nothing.
+#[derive(Clone, Debug)]
+pub struct Trail {
+    gate: Option<Gate>,
+    ip: Option<std::net::IpAddr>,
+    via: &'static str,
+}
+
+impl Trail {
+    /// Records `action` by `by` on `target` of `tenant`, with `detail`; returns once the
+    /// entry is durable (a failure to write is logged, never the caller's error: the
+    /// action already happened).
+    pub async fn record(
+        &self,
+        by: &Principal,
+        action: &str,
+        tenant: Option<&str>,
+        target: impl std::fmt::Display,
+        detail: serde_json::Value,
+    ) {
+        if let Some(gate) = &self.gate {
+            let entry = AuditEntry {
+                actor: by.name.clone(),
+                via: self.via.to_string(),
+                ip: self.ip.map(|ip| ip.to_string()),
+                action: action.to_string(),
+                tenant: tenant.map(str::to_string),
+                target: target.to_string(),
+                detail,
+            };
+            gate.audit.record(entry).await;
+        }
+    }
+
+    /// The client's IP address, when known.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.ip
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Trail {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Trail, std::convert::Infallible> {
+        let via = if parts.headers.contains_key(axum::http::header::AUTHORIZATION) { "token" } else { "session" };
+        Ok(Trail { gate: parts.extensions.get::<Gate>().cloned(), ip: client_ip(parts), via })
     }
 }
 
@@ -297,6 +541,100 @@ mod tests {
         assert_eq!(kept[0], <[u8; 32]>::from(Sha256::digest(secret.as_bytes())));
         assert!(!kept.iter().any(|d| d.windows(4).any(|w| w == &secret.as_bytes()[..4])));
         assert!(!format!("{tokens:?}").contains(secret));
+    }
+
+    /// A session table of one session, for the extractor tests.
+    struct OneSession(Principal);
+
+    impl SessionLookup for OneSession {
+        fn session(&self, cookie: &str, _touch: bool) -> Option<SessionAuth> {
+            (cookie == "good-id").then(|| SessionAuth { principal: self.0.clone(), csrf: "the-csrf".into() })
+        }
+    }
+
+    struct NoAudit;
+
+    impl AuditSink for NoAudit {
+        fn record(&self, _: AuditEntry) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            Box::pin(async {})
+        }
+    }
+
+    fn parts(method: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = axum::http::Request::builder().method(method).uri("/api/v1/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut parts, ()) = b.body(()).unwrap().into_parts();
+        let wang = Principal::new("wang", Role::Operator, vec!["county".into()]);
+        parts.extensions.insert(Gate { sessions: Arc::new(OneSession(wang)), audit: Arc::new(NoAudit) });
+        parts
+    }
+
+    async fn authorized(method: &str, headers: &[(&str, &str)]) -> Result<Principal, ApiError> {
+        let access = Access { tokens: Tokens::new(&[]), public_read: false };
+        Authorized::from_request_parts(&mut parts(method, headers), &access).await.map(|a| a.0)
+    }
+
+    #[tokio::test]
+    async fn a_session_cookie_is_a_principal_and_its_changes_need_the_csrf_header_from_this_site() {
+        let cookie = ("cookie", "lang=zh; vt_session=good-id");
+        let host = ("host", "county.example:8080");
+        // Reads need no CSRF header.
+        assert_eq!(authorized("GET", &[cookie, host]).await.unwrap().name, "wang");
+        // A change without the header, or with a wrong one: 403.
+        let e = authorized("POST", &[cookie, host]).await.unwrap_err();
+        assert!(matches!(e, ApiError::Forbidden(ref m) if m.contains("x-csrf-token")), "{e}");
+        assert!(matches!(
+            authorized("DELETE", &[cookie, host, ("x-csrf-token", "the-csrF")]).await,
+            Err(ApiError::Forbidden(_))
+        ));
+        // Positive control: with the header, from the same site or with no Origin at all.
+        let csrf = ("x-csrf-token", "the-csrf");
+        assert!(authorized("POST", &[cookie, host, csrf]).await.is_ok());
+        assert!(authorized("POST", &[cookie, host, csrf, ("origin", "http://county.example:8080")]).await.is_ok());
+        assert!(authorized("PATCH", &[cookie, host, csrf, ("referer", "http://county.example:8080/#x")]).await.is_ok());
+        // From another site's page: 403 even with the right header.
+        let e = authorized("POST", &[cookie, host, csrf, ("origin", "http://evil.example")]).await.unwrap_err();
+        assert!(matches!(e, ApiError::Forbidden(ref m) if m.contains("another site")), "{e}");
+        assert!(authorized("POST", &[cookie, host, csrf, ("referer", "http://county.example:9999/")]).await.is_err());
+        // An unknown or ended session: 401; no cookie and no token: 401.
+        let e = authorized("GET", &[("cookie", "vt_session=stale"), host]).await.unwrap_err();
+        assert!(matches!(e, ApiError::Unauthorized(_)), "{e}");
+        assert!(matches!(authorized("GET", &[host]).await, Err(ApiError::Unauthorized(_))));
+    }
+
+    #[tokio::test]
+    async fn a_token_is_judged_alone_and_a_stale_cookie_reads_as_anyone_on_a_public_server() {
+        let secret = "0123456789abcdef-machine";
+        let access = Access {
+            tokens: Tokens::new(&[TokenConfig {
+                token: secret.into(),
+                role: Role::Viewer,
+                tenants: vec![],
+                name: "m".into(),
+            }]),
+            public_read: true,
+        };
+        // A machine's POST with its token needs no CSRF header, and its cookie adds nothing.
+        let mut p = parts("POST", &[("authorization", &format!("Token {secret}")), ("cookie", "vt_session=good-id")]);
+        let Authorized(who) = Authorized::from_request_parts(&mut p, &access).await.unwrap();
+        assert_eq!((who.name.as_str(), who.role), ("m", Role::Viewer));
+        let mut p = parts("GET", &[("cookie", "vt_session=stale")]);
+        assert!(Reader::from_request_parts(&mut p, &access).await.unwrap().0.is_none());
+        let mut p = parts("GET", &[("cookie", "vt_session=good-id")]);
+        let reader = Reader::from_request_parts(&mut p, &access).await.unwrap();
+        assert!(reader.may_see("county") && !reader.may_see("dairy"), "a session's reader is scoped");
+    }
+
+    #[test]
+    fn cookies_are_found_by_name_among_others() {
+        let mut h = axum::http::HeaderMap::new();
+        h.append("cookie", "a=1; vt_session=abc".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "vt"), None);
     }
 
     #[test]

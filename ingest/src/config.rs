@@ -40,6 +40,103 @@ pub struct IngestConfig {
     pub store: StoreSettings,
     /// Destinations besides the embedded store (InfluxDB).
     pub sinks: Vec<crate::sinks::SinkConfig>,
+    /// People's sessions: expiry, cookie, lockout (`[sessions]`).
+    pub sessions: SessionSettings,
+}
+
+/// People's sessions (`[sessions]`): how long they last, the cookie, and the lockout
+/// after failed sign-ins (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// A session nobody used for this long ends (the dashboard's background polling does
+    /// not count as use).
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub absolute_timeout: Duration,
+    /// Mark the cookie `Secure` (sent over HTTPS only): set it when people reach ingest
+    /// through an HTTPS reverse proxy, as they should from outside the county's network.
+    pub cookie_secure: bool,
+    /// Failed sign-ins of one user name within `lockout_window` after which it is locked.
+    pub lockout_failures: u32,
+    /// Failed sign-ins from one client address within `lockout_window` after which it is
+    /// locked.
+    pub lockout_failures_per_ip: u32,
+    /// The window failures are counted in; a lock lifts when its oldest failure leaves it.
+    pub lockout_window: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> SessionSettings {
+        SessionSettings {
+            idle_timeout: Duration::from_secs(default_idle_timeout_secs()),
+            absolute_timeout: Duration::from_secs(default_absolute_timeout_secs()),
+            cookie_secure: false,
+            lockout_failures: default_lockout_failures(),
+            lockout_failures_per_ip: default_lockout_failures_per_ip(),
+            lockout_window: Duration::from_secs(default_lockout_window_secs()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsSpec {
+    #[serde(default = "default_idle_timeout_secs")]
+    idle_timeout_secs: u64,
+    #[serde(default = "default_absolute_timeout_secs")]
+    absolute_timeout_secs: u64,
+    #[serde(default)]
+    cookie_secure: bool,
+    #[serde(default = "default_lockout_failures")]
+    lockout_failures: u32,
+    #[serde(default = "default_lockout_failures_per_ip")]
+    lockout_failures_per_ip: u32,
+    #[serde(default = "default_lockout_window_secs")]
+    lockout_window_secs: u64,
+}
+
+const fn default_idle_timeout_secs() -> u64 {
+    30 * 60
+}
+const fn default_absolute_timeout_secs() -> u64 {
+    12 * 3600
+}
+const fn default_lockout_failures() -> u32 {
+    5
+}
+const fn default_lockout_failures_per_ip() -> u32 {
+    20
+}
+const fn default_lockout_window_secs() -> u64 {
+    15 * 60
+}
+
+/// Reads `[sessions]`; a zero that would end every session at once or lock everyone out
+/// is reported.
+fn session_settings(src: &Source, spanned: &Spanned<SessionsSpec>, problems: &mut Problems) -> SessionSettings {
+    let s = spanned.get_ref();
+    for (name, value) in [
+        ("idle_timeout_secs", s.idle_timeout_secs),
+        ("absolute_timeout_secs", s.absolute_timeout_secs),
+        ("lockout_failures", u64::from(s.lockout_failures)),
+        ("lockout_failures_per_ip", u64::from(s.lockout_failures_per_ip)),
+        ("lockout_window_secs", s.lockout_window_secs),
+    ] {
+        if value == 0 {
+            problems.push(src.error(spanned, format!("sessions.{name} must be at least 1")));
+        }
+    }
+    if s.idle_timeout_secs > s.absolute_timeout_secs {
+        problems.push(src.error(spanned, "sessions.idle_timeout_secs must not exceed absolute_timeout_secs"));
+    }
+    SessionSettings {
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        absolute_timeout: Duration::from_secs(s.absolute_timeout_secs),
+        cookie_secure: s.cookie_secure,
+        lockout_failures: s.lockout_failures,
+        lockout_failures_per_ip: s.lockout_failures_per_ip,
+        lockout_window: Duration::from_secs(s.lockout_window_secs),
+    }
 }
 
 /// How ingest runs its embedded store (`[store]`).
@@ -184,6 +281,8 @@ struct Spec {
     store: Option<Spanned<StoreSpec>>,
     #[serde(default)]
     sinks: Vec<Spanned<crate::sinks::SinkSpec>>,
+    #[serde(default)]
+    sessions: Option<Spanned<SessionsSpec>>,
     /// Read by `alerts::config::AlertsConfig::from_table`.
     #[serde(default, rename = "alerts")]
     _alerts: Option<serde::de::IgnoredAny>,
@@ -361,6 +460,7 @@ impl IngestConfig {
             tokens: Vec::new(),
             store: StoreSettings::default(),
             sinks: Vec::new(),
+            sessions: SessionSettings::default(),
         }
     }
 
@@ -459,7 +559,12 @@ impl IngestConfig {
             Some(st) => store_settings(src, &st, &mut problems),
         };
         let sinks = crate::sinks::from_specs(spec.sinks, src, &data_dir, &mut problems);
+        let sessions = match &spec.sessions {
+            Some(s) => session_settings(src, s, &mut problems),
+            None => SessionSettings::default(),
+        };
         problems.finish(IngestConfig {
+            sessions,
             data_dir,
             store,
             sinks,

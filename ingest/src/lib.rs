@@ -14,7 +14,9 @@
 //!   silences, notifiers and their API.
 //! - [`api`]: the HTTP API (`/api/v1`), `/metrics` and the dashboard; it composes the
 //!   routers of the domains below.
-//! - [`auth`]: API tokens, roles and tenant scopes; [`error`]: the error every handler answers.
+//! - [`auth`]: API tokens, sessions as callers, roles and tenant scopes; [`error`]: the error
+//!   every handler answers.
+//! - [`people`]: users (Argon2id), sign-in, sessions, lockout, and the people's audit log.
 //! - [`broadcast`]: emergency broadcasts: CAP 1.2, approvals, the dispatcher of signed
 //!   playback commands, the hash-chained audit log, live progress.
 //! - [`command`]: signed commands to gateways, their acks, and the audit log.
@@ -42,6 +44,7 @@ pub mod error;
 pub mod inventory;
 pub mod keyring;
 pub mod metrics;
+pub mod people;
 pub mod pipeline;
 pub mod reason;
 pub mod reports;

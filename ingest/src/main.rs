@@ -81,6 +81,12 @@ enum Command {
     },
     /// Print a commented example config.
     GenerateConfig,
+    /// Manage people who sign in on the dashboard (the first admin, before ingest runs;
+    /// later ones are usually made by an admin on the dashboard).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Print the broker's CA certificate file and its SHA-256 fingerprint, for gateways to
     /// pin (`mqtt.ca_file`, `mqtt.ca_sha256`); makes the county's CA if it is not there yet.
     Ca {
@@ -88,6 +94,130 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+/// What `ingest user` does.
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a person with a role in a tenant (default: every tenant). Prints a new password
+    /// once, unless one is read from standard input.
+    Add {
+        /// Their sign-in name.
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: ingest::auth::Role,
+        /// The tenant of the role; `*` (the default) is every tenant.
+        #[arg(long, default_value = "*")]
+        tenant: String,
+        #[command(flatten)]
+        place: DataPlace,
+        /// Read the password from the first line of standard input instead of making one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password for a person. Prints it once, unless one is read from standard
+    /// input. Sessions already open stay until they expire (a reset on the dashboard ends
+    /// them at once).
+    Password {
+        /// Their sign-in name.
+        name: String,
+        #[command(flatten)]
+        place: DataPlace,
+        /// Read the password from the first line of standard input instead of making one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List people and their roles.
+    List {
+        #[command(flatten)]
+        place: DataPlace,
+    },
+}
+
+/// Where ingest's data directory is: named by its config file, or given.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct DataPlace {
+    /// The config file (its `data_dir` is used).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The data directory itself.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataPlace {
+    fn dir(&self) -> anyhow::Result<PathBuf> {
+        match (&self.config, &self.data_dir) {
+            (_, Some(d)) => Ok(d.clone()),
+            (Some(c), None) => Ok(IngestConfig::load(c).map_err(|e| anyhow::anyhow!("{e}"))?.data_dir),
+            (None, None) => anyhow::bail!("give --config or --data-dir"),
+        }
+    }
+}
+
+fn parse_role(text: &str) -> Result<ingest::auth::Role, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("'{text}' is not a role: viewer, operator or admin"))
+}
+
+/// The password from standard input, or a new one (and whether it is new).
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((ingest::people::users::generate_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+    let p = line.trim_end_matches(['\r', '\n']).to_string();
+    ingest::people::users::check_password(&p).map_err(|e| anyhow::anyhow!(e))?;
+    Ok((p, false))
+}
+
+fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    use ingest::people::users::{Grant, Users};
+    match command {
+        UserCommand::Add { name, role, tenant, place, password_stdin } => {
+            let dir = place.dir()?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (password, new) = password(password_stdin)?;
+            ingest::people::add_offline(&dir, &name, &password, vec![Grant { tenant: tenant.clone(), role }], false)?;
+            println!(
+                "Added {name}: {} of {}.",
+                format!("{role:?}").to_lowercase(),
+                if tenant == "*" { "every tenant".to_string() } else { format!("tenant {tenant}") }
+            );
+            if new {
+                println!("Password (shown only now): {password}");
+            }
+            println!("A running ingest picks the change up at the next sign-in.");
+            Ok(())
+        }
+        UserCommand::Password { name, place, password_stdin } => {
+            let dir = place.dir()?;
+            let users = Users::open(&dir)?;
+            let grants = users.get(&name).map(|u| u.grants.clone()).with_context(|| format!("no user '{name}'"))?;
+            let (password, new) = password(password_stdin)?;
+            ingest::people::add_offline(&dir, &name, &password, grants, true)?;
+            println!("New password set for {name}.");
+            if new {
+                println!("Password (shown only now): {password}");
+            }
+            Ok(())
+        }
+        UserCommand::List { place } => {
+            let users = Users::open(&place.dir()?)?;
+            for u in users.all() {
+                let grants: Vec<String> = u
+                    .grants
+                    .iter()
+                    .map(|g| format!("{}:{}", g.tenant, format!("{:?}", g.role).to_lowercase()))
+                    .collect();
+                println!("{}\t{}\t(password set {})", u.name, grants.join(","), u.password_set);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,6 +248,7 @@ fn main() -> anyhow::Result<()> {
             println!("          mqtt.ca_sha256 = \"{fingerprint}\"");
             Ok(())
         }
+        Command::User { command } => user_command(command),
         Command::GenerateAlertsConfig => {
             print!("{}", ingest::alerts::config::EXAMPLE);
             Ok(())

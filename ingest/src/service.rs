@@ -246,6 +246,8 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         tasks: tasks.clone(),
     })
     .context("starting emergency broadcasts")?;
+    let people = crate::people::People::open(&config.data_dir, config.sessions, options.clock.clone(), &metrics)
+        .context("opening the users and the people's audit log")?;
     // Everything that consumes the source's output exists: run it.
     mqtt_source.run(pipeline, &tasks, shutdown.clone());
 
@@ -263,6 +265,7 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         broadcasts,
         commands,
         line_protocol,
+        people,
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -273,6 +276,8 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
     if let Some(extra) = options.extra_routes {
         app = app.merge(extra);
     }
+    // Sessions and the audit log reach every route, the merged ones too (crate::auth).
+    app = app.layer(axum::Extension(state.people.gate()));
     let stop = shutdown.clone();
     let (limits, metrics) = (config.limits, state.metrics.clone());
     if let Some(files) = open_files_limit()

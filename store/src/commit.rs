@@ -100,7 +100,7 @@ impl Commit {
             let target = s.issued;
             let handle = s.handle.clone();
             drop(s);
-            let result = wal::sync(&handle.file, &handle.path, &handle.poisoned, self.fsync);
+            let result = wal::sync(&handle, self.fsync);
             s = self.lock();
             s.syncing = false;
             if result.is_ok() {
@@ -214,8 +214,7 @@ mod tests {
     fn setup(fail: bool) -> (Arc<Commit>, Arc<GatedFile>, SyncHandle) {
         let file = Arc::new(GatedFile::default());
         file.lock().fail = fail;
-        let handle =
-            SyncHandle { file: file.clone(), path: "wal/1.log".into(), poisoned: Arc::new(AtomicBool::new(false)) };
+        let handle = SyncHandle::new(file.clone(), "wal/1.log".into());
         (Arc::new(Commit::new(handle.clone(), FsyncPolicy::Always)), file, handle)
     }
 
@@ -308,7 +307,7 @@ mod tests {
     #[test]
     fn with_fsync_never_nothing_is_synced_and_every_group_is_acknowledged() {
         let file = Arc::new(GatedFile::default());
-        let handle = SyncHandle { file: file.clone(), path: "wal".into(), poisoned: Arc::new(AtomicBool::new(false)) };
+        let handle = SyncHandle::new(file.clone(), "wal".into());
         let commit = Commit::new(handle.clone(), FsyncPolicy::Never);
         let t = commit.issue(handle);
         commit.wait_durable(t).unwrap();

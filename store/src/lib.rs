@@ -177,7 +177,13 @@ struct Writer {
     /// Each gateway's highest seq written to the log, durable or not yet: duplicates are
     /// judged against it, so two concurrent calls cannot both store one seq.
     reserved: std::collections::HashMap<String, u64>,
+    /// When the log was last cut back after a failure (see [`Shared::recover_log`]).
+    last_recovery: Option<std::time::Instant>,
 }
+
+/// Least time between two attempts to take appends again after a failed write: a disk that
+/// is still full costs one cut and one fsync per interval, not one per caller.
+const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Default)]
 struct SealerState {
@@ -203,7 +209,7 @@ impl Store {
     /// Opens (or creates) the store: loads the sealed state and replays the log after the
     /// last checkpoint.
     pub fn open(config: StoreConfig) -> Result<(Store, OpenReport), StoreError> {
-        Store::open_on(config, Arc::new(fs::RealFs))
+        Store::open_on(config, fs::from_env())
     }
 
     /// Opens the store with its write-ahead log on `log_fs` (the database stays on the real
@@ -253,7 +259,7 @@ impl Store {
         let commit = commit::Commit::new(wal.sync_handle(), wal.fsync_policy());
         let shared = Arc::new(Shared {
             config,
-            writer: Mutex::new(Writer { wal, reserved }),
+            writer: Mutex::new(Writer { wal, reserved, last_recovery: None }),
             commit,
             head: RwLock::new(head),
             disk,
@@ -286,7 +292,7 @@ impl Store {
         let mut outcomes = Vec::with_capacity(batches.len());
         let ticket = {
             let mut w = lock(&s.writer);
-            w.wal.check()?;
+            s.recover_log(&mut w)?;
             w.wal.begin();
             // Seqs accepted earlier in this same call count too.
             let mut pending: Vec<(&str, u64)> = Vec::new();
@@ -344,7 +350,7 @@ impl Store {
         let s = &*self.shared;
         let ticket = {
             let mut w = lock(&s.writer);
-            w.wal.check()?;
+            s.recover_log(&mut w)?;
             w.wal.begin();
             w.wal.push_readings(readings);
             w.wal.write()?;
@@ -492,13 +498,13 @@ impl Store {
     }
 
     /// Why the store refuses writes, if it does: a write or fdatasync of its log failed (a
-    /// full disk, an I/O error), what reached the disk is unknown, and so it takes nothing
-    /// more until it is reopened. Health checks report it, so that an operator or a
-    /// supervisor restarts the service once the cause is fixed.
+    /// full disk, an I/O error) and no later append has managed to cut the log back to what
+    /// was durable yet (appends try at most once a second; see [`Shared::recover_log`]).
+    /// Health checks report it, so that an operator sees a full disk as it happens.
     pub fn refuses_writes(&self) -> Option<String> {
         self.shared.commit.poisoned().map(|path| {
             format!(
-                "the write-ahead log {} failed a write or fsync (disk full?): the store takes no writes until ingest is restarted",
+                "the write-ahead log {} failed a write or fsync (disk full?): the store takes no writes until an append finds the disk writable again",
                 path.display()
             )
         })
@@ -577,6 +583,39 @@ fn insert_readings(head: &mut Head, readings: &[Reading]) {
 }
 
 impl Shared {
+    /// Before an append: if a failed write or fdatasync poisoned the log, cut it back to
+    /// what was durable and take appends again (at most once per [`RECOVERY_INTERVAL`]).
+    /// Every group in flight has finished first (failed ones apply nothing), and the seqs
+    /// reserved by groups that never became durable are given back, so their resends are
+    /// stored rather than judged duplicates. Call under the writer lock.
+    fn recover_log(&self, w: &mut Writer) -> Result<(), StoreError> {
+        if w.wal.check().is_ok() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if w.last_recovery.is_some_and(|t| now.duration_since(t) < RECOVERY_INTERVAL) {
+            return w.wal.check();
+        }
+        w.last_recovery = Some(now);
+        self.commit.wait_all_applied();
+        match w.wal.recover() {
+            Ok(Some(cut)) => {
+                w.reserved = read(&self.head).gateways().map(|(g, s)| (g.to_string(), s)).collect();
+                tracing::warn!(
+                    message = "The write-ahead log takes appends again after a failed write: cut back to what was durable.",
+                    unacknowledged_bytes_cut = cut,
+                    dir = %self.config.dir.display()
+                );
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => {
+                tracing::warn!(message = "The write-ahead log still cannot be cut back; appends stay refused.", %error);
+                Err(error)
+            }
+        }
+    }
+
     /// The series id, family and head points of a series in `[from, to)`.
     fn head_points(&self, device: &str, metric: &str, from: i64, to: i64) -> Option<(u32, protocol::Family, Points)> {
         let head = read(&self.head);

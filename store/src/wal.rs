@@ -25,15 +25,19 @@
 //! - At open, in each segment the first frame that is short, too long, fails its CRC or
 //!   does not decode ends that segment: the rest is a torn tail. It is reported, cut off
 //!   (so it is reported once) and never a reason to refuse to open.
-//! - After a failed write or fsync the log is poisoned: what reached the disk is unknown
-//!   (the kernel may have dropped the dirty pages), so it refuses appends until reopened.
+//! - After a failed write or fsync the log is poisoned: what reached the disk past the last
+//!   successful fdatasync is unknown (the kernel may have dropped the dirty pages, or kept
+//!   half a frame), so it refuses appends. [`Wal::recover`] ends that: it cuts the segment
+//!   back to the length the last successful fdatasync covered (nothing past it was
+//!   acknowledged), syncs the cut, and takes appends again. A disk that is still full
+//!   fails the next write and poisons the log again; nothing is lost either way.
 //! - Encoding reuses one buffer: the hot path allocates nothing per reading.
 //! - All file I/O goes through [`frames::fs::Fs`] (the real file system, or a simulated one
 //!   that can lose power in tests): one call per group written or synced, none per record.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use frames::fs::{FileRef, Fs};
 
@@ -82,8 +86,17 @@ pub(crate) struct Wal {
     buf: Vec<u8>,
     /// Shared with the syncers, whose failed fsync poisons the log too.
     poisoned: Arc<AtomicBool>,
-    /// Bytes in the current segment (for the checkpoint trigger and the report).
-    bytes: u64,
+    /// Bytes of the current segment written and made durable, shared with the syncers.
+    marks: Arc<Marks>,
+}
+
+/// How far the current segment is written, and how far a successful fdatasync covered it.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    /// Bytes appended by successful writes.
+    written: AtomicU64,
+    /// Bytes covered by the last successful fdatasync.
+    durable: AtomicU64,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -156,7 +169,7 @@ impl Wal {
             fsync,
             buf: Vec::new(),
             poisoned: Arc::new(AtomicBool::new(false)),
-            bytes: 0,
+            marks: Arc::default(),
         };
         Ok((wal, stats))
     }
@@ -209,21 +222,52 @@ impl Wal {
             self.poisoned.store(true, Ordering::Release);
             return Err(StoreError::Io { path: self.path.clone(), source });
         }
-        self.bytes += self.buf.len() as u64;
+        self.marks.written.fetch_add(self.buf.len() as u64, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Takes appends again after a failed write or fdatasync (call under the writer lock,
+    /// with no group in flight). Cuts the segment back to what the last successful
+    /// fdatasync covered, so that nothing unacknowledged (a torn frame, a group whose sync
+    /// failed) stays in the log to reappear at the next open, and syncs the cut. Returns
+    /// the bytes of whole unacknowledged groups cut (a torn partial write comes on top), or
+    /// `None` if the log was not poisoned. Fails, still poisoned, when the file system
+    /// fails the cut too.
+    pub(crate) fn recover(&mut self) -> Result<Option<u64>, StoreError> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let keep = if self.fsync == FsyncPolicy::Never {
+            self.marks.written.load(Ordering::Acquire)
+        } else {
+            self.marks.durable.load(Ordering::Acquire)
+        };
+        let cut = self.marks.written.load(Ordering::Acquire).saturating_sub(keep);
+        self.file.set_len(keep).map_err(StoreError::io(&self.path))?;
+        if self.fsync != FsyncPolicy::Never {
+            self.file.sync_all().map_err(StoreError::io(&self.path))?;
+        }
+        self.marks.written.store(keep, Ordering::Release);
+        self.marks.durable.store(keep, Ordering::Release);
+        self.poisoned.store(false, Ordering::Release);
+        Ok(Some(cut))
     }
 
     /// Writes the group and makes it durable with one fdatasync (single-writer use).
     #[cfg(test)]
     pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
         self.write()?;
-        let SyncHandle { file, path, poisoned } = self.sync_handle();
-        sync(&file, &path, &poisoned, self.fsync)
+        sync(&self.sync_handle(), self.fsync)
     }
 
     /// What a syncer needs to make everything written so far durable.
     pub(crate) fn sync_handle(&self) -> SyncHandle {
-        SyncHandle { file: self.file.clone(), path: self.path.clone(), poisoned: self.poisoned.clone() }
+        SyncHandle {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            poisoned: self.poisoned.clone(),
+            marks: self.marks.clone(),
+        }
     }
 
     pub(crate) fn fsync_policy(&self) -> FsyncPolicy {
@@ -234,13 +278,13 @@ impl Wal {
     /// so far is in segments up to that number, and durable.
     pub(crate) fn rotate(&mut self) -> Result<u64, StoreError> {
         self.check()?;
-        sync(&self.file, &self.path, &self.poisoned, self.fsync)?;
+        sync(&self.sync_handle(), self.fsync)?;
         let closed = self.segment;
         let (file, path) = create_segment(&*self.fs, &self.dir, closed + 1)?;
         self.file = file;
         self.path = path;
         self.segment = closed + 1;
-        self.bytes = 0;
+        self.marks = Arc::default();
         Ok(closed)
     }
 
@@ -258,7 +302,7 @@ impl Wal {
 
     /// Bytes appended to the current segment.
     pub(crate) fn segment_bytes(&self) -> u64 {
-        self.bytes
+        self.marks.written.load(Ordering::Acquire)
     }
 }
 
@@ -268,17 +312,34 @@ pub(crate) struct SyncHandle {
     pub(crate) file: FileRef,
     pub(crate) path: PathBuf,
     pub(crate) poisoned: Arc<AtomicBool>,
+    pub(crate) marks: Arc<Marks>,
 }
 
-/// fdatasync under `policy`; a failure poisons the log.
-pub(crate) fn sync(file: &FileRef, path: &Path, poisoned: &AtomicBool, policy: FsyncPolicy) -> Result<(), StoreError> {
+impl SyncHandle {
+    /// A handle on a fresh log file (tests of the group commit).
+    #[cfg(test)]
+    pub(crate) fn new(file: FileRef, path: PathBuf) -> SyncHandle {
+        SyncHandle { file, path, poisoned: Arc::new(AtomicBool::new(false)), marks: Arc::default() }
+    }
+}
+
+/// fdatasync under `policy`: on success everything written before it started is durable
+/// (the mark [`Wal::recover`] cuts back to); a failure poisons the log.
+pub(crate) fn sync(handle: &SyncHandle, policy: FsyncPolicy) -> Result<(), StoreError> {
     if policy == FsyncPolicy::Never {
         return Ok(());
     }
-    file.sync_data().map_err(|source| {
-        poisoned.store(true, Ordering::Release);
-        StoreError::Io { path: path.to_path_buf(), source }
-    })
+    let written = handle.marks.written.load(Ordering::Acquire);
+    match handle.file.sync_data() {
+        Ok(()) => {
+            handle.marks.durable.fetch_max(written, Ordering::AcqRel);
+            Ok(())
+        }
+        Err(source) => {
+            handle.poisoned.store(true, Ordering::Release);
+            Err(StoreError::Io { path: handle.path.clone(), source })
+        }
+    }
 }
 
 fn create_segment(fs: &dyn Fs, dir: &Path, n: u64) -> Result<(FileRef, PathBuf), StoreError> {

@@ -19,4 +19,5 @@ mod influx_peers;
 mod influx_sink;
 mod influx_write;
 mod keys;
+mod sessions;
 mod trust_tls;

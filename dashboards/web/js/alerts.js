@@ -9,6 +9,7 @@ import { h } from './dom.js';
 import { t } from './strings.js';
 import { ago, dateTime } from './format.js';
 import { postJson } from './api.js';
+import { can, session } from './session.js';
 import { ALERTS_SHOWN } from './config.js';
 
 /** Severities, worst first (the API's names). */
@@ -90,7 +91,8 @@ function alertRow(a, sites, now) {
   h('td', { class: 'since', title: a.startedMs === null ? null : dateTime(a.startedMs) },
     a.startedMs === null ? '–' : ago(now - a.startedMs)),
   h('td', { class: 'alert-state' }, stateText(a)),
-  h('td', { class: 'alert-action' }, a.state === 'firing'
+  // Signed in: only where the person may acknowledge. Signed out: offered, with a token.
+  h('td', { class: 'alert-action' }, a.state === 'firing' && (!session() || can('ack', a.tenant))
     ? h('button', { type: 'button', class: 'ack', 'data-action': 'ack', 'data-alert': a.id,
       'aria-label': t('ackLabel', a.rule, whereText(a, site)) }, t('ack'))
     : null));
@@ -168,7 +170,7 @@ export class AckDialog {
     this.showError(null);
     this.showTokenField();
     this.els.dialog.showModal();
-    (savedToken() ? this.els.note : this.els.token).focus();
+    (savedToken() || session() ? this.els.note : this.els.token).focus();
   }
 
   close() {
@@ -184,8 +186,9 @@ export class AckDialog {
 
   showTokenField() {
     const saved = savedToken() !== null;
-    this.els.tokenRow.hidden = saved;
-    this.els.tokenSaved.hidden = !saved;
+    // A signed-in person acknowledges as themselves: no token is asked for.
+    this.els.tokenRow.hidden = saved || session() !== null;
+    this.els.tokenSaved.hidden = !saved || session() !== null;
     if (!saved) this.els.token.value = '';
   }
 
@@ -196,13 +199,13 @@ export class AckDialog {
 
   async submit() {
     if (!this.alert || this.busy) return;
-    const token = savedToken() ?? this.els.token.value.trim();
-    if (!token) {
+    const token = session() ? null : savedToken() ?? this.els.token.value.trim();
+    if (!token && !session()) {
       this.showError(t('ackNoToken'));
       this.els.token.focus();
       return;
     }
-    saveToken(token);
+    if (token) saveToken(token);
     this.busy = true;
     this.els.submit.disabled = true;
     this.els.submit.textContent = t('ackSending');
@@ -213,7 +216,7 @@ export class AckDialog {
       this.onAcked(updated);
     } catch (e) {
       if (e.name !== 'ApiError') throw e;
-      if (e.status === 401) {
+      if (e.status === 401 && token) {
         saveToken(null);
         this.showTokenField();
       }

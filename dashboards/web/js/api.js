@@ -1,7 +1,12 @@
 // Role: the dashboard's only door to the ingest HTTP API (docs/API.md): JSON GETs, and the
-// one POST an operator makes (acknowledging an alert), with a timeout and clear errors, and
-// the server's clock (from the Date header), so ages are right even when the operator's PC
+// changes people make (POST, PATCH, DELETE), with a timeout and clear errors, and the
+// server's clock (from the Date header), so ages are right even when the operator's PC
 // clock is off.
+// A change goes with a pasted token when one is given (`Authorization: Token`), else with
+// the signed-in session: its cookie (sent by the browser) and its CSRF token in the
+// X-CSRF-Token header (session.js hands it over), which the server requires of every change
+// a cookie authenticates. The background polling says so (X-VT-Background), so it does not
+// keep an idle session alive.
 
 import { FETCH_TIMEOUT_MS } from './config.js';
 
@@ -13,14 +18,24 @@ export function serverNow() {
   return Date.now() + clockOffsetMs;
 }
 
+/** The signed-in session's CSRF token (session.js sets it), or null. */
+let csrfToken = null;
+
+/** Sets the CSRF token every change made with the session carries (null: signed out). */
+export function setCsrf(token) {
+  csrfToken = token || null;
+}
+
 /** An API call that failed, with a sentence for people. */
 export class ApiError extends Error {
-  constructor(path, message, status) {
+  constructor(path, message, status, retryAfter) {
     super(`${path}: ${message}`);
     this.name = 'ApiError';
     this.status = status ?? null;
     /** The server's own sentence (or what failed), without the path. */
     this.why = message;
+    /** Seconds to wait before trying again (429), or null. */
+    this.retryAfter = retryAfter ?? null;
   }
 }
 
@@ -30,17 +45,34 @@ export function getJson(path, params) {
   return request(path, url, { headers: { accept: 'application/json' } });
 }
 
+/** getJson for the page's own refresh loop: not a sign that the person is there. */
+export function pollJson(path, params) {
+  const url = params ? `${path}?${new URLSearchParams(params)}` : path;
+  return request(path, url, { headers: { accept: 'application/json', 'x-vt-background': '1' } });
+}
+
+/**
+ * Sends a change (`method` POST, PUT, PATCH or DELETE) with `body` as JSON (none if
+ * undefined), with `token` if given, else with the session and its CSRF token. Returns the
+ * answer's JSON (null for 204). Throws ApiError.
+ */
+export function sendJson(method, path, body, token) {
+  const headers = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Token ${token}`;
+  else if (csrfToken) headers['x-csrf-token'] = csrfToken;
+  return request(path, path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin' });
+}
+
 /**
  * POSTs `body` as JSON with an operator's `token` (`Authorization: Token ...`, the only
- * place a token goes: never into the address). Returns the answer's JSON. Throws ApiError,
- * whose `status` says what went wrong (401 token, 403 role or tenant, 404 no such thing).
+ * place a token goes: never into the address), or without one as the signed-in person
+ * (cookie and X-CSRF-Token). Returns the answer's JSON. Throws ApiError, whose `status`
+ * says what went wrong (401 token or session, 403 role or tenant, 404 no such thing).
  */
 export function postJson(path, body, token) {
-  return request(path, path, {
-    method: 'POST',
-    headers: { accept: 'application/json', 'content-type': 'application/json', authorization: `Token ${token}` },
-    body: JSON.stringify(body),
-  });
+  return sendJson('POST', path, body, token);
 }
 
 async function request(path, url, init) {
@@ -57,6 +89,8 @@ async function request(path, url, init) {
     clearTimeout(timer);
   }
   noteServerClock(response.headers.get('date'), sent, Date.now());
+  if (response.status === 401) document.dispatchEvent(new CustomEvent('vt-unauthorized'));
+  if (response.status === 204) return null;
   let body;
   try {
     body = await response.json();
@@ -65,7 +99,8 @@ async function request(path, url, init) {
   }
   if (!response.ok) {
     const why = body && typeof body.error === 'string' ? body.error : `HTTP ${response.status}`;
-    throw new ApiError(path, why, response.status);
+    const retry = Number(response.headers.get('retry-after'));
+    throw new ApiError(path, why, response.status, Number.isFinite(retry) && retry > 0 ? retry : null);
   }
   return body;
 }
@@ -84,9 +119,9 @@ function noteServerClock(dateHeader, sent, received) {
  */
 export async function fetchState(withSites) {
   const [sites, devices, latest, alerts, broadcasts] = await Promise.all([
-    withSites ? getJson('/api/v1/sites') : Promise.resolve(null),
-    getJson('/api/v1/devices'),
-    getJson('/api/v1/latest'),
+    withSites ? pollJson('/api/v1/sites') : Promise.resolve(null),
+    pollJson('/api/v1/devices'),
+    pollJson('/api/v1/latest'),
     fetchAlerts(),
     fetchBroadcasts(),
   ]);
@@ -100,7 +135,7 @@ export async function fetchState(withSites) {
  */
 async function fetchBroadcasts() {
   try {
-    return { list: await getJson('/api/v1/broadcasts') };
+    return { list: await pollJson('/api/v1/broadcasts') };
   } catch (e) {
     if (e.name !== 'ApiError') throw e;
     return e.status === 404 ? { off: true } : { error: e.message };
@@ -114,7 +149,7 @@ async function fetchBroadcasts() {
  */
 async function fetchAlerts() {
   try {
-    return { list: await getJson('/api/v1/alerts', { state: 'active' }) };
+    return { list: await pollJson('/api/v1/alerts', { state: 'active' }) };
   } catch (e) {
     if (e.name !== 'ApiError') throw e;
     return e.status === 404 ? { off: true } : { error: e.message };

@@ -16,6 +16,9 @@ import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from '
 import { broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
+import { loadSession, mountSignIn } from './session.js';
+import { mountUsers } from './users.js';
+import { mountAudit } from './audit.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -218,6 +221,9 @@ function applyLanguage() {
   renderLegend();
   render();
   chart.render();
+  signin.refresh();
+  accountPanels.users.refresh();
+  accountPanels.audit.refresh();
 }
 
 // ---- events ------------------------------------------------------------------------
@@ -393,6 +399,15 @@ function report(error) {
   if (typeof reportError === 'function') reportError(error);
   else setTimeout(() => { throw error; });
 }
+
+// Sign-in, the people and audit panels (session.js, users.js, audit.js): they redraw
+// themselves when someone signs in or out; the alerts follow can() at the next render.
+const signin = mountSignIn({ form: $('signin-form'), user: $('signin-user'), password: $('signin-password'),
+  submit: $('signin-submit'), error: $('signin-error'), bar: $('signed-in'), name: $('signed-in-name'),
+  role: $('signed-in-role'), signOut: $('signout') }, t);
+const accountPanels = { users: mountUsers({ details: $('users-details'), body: $('users') }),
+  audit: mountAudit({ details: $('audit-details'), body: $('audit') }) };
+loadSession().then(() => render()).catch(report);
 
 applyLanguage();
 loop();

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::Alerts;
 use super::manager::{ManagerError, NewSilence};
 use super::model::{Alert, AlertState, Matchers, ProposalState, ProposedBroadcast, Severity, Silence, SilenceKind};
-use crate::auth::{Access, Authorized, Principal, Reader, Role};
+use crate::auth::{Access, Authorized, Principal, Reader, Role, Trail};
 use crate::broadcast::Broadcasts;
 use crate::error::ApiError;
 use crate::time::{parse, rfc3339};
@@ -187,6 +187,7 @@ fn operator(p: &Principal) -> Result<(), ApiError> {
 async fn ack(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     Path(id): Path<u64>,
     body: Option<Json<AckBody>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -204,6 +205,7 @@ async fn ack(
             _ => Err(ApiError::NotFound(format!("no alert {id}"))),
         }
     })?;
+    trail.record(&p, "alert.ack", Some(&a.tenant), id, json!({ "note": a.ack.as_ref().map(|k| k.note.clone()) })).await;
     Ok(Json(view(&a)))
 }
 
@@ -241,6 +243,7 @@ fn tenant_for(p: &Principal, named: Option<String>) -> Result<String, ApiError> 
 async fn create_silence(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     body: Result<Json<SilenceBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     operator(&p)?;
@@ -264,18 +267,30 @@ async fn create_silence(
         tenant,
     };
     let silence = alerts.with_manager(|m| m.silence(new, now)).map_err(manager_error)?;
-    Ok((StatusCode::CREATED, Json(silence_view(&silence, now))))
+    let shown = silence_view(&silence, now);
+    trail
+        .record(
+            &p,
+            "silence.create",
+            Some(&silence.tenant),
+            silence.id,
+            json!({ "matchers": shown["matchers"], "ends_at": shown["ends_at"], "reason": shown["reason"] }),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 async fn expire_silence(
     State(s): State<Option<Alerts>>,
     Authorized(p): Authorized,
+    trail: Trail,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&p)?;
     let alerts = alerts(&s)?;
     let now = alerts.now();
     let silence = alerts.with_manager(|m| m.expire_silence(id, |t| p.may_access(t), now)).map_err(manager_error)?;
+    trail.record(&p, "silence.expire", Some(&silence.tenant), id, Value::Null).await;
     Ok(Json(silence_view(&silence, now)))
 }
 

@@ -73,6 +73,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/broadcasts.js", JS),
     asset!("reports.html", HTML),
     asset!("js/reports.js", JS),
+    asset!("js/session.js", JS),
+    asset!("js/users.js", JS),
+    asset!("js/audit.js", JS),
 ];
 
 /// What the page may load and run: only our own files and our own API.

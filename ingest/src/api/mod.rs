@@ -2,8 +2,9 @@
 //!
 //! `/api/v1` is a fixed contract that other tools and checks build on (docs/API.md).
 //! Reads are open to anyone who can reach the port when `public_read` is on (the demo);
-//! otherwise, and for every write, a token is needed (see [`crate::auth`]). A token scoped
-//! to tenants only ever sees those tenants' devices.
+//! otherwise, and for every write, a token or a signed-in person's session is needed (see
+//! [`crate::auth`] and [`crate::people`]). A principal scoped to tenants only ever sees
+//! those tenants' devices.
 //!
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; a server
 //! error logs its cause and tells the client only that it happened ([`ApiError`]).
@@ -36,6 +37,7 @@ use crate::broadcast::Broadcasts;
 use crate::command::Commander;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::people::People;
 use crate::pipeline::validate::Rejections;
 use crate::sources::line_protocol::LineProtocol;
 use crate::time::Clock;
@@ -67,6 +69,14 @@ pub struct AppState {
     pub commands: Commander,
     /// Line protocol in (`/api/v2/write`): the source, its limits and counters.
     pub line_protocol: Arc<LineProtocol>,
+    /// People: users, sessions, the lockout and the people's audit log.
+    pub people: People,
+}
+
+impl FromRef<AppState> for People {
+    fn from_ref(s: &AppState) -> People {
+        s.people.clone()
+    }
 }
 
 impl FromRef<AppState> for Access {
@@ -111,7 +121,8 @@ impl FromRef<AppState> for crate::reports::billing::BillingState {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface. Every request carries the session table and the audit log
+/// ([`crate::auth::Gate`]); the service adds them again over routes it merges later.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(health))
@@ -124,13 +135,16 @@ pub fn app(state: AppState) -> Router {
         .route("/reports/billing", get(crate::reports::billing::billing))
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
-        .merge(crate::command::routes());
+        .merge(crate::command::routes())
+        .merge(crate::people::api::routes());
+    let gate = state.people.gate();
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
         .route("/api/v2/write", post(crate::sources::line_protocol::write))
         .nest("/api/v1", api)
         .with_state(state)
+        .layer(axum::Extension(gate))
 }
 
 async fn health(State(s): State<AppState>) -> Response {

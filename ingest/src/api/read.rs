@@ -357,8 +357,13 @@ mod tests {
             detail: String::new(),
             at: protocol::Timestamp(0),
         };
-        let county = Reader(Some(Principal { name: "c".into(), role: Role::Viewer, tenants: vec!["county".into()] }));
-        let admin = Reader(Some(Principal { name: "a".into(), role: Role::Admin, tenants: vec![] }));
+        let county = Reader(Some(Principal {
+            name: "c".into(),
+            role: Role::Viewer,
+            tenants: vec!["county".into()],
+            sees: vec![],
+        }));
+        let admin = Reader(Some(Principal { name: "a".into(), role: Role::Admin, tenants: vec![], sees: vec![] }));
         let seen = |reader: &Reader, topic: &str| visible(reader, rejection_tenant(&rejection(topic), &inv).as_deref());
         // Its own tenant's refusals: shown (positive control); another tenant's: not.
         assert!(seen(&county, "vt/county/gw-c/up/telemetry"));

@@ -31,11 +31,13 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -60,10 +62,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
             _ = stop.cancelled() => break,
             a = listener.accept() => a,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => {
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => {
                 backoff.succeeded();
-                stream
+                (stream, peer)
             }
             // The peer gave up before we accepted: nothing to do, nothing to say.
             Err(e) if is_connection_error(&e) => continue,
@@ -97,7 +99,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
         };
         metrics.http_connections.inc();
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the audit log and the sign-in lockout (crate::auth::client_ip).
+        let service = TowerToHyperService::new(app.clone().map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        }));
         let (stop, metrics, header_timeout) = (stop.clone(), metrics.clone(), limits.http_header_timeout);
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{BroadcastError, Broadcasts, CapImport, CreateRequest, Live};
-use crate::auth::{Access, Authorized, Reader};
+use crate::auth::{Access, Authorized, Reader, Trail};
 use crate::error::ApiError;
 
 /// The broadcast routes, merged under `/api/v1`.
@@ -76,12 +76,24 @@ fn visible(b: &Broadcasts, reader: &Reader, id: u64) -> Result<Value, ApiError> 
 async fn create(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let id = b.create(&by, req).await?;
+    record(&b, &trail, &by, "broadcast.create", id).await;
     let v = visible(&b, &Reader(Some(by)), id)?;
     Ok((StatusCode::CREATED, Json(summary(v))))
+}
+
+/// Records a person's action on broadcast `id` in the people's audit log: who, from
+/// where, which broadcast at what level (what it plays is in the broadcast log).
+async fn record(b: &Broadcasts, trail: &Trail, by: &crate::auth::Principal, action: &str, id: u64) {
+    let (tenant, level) = match b.view(id) {
+        Some((tenant, v)) => (Some(tenant), v["level"].clone()),
+        None => (None, Value::Null),
+    };
+    trail.record(by, action, tenant.as_deref(), id, json!({ "level": level })).await;
 }
 
 /// A reply to a write: the broadcast without its per-speaker list.
@@ -95,32 +107,45 @@ fn summary(mut v: Value) -> Value {
 async fn approve(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     b.approve(&by, id).await?;
+    record(&b, &trail, &by, "broadcast.approve", id).await;
     Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
 async fn cancel(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     b.cancel(&by, id).await?;
+    record(&b, &trail, &by, "broadcast.cancel", id).await;
     Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
 async fn import_cap(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
+    trail: Trail,
     query: Result<Query<CapImport>, axum::extract::rejection::QueryRejection>,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Query(options) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let outcome = b.import_cap(&by, &body, options).await?;
     let mut v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    match &outcome {
+        super::CapOutcome::Created { id, .. } => record(&b, &trail, &by, "broadcast.create", *id).await,
+        super::CapOutcome::Cancelled { ids } => {
+            for id in ids {
+                record(&b, &trail, &by, "broadcast.cancel", *id).await;
+            }
+        }
+    }
     if let super::CapOutcome::Created { id, .. } = outcome
         && let Value::Object(m) = &mut v
     {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Commander, Issue};
-use crate::auth::{Access, Authorized, Reader, Role};
+use crate::auth::{Access, Authorized, Reader, Role, Trail};
 use crate::error::ApiError;
 use crate::inventory::Inventory;
 
@@ -58,6 +58,7 @@ async fn issue_write(
     State(commands): State<Commander>,
     State(inventory): State<Arc<Inventory>>,
     Authorized(principal): Authorized,
+    trail: Trail,
     Path(device): Path<String>,
     body: Result<Json<WriteRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -111,6 +112,8 @@ async fn issue_write(
         super::CommandError::TooLarge { .. } => ApiError::Unprocessable(e.to_string()),
         other => ApiError::Internal(other.to_string()),
     })?;
+    let what = json!({ "device": device, "point": req.point, "value": req.value });
+    trail.record(&principal, "command.write", Some(&gw.tenant), id, what).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(

@@ -52,7 +52,34 @@ pub struct DemoOptions {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Rules and alerts (default: on, with the packs built into ingest).
     pub alerts: Option<crate::alerts::AlertsOptions>,
+    /// Fixed passwords of the demo's people by name (`admin`, `wang`, `li`, `viewer`), so
+    /// tests can sign in; a person not named gets a new random password, printed.
+    pub passwords: std::collections::BTreeMap<String, String>,
+    /// People's sessions: expiry and lockout (tests shorten them).
+    pub sessions: crate::config::SessionSettings,
 }
+
+/// One of the demo's people: who, what they may do where, and their password.
+#[derive(Debug, Clone)]
+pub struct DemoPerson {
+    /// Sign-in name.
+    pub name: String,
+    /// Their role.
+    pub role: Role,
+    /// Their tenant (`*`: every tenant).
+    pub tenant: String,
+    /// Their password.
+    pub password: String,
+}
+
+/// The demo's people: the county's admin, two operators of tenant `county` (one creates a
+/// red broadcast, the other approves it) and a viewer.
+pub const DEMO_PEOPLE: [(&str, Role, &str); 4] = [
+    ("admin", Role::Admin, crate::people::users::ALL_TENANTS),
+    ("wang", Role::Operator, "county"),
+    ("li", Role::Operator, "county"),
+    ("viewer", Role::Viewer, "county"),
+];
 
 impl Default for DemoOptions {
     fn default() -> DemoOptions {
@@ -66,6 +93,8 @@ impl Default for DemoOptions {
             spec: CountySpec::demo(),
             sinks: Vec::new(),
             alerts: Some(crate::alerts::AlertsOptions::default()),
+            passwords: Default::default(),
+            sessions: Default::default(),
         }
     }
 }
@@ -82,6 +111,8 @@ pub struct Demo {
     pub admin_token: String,
     /// The second operator's token (holder `operator-2`): approves what the admin creates.
     pub operator_token: String,
+    /// The people who can sign in, with their passwords.
+    pub people: Vec<DemoPerson>,
     /// Where data goes.
     pub data_dir: PathBuf,
     gateway_stop: CancellationToken,
@@ -125,6 +156,7 @@ impl Demo {
             }
         }
         let inventory = Inventory::from_file(file);
+        let people = add_people(&data_dir, &opts.passwords)?;
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
         let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
         let config = IngestConfig {
@@ -145,6 +177,7 @@ impl Demo {
             ],
             store: Default::default(),
             sinks: Vec::new(),
+            sessions: opts.sessions,
         };
         let options = Options {
             extra_routes: Some(api::routes(county.clone(), crate::auth::Tokens::new(&config.tokens))),
@@ -180,6 +213,7 @@ impl Demo {
             gateways,
             admin_token,
             operator_token,
+            people,
             data_dir,
             gateway_stop,
             gateway_tasks,
@@ -235,6 +269,7 @@ impl Demo {
              \x20 metrics:    http://{}/metrics\n\
              \x20 admin token: {}\n\
              \x20 operator-2 token: {} (approves red and orange broadcasts the admin creates)\n\
+             \x20 people (sign in on the dashboard):\n{}\
              Broadcast: curl -X POST http://{}/api/v1/broadcasts -H 'Authorization: Token <admin>' -H 'content-type: application/json' -d '{{\"level\":\"red\",\"text\":\"山洪预警：请立即撤离到高处。\",\"targets\":[\"all\"],\"expires_at\":\"<RFC 3339>\"}}'\n\
              Faults: curl -X POST http://{}/api/v1/sim/faults -H 'Authorization: Token <admin>' -H 'content-type: application/json' -d '{{\"device\":\"{}\",\"fault\":\"pump_trip\"}}'\n\
              Press Ctrl-C to stop.",
@@ -247,11 +282,38 @@ impl Demo {
             self.ingest.http,
             self.admin_token,
             self.operator_token,
+            self.people
+                .iter()
+                .map(|p| format!(
+                    "    {:<7} {:<9} tenant {:<7} password {}\n",
+                    p.name,
+                    format!("{:?}", p.role).to_lowercase(),
+                    p.tenant,
+                    p.password
+                ))
+                .collect::<String>(),
             self.ingest.http,
             self.ingest.http,
             plan.devices().find(|d| d.kind == DeviceKind::PumpStation).map_or("", |d| d.id.as_str()),
         )
     }
+}
+
+/// Makes (or, in a data directory kept from before, resets) the demo's people with the
+/// given passwords or new ones.
+fn add_people(
+    data_dir: &std::path::Path,
+    passwords: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Vec<DemoPerson>> {
+    let mut people = Vec::new();
+    for (name, role, tenant) in DEMO_PEOPLE {
+        let password = passwords.get(name).cloned().unwrap_or_else(crate::people::users::generate_password);
+        let grants = vec![crate::people::users::Grant { tenant: tenant.to_string(), role }];
+        crate::people::add_offline(data_dir, name, &password, grants, true)
+            .with_context(|| format!("making the demo's user {name}"))?;
+        people.push(DemoPerson { name: name.to_string(), role, tenant: tenant.to_string(), password });
+    }
+    Ok(people)
 }
 
 /// Where a demo gateway keeps its queue, command replay window and key.

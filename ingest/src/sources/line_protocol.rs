@@ -875,7 +875,7 @@ mod tests {
     }
 
     fn principal(tenants: &[&str], role: Role) -> Principal {
-        Principal { name: "t".into(), role, tenants: tenants.iter().map(|t| t.to_string()).collect() }
+        Principal { name: "t".into(), role, tenants: tenants.iter().map(|t| t.to_string()).collect(), sees: vec![] }
     }
 
     #[test]
