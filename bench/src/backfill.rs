@@ -156,7 +156,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let ingest = start_ingest(&dir, args.meters).await?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-    let end = now.div_euclid(QUARTER) * QUARTER - DAY;
+    // Up to half a day ago: the oldest reading stays within the 730-day retention.
+    let end = (now - DAY / 2).div_euclid(QUARTER) * QUARTER;
     let start = end - args.days * DAY;
     let (from, to) = month_of(month_of(month_of(start).1).1 + DAY);
     let month_q = (from - start) / QUARTER;

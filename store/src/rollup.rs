@@ -200,7 +200,8 @@ mod tests {
             store.checkpoint().unwrap();
             store.enforce_retention(Timestamp(now)).unwrap();
             // Then the old year, newest first, in chunks as a client would send it.
-            let old: Vec<i64> = (start..mid).step_by(Q as usize).rev().collect();
+            let mut old: Vec<i64> = (start..mid).step_by(Q as usize).collect();
+            old.reverse();
             for chunk in old.chunks(5_000) {
                 store.append_readings(&readings(&mut chunk.iter().copied())).unwrap();
             }

@@ -167,9 +167,9 @@ async fn two_years_of_history_come_in_through_line_protocol_and_an_old_months_bi
     let ingest = service::start(config, inventory(meters), Options::default()).await.expect("ingest");
     let base = format!("http://{}", ingest.http);
 
-    // Two years back from the last quarter hour (within water's 730-day retention); the
+    // 729 days up to half a day ago (within water's 730-day retention); the
     // billed month is the third whole month of the history.
-    let end = now_ms().div_euclid(QUARTER) * QUARTER - DAY;
+    let end = (now_ms() - DAY / 2).div_euclid(QUARTER) * QUARTER;
     let start = end - 729 * DAY;
     let (from, to, month) = month_of(month_of(month_of(start).1).1 + DAY);
     let month_q = (from - start) / QUARTER;

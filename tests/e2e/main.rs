@@ -19,5 +19,6 @@ mod influx_peers;
 mod influx_sink;
 mod influx_write;
 mod keys;
+mod reports_page;
 mod sessions;
 mod trust_tls;
