@@ -210,7 +210,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let (mut sent, mut last_report) = (0usize, 0usize);
     while let Some((n, body)) = rx.recv().await {
         while in_flight.len() >= args.connections {
-            in_flight.join_next().await.transpose()??;
+            if let Some(done) = in_flight.join_next().await {
+                done??;
+            }
         }
         let (client, url) = (client.clone(), url.clone());
         in_flight.spawn(async move {

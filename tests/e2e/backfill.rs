@@ -302,8 +302,8 @@ async fn two_years_of_history_come_in_through_line_protocol_and_an_old_months_bi
 
 fn gzip(text: &str) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(text.as_bytes()).unwrap();
-    enc.finish().unwrap()
+    enc.write_all(text.as_bytes()).expect("gzip in memory");
+    enc.finish().expect("gzip in memory")
 }
 
 /// The positive control of the age limits on a fresh ingest: MQTT's `max_age_days` (30)

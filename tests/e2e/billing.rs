@@ -92,8 +92,10 @@ fn inventory() -> Inventory {
 }
 
 fn config(dir: &Path) -> IngestConfig {
-    let mut config =
-        IngestConfig::new(dir.to_path_buf(), BrokerConfig::Embedded { listen: "127.0.0.1:0".parse().unwrap() });
+    let mut config = IngestConfig::new(
+        dir.to_path_buf(),
+        BrokerConfig::Embedded { listen: "127.0.0.1:0".parse().expect("an address") },
+    );
     config.tokens = vec![
         TokenConfig { token: COUNTY.into(), role: Role::Operator, tenants: vec!["county".into()], name: "b".into() },
         TokenConfig { token: DAIRY.into(), role: Role::Operator, tenants: vec!["dairy".into()], name: "d".into() },
@@ -142,7 +144,12 @@ fn inputs() -> Inputs {
 impl Inputs {
     /// The newest total of `meter` at or before `t`.
     fn read(&self, meter: &str, t: i64) -> (i64, f64) {
-        self.lines.iter().filter(|(m, ts, _)| m == meter && *ts <= t).map(|(_, ts, v)| (*ts, *v)).last().unwrap()
+        self.lines
+            .iter()
+            .filter(|(m, ts, _)| m == meter && *ts <= t)
+            .map(|(_, ts, v)| (*ts, *v))
+            .next_back()
+            .expect("a reading before")
     }
 }
 
@@ -155,7 +162,7 @@ async fn write(base: &str, token: &str, org: &str, lines: &[&(String, i64, f64)]
         .body(body)
         .send()
         .await
-        .unwrap();
+        .expect("write answers");
     assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap_or_default());
 }
 
@@ -165,7 +172,7 @@ async fn get(base: &str, token: &str, query: &str) -> reqwest::Response {
         .header("Authorization", format!("Token {token}"))
         .send()
         .await
-        .unwrap()
+        .expect("billing answers")
 }
 
 /// `YYYY-MM-DD HH:MM` in China Standard Time (civil date from days, H. Hinnant).
