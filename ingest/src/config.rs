@@ -696,6 +696,26 @@ mod tests {
     }
 
     #[test]
+    fn the_sessions_table_is_read_and_a_zero_or_an_idle_past_the_absolute_limit_is_reported() {
+        let example = IngestConfig::from_source(&Source::from_text("e.toml", EXAMPLE), Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(example.sessions, SessionSettings::default());
+        assert_eq!(example.sessions.idle_timeout, Duration::from_secs(1800));
+        let text =
+            "data_dir = \"d\"\ninventory = \"i.toml\"\n[sessions]\nidle_timeout_secs = 60\ncookie_secure = true\n";
+        let cfg = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.sessions.idle_timeout, Duration::from_secs(60));
+        assert!(cfg.sessions.cookie_secure);
+        assert_eq!(cfg.sessions.lockout_failures, 5);
+        let bad =
+            "data_dir = \"d\"\ninventory = \"i.toml\"\n[sessions]\nidle_timeout_secs = 90000\nlockout_failures = 0\n";
+        let e = IngestConfig::from_source(&Source::from_text("i.toml", bad), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("i.toml:3:1: sessions.lockout_failures must be at least 1"), "{e}");
+        assert!(e.contains("idle_timeout_secs must not exceed absolute_timeout_secs"), "{e}");
+    }
+
+    #[test]
     fn a_bad_address_and_a_short_token_are_both_reported() {
         let text = "data_dir = \"d\"\ninventory = \"i.toml\"\nhttp = \"localhost\"\n[[tokens]]\ntoken = \"short\"\nrole = \"admin\"\n";
         let e = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new(".")).unwrap_err().to_string();

@@ -1,7 +1,8 @@
 //! Why ingest refuses input: the one vocabulary of refusal reasons.
 //!
 //! Validation gives every refusal a [`Reason`]; metrics count by it (a Prometheus label)
-//! and the API shows it. It sits at the bottom of ingest's module graph so that both can
+//! and the API shows it, with a sentence in Chinese for the page ([`Reason::zh`]). It sits
+//! at the bottom of ingest's module graph so that both can
 //! name it without depending on the pipeline.
 
 use serde::Serialize;
@@ -87,6 +88,42 @@ impl Reason {
             Reason::Unsigned => "unsigned",
             Reason::Replayed => "replayed",
             Reason::SeqOutOfRange => "seq_out_of_range",
+        }
+    }
+
+    /// What it means, in Chinese, for the page in Chinese (`reason_zh`).
+    pub const fn zh(self) -> &'static str {
+        match self {
+            Reason::Malformed => "格式错误：不是有效的数据批次",
+            Reason::Oversized => "数据过大：超过报文大小上限",
+            Reason::TopicMismatch => "主题不符：网关冒用其他网关或租户的身份",
+            Reason::UnknownGateway => "未知网关：不在设备清单中",
+            Reason::UnknownDevice => "未知设备：不在设备清单中",
+            Reason::ForeignDevice => "设备不属于该网关",
+            Reason::UnknownMetric => "未知指标：不在指标目录中",
+            Reason::NotANumber => "数值无效（NaN 或无穷大）",
+            Reason::OutOfRange => "数值超出该指标的合理范围",
+            Reason::TimestampFuture => "时间戳超前：超出允许的时钟偏差",
+            Reason::TimestampPast => "时间戳过旧：超出可接受的时限",
+            Reason::SeqGap => "批次序号不连续：等待缺失的批次",
+            Reason::BadSignature => "签名校验失败：伪造、篡改或网关未登记",
+            Reason::Unsigned => "未签名的报文",
+            Reason::Replayed => "重放的报文：计数器已用过",
+            Reason::SeqOutOfRange => "批次序号超出网关队列范围",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_chinese_text() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(!r.zh().is_empty() && r.zh().chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)), "{r:?}");
+            assert!(seen.insert(r.zh()), "{r:?} shares its text");
         }
     }
 }

@@ -246,6 +246,9 @@ pub async fn start(config: IngestConfig, inventory: Inventory, options: Options)
         tasks: tasks.clone(),
     })
     .context("starting emergency broadcasts")?;
+    if let Some(alerts) = &alerts {
+        alerts.watch_broadcasts(&broadcasts, &tasks, shutdown.clone());
+    }
     let people = crate::people::People::open(&config.data_dir, config.sessions, options.clock.clone(), &metrics)
         .context("opening the users and the people's audit log")?;
     // Everything that consumes the source's output exists: run it.

@@ -374,7 +374,7 @@ impl Page {
     /// was awaited, its last value and the page's errors.
     pub async fn wait_for(&self, expression: &str, timeout: Duration) -> Result<Value, BrowserError> {
         let started = Instant::now();
-        let mut last = Value::Null;
+        let mut last: Value;
         loop {
             match self.eval(expression).await {
                 Ok(v) if truthy(&v) => return Ok(v),

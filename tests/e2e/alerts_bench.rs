@@ -242,6 +242,9 @@ async fn latency_from_publish_to_alert_at_half_of_the_maximum_load() {
                 tenants: Vec::new(),
                 max_retries: 0,
                 timeout_ms: 5_000,
+                name: None,
+                ca_file: None,
+                broadcast_levels: Vec::new(),
             }],
             ..Default::default()
         },

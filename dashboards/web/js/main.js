@@ -7,16 +7,20 @@
 
 import { h, morphChildrenOf } from './dom.js';
 import { t, lang, setLang, otherLang } from './strings.js';
-import { fetchBroadcast, fetchState, serverNow } from './api.js';
+import { fetchState, serverNow } from './api.js';
 import { buildModel, STATES } from './model.js';
-import { countyMap, legendItems } from './map.js';
+import { countyMap, legendItems, onPick, pick } from './map.js';
 import { siteCards } from './cards.js';
 import { Chart } from './chart.js';
 import { AckDialog, alertMarks, alertsPanel, severityCounts, sortAlerts } from './alerts.js';
-import { broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
+import { broadcastDetail, broadcastMarks, broadcastsPanel, isActive } from './broadcasts.js';
+import { LiveBroadcasts } from './bclive.js';
+import { Compose } from './compose.js';
+import { approvalQueue, DecideDialog } from './approvals.js';
+import { may } from './bcapi.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
-import { loadSession, mountSignIn } from './session.js';
+import { loadSession, mountSignIn, onSession } from './session.js';
 import { mountUsers } from './users.js';
 import { mountAudit } from './audit.js';
 
@@ -44,7 +48,17 @@ const ui = {
   broadcasts: { list: null, off: false, error: null },
   /** The newest active broadcast with its deliveries, for the map (null when none is active). */
   broadcast: null,
+  /** The broadcast console: the broadcast opened (id or null), and whether all are listed. */
+  bc: { selected: null, history: false },
 };
+
+/** Live progress of broadcasts (server-sent events): redraws what it changes. */
+const live = new LiveBroadcasts(() => {
+  if (!ui.model) return;
+  ui.broadcast = live.followActive(ui.broadcasts.list, isActive);
+  renderBroadcasts();
+  drawMap($('map').clientWidth);
+});
 
 const chart = new Chart({ dialog: $('chart'), title: $('chart-title'), controls: $('chart-controls'),
   body: $('chart-body') });
@@ -66,7 +80,9 @@ async function refresh() {
       off: Boolean(alerts.off), error: alerts.error ?? null };
     ui.broadcasts = { list: broadcasts.list ?? (broadcasts.off ? null : ui.broadcasts.list),
       off: Boolean(broadcasts.off), error: broadcasts.error ?? null };
-    ui.broadcast = await activeBroadcast();
+    // Deliveries come from the live stream: one read of a broadcast, then its events.
+    live.start();
+    ui.broadcast = live.followActive(ui.broadcasts.list, isActive);
     ui.updatedAt = Date.now();
     ui.failure = null;
     ui.failingSince = null;
@@ -94,22 +110,11 @@ async function refresh() {
   chart.refreshIfDue();
 }
 
-/** The newest active broadcast with its deliveries; the last one read if it cannot be read now. */
-async function activeBroadcast() {
-  const active = (ui.broadcasts.list ?? []).find(isActive);
-  if (!active) return null;
-  try {
-    return await fetchBroadcast(active.id);
-  } catch (e) {
-    if (e.name !== 'ApiError') throw e;
-    return ui.broadcast?.id === active.id ? ui.broadcast : null;
-  }
-}
-
 /** What goes on the map's markers: alert rings and the active broadcast's speaker badges. */
 function drawMap(width) {
   morphChildrenOf($('map'), countyMap(ui.model, width, alertMarks(ui.alerts.list),
     broadcastMarks(ui.broadcast, ui.devices)));
+  compose.decorate($('map'));
 }
 
 function render() {
@@ -134,13 +139,29 @@ function renderAlerts() {
 }
 
 function renderBroadcasts() {
-  const list = ui.broadcasts.list ?? [];
+  const shown = { ...ui.broadcasts, list: live.overlay(ui.broadcasts.list) };
+  const list = shown.list ?? [];
   const active = list.filter(isActive);
   $('broadcasts-count').textContent = active.length ? t('broadcastsActive', active.length) : '';
   // Hidden on a server without broadcasts; one line when there are none yet.
   $('broadcasts-panel').hidden = ui.broadcasts.off;
   $('broadcasts-panel').className = `broadcasts-panel${active.length ? ' level-' + active[0].level : ''}`;
-  morphChildrenOf($('broadcasts'), broadcastsPanel(ui.broadcasts));
+  const creator = !ui.broadcasts.off && tenants().some((x) => may('create', x));
+  morphChildrenOf($('bc-tools'), creator ? h('button', { type: 'button', id: 'bc-new', class: 'bc-new',
+    'data-action': 'bc-new', 'aria-expanded': compose.isOpen ? 'true' : 'false', 'aria-controls': 'compose-panel' },
+  t('bcNewButton')) : null);
+  if (!creator && compose.isOpen) compose.close();
+  morphChildrenOf($('approvals'), approvalQueue(list, ui.sites));
+  morphChildrenOf($('broadcasts'), broadcastsPanel(shown, ui.bc));
+  const opened = ui.bc.selected === null ? null : live.follow(ui.bc.selected);
+  morphChildrenOf($('bc-detail'), ui.bc.selected === null ? null : opened
+    ? broadcastDetail(opened, { sites: ui.sites, live: live.live, devices: ui.devices })
+    : h('p', { class: 'hint' }, t('loading')));
+}
+
+/** The tenants of the county's sites (what `can()` is asked about). */
+function tenants() {
+  return [...new Set((ui.sites ?? []).map((x) => x.tenant).filter(Boolean))];
 }
 
 function renderStatus() {
@@ -218,6 +239,7 @@ function applyLanguage() {
   }
   $('lang').textContent = t('switchTo');
   $('lang').setAttribute('lang', otherLang() === 'zh' ? 'zh-CN' : 'en');
+  compose.render();
   renderLegend();
   render();
   chart.render();
@@ -291,10 +313,68 @@ function acked(updated) {
   render();
 }
 
+// ---- the broadcast console --------------------------------------------------------------
+
+const compose = new Compose($('compose-panel'), { onCreated: opened, sites: () => ui.sites });
+compose.onClosed = () => {
+  renderBroadcasts();
+  if (ui.model) drawMap($('map').clientWidth);
+};
+// A click on a village's marker picks it as a target while a broadcast is being composed.
+onPick((site) => compose.pick(site));
+compose.onTargets = () => compose.decorate($('map'));
+
+const decide = new DecideDialog({ dialog: $('bc-decide'), title: $('bc-decide-title'), what: $('bc-decide-what'),
+  reasonRow: $('bc-decide-reason-row'), reason: $('bc-decide-reason'), error: $('bc-decide-error'),
+  submit: $('bc-decide-submit') }, (mode, answer) => opened(answer));
+
+/** A broadcast just created or decided on: shown at once (the next refresh confirms it) and opened. */
+function opened(b) {
+  if (b?.id === undefined) return;
+  const list = ui.broadcasts.list ?? [];
+  const known = list.some((x) => x.id === b.id);
+  if (b.state) {
+    ui.broadcasts = { ...ui.broadcasts, list: known ? list.map((x) => (x.id === b.id ? { ...x, ...b } : x)) : [b, ...list] };
+  }
+  ui.bc.selected = b.id;
+  if (live.full.has(b.id)) live.read(b.id);
+  renderBroadcasts();
+  $('bc-detail').scrollIntoView({ block: 'nearest' });
+}
+
+function openDecide(mode, id) {
+  const b = (live.overlay(ui.broadcasts.list) ?? []).find((x) => String(x.id) === String(id))
+    ?? live.full.get(Number(id));
+  if (b) decide.open(mode, b, ui.sites);
+}
+
+function toggleBroadcast(id) {
+  ui.bc.selected = ui.bc.selected === id ? null : id;
+  renderBroadcasts();
+}
+
 function activate(el) {
   switch (el.dataset.action) {
     case 'chart': openChart(el.dataset.device, el.dataset.metric); break;
-    case 'site': showSite(el.dataset.site); break;
+    case 'site':
+      if (!(el.closest('#map') && pick(el.dataset.site))) showSite(el.dataset.site);
+      break;
+    case 'bc-new':
+      if (compose.isOpen) compose.close();
+      else compose.open().catch(report);
+      renderBroadcasts();
+      break;
+    case 'bc-compose-close': compose.close(); break;
+    case 'bc-cap-import': compose.importCap().catch(report); break;
+    case 'bc-open': toggleBroadcast(Number(el.dataset.id)); break;
+    case 'bc-history':
+      ui.bc.history = !ui.bc.history;
+      renderBroadcasts();
+      break;
+    case 'bc-approve': openDecide('approve', el.dataset.id); break;
+    case 'bc-reject': openDecide('reject', el.dataset.id); break;
+    case 'bc-cancel': openDecide('cancel', el.dataset.id); break;
+    case 'bc-decide-close': decide.close(); break;
     case 'range':
       chart.setRange(Number(el.dataset.hours));
       rememberChart();
@@ -360,6 +440,10 @@ document.addEventListener('change', (event) => {
 // ---- the loop ------------------------------------------------------------------------
 
 $('chart').addEventListener('close', rememberChart);
+$('bc-decide-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  decide.submit().catch(report);
+});
 $('ack-form').addEventListener('submit', (event) => {
   // Never a real form submission: the page sends the request itself (and CSP forbids one).
   event.preventDefault();
@@ -407,6 +491,9 @@ const signin = mountSignIn({ form: $('signin-form'), user: $('signin-user'), pas
   role: $('signed-in-role'), signOut: $('signout') }, t);
 const accountPanels = { users: mountUsers({ details: $('users-details'), body: $('users') }),
   audit: mountAudit({ details: $('audit-details'), body: $('audit') }) };
+// Buttons (alerts, the broadcast console) follow the person at once when someone signs
+// in or out, not at the next refresh.
+onSession(() => render());
 loadSession().then(() => render()).catch(report);
 
 applyLanguage();

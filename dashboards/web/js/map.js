@@ -182,6 +182,19 @@ function northArrow(W) {
     s('text', { class: 'north-text', y: 22, 'text-anchor': 'middle' }, t('northLetter')));
 }
 
+/** The broadcast console's hook: while it returns true, a click on a marker picks its site. */
+let picker = null;
+
+/** Sets what a click on a marker does first: `handler(siteId)` true means it was picked. */
+export function onPick(handler) {
+  picker = handler;
+}
+
+/** Offers a marker click to the picker; false when it did not take it (the card is shown then). */
+export function pick(siteId) {
+  return picker ? Boolean(picker(siteId)) : false;
+}
+
 /** The legend of states, as HTML items (main.js adds the alert ring's). */
 export function legendItems() {
   return ['ok', 'attention', 'stale', 'offline', 'nodata'].map((state) => ({ state, text: t('state_' + state),

@@ -84,6 +84,21 @@ fn view(a: &Alert) -> Value {
     })
 }
 
+/// The JSON of an alert with its words for people, from the same facts in both languages
+/// ([`super::text`]): `rule_name`, `rule_name_zh` and `summary_zh` (the page shows it when
+/// it is in Chinese; `summary` stays the rule's own English template).
+fn view_with(a: &Alert, texts: &super::text::Texts) -> Value {
+    use super::config::Language;
+    let mut v = view(a);
+    let f = texts.facts(a);
+    if let Value::Object(m) = &mut v {
+        m.insert("rule_name".into(), Value::String(f.rule_name(Language::En)));
+        m.insert("rule_name_zh".into(), Value::String(f.rule_name(Language::Zh)));
+        m.insert("summary_zh".into(), Value::String(f.summary(Language::Zh)));
+    }
+    v
+}
+
 fn silence_view(s: &Silence, now: protocol::Timestamp) -> Value {
     json!({
         "id": s.id,
@@ -162,15 +177,17 @@ async fn list(
             && to.is_none_or(|t| a.started_at < t)
     };
     let list = alerts.with_manager(|m| m.alerts(keep, limit));
-    Ok(Json(list.iter().map(view).collect()))
+    let texts = alerts.texts();
+    Ok(Json(list.iter().map(|a| view_with(a, &texts)).collect()))
 }
 
 async fn one(State(s): State<Option<Alerts>>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
-    let a = alerts(&s)?
+    let alerts = alerts(&s)?;
+    let a = alerts
         .with_manager(|m| m.alert(id).cloned())
         .filter(|a| reader.may_see(&a.tenant))
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
-    Ok(Json(view(&a)))
+    Ok(Json(view_with(&a, &alerts.texts())))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,7 +223,7 @@ async fn ack(
         }
     })?;
     trail.record(&p, "alert.ack", Some(&a.tenant), id, json!({ "note": a.ack.as_ref().map(|k| k.note.clone()) })).await;
-    Ok(Json(view(&a)))
+    Ok(Json(view_with(&a, &alerts.texts())))
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,9 @@
 //! pipeline (durable readings) --Sink::accept--> queue --> evaluation task
 //!                                                          rules::Evaluator -> Signal
 //!                                                          Manager (lifecycle, log) -> AlertEvent
-//! ingest clock --tick every second-----------------------^        |--> notifiers (webhook, MQTT)
+//! ingest clock --tick every second-----------------------^        |--> notifiers (webhook, MQTT,
+//!                                                                  |    WeCom, DingTalk, Feishu;
+//!                                                                  |    escalation routes)
 //! API (ack, silences, approvals) --> Manager                      \--> subscribers (broadcasts)
 //! ```
 //!
@@ -23,10 +25,13 @@
 
 pub mod api;
 pub mod config;
+pub mod escalation;
 pub mod log;
 pub mod manager;
 pub mod model;
+pub mod notice;
 pub mod notify;
+pub mod text;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -145,6 +150,8 @@ struct Shared {
     metrics: AlertMetrics,
     events: broadcast::Sender<AlertEvent>,
     clock: Clock,
+    /// Finished broadcasts, for the notifiers that take their outcomes.
+    outcomes: mpsc::Sender<notify::BroadcastOutcome>,
 }
 
 /// The alerts service: a pipeline sink, and the handle the API and tests use.
@@ -212,14 +219,8 @@ impl Alerts {
             "Alert notifications by notifier and outcome",
             notify_counter.clone(),
         );
-        let notifiers = notify::start(
-            &opts.config.notifiers,
-            opts.downlink.clone(),
-            notify_counter,
-            deps.clock.clone(),
-            &opts.tasks,
-            shutdown.clone(),
-        );
+        let open = manager.alerts(|a| a.state.is_open(), usize::MAX);
+        let (outcomes_tx, outcomes_rx) = mpsc::channel(256);
         let evaluator = Evaluator::new(set.rules, deps.inventory.clone(), Some(deps.store.clone()));
         let (tx, rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared {
@@ -229,32 +230,30 @@ impl Alerts {
             inventory: deps.inventory,
             metrics,
             events: events.clone(),
-            clock: deps.clock,
+            clock: deps.clock.clone(),
+            outcomes: outcomes_tx,
         });
         let alerts = Alerts { shared };
-        // Fan events out to the notifiers.
-        let mut rx_events = events.subscribe();
-        let stop = shutdown.clone();
-        opts.tasks.spawn("alert-fanout", async move {
-            loop {
-                let e = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    e = rx_events.recv() => match e {
-                        Ok(e) => e,
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(message = "Notifiers fell behind; events skipped.", skipped = n);
-                            continue;
-                        }
-                        Err(_) => return,
-                    },
-                };
-                for (cfg, tx) in &notifiers {
-                    if notify::wants(cfg, &e) && tx.try_send(e.clone()).is_err() {
-                        tracing::warn!(message = "A notifier queue is full; event dropped.", event = e.name());
-                    }
-                }
-            }
-        });
+        // Fan events out to the notifiers, through the escalation routes.
+        let (lookup, texts) = (alerts.clone(), alerts.clone());
+        notify::start(
+            notify::HubDeps {
+                notifiers: opts.config.notifiers.clone(),
+                routes: opts.config.routes.clone(),
+                downlink: opts.downlink.clone(),
+                counter: notify_counter,
+                clock: deps.clock,
+                events: events.subscribe(),
+                outcomes: outcomes_rx,
+                escalations: deps.data_dir.join("alerts").join("escalations.json"),
+                open,
+                lookup: Arc::new(move |id| lookup.with_manager(|m| m.alert(id).cloned())),
+                texts: Arc::new(move || texts.texts()),
+                check_every: opts.tick_every.unwrap_or(Duration::from_secs(1)),
+            },
+            &opts.tasks,
+            shutdown.clone(),
+        );
         let task = EvalTask {
             alerts: alerts.clone(),
             evaluator,
@@ -295,6 +294,45 @@ impl Alerts {
     /// The inventory rules select from.
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.shared.inventory
+    }
+
+    /// The words of alerts for people (site names, rule names, units), as they are now.
+    pub fn texts(&self) -> text::Texts {
+        text::Texts::new(&self.shared.inventory, &self.rules())
+    }
+
+    /// Tells the notifiers that take broadcast outcomes how each broadcast of `broadcasts`
+    /// went when it finishes (played N of M, and why the others did not).
+    pub fn watch_broadcasts(
+        &self,
+        broadcasts: &crate::broadcast::Broadcasts,
+        tasks: &Tasks,
+        shutdown: CancellationToken,
+    ) {
+        let mut live = broadcasts.subscribe();
+        let (b, tx, clock) = (broadcasts.clone(), self.shared.outcomes.clone(), self.shared.clock.clone());
+        tasks.spawn("broadcast-outcomes", async move {
+            loop {
+                let l = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    l = live.recv() => match l {
+                        Ok(l) => l,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(message = "Broadcast outcomes fell behind; some may not be notified.", skipped = n);
+                            continue;
+                        }
+                        Err(_) => return,
+                    },
+                };
+                let (true, Some(id)) = (l.name == "finished", l.broadcast) else { continue };
+                let Some((_, view)) = b.view(id) else { continue };
+                if let Some(o) = notify::BroadcastOutcome::from_view(&view, clock())
+                    && tx.try_send(o).is_err()
+                {
+                    tracing::warn!(message = "Broadcast outcome not notified: the queue is full.", broadcast = id);
+                }
+            }
+        });
     }
 
     /// Events as they happen (firing, resolved, acknowledged, proposals and approvals).

@@ -291,7 +291,7 @@ pub(super) async fn rejections(State(s): State<AppState>, reader: Reader) -> Jso
         .into_iter()
         .filter(|r| visible(&reader, rejection_tenant(r, &s.inventory).as_deref()))
         .map(|r| {
-            json!({ "reason": r.reason, "topic": r.topic, "device": r.device, "detail": r.detail, "at": rfc3339(r.at) })
+            json!({ "reason": r.reason, "reason_zh": r.reason.zh(), "topic": r.topic, "device": r.device, "detail": r.detail, "at": rfc3339(r.at) })
         })
         .collect();
     Json(json!({ "counts": counts, "recent": recent }))

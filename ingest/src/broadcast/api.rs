@@ -5,6 +5,9 @@
 //! tenant; reads follow the API's read rule and see only their tenants. Live progress is
 //! server-sent events: `GET /api/v1/broadcasts/{id}/events` (one broadcast, starting with
 //! its current counts) and `GET /api/v1/broadcasts/events` (all that the reader may see).
+//! A second operator approves (`.../approve`) or rejects with a reason (`.../reject`) a
+//! broadcast that waits; `GET /api/v1/broadcasts/rules` tells a console the limits and
+//! which levels wait, before it sends.
 
 use std::convert::Infallible;
 
@@ -38,8 +41,10 @@ where
         .route("/broadcasts/events", get(events_all))
         .route("/broadcasts/audit", get(audit))
         .route("/broadcasts/refusals", get(refusals))
+        .route("/broadcasts/rules", get(rules))
         .route("/broadcasts/{id}", get(one))
         .route("/broadcasts/{id}/approve", post(approve))
+        .route("/broadcasts/{id}/reject", post(reject))
         .route("/broadcasts/{id}/cancel", post(cancel))
         .route("/broadcasts/{id}/cap", get(export_cap))
         .route("/broadcasts/{id}/events", get(events_one))
@@ -116,6 +121,25 @@ async fn approve(
     Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
 }
 
+/// The body of a rejection: why.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    reason: String,
+}
+
+async fn reject(
+    State(b): State<Broadcasts>,
+    Authorized(by): Authorized,
+    Path(id): Path<String>,
+    body: Result<Json<RejectBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    b.reject(&by, id, &body.reason).await?;
+    Ok(Json(summary(visible(&b, &Reader(Some(by)), id)?)))
+}
+
 async fn cancel(
     State(b): State<Broadcasts>,
     Authorized(by): Authorized,
@@ -152,6 +176,10 @@ async fn import_cap(
         m.insert("broadcast".into(), summary(visible(&b, &Reader(Some(by)), id)?));
     }
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn rules(State(b): State<Broadcasts>, reader: Reader) -> Json<Value> {
+    Json(b.rules(|t| reader.may_see(t)))
 }
 
 async fn one(State(b): State<Broadcasts>, reader: Reader, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -83,6 +83,16 @@ pub enum AuditEvent {
         /// Who approved.
         by: String,
     },
+    /// A second operator refused to release it, with the reason: nothing was sent, every
+    /// delivery is `cancelled`, and it is final.
+    Rejected {
+        /// The broadcast.
+        broadcast: BroadcastId,
+        /// Who refused it.
+        by: String,
+        /// Why, in their words.
+        reason: String,
+    },
     /// An operator cancelled it.
     Cancelled {
         /// The broadcast.
@@ -187,6 +197,8 @@ pub struct Record {
     pub approved_at: Option<Timestamp>,
     /// When it was released to the speakers (approval, or creation without one).
     pub released_at: Option<Timestamp>,
+    /// Who refused to release it, when, and why.
+    pub rejected: Option<Rejection>,
     /// Who cancelled it.
     pub cancelled_by: Option<String>,
     /// When.
@@ -197,6 +209,39 @@ pub struct Record {
     pub deliveries: BTreeMap<String, Delivery>,
     /// Refusals of its commands.
     pub refusals: Vec<Refusal>,
+    /// Its decisions, oldest first.
+    pub trail: Vec<TrailEntry>,
+}
+
+fn entry(at: Timestamp, action: &'static str, by: Option<&str>, reason: Option<&str>) -> TrailEntry {
+    TrailEntry { at, action, by: by.map(str::to_string), reason: reason.map(str::to_string) }
+}
+
+/// A second operator's refusal to release a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Who refused it.
+    pub by: String,
+    /// When.
+    pub at: Timestamp,
+    /// Why.
+    pub reason: String,
+}
+
+/// One decision in a broadcast's life, for its trail on the page: what the audit log says
+/// about the broadcast as a whole (per-speaker steps are on each delivery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrailEntry {
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// `created`, `approved`, `rejected`, `cancelled`, `completed` or `expired`.
+    pub action: &'static str,
+    /// Who did it (none for what the dispatcher concluded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The reason given (a rejection's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What a command id stands for.
@@ -262,11 +307,13 @@ impl State {
                         approved_by: None,
                         approved_at: None,
                         released_at: (!needs_approval).then_some(at),
+                        rejected: None,
                         cancelled_by: None,
                         cancelled_at: None,
                         finished_at: None,
                         deliveries,
                         refusals: Vec::new(),
+                        trail: vec![entry(at, "created", Some(&broadcast.created_by), None)],
                     },
                 );
             }
@@ -276,8 +323,20 @@ impl State {
                     r.approved_by = Some(by.clone());
                     r.approved_at = Some(at);
                     r.released_at = Some(at);
+                    r.trail.push(entry(at, "approved", Some(by), None));
                     for d in r.deliveries.values_mut() {
                         d.advance(DeliveryState::Queued, None, at);
+                    }
+                }
+            }
+            AuditEvent::Rejected { broadcast, by, reason } => {
+                if let Some(r) = self.records.get_mut(broadcast) {
+                    r.state = BroadcastState::Rejected;
+                    r.rejected = Some(Rejection { by: by.clone(), at, reason: reason.clone() });
+                    r.finished_at = Some(at);
+                    r.trail.push(entry(at, "rejected", Some(by), Some(reason)));
+                    for d in r.deliveries.values_mut() {
+                        d.advance(DeliveryState::Cancelled, Some(format!("rejected by {by}: {reason}")), at);
                     }
                 }
             }
@@ -286,6 +345,7 @@ impl State {
                     r.state = BroadcastState::Cancelled;
                     r.cancelled_by = Some(by.clone());
                     r.cancelled_at = Some(at);
+                    r.trail.push(entry(at, "cancelled", Some(by), None));
                 }
             }
             AuditEvent::Delivery { broadcast, speaker, state, attempt, command, reason, receipt } => {
@@ -350,6 +410,7 @@ impl State {
                 if let Some(r) = self.records.get_mut(broadcast) {
                     r.state = *state;
                     r.finished_at = Some(at);
+                    r.trail.push(entry(at, state.as_str(), None, None));
                     if *state == BroadcastState::Expired {
                         for d in r.deliveries.values_mut() {
                             d.advance(DeliveryState::Expired, Some("expired before approval".into()), at);
@@ -430,6 +491,12 @@ pub(crate) enum Msg {
     Approve {
         id: BroadcastId,
         by: Principal,
+        reply: oneshot::Sender<Result<BroadcastId, BroadcastError>>,
+    },
+    Reject {
+        id: BroadcastId,
+        by: Principal,
+        reason: String,
         reply: oneshot::Sender<Result<BroadcastId, BroadcastError>>,
     },
     Cancel {
@@ -728,6 +795,10 @@ impl Dispatcher {
                 let result = self.approve(st, id, &by, now, fx);
                 fx.replies.push(Reply::Id(reply, result.map(|()| id)));
             }
+            Msg::Reject { id, by, reason, reply } => {
+                let result = self.reject(st, id, &by, reason, now, fx);
+                fx.replies.push(Reply::Id(reply, result.map(|()| id)));
+            }
             Msg::Cancel { id, by, reply } => {
                 let result = self.cancel(st, id, &by, now, fx);
                 fx.replies.push(Reply::Id(reply, result.map(|()| id)));
@@ -766,6 +837,35 @@ impl Dispatcher {
         for s in speakers {
             st.due.insert((id, s), now);
         }
+        Ok(())
+    }
+
+    /// A second operator refuses to release a pending broadcast. Like approval, it is the
+    /// decision of someone other than the creator (who cancels their own instead).
+    fn reject(
+        &self,
+        st: &mut State,
+        id: BroadcastId,
+        by: &Principal,
+        reason: String,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Result<(), BroadcastError> {
+        let r = st.records.get(&id).ok_or(BroadcastError::NotFound(id))?;
+        if r.state != BroadcastState::PendingApproval {
+            return Err(BroadcastError::Conflict(format!(
+                "broadcast {id} is {}, not waiting for approval",
+                r.state.as_str()
+            )));
+        }
+        if r.broadcast.created_by == by.name {
+            return Err(BroadcastError::Forbidden(format!(
+                "'{}' created broadcast {id}; a second, different operator decides on it (the creator may cancel it)",
+                by.name
+            )));
+        }
+        tracing::warn!(message = "Broadcast rejected.", broadcast = id, by = %by.name, %reason);
+        self.emit(st, now, AuditEvent::Rejected { broadcast: id, by: by.name.clone(), reason }, fx);
         Ok(())
     }
 
@@ -1218,6 +1318,7 @@ fn broadcast_of(e: &AuditEvent) -> Option<BroadcastId> {
     match e {
         AuditEvent::Created { broadcast, .. } => Some(broadcast.id),
         AuditEvent::Approved { broadcast, .. }
+        | AuditEvent::Rejected { broadcast, .. }
         | AuditEvent::Cancelled { broadcast, .. }
         | AuditEvent::Delivery { broadcast, .. }
         | AuditEvent::StopSent { broadcast, .. }
@@ -1356,5 +1457,50 @@ mod tests {
         let preempted = ack(AckState::Interrupted, Some(receipt(S::Preempted, 3)));
         assert_eq!(verdict(&preempted, ok, 3), Ok(()));
         assert_eq!(verdict(&preempted, ok, 4), Err(receipt_reason::REPLAYED));
+    }
+
+    #[test]
+    fn a_rejection_replays_into_a_final_broadcast_with_every_delivery_cancelled_and_its_reason_on_the_trail() {
+        let broadcast = Broadcast {
+            id: 9,
+            tenant: "county".into(),
+            level: protocol::command::Level::Red,
+            content: super::super::model::Content::Tts { text: "山洪预警".into() },
+            targets: vec![super::super::model::Target::Village("dongcun".into())],
+            repeat: 1,
+            volume: None,
+            start_at: None,
+            expires_at: Timestamp(600_000),
+            event: "flood".into(),
+            category: "Met".into(),
+            headline: None,
+            description: None,
+            instruction: None,
+            cap: None,
+            created_by: "zhang".into(),
+            created_at: Timestamp(1_000),
+        };
+        let speakers = BTreeMap::from([("dongcun-speaker-1".to_string(), "gw-dongcun".to_string())]);
+        let rejected = AuditEvent::Rejected { broadcast: 9, by: "li".into(), reason: "wrong village".into() };
+        // As the audit log stores it, and back.
+        let line = serde_json::to_string(&rejected).unwrap();
+        assert!(line.contains("\"type\":\"rejected\""), "{line}");
+        let read: AuditEvent = serde_json::from_str(&line).unwrap();
+        let mut st = State::default();
+        st.apply(
+            &AuditEvent::Created { broadcast: Box::new(broadcast), needs_approval: true, speakers },
+            Timestamp(1_000),
+        );
+        st.apply(&read, Timestamp(2_000));
+        let r = st.record(9).unwrap();
+        assert_eq!(r.state, BroadcastState::Rejected);
+        assert!(r.state.is_final());
+        let d = &r.deliveries["dongcun-speaker-1"];
+        assert_eq!(d.state, DeliveryState::Cancelled);
+        assert_eq!(d.reason.as_deref(), Some("rejected by li: wrong village"));
+        let x = r.rejected.as_ref().unwrap();
+        assert_eq!((x.by.as_str(), x.at, x.reason.as_str()), ("li", Timestamp(2_000), "wrong village"));
+        let trail: Vec<(&str, Option<&str>)> = r.trail.iter().map(|e| (e.action, e.by.as_deref())).collect();
+        assert_eq!(trail, [("created", Some("zhang")), ("rejected", Some("li"))]);
     }
 }

@@ -63,6 +63,8 @@ use crate::time::Clock;
 pub const MAILBOX_BYTES: usize = 1998;
 /// Longest a broadcast may stay valid.
 pub const MAX_VALIDITY_MS: i64 = 7 * 86_400_000;
+/// Longest reason a rejection may give.
+pub const MAX_REASON_CHARS: usize = 500;
 /// Expiry of an imported CAP alert that gives none.
 pub const DEFAULT_CAP_VALIDITY_MS: i64 = 3_600_000;
 
@@ -139,7 +141,7 @@ pub struct BroadcastOptions {
 /// Live progress: one server-sent event.
 #[derive(Debug, Clone, Serialize)]
 pub struct Live {
-    /// The event name (`created`, `approved`, `cancelled`, `delivery`, `refused`,
+    /// The event name (`created`, `approved`, `rejected`, `cancelled`, `delivery`, `refused`,
     /// `stop_sent`, `stop_confirmed`, `finished`, `progress`).
     #[serde(skip)]
     pub name: &'static str,
@@ -155,6 +157,7 @@ impl Live {
         let (name, broadcast) = match e {
             AuditEvent::Created { broadcast, .. } => ("created", Some(broadcast.id)),
             AuditEvent::Approved { broadcast, .. } => ("approved", Some(*broadcast)),
+            AuditEvent::Rejected { broadcast, .. } => ("rejected", Some(*broadcast)),
             AuditEvent::Cancelled { broadcast, .. } => ("cancelled", Some(*broadcast)),
             AuditEvent::Delivery { broadcast, .. } => ("delivery", Some(*broadcast)),
             AuditEvent::StopSent { broadcast, .. } => ("stop_sent", Some(*broadcast)),
@@ -610,6 +613,23 @@ impl Broadcasts {
         self.ask(Msg::Approve { id, by: by.clone(), reply }, rx).await
     }
 
+    /// A second operator refuses to release a broadcast that waits for approval, saying
+    /// why (1-500 characters): it ends `rejected`, nothing is sent. The creator cannot
+    /// reject their own (they cancel it).
+    pub async fn reject(&self, by: &Principal, id: BroadcastId, reason: &str) -> Result<BroadcastId, BroadcastError> {
+        by.require(Role::Operator).map_err(|e| BroadcastError::Forbidden(e.to_string()))?;
+        by.require_tenant(&self.tenant_of(id)?).map_err(|e| BroadcastError::Forbidden(e.to_string()))?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(BroadcastError::Invalid("reason is required: say why the broadcast is rejected".into()));
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(BroadcastError::Invalid(format!("reason exceeds {MAX_REASON_CHARS} characters")));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.ask(Msg::Reject { id, by: by.clone(), reason: reason.to_string(), reply }, rx).await
+    }
+
     /// Cancels a broadcast everywhere.
     pub async fn cancel(&self, by: &Principal, id: BroadcastId) -> Result<BroadcastId, BroadcastError> {
         by.require(Role::Operator).map_err(|e| BroadcastError::Forbidden(e.to_string()))?;
@@ -734,6 +754,29 @@ impl Broadcasts {
         Ok(found)
     }
 
+    /// The rules a broadcast request is checked against, for a console to show before it
+    /// sends (`GET /api/v1/broadcasts/rules`): the text limit, the longest validity, the
+    /// repeat range, and which levels wait for a second operator, by default and for each
+    /// tenant `may_see` admits.
+    pub fn rules(&self, may_see: impl Fn(&str) -> bool) -> Value {
+        let names = |levels: &[Level]| levels.iter().map(|l| level_name(*l)).collect::<Vec<_>>();
+        let config = &self.inner.config;
+        let tenants: BTreeMap<&str, Vec<&str>> = config
+            .tenant_approval_levels
+            .iter()
+            .filter(|(t, _)| may_see(t))
+            .map(|(t, levels)| (t.as_str(), names(levels)))
+            .collect();
+        json!({
+            "max_text_bytes": MAX_TEXT_BYTES,
+            "max_validity_ms": MAX_VALIDITY_MS,
+            "repeat": { "min": 1, "max": 10 },
+            "max_reason_chars": MAX_REASON_CHARS,
+            "approval_levels": names(&config.approval_levels),
+            "tenant_approval_levels": tenants,
+        })
+    }
+
     /// A broadcast with its deliveries, as the API shows it; `None` if unknown.
     pub fn view(&self, id: BroadcastId) -> Option<(String, Value)> {
         let st = lock(&self.inner.state);
@@ -759,7 +802,14 @@ impl Broadcasts {
     /// A broadcast as CAP 1.2 XML.
     pub fn export_cap(&self, id: BroadcastId) -> Option<(String, String)> {
         let st = lock(&self.inner.state);
-        st.record(id).map(|r| (r.broadcast.tenant.clone(), cap::export(&r.broadcast, r.state, r.cancelled_at)))
+        st.record(id).map(|r| {
+            // A rejected broadcast was never issued: it exports as the Cancel of its alert.
+            let (state, withdrawn) = match &r.rejected {
+                Some(x) => (BroadcastState::Cancelled, Some(x.at)),
+                None => (r.state, r.cancelled_at),
+            };
+            (r.broadcast.tenant.clone(), cap::export(&r.broadcast, state, withdrawn))
+        })
     }
 
     /// Refusals of commands ingest did not issue (forgeries), newest last.
@@ -926,6 +976,9 @@ fn view(r: &Record, deliveries: bool) -> Value {
         "approved_by": r.approved_by,
         "approved_at": r.approved_at.map(time),
         "released_at": r.released_at.map(time),
+        "rejected_by": r.rejected.as_ref().map(|x| &x.by),
+        "rejected_at": r.rejected.as_ref().map(|x| time(x.at)),
+        "rejection_reason": r.rejected.as_ref().map(|x| &x.reason),
         "cancelled_by": r.cancelled_by,
         "cancelled_at": r.cancelled_at.map(time),
         "finished_at": r.finished_at.map(time),
@@ -939,6 +992,18 @@ fn view(r: &Record, deliveries: bool) -> Value {
             "max": latencies.last(),
         },
         "refusals": r.refusals,
+        "trail": r.trail.iter().map(|e| {
+            let mut v = json!({ "at": time(e.at), "action": e.action });
+            if let Value::Object(m) = &mut v {
+                if let Some(by) = &e.by {
+                    m.insert("by".into(), json!(by));
+                }
+                if let Some(reason) = &e.reason {
+                    m.insert("reason".into(), json!(reason));
+                }
+            }
+            v
+        }).collect::<Vec<_>>(),
     });
     if deliveries && let Value::Object(m) = &mut v {
         let list: Vec<Value> = r
@@ -999,6 +1064,7 @@ impl BroadcastState {
             BroadcastState::Completed => "completed",
             BroadcastState::Cancelled => "cancelled",
             BroadcastState::Expired => "expired",
+            BroadcastState::Rejected => "rejected",
         }
     }
 }

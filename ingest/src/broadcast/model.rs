@@ -93,12 +93,17 @@ pub enum BroadcastState {
     Cancelled,
     /// It expired before it was approved.
     Expired,
+    /// A second operator refused to release it (with a reason); nothing was sent.
+    Rejected,
 }
 
 impl BroadcastState {
     /// True once nothing more will be sent for it.
     pub const fn is_final(self) -> bool {
-        matches!(self, BroadcastState::Completed | BroadcastState::Cancelled | BroadcastState::Expired)
+        matches!(
+            self,
+            BroadcastState::Completed | BroadcastState::Cancelled | BroadcastState::Expired | BroadcastState::Rejected
+        )
     }
 }
 

@@ -76,6 +76,8 @@ pub struct PeopleLog {
     recent: Mutex<VecDeque<Entry>>,
     bytes: AtomicU64,
     dir: PathBuf,
+    /// Size past which the file is rotated ([`MAX_FILE_BYTES`]; smaller in tests).
+    max_bytes: u64,
 }
 
 impl std::fmt::Debug for PeopleLog {
@@ -92,6 +94,11 @@ fn parse_event(ts: Timestamp, event: &str) -> Option<Entry> {
 impl PeopleLog {
     /// Opens (or creates) the log in `dir` and reads its newest entries back.
     pub fn open(dir: &Path) -> Result<PeopleLog, AuditError> {
+        PeopleLog::open_with_limit(dir, MAX_FILE_BYTES)
+    }
+
+    /// [`PeopleLog::open`], rotating past `max_bytes`.
+    pub fn open_with_limit(dir: &Path, max_bytes: u64) -> Result<PeopleLog, AuditError> {
         let path = dir.join(FILE);
         let (audit, events) = Audit::open(&path, None)?;
         let mut recent = VecDeque::with_capacity(REMEMBERED.min(events.len()));
@@ -107,6 +114,7 @@ impl PeopleLog {
             recent: Mutex::new(recent),
             bytes: AtomicU64::new(bytes),
             dir: dir.to_path_buf(),
+            max_bytes,
         })
     }
 
@@ -126,7 +134,7 @@ impl PeopleLog {
             }
             recent.push_back(Entry { ts: crate::time::rfc3339(ts), ms: ts.0, entry });
         }
-        if self.bytes.fetch_add(len, Ordering::Relaxed) + len > MAX_FILE_BYTES {
+        if self.bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
             self.rotate().await;
         }
         Ok(())
@@ -135,7 +143,7 @@ impl PeopleLog {
     /// Moves the full file aside and starts a new chain (see the module's constraints).
     async fn rotate(&self) {
         let mut writer = self.writer.write().await;
-        if self.bytes.load(Ordering::Relaxed) <= MAX_FILE_BYTES {
+        if self.bytes.load(Ordering::Relaxed) <= self.max_bytes {
             return; // another caller rotated it meanwhile
         }
         let (path, old) = (self.dir.join(FILE), self.dir.join(OLD_FILE));
@@ -231,5 +239,23 @@ mod tests {
         assert_eq!(back.len(), 4);
         assert_eq!(back[0].entry, entry("li", "alert.ack", Some("dairy")));
         assert_eq!(back[0].ts, "1970-01-01T00:00:04.000Z");
+    }
+
+    #[tokio::test]
+    async fn a_full_log_is_rotated_so_at_most_two_files_are_kept_and_each_chain_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PeopleLog::open_with_limit(dir.path(), 4_000).unwrap();
+        for i in 0..60 {
+            log.record(Timestamp(i), entry("wang", "alert.ack", Some("county"))).await.unwrap();
+        }
+        let (now, old) = (dir.path().join(FILE), dir.path().join(OLD_FILE));
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert!(size(&old) > 0, "rotated at least once");
+        assert!(size(&now) <= 4_000 + 600 && size(&old) <= 4_000 + 600, "{} {}", size(&now), size(&old));
+        let lines =
+            crate::broadcast::audit::verify(&now).unwrap().lines + crate::broadcast::audit::verify(&old).unwrap().lines;
+        assert!(lines < 60, "older files are dropped: {lines} lines kept");
+        // Memory keeps the newest entries whatever the files hold.
+        assert_eq!(log.query(&Query { limit: 1000, ..Query::default() }, |_| true).len(), 60);
     }
 }
