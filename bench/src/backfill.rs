@@ -2,7 +2,8 @@
 //! 15-minute meter totals for 1,000 meters (70 M readings) written to the release ingest
 //! through `/api/v2/write`, gzip, in batches, with ingest's default limits (no widened
 //! `max_age_days`: line protocol takes history back to the water family's retention). Then
-//! the billing of a month in the first year from `/api/v1/reports/billing`, checked against
+//! the billing of a month in the first year from `/api/v1/reports/billing?period=month`
+//! (`water::meter_use` per meter, the water balance's own figure), checked against
 //! the same figures computed here from the raw file (read back from disk, not from the
 //! generator), and timed.
 //!
@@ -244,9 +245,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     println!("backfill: {sent} readings written in {secs:.1} s: {:.0} readings/s", sent as f64 / secs);
 
+    let (y, m, _) = civil((from + CST).div_euclid(DAY));
+    let month = format!("{y:04}-{m:02}");
     let started = Instant::now();
     let bill: serde_json::Value = client
-        .get(format!("{}/api/v1/reports/billing?from={from}&to={to}", ingest.base))
+        .get(format!("{}/api/v1/reports/billing?period=month&date={month}", ingest.base))
         .header("Authorization", format!("Token {TOKEN}"))
         .send()
         .await?
@@ -254,8 +257,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     let bill_secs = started.elapsed().as_secs_f64();
 
-    // The raw file on its own: the newest total at or before each boundary, and the
-    // counter's steps between them.
+    // The raw file on its own: the total at each boundary (a whole hour) is the newest
+    // reading before it (docs/REPORTS.md), the use the counter's steps between them.
     let started = Instant::now();
     let mut by_meter: HashMap<String, Expected> = HashMap::new();
     let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&raw)?));
@@ -269,9 +272,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let v: f64 = field.trim_start_matches("value=").parse()?;
         let t: i64 = ts.parse()?;
         let e = by_meter.entry(device.to_string()).or_default();
-        if t <= from && e.start.is_none_or(|s| s.0 < t) {
+        if t < from && e.start.is_none_or(|s| s.0 < t) {
             e.start = Some((t, v));
-        } else if t > from && t <= to {
+        } else if t >= from && t < to {
             e.points.push((t, v));
         }
     }
@@ -298,7 +301,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let got = row["consumption_m3"].as_f64().unwrap_or(f64::NAN);
         anyhow::ensure!((got - used).abs() < 1e-3, "{meter}: billed {got}, the raw file says {used}");
         anyhow::ensure!(
-            row["replaced"] == resets && row["rolled_over"] == wraps,
+            row["replaced"] == (resets > 0) && row["rolled_over"] == (wraps > 0),
             "{meter}: events {row} vs {resets} replaced, {wraps} rolled over"
         );
         total_used += used;
@@ -306,7 +309,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     anyhow::ensure!(checked == args.meters, "billed {checked} meters of {}", args.meters);
     println!(
-        "backfill: billing of the month from {from} (ms, UTC+8 midnight) for {checked} meters in {bill_secs:.2} s; \
+        "backfill: billing of {month} for {checked} meters in {bill_secs:.2} s; \
          equal to the raw file's ({total_used:.1} m³, read back in {:.1} s)",
         started.elapsed().as_secs_f64()
     );

@@ -8,11 +8,15 @@
 //!   one after the other in one run; reports readings/s and bytes per reading on disk.
 //! - `query`: a year of one series at 1-minute resolution in each server, then the time of
 //!   a query bucketed to about 1,000 points.
+//! - `large-demo`: the full-size county (`ingest demo --county large`) as a process:
+//!   start-up, memory, CPU, the dashboard API's bytes and times, a red broadcast to 400
+//!   speakers (docs/BENCHMARKS.md, "A county the size of the real one").
 //! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
 //!   de-duplicate, store): readings/s and CPU.
 //! - `backfill`: two years of 15-minute totals of 1,000 meters through `/api/v2/write`
 //!   (gzip, batched, default limits), then a month of the first year billed and checked
 //!   against the raw file.
+//! - `reports`: the monthly water-balance report of 15,000 household meters from the store.
 //!
 //! Each server runs as its own process in a fresh directory; ingest is the release binary
 //! (`cargo build --release -p ingest`). Long steps print progress. Nothing here asserts a
@@ -22,9 +26,11 @@
 mod backfill;
 mod compare;
 mod dataset;
+mod large_demo;
 mod pipeline;
 mod query;
 mod readback;
+mod reports;
 mod servers;
 
 use std::path::PathBuf;
@@ -54,6 +60,10 @@ enum Command {
     Pipeline(pipeline::Args),
     /// Backfill two years of meter history through line protocol and bill an old month.
     Backfill(backfill::Args),
+    /// Start the full-size county demo and measure start-up, memory, CPU and the API.
+    LargeDemo(large_demo::Args),
+    /// Time the monthly county water-balance report from the store.
+    Reports(reports::Args),
 }
 
 /// Where the release ingest binary is (next to this one).
@@ -73,5 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => rt.block_on(query::run(args)),
         Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
         Command::Backfill(args) => rt.block_on(backfill::run(args)),
+        Command::LargeDemo(args) => rt.block_on(large_demo::run(args)),
+        Command::Reports(args) => reports::run(args),
     }
 }

@@ -37,7 +37,9 @@ pub const REGISTERS: u16 = 1000;
 #[derive(Clone)]
 pub struct Mailbox {
     base: u16,
-    words: [u16; (REGISTERS - 1) as usize],
+    /// The data registers as the envelope's bytes, two a register, big-endian: kept as
+    /// bytes so the envelope can be checked where it lies ([`Mailbox::envelope_bytes`]).
+    bytes: [u8; Mailbox::CAPACITY_BYTES],
 }
 
 impl core::fmt::Debug for Mailbox {
@@ -61,7 +63,7 @@ impl Mailbox {
 
     /// An empty mailbox at `base..base + 1000`.
     pub const fn new(base: u16) -> Mailbox {
-        Mailbox { base, words: [0; (REGISTERS - 1) as usize] }
+        Mailbox { base, bytes: [0; Self::CAPACITY_BYTES] }
     }
 
     /// True if `address` belongs to the mailbox.
@@ -76,7 +78,10 @@ impl Mailbox {
         }
         match address - self.base {
             0 => Some(0),
-            i => self.words.get(usize::from(i - 1)).copied(),
+            i => {
+                let at = 2 * usize::from(i - 1);
+                Some(u16::from_be_bytes([*self.bytes.get(at)?, *self.bytes.get(at + 1)?]))
+            }
         }
     }
 
@@ -97,7 +102,8 @@ impl Mailbox {
         }
         let (skip, first) = if address == self.base { (1, 0) } else { (0, usize::from(address - self.base) - 1) };
         for (i, w) in words.iter().skip(skip).enumerate() {
-            self.words[first + i] = *w;
+            let at = 2 * (first + i);
+            self.bytes[at..at + 2].copy_from_slice(&w.to_be_bytes());
         }
         Ok(match commit {
             Some(n) if n > 0 => Written::Commit(n),
@@ -109,11 +115,14 @@ impl Mailbox {
     /// Returns the bytes written.
     pub fn envelope<'a>(&self, length: usize, out: &'a mut [u8]) -> &'a [u8] {
         let length = length.min(Self::CAPACITY_BYTES).min(out.len());
-        for (i, b) in out.iter_mut().take(length).enumerate() {
-            let [hi, lo] = self.words[i / 2].to_be_bytes();
-            *b = if i % 2 == 0 { hi } else { lo };
-        }
+        out[..length].copy_from_slice(&self.bytes[..length]);
         &out[..length]
+    }
+
+    /// The first `length` bytes of the data registers (at most [`Mailbox::CAPACITY_BYTES`]),
+    /// borrowed: the envelope as it lies, for a device that checks it without a copy.
+    pub fn envelope_bytes(&self, length: usize) -> &[u8] {
+        &self.bytes[..length.min(Self::CAPACITY_BYTES)]
     }
 }
 
@@ -135,6 +144,7 @@ mod tests {
         assert_eq!(m.write(1000, &[301]), Ok(Written::Commit(301)));
         let mut buf = [0u8; Mailbox::CAPACITY_BYTES];
         assert_eq!(m.envelope(301, &mut buf), &env[..]);
+        assert_eq!(m.envelope_bytes(301), &env[..], "borrowed as it lies, the same bytes");
         assert_eq!(m.register(1000), Some(0), "the length reads 0 once taken");
         assert_eq!(m.register(1001), Some(0x0001));
     }

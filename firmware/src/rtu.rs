@@ -67,32 +67,8 @@ fn execute<M: RegisterMap + ?Sized>(map: &mut M, pdu: &[u8], out: &mut [u8]) -> 
     let a = be16(pdu, 1).ok_or(Exception::IllegalDataValue);
     let b = be16(pdu, 3).ok_or(Exception::IllegalDataValue);
     match fc {
-        1 | 2 => {
-            let table = if fc == 1 { Table::Coil } else { Table::Discrete };
-            let (address, qty) = (a?, usize::from(b?));
-            let mut bits = [false; MAX_READ_BITS];
-            let bits = bits.get_mut(..qty).ok_or(Exception::IllegalDataValue)?;
-            modbus::read_bits(map, table, address, bits)?;
-            let n = qty.div_ceil(8);
-            out[0] = n as u8;
-            out[1..=n].fill(0);
-            for (i, &bit) in bits.iter().enumerate() {
-                out[1 + i / 8] |= u8::from(bit) << (i % 8);
-            }
-            Ok(1 + n)
-        }
-        3 | 4 => {
-            let table = if fc == 3 { Table::Holding } else { Table::Input };
-            let (address, qty) = (a?, usize::from(b?));
-            let mut regs = [0u16; MAX_READ_REGISTERS];
-            let regs = regs.get_mut(..qty).ok_or(Exception::IllegalDataValue)?;
-            modbus::read_registers(map, table, address, regs)?;
-            out[0] = (2 * qty) as u8;
-            for (i, r) in regs.iter().enumerate() {
-                out[1 + 2 * i..3 + 2 * i].copy_from_slice(&r.to_be_bytes());
-            }
-            Ok(1 + 2 * qty)
-        }
+        1 | 2 => read_bits(map, if fc == 1 { Table::Coil } else { Table::Discrete }, a?, usize::from(b?), out),
+        3 | 4 => read_registers(map, if fc == 3 { Table::Holding } else { Table::Input }, a?, usize::from(b?), out),
         5 => {
             let value = match b? {
                 0xFF00 => true,
@@ -108,21 +84,7 @@ fn execute<M: RegisterMap + ?Sized>(map: &mut M, pdu: &[u8], out: &mut [u8]) -> 
             out[..4].copy_from_slice(&pdu[1..5]);
             Ok(4)
         }
-        15 => {
-            let (address, qty) = (a?, usize::from(b?));
-            let data = pdu.get(6..).ok_or(Exception::IllegalDataValue)?;
-            if qty == 0 || usize::from(pdu[5]) != qty.div_ceil(8) || data.len() != qty.div_ceil(8) {
-                return Err(Exception::IllegalDataValue);
-            }
-            let mut bits = [false; modbus::MAX_WRITE_COILS];
-            let bits = bits.get_mut(..qty).ok_or(Exception::IllegalDataValue)?;
-            for (i, bit) in bits.iter_mut().enumerate() {
-                *bit = data[i / 8] & (1 << (i % 8)) != 0;
-            }
-            modbus::write_coils(map, address, bits)?;
-            out[..4].copy_from_slice(&pdu[1..5]);
-            Ok(4)
-        }
+        15 => write_coils(map, a?, usize::from(b?), pdu, out),
         16 => {
             let (address, qty) = (a?, usize::from(b?));
             let data = pdu.get(6..).ok_or(Exception::IllegalDataValue)?;
@@ -140,6 +102,74 @@ fn execute<M: RegisterMap + ?Sized>(map: &mut M, pdu: &[u8], out: &mut [u8]) -> 
         }
         _ => Err(Exception::IllegalFunction),
     }
+}
+
+// The function codes whose buffers are large (a read of 2,000 bits or coils written, 125
+// registers read) have them in frames of their own, not inlined into `execute`: inlined,
+// the 4 KiB of bit buffers would sit on the stack under every request, the mailbox
+// commit's signature check included (docs/FIRMWARE.md, stack budget).
+
+/// Function codes 1 and 2: reads `qty` bits of `table` from `address` into `out`.
+#[inline(never)]
+fn read_bits<M: RegisterMap + ?Sized>(
+    map: &mut M,
+    table: Table,
+    address: u16,
+    qty: usize,
+    out: &mut [u8],
+) -> Result<usize, Exception> {
+    let mut bits = [false; MAX_READ_BITS];
+    let bits = bits.get_mut(..qty).ok_or(Exception::IllegalDataValue)?;
+    modbus::read_bits(map, table, address, bits)?;
+    let n = qty.div_ceil(8);
+    out[0] = n as u8;
+    out[1..=n].fill(0);
+    for (i, &bit) in bits.iter().enumerate() {
+        out[1 + i / 8] |= u8::from(bit) << (i % 8);
+    }
+    Ok(1 + n)
+}
+
+/// Function codes 3 and 4: reads `qty` registers of `table` from `address` into `out`.
+#[inline(never)]
+fn read_registers<M: RegisterMap + ?Sized>(
+    map: &mut M,
+    table: Table,
+    address: u16,
+    qty: usize,
+    out: &mut [u8],
+) -> Result<usize, Exception> {
+    let mut regs = [0u16; MAX_READ_REGISTERS];
+    let regs = regs.get_mut(..qty).ok_or(Exception::IllegalDataValue)?;
+    modbus::read_registers(map, table, address, regs)?;
+    out[0] = (2 * qty) as u8;
+    for (i, r) in regs.iter().enumerate() {
+        out[1 + 2 * i..3 + 2 * i].copy_from_slice(&r.to_be_bytes());
+    }
+    Ok(1 + 2 * qty)
+}
+
+/// Function code 15: writes the `qty` coils packed in `pdu` from `address`.
+#[inline(never)]
+fn write_coils<M: RegisterMap + ?Sized>(
+    map: &mut M,
+    address: u16,
+    qty: usize,
+    pdu: &[u8],
+    out: &mut [u8],
+) -> Result<usize, Exception> {
+    let data = pdu.get(6..).ok_or(Exception::IllegalDataValue)?;
+    if qty == 0 || usize::from(pdu[5]) != qty.div_ceil(8) || data.len() != qty.div_ceil(8) {
+        return Err(Exception::IllegalDataValue);
+    }
+    let mut bits = [false; modbus::MAX_WRITE_COILS];
+    let bits = bits.get_mut(..qty).ok_or(Exception::IllegalDataValue)?;
+    for (i, bit) in bits.iter_mut().enumerate() {
+        *bit = data[i / 8] & (1 << (i % 8)) != 0;
+    }
+    modbus::write_coils(map, address, bits)?;
+    out[..4].copy_from_slice(&pdu[1..5]);
+    Ok(4)
 }
 
 #[cfg(test)]

@@ -9,6 +9,11 @@
 //! builds it from the simulated county). Devices first seen through the line-protocol
 //! endpoint are added at run time with kind `external`. `last_seen` and gateway
 //! online state are kept here too.
+//!
+//! District metered areas (`[[districts]]`, [`MeteredDistrict`]) say which meters measure
+//! what flows into a zone (its inlets) and which bill its customers: the water balance
+//! reads them (`crate::reports`). A meter is a customer of the district whose `sites` hold
+//! it unless it is listed as an inlet somewhere; an inlet is never a household meter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -40,6 +45,11 @@ pub struct Site {
     /// The water-supply district it is in, for mass balance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub district: Option<String>,
+    /// The township (乡镇) it is in: the id of the township's own site (kind `township`,
+    /// its seat), which gives the township's name and place; the API filters and counts
+    /// by it. A township's own site names itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub township: Option<String>,
 }
 
 /// A gateway.
@@ -113,6 +123,36 @@ pub struct Device {
     pub public_key: Option<String>,
 }
 
+/// A district metered area (DMA): a zone fed only through metered inlets, whose customers'
+/// meters bill what it uses (DOMAIN.md, "Water reports"). In the simulated county every
+/// village is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteredDistrict {
+    /// District id (the village's id in the simulated county).
+    pub id: String,
+    /// Name for people.
+    #[serde(default)]
+    pub name: String,
+    /// The water-supply district (waterworks) that feeds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supply_district: Option<String>,
+    /// Meters that measure the water flowing in (bulk meters at the zone's boundary).
+    pub inlets: Vec<String>,
+    /// Sites whose water meters (inlets excepted) are the district's customers.
+    pub sites: Vec<String>,
+}
+
+/// What a water meter is to the water balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterRole {
+    /// Measures the water flowing into a district (system input).
+    Inlet,
+    /// Bills a customer of a district (billed metered consumption).
+    Customer,
+}
+
 /// The inventory file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +177,8 @@ struct Spec {
     gateways: Vec<Spanned<GatewayInfo>>,
     #[serde(default)]
     devices: Vec<Spanned<Device>>,
+    #[serde(default)]
+    districts: Vec<Spanned<MeteredDistrict>>,
 }
 
 /// What the inventory says about a reading's device.
@@ -157,6 +199,7 @@ struct Inner {
     devices: BTreeMap<String, Device>,
     last_seen: HashMap<String, Timestamp>,
     gateway_online: HashMap<String, bool>,
+    districts: BTreeMap<String, MeteredDistrict>,
 }
 
 /// The live inventory, shared by the pipeline and the API.
@@ -190,6 +233,9 @@ impl Inventory {
         }
         for d in &spec.devices {
             check_id(&d.get_ref().id, "device", src.error(d, ""));
+        }
+        for d in &spec.districts {
+            check_id(&d.get_ref().id, "district", src.error(d, ""));
         }
         for g in &spec.gateways {
             let keys = g.get_ref().public_keys();
@@ -237,10 +283,33 @@ impl Inventory {
                 problems.push(src.error(d, format!("device '{}' is listed twice", dev.id)));
             }
         }
+        let dev_ids: std::collections::HashSet<&str> = spec.devices.iter().map(|d| d.get_ref().id.as_str()).collect();
+        let mut inlet_of: HashMap<&str, &str> = HashMap::new();
+        for d in &spec.districts {
+            let dist = d.get_ref();
+            for inlet in &dist.inlets {
+                if !dev_ids.contains(inlet.as_str()) {
+                    problems.push(src.error(d, format!("district '{}': no device '{inlet}' (inlets)", dist.id)));
+                }
+                if let Some(other) = inlet_of.insert(inlet, &dist.id) {
+                    problems.push(
+                        src.error(d, format!("district '{}': '{inlet}' is already an inlet of '{other}'", dist.id)),
+                    );
+                }
+            }
+            for site in &dist.sites {
+                if !site_ids.contains(&site.as_str()) {
+                    problems.push(src.error(d, format!("district '{}': no site '{site}'", dist.id)));
+                }
+            }
+        }
+        let districts: Vec<MeteredDistrict> = spec.districts.into_iter().map(Spanned::into_inner).collect();
         file.sites = spec.sites.into_iter().map(Spanned::into_inner).collect();
         file.gateways = spec.gateways.into_iter().map(Spanned::into_inner).collect();
         file.devices = spec.devices.into_iter().map(Spanned::into_inner).collect();
-        problems.finish(Inventory::from_file(file))
+        let inv = Inventory::from_file(file);
+        inv.set_districts(districts);
+        problems.finish(inv)
     }
 
     /// An inventory from data built in code.
@@ -261,6 +330,28 @@ impl Inventory {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the district metered areas (the demo sets the simulated county's).
+    pub fn set_districts(&self, districts: Vec<MeteredDistrict>) {
+        self.write().districts = districts.into_iter().map(|d| (d.id.clone(), d)).collect();
+    }
+
+    /// Every district metered area, by id.
+    pub fn districts(&self) -> Vec<MeteredDistrict> {
+        self.read().districts.values().cloned().collect()
+    }
+
+    /// The district and role of a water meter: an inlet of the district listing it, else a
+    /// customer of the district whose sites hold it; `None` for other devices and for
+    /// meters in no district.
+    pub fn meter_role(&self, device: &str) -> Option<(String, MeterRole)> {
+        let i = self.read();
+        if let Some(d) = i.districts.values().find(|d| d.inlets.iter().any(|x| x == device)) {
+            return Some((d.id.clone(), MeterRole::Inlet));
+        }
+        let dev = i.devices.get(device).filter(|d| d.kind == DeviceKind::WaterMeter)?;
+        i.districts.values().find(|d| d.sites.contains(&dev.site)).map(|d| (d.id.clone(), MeterRole::Customer))
     }
 
     /// The gateway, if known.
@@ -357,6 +448,7 @@ impl Inventory {
             lon: 0.0,
             village: None,
             district: None,
+            township: None,
         });
         i.devices.insert(
             id.to_string(),
@@ -493,6 +585,21 @@ gateway = "gw-dongcun"
         let bad = format!("{TEXT}public_key = \"zz{}\"\n", &key[2..]);
         let e = Inventory::from_source(&Source::from_text("inv.toml", bad)).unwrap_err().to_string();
         assert!(e.contains("device 'dongcun-meter-001': public_key: not hexadecimal"), "{e}");
+    }
+
+    #[test]
+    fn a_district_names_its_inlets_and_its_customers_sites_and_dangling_names_are_reported() {
+        let inlet = "\n[[devices]]\nid = \"dongcun-inlet\"\nkind = \"water_meter\"\nsite = \"dongcun\"\ngateway = \"gw-dongcun\"\n";
+        let district = "\n[[districts]]\nid = \"dongcun\"\ninlets = [\"dongcun-inlet\"]\nsites = [\"dongcun\"]\n";
+        let text = format!("{TEXT}{inlet}{district}");
+        let inv = Inventory::from_source(&Source::from_text("inv.toml", text)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inv.meter_role("dongcun-inlet"), Some(("dongcun".into(), MeterRole::Inlet)));
+        assert_eq!(inv.meter_role("dongcun-meter-001"), Some(("dongcun".into(), MeterRole::Customer)));
+        assert_eq!(inv.meter_role("gw-dongcun"), None);
+        let bad = format!("{TEXT}{district}").replace("sites = [\"dongcun\"]", "sites = [\"nowhere\"]");
+        let e = Inventory::from_source(&Source::from_text("inv.toml", bad)).unwrap_err().to_string();
+        assert!(e.contains("district 'dongcun': no device 'dongcun-inlet' (inlets)"), "{e}");
+        assert!(e.contains("district 'dongcun': no site 'nowhere'"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`auth`]: API tokens, sessions as callers, roles and tenant scopes; [`error`]: the error
 //!   every handler answers.
 //! - [`people`]: users (Argon2id), sign-in, sessions, lockout, and the people's audit log.
+//! - [`reports`]: the water balance, supply, quality and herd reports a bureau and a dairy
+//!   file (`/api/v1/reports/...`), read from the store's roll-ups.
 //! - [`broadcast`]: emergency broadcasts: CAP 1.2, approvals, the dispatcher of signed
 //!   playback commands, the hash-chained audit log, live progress.
 //! - [`command`]: signed commands to gateways, their acks, and the audit log.

@@ -49,6 +49,10 @@ enum Command {
         /// Alerts config (rule packs, notifiers); default: the packs built into ingest.
         #[arg(long)]
         alerts: Option<PathBuf>,
+        /// Which county: `small` (3 villages, quick to start) or `large` (the pilot county
+        /// at full size: 150 villages, 15,000 meters, 400 speakers, 2,000 cows).
+        #[arg(long, value_enum, default_value_t = ingest::demo::CountyChoice::Small)]
+        county: ingest::demo::CountyChoice,
     },
     /// Run ingest with a config file.
     Run {
@@ -276,10 +280,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         #[cfg(feature = "demo")]
-        Command::Demo { http, mqtt, data, admin_token, speed, alerts } => runtime()?.block_on(async move {
+        Command::Demo { http, mqtt, data, admin_token, speed, alerts, county } => runtime()?.block_on(async move {
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
             service::raise_open_files_limit();
-            let mut spec = simulator::CountySpec::demo();
+            let mut spec = county.spec();
             spec.speed = speed;
             let alerts = Some(alerts_options(alerts.as_deref())?);
             let opts = DemoOptions { http, mqtt, data, admin_token, spec, alerts, ..DemoOptions::default() };

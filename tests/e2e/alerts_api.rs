@@ -59,6 +59,7 @@ fn inventory() -> Inventory {
         lon: 113.6,
         village: (kind == "village").then(|| id.to_string()),
         district: district.map(str::to_string),
+        township: None,
     };
     let device = |id: &str, kind: DeviceKind, site: &str, gw: &str| Device {
         id: id.into(),

@@ -82,6 +82,8 @@ impl Sim {
         let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"))).expect("store");
         let store = Arc::new(store);
         let inventory = Arc::new(Inventory::from_file(ingest::demo::inventory_of(county.plan())));
+        // Its villages' inlet meters are district inlets, not household meters (as in the demo).
+        inventory.set_districts(ingest::demo::districts_of(county.plan()));
         let clock_county = county.clone();
         let clock: ingest::pipeline::Clock = Arc::new(move || clock_county.now());
         let stop = CancellationToken::new();
@@ -324,6 +326,8 @@ impl Poller {
     pub(crate) fn new(spec: CountySpec, start: i64, step_ms: i64) -> Poller {
         let county = County::with_start(spec, Timestamp(start));
         let inventory = Arc::new(Inventory::from_file(ingest::demo::inventory_of(county.plan())));
+        // Its villages' inlet meters are district inlets, not household meters (as in the demo).
+        inventory.set_districts(ingest::demo::districts_of(county.plan()));
         let gateways = gateways(&county, start, step_ms);
         Poller { county, inventory, gateways, step_ms }
     }

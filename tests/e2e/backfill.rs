@@ -1,7 +1,9 @@
 //! History from an old system: two years of 15-minute meter totals written through
-//! `/api/v2/write` (gzip, batched, as a migration tool sends them), then the billing
-//! report of a month in the first year, checked against the same figures computed from the
-//! raw file by an independent reader (Python, reading the line-protocol file itself).
+//! `/api/v2/write` (gzip, batched, as a migration tool sends them), then the water balance
+//! and the billing report of a month in the first year, checked against the same figures
+//! computed from the raw file by an independent reader (Python, reading the line-protocol
+//! file itself). Meter 0 is the village's inlet (its district's system input), the others
+//! its households.
 //!
 //! Before issue 14 item 8, `/api/v2/write` refused anything older than `max_age_days`
 //! (30): the positive control below shows it still does for MQTT, while line protocol now
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use ingest::auth::{Role, TokenConfig};
 use ingest::config::{BrokerConfig, IngestConfig};
-use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
+use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, MeteredDistrict, Site};
 use ingest::service::{self, Options};
 use serde_json::Value;
 
@@ -34,10 +36,10 @@ const BATCH: usize = 50_000;
 /// Where counters wrap (the rules' default).
 const MODULUS: f64 = 4_294_967.296;
 
-/// Reads the raw file on its own and bills `[from, to)` the way the export documents it:
-/// the newest total at or before each boundary, the counter's steps between them (a wrap
-/// in the top and bottom tenths of the register is use; any other fall is a new meter
-/// whose total is the use since).
+/// Reads the raw file on its own and bills `[from, to)` the way docs/REPORTS.md defines it:
+/// the total at a boundary (a whole hour) is the newest reading before it, the use is the
+/// counter's steps between the two (a wrap from the top to the bottom tenth of the register
+/// is use; any other fall is a new meter whose total is the use since).
 const INDEPENDENT: &str = r#"
 import sys, json, gzip, collections
 path, start, end, modulus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -50,8 +52,8 @@ with gzip.open(path, "rt") as f:
 out = {}
 for device, points in series.items():
     points.sort()
-    before = [p for p in points if p[0] <= start]
-    upto = [p for p in points if p[0] <= end]
+    before = [p for p in points if p[0] < start]
+    upto = [p for p in points if p[0] < end]
     s, e = before[-1], upto[-1]
     used, resets, wraps, prev = 0.0, 0, 0, s[1]
     for t, v in points:
@@ -69,14 +71,16 @@ print(json.dumps(out))
 "#;
 
 /// A meter's total at quarter `q` of the history: each meter uses its own steady amount
-/// plus a daily pattern; meter 1 is replaced and meter 2's register wraps in the billed
+/// plus a daily pattern; meter 0, the inlet, counts more than all the households together
+/// (the village's losses); meter 1 is replaced and meter 2's register wraps in the billed
 /// month; meter 3 is silent for two days of it.
-fn total(meter: usize, q: i64, month_q: i64) -> Option<f64> {
+fn total(meter: usize, meters: usize, q: i64, month_q: i64) -> Option<f64> {
     let rate = 0.002 + 0.0007 * (meter % 7) as f64;
     let day_part = [0.2, 0.1, 0.1, 0.3, 1.4, 1.6, 1.2, 0.9][((q / 12) % 8) as usize];
     let used = |q: i64| rate * q as f64 + rate * day_part * 0.5;
     let swap = month_q + 10 * 96 + 37; // day 11, 09:15
     match meter {
+        0 => Some(5.0 * meters as f64 * used(q)),
         1 if q >= swap => Some(used(q) - used(swap) + 0.001),
         2 => {
             let v = MODULUS - used(month_q + 5 * 96) + used(q);
@@ -97,6 +101,7 @@ fn inventory(meters: usize) -> Inventory {
         lon: 113.6,
         village: None,
         district: None,
+        township: None,
     };
     let gateway = GatewayInfo {
         id: "gw-old".into(),
@@ -116,8 +121,19 @@ fn inventory(meters: usize) -> Inventory {
             public_key: None,
         })
         .collect();
-    Inventory::from_file(InventoryFile { sites: vec![site], gateways: vec![gateway], devices })
+    let inventory = Inventory::from_file(InventoryFile { sites: vec![site], gateways: vec![gateway], devices });
+    inventory.set_districts(vec![MeteredDistrict {
+        id: "laocun".into(),
+        name: "老村".into(),
+        supply_district: None,
+        inlets: vec![INLET.into()],
+        sites: vec!["laocun".into()],
+    }]);
+    inventory
 }
+
+/// The village's inlet meter: system input, not billed.
+const INLET: &str = "laocun-meter-0000";
 
 /// Local (UTC+8) midnight of the first day of the month holding `ts`, and of the next.
 fn month_of(ts: i64) -> (i64, i64, String) {
@@ -190,7 +206,7 @@ async fn two_years_of_history_come_in_through_line_protocol_and_an_old_months_bi
         for w in (0..quarters).step_by(week as usize) {
             for m in 0..meters {
                 for q in w..(w + week).min(quarters) {
-                    let Some(v) = total(m, q, month_q) else { continue };
+                    let Some(v) = total(m, meters, q, month_q) else { continue };
                     let line = format!("volume_total,device=laocun-meter-{m:04} value={v} {}\n", start + q * QUARTER);
                     file.write_all(line.as_bytes()).unwrap();
                     batch.push_str(&line);
@@ -254,18 +270,20 @@ async fn two_years_of_history_come_in_through_line_protocol_and_an_old_months_bi
     assert_eq!(counts.iter().sum::<u64>(), 96 * month_days, "{counts:?}");
     assert!(counts[1..counts.len() - 1].iter().all(|&c| c == 96), "{counts:?}");
 
-    // The month's bill from ingest, and the same from the raw file.
+    // The month's bill and water balance from ingest, and the same from the raw file.
+    let get = |path: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let resp = client.get(format!("{base}{path}")).header("Authorization", format!("Token {TOKEN}")).send();
+            resp.await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
     let started = Instant::now();
-    let bill: Value = client
-        .get(format!("{base}/api/v1/reports/billing?from={from}&to={to}"))
-        .header("Authorization", format!("Token {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bill = get(format!("/api/v1/reports/billing?period=month&date={month}")).await;
     println!("backfill: billing of {month} for {meters} meters in {:.2} s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let balance = get(format!("/api/v1/reports/water-balance?period=month&date={month}")).await;
+    println!("backfill: water balance of {month} in {:.2} s", started.elapsed().as_secs_f64());
     let out = Command::new(&python)
         .arg("-c")
         .arg(INDEPENDENT)
@@ -275,28 +293,42 @@ async fn two_years_of_history_come_in_through_line_protocol_and_an_old_months_bi
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = bill["meters"].as_array().unwrap();
-    assert_eq!(rows.len(), meters);
+    assert_eq!(rows.len(), meters - 1, "every household, not the inlet");
+    let days = bill["period"]["days"].as_u64().unwrap();
+    assert_eq!(days, month_days);
     let mut total_used = 0.0;
     for row in rows {
         let meter = row["meter"].as_str().unwrap();
         let e = &expected[meter];
         let near = |a: &Value, b: &Value| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-3;
         assert!(near(&row["consumption_m3"], &e["used"]), "{meter}: {row} vs {e}");
-        assert!(near(&row["start"]["value"], &e["start"][1]), "{meter}: {row} vs {e}");
-        assert!(near(&row["end"]["value"], &e["end"][1]), "{meter}: {row} vs {e}");
-        assert_eq!(row["replaced"], e["resets"], "{meter}");
-        assert_eq!(row["rolled_over"], e["wraps"], "{meter}");
-        let days = row["days"].as_u64().unwrap();
+        assert!(near(&row["start_read_m3"], &e["start"][1]), "{meter}: {row} vs {e}");
+        assert!(near(&row["end_read_m3"], &e["end"][1]), "{meter}: {row} vs {e}");
+        assert_eq!(row["replaced"].as_bool(), Some(e["resets"].as_u64().unwrap() > 0), "{meter}");
+        assert_eq!(row["rolled_over"].as_bool(), Some(e["wraps"].as_u64().unwrap() > 0), "{meter}");
         assert_eq!(row["missing_days"].as_u64().unwrap(), days - e["days"].as_u64().unwrap(), "{meter}");
+        assert!(row["estimated_m3"].as_f64().unwrap() < 1e-9, "{meter}: every boundary was read: {row}");
         total_used += row["consumption_m3"].as_f64().unwrap();
     }
     // The month's events are where they were put.
     let by = |m: usize| rows.iter().find(|r| r["meter"] == format!("laocun-meter-{m:04}")).unwrap();
     assert_eq!(
-        (by(1)["replaced"].as_u64(), by(2)["rolled_over"].as_u64(), by(3)["missing_days"].as_u64()),
-        (Some(1), Some(1), Some(2))
+        (by(1)["replaced"].as_bool(), by(2)["rolled_over"].as_bool(), by(3)["missing_days"].as_u64()),
+        (Some(true), Some(true), Some(2))
     );
-    println!("backfill: {month} billed {total_used:.3} m³ over {meters} meters, as the raw file says");
+    // The water balance of the month: the inlet's use is the system input, the households'
+    // the billed consumption, the silent meter makes it incomplete, not low.
+    let district = &balance["districts"][0];
+    assert_eq!(district["district"], "laocun", "{balance}");
+    let total = &district["total"];
+    let input = expected[INLET]["used"].as_f64().unwrap();
+    let near = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-3 * meters as f64;
+    assert!(near(&total["system_input_m3"], input), "{total} vs input {input}");
+    assert!(near(&total["billed_metered_m3"], total_used), "{total} vs billed {total_used}");
+    assert!(near(&total["nrw_m3"], input - total_used), "{total}");
+    assert_eq!(total["completeness"]["complete"], false, "meter 3 was silent for two days: {total}");
+    assert_eq!(district["days"].as_array().unwrap().len() as u64, month_days);
+    println!("backfill: {month} billed {total_used:.3} m³ over {} households, as the raw file says", meters - 1);
     ingest.stop().await;
 }
 

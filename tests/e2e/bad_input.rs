@@ -30,6 +30,7 @@ fn inventory() -> Inventory {
         lon: 113.6,
         village: Some("dongcun".into()),
         district: None,
+        township: None,
     };
     let device = |id: &str, gw: &str| Device {
         id: id.into(),

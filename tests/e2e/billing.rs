@@ -4,6 +4,9 @@
 //! written through `/api/v2/write`: an ordinary meter, one replaced mid-week, one whose
 //! register wraps, one silent for three days, one that never reported. The export is
 //! tenant-scoped: the dairy's meter is in no export of the county's token.
+//!
+//! The reads are the water balance's (`water::meter_use`, hour roll-ups): the total at a
+//! boundary is the newest reading of the whole hours before it, shown at that hour's end.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +14,7 @@ use std::process::Command;
 use ingest::auth::{Role, TokenConfig};
 use ingest::config::{BrokerConfig, IngestConfig};
 use ingest::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
-use ingest::reports::billing::MODULUS;
+use ingest::reports::water::DEFAULT_MODULUS as MODULUS;
 use ingest::service::{self, Options};
 use serde_json::Value;
 
@@ -53,6 +56,7 @@ fn site(id: &str, name: &str, tenant: &str) -> Site {
         lon: 113.6,
         village: None,
         district: None,
+        township: None,
     }
 }
 
@@ -142,12 +146,13 @@ fn inputs() -> Inputs {
 }
 
 impl Inputs {
-    /// The newest total of `meter` at or before `t`.
+    /// The total of `meter` at the whole hour `t` as the hour roll-ups give it: its newest
+    /// reading before `t`, shown at the end of that reading's hour.
     fn read(&self, meter: &str, t: i64) -> (i64, f64) {
         self.lines
             .iter()
-            .filter(|(m, ts, _)| m == meter && *ts <= t)
-            .map(|(_, ts, v)| (*ts, *v))
+            .filter(|(m, ts, _)| m == meter && *ts < t)
+            .map(|(_, ts, v)| (ts.div_euclid(HOUR) * HOUR + HOUR, *v))
             .next_back()
             .expect("a reading before")
     }
@@ -207,7 +212,7 @@ async fn the_billing_csv_and_xlsx_read_by_python_and_openpyxl_match_the_meters_k
     write(&base, COUNTY, "county", &county).await;
     write(&base, DAIRY, "dairy", &dairy).await;
 
-    let period = format!("from={}&to={}", inputs.from, inputs.to);
+    let period = format!("from={}&to={}", &local(inputs.from)[..10], &local(inputs.to)[..10]);
     let csv = get(&base, COUNTY, &format!("{period}&format=csv")).await;
     assert_eq!(csv.status(), 200);
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
@@ -245,12 +250,12 @@ async fn the_billing_csv_and_xlsx_read_by_python_and_openpyxl_match_the_meters_k
     let (_, s2, _, e2) = expect("dongcun-meter-002");
     let old_last = 500.0 + 0.03 * (3.0 * 24.0 + 5.0 + 48.0 + 0.5);
     let cases: [(&str, f64, &str, &str, &str, &str); 6] = [
-        ("dongcun-meter-001", 0.02 * hours, "否", "0", "0", "0"),
-        ("dongcun-meter-002", (old_last - s2) + e2, "否", "1", "0", "0"),
-        ("dongcun-meter-003", 0.05 * hours, "否", "0", "1", "0"),
-        ("dongcun-meter-004", 0.01 * hours, "否", "0", "0", "3"),
-        ("dongcun-meter-005", f64::NAN, "否", "0", "0", "7"),
-        ("xicun-meter-001", 0.04 * hours, "否", "0", "0", "0"),
+        ("dongcun-meter-001", 0.02 * hours, "否", "否", "否", "0"),
+        ("dongcun-meter-002", (old_last - s2) + e2, "否", "是", "否", "0"),
+        ("dongcun-meter-003", 0.05 * hours, "否", "否", "是", "0"),
+        ("dongcun-meter-004", 0.01 * hours, "否", "否", "否", "3"),
+        ("dongcun-meter-005", f64::NAN, "否", "否", "否", "7"),
+        ("xicun-meter-001", 0.04 * hours, "否", "否", "否", "0"),
     ];
     for source in ["csv", "xlsx"] {
         let rows = read[source].as_array().unwrap();
@@ -275,6 +280,7 @@ async fn the_billing_csv_and_xlsx_read_by_python_and_openpyxl_match_the_meters_k
             assert_eq!(field("户号"), *meter, "{source}");
             assert_eq!(field("表号"), *meter, "{source}");
             assert_eq!(field("村"), if meter.starts_with("xicun") { "西村" } else { "东村" });
+            assert_eq!(field("天数"), "7", "{source} {meter}");
             assert_eq!(
                 (field("估算"), field("换表"), field("翻转"), field("缺数天数")),
                 (estimated.to_string(), replaced.to_string(), rolled.to_string(), missing.to_string()),
@@ -291,6 +297,7 @@ async fn the_billing_csv_and_xlsx_read_by_python_and_openpyxl_match_the_meters_k
             assert!(close(number("起度(m³)").unwrap(), sv), "{source} {meter}: start {row}");
             assert!(close(number("止度(m³)").unwrap(), ev), "{source} {meter}: end {row}");
             assert!(close(number("用水量(m³)").unwrap(), *used), "{source} {meter}: used {row}, expected {used}");
+            assert!(close(number("其中估算(m³)").unwrap(), 0.0), "{source} {meter}: every boundary was read {row}");
         }
     }
 
@@ -305,6 +312,12 @@ async fn the_billing_csv_and_xlsx_read_by_python_and_openpyxl_match_the_meters_k
     assert_eq!(meters, ["farm-meter-001"]);
     assert_eq!(get(&base, DAIRY, &format!("{period}&site=xicun")).await.status(), 404, "another tenant's site");
     assert_eq!(get(&base, COUNTY, &format!("{period}&format=pdf")).await.status(), 400);
-    assert_eq!(get(&base, COUNTY, &format!("from={}&to={}", inputs.to, inputs.from)).await.status(), 400);
+    let (a, b) = (&local(inputs.from)[..10], &local(inputs.to)[..10]);
+    assert_eq!(get(&base, COUNTY, &format!("from={b}&to={a}")).await.status(), 400);
+    assert_eq!(get(&base, COUNTY, &format!("from={a}")).await.status(), 400, "from without to");
+    // A calendar month, as the Reports page asks: the same lines, the month's days.
+    let month: Value = get(&base, COUNTY, &format!("period=month&date={}", &a[..7])).await.json().await.unwrap();
+    assert_eq!(month["meters"].as_array().unwrap().len(), 6, "{month}");
+    assert_eq!(month["period"]["kind"], "month");
     ingest.stop().await;
 }

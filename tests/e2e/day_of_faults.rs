@@ -522,6 +522,7 @@ async fn day_of_faults(pace: Pace) {
         seed: 2024,
         speed: pace.speed,
         speaker_mix: SpeakerMix::NONE,
+        layout: Default::default(),
     };
     let county = County::with_start(spec, Timestamp(timeline.at(wall0)));
     county.set_random_outages(false);

@@ -47,6 +47,7 @@ fn inventory() -> Inventory {
         lon: 113.6,
         village: None,
         district: None,
+        township: None,
     };
     let gateway = |id: &str, tenant: &str, site: &str| GatewayInfo {
         id: id.into(),

@@ -123,6 +123,7 @@ pub(crate) fn inventory(devices: &[String]) -> Inventory {
             lon: 113.6,
             village: None,
             district: None,
+            township: None,
         }],
         gateways: vec![GatewayInfo {
             id: "gw-1".into(),

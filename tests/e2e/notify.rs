@@ -248,6 +248,7 @@ fn inventory() -> Inventory {
         lon: 113.6,
         village: (kind == "village").then(|| id.to_string()),
         district: Some("d1".into()),
+        township: None,
     };
     let gw = |id: &str, site: &str| GatewayInfo {
         id: id.into(),

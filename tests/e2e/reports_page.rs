@@ -23,7 +23,8 @@ use testkit::browser::{Browser, PageOptions};
 use crate::common::now_ms;
 
 const TOKEN: &str = "county-reports-token-0123456789";
-const HOUR: i64 = 3_600_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 const CST: i64 = 8 * HOUR;
 const WAIT: Duration = Duration::from_secs(30);
@@ -63,9 +64,10 @@ fn inventory() -> Inventory {
     Inventory::from_source(&conf::Source::from_text("inventory.toml", text)).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Last month (UTC+8) and a day either side, hourly: customers use 10-25 L/h (less at
-/// night), each inlet counts its customers' use plus a leak (nancun 2x beicun's), its flow
-/// is that per hour, pressure 0.3 MPa; the analyser reads chlorine, turbidity and pH within
+/// Last month (UTC+8), the week before it and the day after: customers use 10-25 L/h
+/// (less at night), read hourly; each inlet counts its customers' use plus a leak
+/// (nancun's grows from the 15th), hourly, and its flow (that per hour) and pressure
+/// (0.3 MPa) every minute; the analyser reads chlorine, turbidity and pH hourly, within
 /// limits but for a few hours of turbidity.
 fn last_month_lines() -> (Vec<String>, String) {
     let now = now_ms();
@@ -88,41 +90,51 @@ fn last_month_lines() -> (Vec<String>, String) {
     let last_first = (this_first - 1) - (day_of_month(this_first - 1).2 - 1);
     let (y, m, _) = day_of_month(last_first);
     let month = format!("{y:04}-{m:02}");
-    let (from, to) = (last_first * DAY - CST - DAY, this_first * DAY - CST + DAY);
+    // A week before the month for the night-flow baseline, a day after it.
+    let (from, to) = (last_first * DAY - CST - 7 * DAY, this_first * DAY - CST + DAY);
+    // Nancun's leak grows in the middle of the month (its NRW and night flow step up).
+    let grows = (last_first + 14) * DAY - CST;
     let mut lines = Vec::new();
     let mut totals = std::collections::HashMap::<String, f64>::new();
     let mut t = from;
     while t <= to {
         let hour = ((t + CST).rem_euclid(DAY)) / HOUR;
         let night = (1..5).contains(&hour);
-        for (v, leak) in [("nancun", 0.08), ("beicun", 0.04)] {
+        let on_the_hour = t.rem_euclid(HOUR) == 0;
+        for (v, leak) in [("nancun", if t < grows { 0.06 } else { 0.10 }), ("beicun", 0.04)] {
             let mut used = 0.0;
             for c in 1..=CUSTOMERS {
                 let rate = if night { 0.002 } else { 0.01 + 0.005 * c as f64 / CUSTOMERS as f64 };
-                let id = format!("{v}-meter-{c:03}");
-                let total = totals.entry(id.clone()).or_insert(50.0 * c as f64);
-                *total += rate;
                 used += rate;
-                lines.push(format!("volume_total,device={id} value={total} {t}"));
+                if on_the_hour {
+                    let id = format!("{v}-meter-{c:03}");
+                    let total = totals.entry(id.clone()).or_insert(50.0 * c as f64);
+                    *total += rate;
+                    lines.push(format!("volume_total,device={id} value={total} {t}"));
+                }
             }
             let inlet = format!("{v}-inlet");
-            let total = totals.entry(inlet.clone()).or_insert(1000.0);
-            *total += used + leak;
-            lines.push(format!("volume_total,device={inlet} value={total} {t}"));
+            if on_the_hour {
+                let total = totals.entry(inlet.clone()).or_insert(1000.0);
+                *total += used + leak;
+                lines.push(format!("volume_total,device={inlet} value={total} {t}"));
+            }
+            // Flow and pressure every minute, as the inlet's gateway polls them.
             lines.push(format!("flow,device={inlet} value={} {t}", used + leak));
             lines.push(format!("pressure,device={inlet} value=0.3 {t}"));
         }
-        let turbid = (t - from) / HOUR % 97 < 3;
-        lines.push(format!("free_chlorine,device=works-quality value=0.45 {t}"));
-        lines.push(format!("turbidity,device=works-quality value={} {t}", if turbid { 1.4 } else { 0.3 }));
-        lines.push(format!("ph,device=works-quality value=7.3 {t}"));
-        t += HOUR;
+        if on_the_hour {
+            let turbid = (t - from) / HOUR % 97 < 3;
+            lines.push(format!("free_chlorine,device=works-quality value=0.45 {t}"));
+            lines.push(format!("turbidity,device=works-quality value={} {t}", if turbid { 1.4 } else { 0.3 }));
+            lines.push(format!("ph,device=works-quality value=7.3 {t}"));
+        }
+        t += MINUTE;
     }
     (lines, month)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the water-balance, supply and quality API and [[districts]] of branch `reports`: run with --ignored once both are on main"]
 async fn the_reports_page_draws_last_months_charts_serves_its_downloads_and_prints_a_monthly_report() {
     let dir = tempfile::tempdir().unwrap();
     let mut config =
@@ -186,7 +198,7 @@ async fn the_reports_page_draws_last_months_charts_serves_its_downloads_and_prin
             .unwrap();
         assert_eq!(got["status"], 200, "{got}");
         assert!(got["type"].as_str().unwrap().starts_with(kind), "{got}");
-        assert!(got["href"].as_str().unwrap().contains(&format!("from={month}-01")), "{got}");
+        assert!(got["href"].as_str().unwrap().contains(&format!("period=month&date={month}")), "{got}");
         if link == "#dl-csv" {
             // fetch's text() drops the byte-order mark the file starts with.
             let text = got["text"].as_str().unwrap().trim_start_matches('\u{feff}');
@@ -199,14 +211,21 @@ async fn the_reports_page_draws_last_months_charts_serves_its_downloads_and_prin
     }
 
     // One district, by choosing it: its own figures, its night flow against its baseline,
-    // and downloads of its site only.
+    // and downloads of its customers only.
     page.select("#district", "nancun").await.unwrap();
     page.wait_for("document.querySelector('.report-head h2').textContent.includes('南村')", WAIT).await.unwrap();
     let mnf =
         page.wait_for("document.querySelectorAll('figure[data-key=mnf] path.series-line').length === 2", WAIT).await;
     assert!(mnf.is_ok(), "{mnf:?}");
-    let href: Value = page.eval("document.querySelector('#dl-csv').href").await.unwrap();
-    assert!(href.as_str().unwrap().contains("site=nancun"), "{href}");
+    let one = page
+        .eval(
+            "fetch(document.querySelector('#dl-csv').href).then(async r => ({ href: r.url, status: r.status, \
+             rows: (await r.text()).trim().split('\\n').length }))",
+        )
+        .await
+        .unwrap();
+    assert!(one["href"].as_str().unwrap().contains("district=nancun"), "{one}");
+    assert_eq!((one["status"].as_u64(), one["rows"].as_u64()), (Some(200), Some(1 + CUSTOMERS as u64)), "{one}");
 
     if let Ok(path) = std::env::var("VT_REPORTS_SCREENSHOT") {
         let path = testkit::root().join(path);

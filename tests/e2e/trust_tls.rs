@@ -257,6 +257,7 @@ fn inventory(keys: &[String]) -> Inventory {
             lon: 113.6,
             village: None,
             district: None,
+            township: None,
         }],
         gateways: vec![GatewayInfo {
             id: "gw-e".into(),

@@ -29,6 +29,7 @@ fn inventory(key: Option<String>) -> Inventory {
             lon: 113.6,
             village: Some("dongcun".into()),
             district: None,
+            township: None,
         }],
         gateways: vec![GatewayInfo {
             id: "gw-spk".into(),

@@ -272,6 +272,7 @@ fn inventory(key: Option<String>) -> Inventory {
             lon: 113.6,
             village: Some("qemu-village".into()),
             district: None,
+            township: None,
         }],
         gateways: vec![GatewayInfo {
             id: GATEWAY.into(),
@@ -613,6 +614,75 @@ async fn the_speaker_image_verifies_a_command_within_its_budgets_and_its_watchdo
     assert_eq!(usize::from(accepted.envelope_bytes), signed.len());
     assert!(accepted.commit_cycles > 1000, "a signature check is not free: {accepted:?}");
     assert!(accepted.stack_used < accepted.stack_size && accepted.heap_peak < accepted.heap_size, "{accepted:?}");
+
+    // The largest envelope the mailbox holds (1,998 B) is verified and carried out within
+    // the heap and the stack: the budgets hold for the worst case, not only a short text.
+    let largest = {
+        let with = |n: usize| {
+            let text = "a".repeat(n);
+            protocol::command::Command {
+                id: 43,
+                tenant: "county".into(),
+                gateway: GATEWAY.into(),
+                device: SPEAKER.into(),
+                issued_at: now,
+                expires_at: Timestamp(now.0 + 600_000),
+                action: Action::Play(Playback {
+                    broadcast: 43,
+                    level: Level::Red,
+                    content: Content::Tts { text },
+                    repeat: 1,
+                    volume: Some(90),
+                    start_at: None,
+                }),
+            }
+            .sign(&issuer)
+        };
+        let mut n = 1998 - with(0).len();
+        while with(n).len() > 1998 {
+            n -= 1;
+        }
+        with(n)
+    };
+    assert!(largest.len() > 1990, "{}", largest.len());
+    write_mailbox(&mut tech, 1, &largest).await;
+    assert_eq!(verdict(&mut tech, 1).await, (1, 0, 43), "the largest envelope is received");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worst = diag(&mut tech, 1).await;
+    assert_eq!((worst.boots, usize::from(worst.envelope_bytes)), (1, largest.len()), "{worst:?}");
+    assert!(worst.stack_used < worst.stack_size && worst.heap_peak < worst.heap_size, "{worst:?}");
+
+    // One receipt signature: the same refused command at a terminal that signs its
+    // delivery states (a device key in its page) costs one signing more.
+    let signer_page = Provision {
+        unit: 1,
+        issuer_key: Some(issuer.verifying_key().to_bytes()),
+        device_key: Some(SPEAKER_SEED),
+        gateway: GATEWAY,
+        device: SPEAKER,
+    }
+    .encode()
+    .unwrap();
+    let signer =
+        Qemu::boot(&qemu, dir.path(), "speaker-signs", &elves.join("speaker"), &signer_page, &["-icount", "shift=0"])
+            .await;
+    let mut signer_tech = signer.maintenance_link();
+    write_mailbox(&mut signer_tech, 1, &command(41, &SigningKey::from_bytes(&[8u8; 32]))).await;
+    assert_eq!(verdict(&mut signer_tech, 1).await, (2, Reason::BadSignature as u16, 41));
+    let signed_refusal = diag(&mut signer_tech, 1).await;
+    drop(signer);
+    eprintln!(
+        "speaker image: largest envelope ({} B) verified and carried out: {} instructions, stack {} B, heap peak {} B \
+         of {} B; a refusal that is also signed (receipt key provisioned): {} instructions, so one receipt \
+         signature is about {} instructions",
+        worst.envelope_bytes,
+        u64::from(worst.commit_cycles) * 40,
+        worst.stack_used,
+        worst.heap_peak,
+        worst.heap_size,
+        u64::from(signed_refusal.commit_cycles) * 40,
+        (i64::from(signed_refusal.commit_cycles) - i64::from(refused.commit_cycles)) * 40,
+    );
 
     // The watchdog: a main loop that stops feeding it (the maintenance port's stall
     // register stands in for a hang) is reset, noted as a watchdog reset, with its state

@@ -62,6 +62,7 @@ fn inventory(keys: &[(&str, Option<String>)]) -> Inventory {
         lon: 113.6,
         village: None,
         district: None,
+        township: None,
     };
     let gw = |id: &str| GatewayInfo {
         id: id.into(),

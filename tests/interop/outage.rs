@@ -30,6 +30,7 @@ fn inventory(gateway: &str, device: &str, key: Option<String>) -> Inventory {
             lon: 113.6,
             village: None,
             district: None,
+            township: None,
         }],
         gateways: vec![GatewayInfo { id: gateway.into(), tenant: "county".into(), site: "s1".into(), public_key: key }],
         devices: vec![Device {

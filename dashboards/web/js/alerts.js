@@ -4,6 +4,10 @@
 // POST /api/v1/alerts/{id}/ack. Severity is always written out, never colour alone.
 // The operator's token is asked for once and kept in sessionStorage (this tab only, gone
 // when it closes): never in localStorage, never in the address.
+// Summaries and rule names are in the page's language when the server gives them
+// (`summary_zh`, `rule_name_zh`); an alert muted by a silence says until when and why, and
+// alerts muted by planned maintenance are listed apart, under the table. Each row opens
+// the alert's details (js/alert-detail.js): its chart, silencing it, its history.
 
 import { h } from './dom.js';
 import { t } from './strings.js';
@@ -11,11 +15,11 @@ import { ago, dateTime } from './format.js';
 import { postJson } from './api.js';
 import { can, session } from './session.js';
 import { ALERTS_SHOWN } from './config.js';
+import { savedToken, saveToken, summaryOf, ruleNameOf, cnDateTime } from './ops.js';
 
 /** Severities, worst first (the API's names). */
 export const SEVERITIES = ['critical', 'warning', 'info'];
 
-const TOKEN_KEY = 'vt-dashboard-token';
 /** Column headings of the table; the last (the button) is for screen readers only. */
 const COLUMNS = ['alertsSeverity', 'alertsWhere', 'alertsWhat', 'alertsStarted', 'alertsState', null];
 
@@ -66,36 +70,51 @@ export function alertsPanel(state, model) {
       t('alertsNone'))];
   }
   const sites = new Map(model.sites.map((site) => [site.id, site]));
-  const shown = state.list.slice(0, ALERTS_SHOWN);
+  // Alerts muted by planned maintenance are expected: listed apart, under the others.
+  const planned = state.list.filter((a) => a.maintenance);
+  const list = state.list.filter((a) => !a.maintenance);
+  const shown = list.slice(0, ALERTS_SHOWN);
   return [
     error,
-    h('div', { class: 'alerts-scroll' }, h('table', { class: 'alerts' },
-      h('caption', { class: 'sr' }, t('alertsCaption')),
-      h('thead', null, h('tr', null, COLUMNS.map((key) => h('th', { scope: 'col' },
-        key ? t(key) : h('span', { class: 'sr' }, t('ack')))))),
-      h('tbody', null, shown.map((a) => alertRow(a, sites, model.now))))),
-    state.list.length > shown.length
-      ? h('p', { class: 'hint' }, t('alertsMore', state.list.length - shown.length)) : null,
+    shown.length ? h('div', { class: 'alerts-scroll' }, alertTable(shown, sites, model.now, 'alertsCaption'))
+      : h('p', { class: 'alerts-empty state-ok' }, h('span', { class: 'glyph', 'aria-hidden': 'true' }),
+        t('alertsNone')),
+    list.length > shown.length ? h('p', { class: 'hint' }, t('alertsMore', list.length - shown.length)) : null,
+    planned.length ? h('details', { class: 'alerts-maintenance', 'data-key': 'alerts-maintenance' },
+      h('summary', null, t('alertsInMaintenance', planned.length)),
+      h('div', { class: 'alerts-scroll' }, alertTable(planned.slice(0, ALERTS_SHOWN), sites, model.now,
+        'alertsMaintenanceCaption'))) : null,
   ];
+}
+
+function alertTable(list, sites, now, caption) {
+  return h('table', { class: 'alerts' },
+    h('caption', { class: 'sr' }, t(caption)),
+    h('thead', null, h('tr', null, COLUMNS.map((key) => h('th', { scope: 'col' },
+      key ? t(key) : h('span', { class: 'sr' }, t('ack')))))),
+    h('tbody', null, list.map((a) => alertRow(a, sites, now))));
 }
 
 function alertRow(a, sites, now) {
   const site = a.site ? sites.get(a.site) : null;
-  return h('tr', { class: `alert sev-${a.severity} alert-${a.state}`, 'data-key': `alert:${a.id}`, 'data-alert': a.id,
-    'data-rule': a.rule, 'data-severity': a.severity, 'data-state': a.state, 'data-site': a.site ?? null,
-    'data-device': a.device ?? null },
+  const muted = a.muted ? ` muted-${a.muted.kind}` : '';
+  return h('tr', { class: `alert sev-${a.severity} alert-${a.state}${muted}`, 'data-key': `alert:${a.id}`,
+    'data-alert': a.id, 'data-rule': a.rule, 'data-severity': a.severity, 'data-state': a.state,
+    'data-site': a.site ?? null, 'data-device': a.device ?? null, 'data-muted': a.muted?.kind ?? null },
   h('td', null, h('span', { class: 'sev' }, t('sev_' + a.severity))),
   h('td', { class: 'where' }, where(a, site)),
-  h('td', { class: 'what' }, h('span', { class: 'alert-summary' }, a.summary), ' ',
-    h('span', { class: 'alert-rule' }, `${t('rule')} ${a.rule}`)),
+  h('td', { class: 'what' }, h('span', { class: 'alert-summary' }, summaryOf(a)), ' ',
+    h('span', { class: 'alert-rule' }, `${t('rule')} ${ruleNameOf(a)}`)),
   h('td', { class: 'since', title: a.startedMs === null ? null : dateTime(a.startedMs) },
     a.startedMs === null ? '–' : ago(now - a.startedMs)),
   h('td', { class: 'alert-state' }, stateText(a)),
   // Signed in: only where the person may acknowledge. Signed out: offered, with a token.
   h('td', { class: 'alert-action' }, a.state === 'firing' && (!session() || can('ack', a.tenant))
     ? h('button', { type: 'button', class: 'ack', 'data-action': 'ack', 'data-alert': a.id,
-      'aria-label': t('ackLabel', a.rule, whereText(a, site)) }, t('ack'))
-    : null));
+      'aria-label': t('ackLabel', ruleNameOf(a), whereText(a, site)) }, t('ack'))
+    : null,
+  h('button', { type: 'button', class: 'alert-open', 'data-action': 'alert-detail', 'data-alert': a.id,
+    'aria-label': t('alertDetailLabel', ruleNameOf(a), whereText(a, site)) }, t('alertDetail'))));
 }
 
 /** The site by name (a button to its card, as in the attention list), then the device. */
@@ -120,11 +139,14 @@ function whereText(a, site) {
 }
 
 function stateText(a) {
+  const muted = a.muted ? h('span', { class: `alert-muted muted-${a.muted.kind}` },
+    t(a.muted.kind === 'maintenance' ? 'mutedMaintenance' : 'mutedSilence', cnDateTime(Date.parse(a.muted.ends_at))),
+    a.muted.reason ? h('span', { class: 'muted-reason' }, ` · ${a.muted.reason}`) : null) : null;
   if (a.state === 'acknowledged' && a.ack) {
     return [h('span', { class: 'acked-by' }, t('ackedBy', a.ack.by)),
-      a.ack.note ? h('span', { class: 'ack-note' }, a.ack.note) : null];
+      a.ack.note ? h('span', { class: 'ack-note' }, a.ack.note) : null, muted];
   }
-  return t('alertState_' + a.state);
+  return muted ? [t('alertState_' + a.state), muted] : t('alertState_' + a.state);
 }
 
 /** Counts by severity for the panel's heading, worst first: [[severity, n]]. */
@@ -133,23 +155,6 @@ export function severityCounts(list) {
 }
 
 // ---- acknowledging -------------------------------------------------------------------
-
-function savedToken() {
-  try {
-    return sessionStorage.getItem(TOKEN_KEY);
-  } catch {
-    return null;
-  }
-}
-
-function saveToken(token) {
-  try {
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
-    else sessionStorage.removeItem(TOKEN_KEY);
-  } catch {
-    // Storage is off: the token is asked for again next time.
-  }
-}
 
 /** The acknowledge dialog (index.html #ack): asks for the token once and a note. */
 export class AckDialog {
@@ -165,7 +170,8 @@ export class AckDialog {
 
   open(alert, whereName) {
     this.alert = alert;
-    this.els.what.textContent = `${t('sev_' + alert.severity)} · ${whereName} · ${alert.summary} (${alert.rule})`;
+    this.els.what.textContent =
+      `${t('sev_' + alert.severity)} · ${whereName} · ${summaryOf(alert)} (${ruleNameOf(alert)})`;
     this.els.note.value = '';
     this.showError(null);
     this.showTokenField();

@@ -203,7 +203,12 @@ function gapMs(points) {
   return Math.max(60_000, 5 * typical);
 }
 
-function drawChart(series, metric) {
+/**
+ * The chart of `series` (`{ points: [{ ts, value }], fromMs, toMs, unit }`) as SVG;
+ * `marks` are moments drawn as labelled vertical lines (`{ ts, label, class }`: an alert
+ * firing, resolving).
+ */
+export function drawChart(series, metric, marks = []) {
   const { points, fromMs: from, toMs: to, unit } = series;
   const plotW = W - M.left - M.right;
   const plotH = H - M.top - M.bottom;
@@ -247,6 +252,10 @@ function drawChart(series, metric) {
   s('text', { class: 'axis-title', x: W - M.right, y: H - 4, 'text-anchor': 'end' }, t('localTime', zoneName())),
   limitLines(metric, lo, hi, x, y, from, to),
   s('path', { class: 'line', d }),
+  marks.filter((m) => m.ts >= from && m.ts <= to).map((m) => s('g', { class: `mark ${m.class ?? ''}` },
+    s('line', { x1: x(m.ts), x2: x(m.ts), y1: M.top, y2: H - M.bottom }),
+    s('text', { x: x(m.ts) > W - 160 ? x(m.ts) - 4 : x(m.ts) + 4, y: M.top + 10,
+      'text-anchor': x(m.ts) > W - 160 ? 'end' : 'start' }, m.label))),
   min.value === max.value ? null : extreme(min, 'min', x, y, unit, metric, decimals),
   extreme(max, 'max', x, y, unit, metric, decimals));
 }

@@ -20,6 +20,9 @@ import { approvalQueue, DecideDialog } from './approvals.js';
 import { may } from './bcapi.js';
 import { clockSeconds, dateTime, issueText } from './format.js';
 import { REFRESH_MS, SITES_REFRESH_MS, ATTENTION_ITEMS } from './config.js';
+import { AlertDetail } from './alert-detail.js';
+import { AlertHistory, MaintenanceDialog } from './alert-history.js';
+import { ControlPanel } from './control.js';
 import { loadSession, mountSignIn, onSession } from './session.js';
 import { mountUsers } from './users.js';
 import { mountAudit } from './audit.js';
@@ -108,6 +111,7 @@ async function refresh() {
   document.documentElement.dataset.refreshes = String(ui.refreshes);
   if (ui.model) document.documentElement.dataset.ready = 'true';
   chart.refreshIfDue();
+  control.refresh().catch(report);
 }
 
 /** What goes on the map's markers: alert rings and the active broadcast's speaker badges. */
@@ -124,6 +128,8 @@ function render() {
   if (!ui.model) return;
   morphChildrenOf($('summary'), summary(ui.model));
   renderAlerts();
+  alertDetail.refresh();
+  control.render();
   renderBroadcasts();
   drawMap(mapWidth);
   morphChildrenOf($('attention'), attentionList(ui.model));
@@ -243,6 +249,7 @@ function applyLanguage() {
   renderLegend();
   render();
   chart.render();
+  for (const part of [alertDetail, alertHistory, maintenance]) part.render();
   signin.refresh();
   accountPanels.users.refresh();
   accountPanels.audit.refresh();
@@ -313,6 +320,32 @@ function acked(updated) {
   render();
 }
 
+// ---- the operator console: alert details, history, maintenance, control ----------------
+
+const consoleContext = {
+  ui: () => ui,
+  report: (e) => report(e),
+  refresh: () => refresh().catch(report),
+  openAck: (id) => openAck(id),
+  openDetail: (id) => alertDetail.open(id).catch(report),
+};
+const alertDetail = new AlertDetail(consoleContext);
+const alertHistory = new AlertHistory(consoleContext);
+const maintenance = new MaintenanceDialog(consoleContext);
+const control = new ControlPanel({ ...consoleContext, panel: $('control-panel'), body: $('control') });
+
+/** The console's own buttons; true if `el` was one of them. */
+function consoleAction(el) {
+  const action = el.dataset.action;
+  switch (action) {
+    case 'alert-detail': alertDetail.open(Number(el.dataset.alert)).catch(report); return true;
+    case 'alert-history': alertHistory.open().catch(report); return true;
+    case 'maintenance': maintenance.open().catch(report); return true;
+    default:
+      return [alertDetail, alertHistory, maintenance, control].some((part) => part.activate(action, el));
+  }
+}
+
 // ---- the broadcast console --------------------------------------------------------------
 
 const compose = new Compose($('compose-panel'), { onCreated: opened, sites: () => ui.sites });
@@ -354,6 +387,7 @@ function toggleBroadcast(id) {
 }
 
 function activate(el) {
+  if (consoleAction(el)) return;
   switch (el.dataset.action) {
     case 'chart': openChart(el.dataset.device, el.dataset.metric); break;
     case 'site':

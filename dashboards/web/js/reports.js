@@ -30,7 +30,6 @@ const MNF_LINES = 6;
 const page = {
   month: null,
   district: '',
-  sites: [],
   water: null,
   supply: null,
   quality: null,
@@ -47,10 +46,10 @@ function lastMonth(ts) {
   return m === 0 ? `${y - 1}-12` : `${y}-${String(m).padStart(2, '0')}`;
 }
 
-/** The first day of the month after `month` (`YYYY-MM` -> `YYYY-MM-01`). */
-function nextMonthStart(month) {
-  const [y, m] = month.split('-').map(Number);
-  return m === 12 ? `${y + 1}-01-01` : `${y}-${String(m + 1).padStart(2, '0')}-01`;
+/** The county's local date (`YYYY-MM-DD`) of an RFC 3339 time or ms: its first and last day. */
+function localDate(time, offsetHours) {
+  const ms = typeof time === 'number' ? time : Date.parse(time);
+  return new Date(ms + offsetHours * 3_600_000).toISOString().slice(0, 10);
 }
 
 async function load() {
@@ -58,14 +57,13 @@ async function load() {
   page.loading = true;
   renderStatus();
   const params = { period: 'month', date: page.month };
-  const [water, supply, quality, sites] = await Promise.all([
+  const [water, supply, quality] = await Promise.all([
     read('water', '/api/v1/reports/water-balance', params),
     read('supply', '/api/v1/reports/supply', params),
     read('quality', '/api/v1/reports/quality', params),
-    page.sites.length ? Promise.resolve(page.sites) : read('sites', '/api/v1/sites'),
   ]);
   if (id !== page.request) return;
-  Object.assign(page, { water, supply, quality, sites: sites ?? [], loading: false });
+  Object.assign(page, { water, supply, quality, loading: false });
   render();
   document.documentElement.dataset.reportReady = page.month;
 }
@@ -102,9 +100,9 @@ function renderControls() {
   morphChildrenOf($('district'), h('option', { value: '' }, t('reportsCounty')),
     districts.map((d) => h('option', { value: d.district, selected: d.district === page.district }, d.name)));
   $('district').value = page.district;
-  // Billing reads of the month shown, of the district's site when it is one.
-  const params = { from: `${month}-01`, to: nextMonthStart(month), lang: lang() };
-  if (page.district && page.sites.some((x) => x.id === page.district)) params.site = page.district;
+  // Billing reads of the month shown, of the district's customers when one is chosen.
+  const params = { period: 'month', date: month, lang: lang() };
+  if (page.district) params.district = page.district;
   for (const [id, format] of [['dl-csv', 'csv'], ['dl-xlsx', 'xlsx']]) {
     $(id).href = `/api/v1/reports/billing?${new URLSearchParams({ ...params, format })}`;
     $(id).setAttribute('download', `billing-${month}.${format}`);
@@ -128,7 +126,8 @@ function body() {
   return [
     h('section', { class: 'report-head', 'data-key': 'head' },
       h('h2', null, t('reportsHeading', sel?.name ?? t('reportsCounty'), page.month)),
-      period ? h('p', { class: 'report-period' }, t('reportsPeriod', period.from, period.to, period.days)) : null,
+      period ? h('p', { class: 'report-period' }, t('reportsPeriod', localDate(period.from, period.utc_offset_hours),
+        localDate(Date.parse(period.to) - 1, period.utc_offset_hours), period.days)) : null,
       h('p', { class: 'report-generated' }, t('reportsGenerated', new Date(serverNow()).toISOString().slice(0, 16)
         .replace('T', ' ')))),
     waterSection(sel),

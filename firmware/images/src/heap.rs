@@ -1,7 +1,10 @@
 //! The heap: the library decodes a command envelope into Strings (tenant, ids, the TTS
-//! text) and copies the envelope once, so the speaker needs a few KiB of heap per
-//! command, all freed when the command is handled. A first-fit heap (`embedded-alloc`'s
-//! linked-list heap) with its peak use recorded for the budget.
+//! text) and builds the signed message the signature check hashes (the body with a domain
+//! prefix), so the speaker needs about twice the largest envelope's size per command, all
+//! freed when the command is handled (the envelope itself is checked where it lies, in
+//! the mailbox). A first-fit heap (`embedded-alloc`'s linked-list heap) with its peak use
+//! recorded for the budget. Running out would panic and reset the terminal: the heap is
+//! sized for the largest envelope the mailbox holds, which the interop test writes.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::mem::MaybeUninit;

@@ -48,7 +48,8 @@ pub struct Board {
     pub clock: WallClock,
     /// Diagnostics.
     pub diag: Diag,
-    provision: [u8; PROVISION_BYTES],
+    /// The provisioning page, read where it lies in flash (not copied into RAM).
+    provision: &'static [u8; PROVISION_BYTES],
 }
 
 extern "C" {
@@ -70,12 +71,10 @@ impl Board {
         };
         clock::start(core.SYST);
         let clock = WallClock::from_time_source();
-        let mut provision = [0u8; PROVISION_BYTES];
-        for (i, b) in provision.iter_mut().enumerate() {
-            // SAFETY: a volatile read of the provisioning page, which memory.x places in
-            // flash and nothing writes while the image runs.
-            *b = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(_provision).cast::<u8>().add(i)) };
-        }
+        // SAFETY: the provisioning page, which memory.x places in flash: the installer
+        // (or QEMU's loader) writes it before boot and nothing writes it while the image
+        // runs, so a shared reference for the rest of time is sound.
+        let provision = unsafe { &*core::ptr::addr_of!(_provision) };
         // SAFETY: each UART is made once, here, and owned by its port.
         let ports = unsafe { [Port::new(Uart::new(UART0, BAUD)), Port::new(Uart::new(UART1, BAUD))] };
         // SAFETY: the only watchdog.
@@ -98,7 +97,7 @@ impl Board {
 
     /// What the installer provisioned, if the page holds a valid record.
     pub fn provision(&self) -> Option<Provision<'_>> {
-        Provision::decode(&self.provision).ok()
+        Provision::decode(self.provision).ok()
     }
 
     /// The state the device kept before the reset, if the journal has one.
@@ -107,13 +106,13 @@ impl Board {
     }
 
     /// Serves `device` as Modbus unit `unit` on both ports, forever. The device is a
-    /// static (the speaker is 2.7 KiB, mostly its mailbox): by reference it is counted once,
-    /// as static RAM, instead of in the stack frames it would be moved through.
-    pub fn run<D: Device>(self, unit: u8, device: &'static mut D, restored: bool) -> ! {
-        let Board { mut ports, mut watchdog, mut clock, mut diag, .. } = self;
+    /// static (the speaker is 3.5 KiB, mostly its mailbox): by reference it is counted once,
+    /// as static RAM, instead of in the stack frames it would be moved through. The board
+    /// is borrowed, not moved, for the same reason: moved, its ports (half a KiB of
+    /// buffers) were in `main`'s frame and again in this one.
+    pub fn run<D: Device>(&mut self, unit: u8, device: &'static mut D, restored: bool) -> ! {
+        let Board { ports, watchdog, clock, diag, .. } = self;
         diag.restored = restored;
-        let mut out = [0u8; MAX_FRAME];
-        let mut scratch = [0u8; MAX_STATE];
         let mut since_step = 0u32;
         crate::mps2::enable_wakeups();
         loop {
@@ -122,32 +121,14 @@ impl Board {
             }
             since_step = since_step.wrapping_add(clock.advance());
             if since_step >= STEP_MS {
-                device.step(clock.now_ms(), since_step);
+                step(device, clock.now_ms(), since_step, diag);
                 since_step = 0;
-                keep(device, &mut scratch, &mut diag);
-                diag.stack_used = stack::high_water();
-                diag.heap_peak = HEAP.peak();
             }
             let mut answered = false;
             for (i, port) in ports.iter_mut().enumerate() {
                 let Some(len) = port.poll(clock::ms()) else { continue };
                 answered = true;
-                let commit = mailbox_commit(port.frame(len));
-                let started = clock::cycles();
-                let answer = rtu::respond(
-                    unit,
-                    &mut WithDiag { device: &mut *device, diag: &mut diag, maintenance: i == 1 },
-                    port.frame(len),
-                    &mut out,
-                );
-                if let Some(bytes) = commit {
-                    diag.commit_cycles = clock::cycles().wrapping_sub(started);
-                    diag.envelope_bytes = bytes;
-                }
-                keep(device, &mut scratch, &mut diag);
-                if let Some(n) = answer {
-                    port.send(&out[..n]);
-                }
+                serve(unit, device, diag, i == 1, port, len);
                 port.done(len);
             }
             if !answered && !crate::mps2::rx_waiting() {
@@ -159,9 +140,50 @@ impl Board {
     }
 }
 
+// Stack: `run`'s frame is live under everything the loop calls, so it holds only the
+// loop's own state; the answer buffer is in `serve`'s frame and the journal's scratch in
+// `keep`'s, and neither is inlined, so the journal's scratch is never on the stack at the
+// same time as a signature check (the deepest path: `serve` -> `rtu::respond` -> the
+// mailbox commit).
+
+/// Runs the device's logic for `dt_ms` and keeps its state if that changed it.
+#[inline(never)]
+fn step<D: Device>(device: &mut D, now_ms: i64, dt_ms: u32, diag: &mut Diag) {
+    device.step(now_ms, dt_ms);
+    keep(device, diag);
+    diag.stack_used = stack::high_water();
+    diag.heap_peak = HEAP.peak();
+}
+
+/// Answers the request frame of `len` bytes waiting on `port`: the library acts on it,
+/// the device's state is kept if it changed, then the answer goes out (the order in this
+/// module's documentation).
+#[inline(never)]
+fn serve<D: Device>(unit: u8, device: &mut D, diag: &mut Diag, maintenance: bool, port: &mut Port, len: usize) {
+    let mut out = [0u8; MAX_FRAME];
+    let commit = mailbox_commit(port.frame(len));
+    let started = clock::cycles();
+    let answer = rtu::respond(
+        unit,
+        &mut WithDiag { device: &mut *device, diag: &mut *diag, maintenance },
+        port.frame(len),
+        &mut out,
+    );
+    if let Some(bytes) = commit {
+        diag.commit_cycles = clock::cycles().wrapping_sub(started);
+        diag.envelope_bytes = bytes;
+    }
+    keep(device, diag);
+    if let Some(n) = answer {
+        port.send(&out[..n]);
+    }
+}
+
 /// Saves the device's state to the journal if it differs from the newest record.
-fn keep<D: Device>(device: &D, scratch: &mut [u8; MAX_STATE], diag: &mut Diag) {
-    let Some(n) = device.save(scratch) else { return };
+#[inline(never)]
+fn keep<D: Device>(device: &D, diag: &mut Diag) {
+    let mut scratch = [0u8; MAX_STATE];
+    let Some(n) = device.save(&mut scratch) else { return };
     if backup::journal().is_some_and(|r| r.payload == &scratch[..n]) {
         return;
     }

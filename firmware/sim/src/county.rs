@@ -240,6 +240,19 @@ impl County {
         self.world().speaker_public_keys()
     }
 
+    /// The true volumes of district metered area `district` (a village id) since the
+    /// county began: what a water-balance report is checked against. `None` for an unknown
+    /// district.
+    pub fn dma_volumes(&self, district: &str) -> Option<crate::water::DmaVolumes> {
+        self.world().dma_volumes(district)
+    }
+
+    /// Replaces household meter `device` by a new one whose totaliser reads `total_l`
+    /// litres (0 for a new meter; near 2³² for one about to roll over), as a fitter would.
+    pub fn replace_meter(&self, device: &str, total_l: u32) -> Result<(), SimError> {
+        self.world().replace_meter(device, total_l)
+    }
+
     /// Turns the speakers' random link outages on (the default) or off, for tests that
     /// need every device to answer; turning them off also ends the outages in progress.
     pub fn set_random_outages(&self, on: bool) {

@@ -22,7 +22,9 @@ pub enum Fault {
     /// the technician on site would).
     PumpTrip,
     /// Pump station: a burst main, extra outflow that no household meter sees. Water
-    /// meter: a leak on the household side, continuous flow through that meter.
+    /// meter: a leak on the household side, continuous flow through that meter. A
+    /// village's inlet meter: a burst in that village's network, downstream of the inlet
+    /// (0.8 x the village's mean inflow), that its inlet sees and no household meter does.
     Leak,
     /// Pump station or its analyser: the dosing pump stops; the outlet residual collapses
     /// at once, the analyser downstream sees it after the transport delay.
@@ -99,7 +101,9 @@ impl Fault {
     pub const fn applies_to(self) -> &'static str {
         match self {
             Fault::PumpTrip => "a pump station",
-            Fault::Leak => "a pump station (burst main) or a water meter (household leak)",
+            Fault::Leak => {
+                "a pump station (burst main), a water meter (household leak) or a village's inlet meter (burst in its network)"
+            }
             Fault::ChlorineDosingFailure => "a pump station or its water-quality analyser",
             Fault::StuckSensor => {
                 "a water meter, pump station, water-quality analyser, barn climate sensor, collar hub or cow"
@@ -187,6 +191,14 @@ pub enum SimError {
     /// The command key is not a valid Ed25519 public key.
     #[error("The command key is not a valid Ed25519 public key.")]
     BadKey,
+    /// A meter operation named another kind of device.
+    #[error("Device `{device}` is {what}, not a household water meter.")]
+    NotAMeter {
+        /// The device asked for.
+        device: String,
+        /// What it is.
+        what: &'static str,
+    },
 }
 
 #[cfg(test)]

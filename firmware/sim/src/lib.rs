@@ -5,7 +5,8 @@
 //! the system with. The device logic is the `firmware` crate's, the same code that runs on
 //! the microcontrollers; this crate adds only the world around it.
 //!
-//! - [`CountySpec`] says how big; [`Plan`] lays the county out (sites, gateways, devices,
+//! - [`CountySpec`] says how big ([`CountySpec::large`]: the pilot county at full size,
+//!   villages along valleys in townships); [`Plan`] lays the county out (sites, gateways, devices,
 //!   unit ids, polling intervals, coordinates); [`County`] runs it.
 //! - Physics: `water` (households, tank, pump, leakage, pressure, chlorine transport),
 //!   `dairy` (barn climate, cows), `speakers` (link outages, routine programme); each
@@ -30,6 +31,7 @@ pub mod clock;
 mod county;
 mod dairy;
 mod fault;
+mod large;
 mod plan;
 mod server;
 mod speakers;
@@ -41,7 +43,9 @@ pub use county::{County, TICK};
 pub use fault::{Fault, SimError, UnknownFault};
 pub use firmware::modbus::{Exception, Table};
 pub use plan::{
-    COWS_PER_HUB, DevicePlan, GatewayPlan, MAX_UNITS_PER_BUS, Plan, SiteKind, SitePlan, VILLAGES_PER_DISTRICT, models,
+    COWS_PER_HUB, DevicePlan, DmaPlan, GatewayPlan, MAX_UNITS_PER_BUS, Plan, SiteKind, SitePlan, VILLAGES_PER_DISTRICT,
+    models,
 };
 pub use speakers::{SLOW_DELAY_MS, SpeakerCondition, speaker_seed};
-pub use spec::{CountySpec, SpeakerMix};
+pub use spec::{CountyLayout, CountySpec, SpeakerMix};
+pub use water::DmaVolumes;

@@ -16,7 +16,11 @@
 //!   point in the district's last village (its coordinates say so) and is reached through
 //!   a cellular RS-485 DTU, so it shares the waterworks gateway's bus.
 //! - Each village has gateway `gw-<village>` (tenant `county`) with its speakers
-//!   (`<village>-speaker-N`) and household meters (`<village>-meter-NNN`).
+//!   (`<village>-speaker-N`), its inlet meter (`<village>-inlet`) and household meters
+//!   (`<village>-meter-NNN`).
+//! - Each village is a district metered area ([`DmaPlan`], id = the village's): the bulk
+//!   meter `<village>-inlet` at its boundary measures all the water flowing in from the
+//!   waterworks, and its household meters bill its customers.
 //! - The dairy farm `farm` has gateway `gw-farm` (tenant `dairy`) with the barn sensor
 //!   `farm-barn-1` (unit 1) and collar hubs `farm-collar-hub`, `farm-collar-hub-2`, ...
 //!   (250 cows each) whose children are the cows `cow-<eartag>`.
@@ -57,6 +61,8 @@ pub mod models {
     pub const COLLAR_HUB: &str = "vt-sim-collar-hub";
     /// Village loudspeaker.
     pub const SPEAKER: &str = "vt-sim-speaker";
+    /// Bulk (inlet) meter of a district metered area.
+    pub const BULK_METER: &str = "vt-sim-bulk-meter";
 }
 
 /// What a site is.
@@ -69,6 +75,8 @@ pub enum SiteKind {
     Waterworks,
     /// A dairy farm.
     Farm,
+    /// A township's seat (乡镇政府): names the township its villages belong to.
+    Township,
 }
 
 /// The whole layout.
@@ -78,6 +86,22 @@ pub struct Plan {
     pub sites: Vec<SitePlan>,
     /// Every gateway, each with the devices on its bus.
     pub gateways: Vec<GatewayPlan>,
+    /// District metered areas: which meters are a district's inlets and which its customers.
+    #[serde(default)]
+    pub districts: Vec<DmaPlan>,
+}
+
+/// A district metered area (DMA): a zone fed only through its metered inlets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DmaPlan {
+    /// District id: the village's.
+    pub id: String,
+    /// The water-supply district (waterworks) feeding it.
+    pub supply_district: Option<String>,
+    /// Its inlet (bulk) meters.
+    pub inlets: Vec<String>,
+    /// Sites whose water meters, inlets excepted, are its customers.
+    pub sites: Vec<String>,
 }
 
 /// One site on the map.
@@ -93,6 +117,10 @@ pub struct SitePlan {
     pub village: Option<String>,
     /// The water supply district the site belongs to or feeds.
     pub district: Option<String>,
+    /// The township (乡镇) it is in: the id of the township's own site. None in the small
+    /// county.
+    #[serde(default)]
+    pub township: Option<String>,
     /// Latitude (degrees north).
     pub lat: f64,
     /// Longitude (degrees east).
@@ -146,6 +174,19 @@ impl Plan {
         self.gateways.iter().find(|g| g.id == id)
     }
 
+    /// The district metered area a water meter belongs to and whether it is the
+    /// district's inlet (`true`) or a customer's meter (`false`).
+    pub fn meter_role(&self, device: &str) -> Option<(&DmaPlan, bool)> {
+        if let Some(d) = self.districts.iter().find(|d| d.inlets.iter().any(|i| i == device)) {
+            return Some((d, true));
+        }
+        let (_, dev) = self.device(device)?;
+        if dev.kind != DeviceKind::WaterMeter {
+            return None;
+        }
+        self.districts.iter().find(|d| d.sites.contains(&dev.site)).map(|d| (d, false))
+    }
+
     /// Every device of every gateway.
     pub fn devices(&self) -> impl Iterator<Item = &DevicePlan> {
         self.gateways.iter().flat_map(|g| g.devices.iter())
@@ -153,6 +194,9 @@ impl Plan {
 
     /// Builds the layout of `spec` (see the module docs).
     pub fn build(spec: &CountySpec) -> Plan {
+        if let crate::spec::CountyLayout::Large { speakers_total, farms } = spec.layout {
+            return crate::large::plan(spec, speakers_total, farms);
+        }
         Layout::new(spec).plan()
     }
 }
@@ -247,7 +291,22 @@ impl<'a> Layout<'a> {
             self.village(v, base + usize::from(v < extra));
         }
         self.farm();
-        Plan { sites: self.sites, gateways: self.gateways }
+        let districts = self
+            .sites
+            .iter()
+            .filter(|s| s.kind == SiteKind::Village)
+            .filter(|s| {
+                let inlet = format!("{}-inlet", s.id);
+                self.gateways.iter().filter(|g| g.site == s.id).any(|g| g.devices.iter().any(|d| d.id == inlet))
+            })
+            .map(|s| DmaPlan {
+                id: s.id.clone(),
+                supply_district: s.district.clone(),
+                inlets: vec![format!("{}-inlet", s.id)],
+                sites: vec![s.id.clone()],
+            })
+            .collect();
+        Plan { sites: self.sites, gateways: self.gateways, districts }
     }
 
     fn waterworks(&mut self, d: usize, villages: usize) {
@@ -272,6 +331,7 @@ impl<'a> Layout<'a> {
             kind: SiteKind::Waterworks,
             village: None,
             district: Some(district),
+            township: None,
             lat,
             lon,
         });
@@ -313,6 +373,7 @@ impl<'a> Layout<'a> {
             kind: SiteKind::Village,
             village: Some(id.clone()),
             district: Some(format!("district-{}", v / VILLAGES_PER_DISTRICT + 1)),
+            township: None,
             lat: centre.0,
             lon: centre.1,
         });
@@ -331,6 +392,21 @@ impl<'a> Layout<'a> {
                 lon,
             });
         }
+        // The inlet meter in its chamber on the main from the waterworks, north of the
+        // village (a fixed offset: no random draw, so the other devices keep theirs). A
+        // village without household meters (a speakers-only county) has no DMA.
+        let inlet = (meters > 0).then(|| DevicePlan {
+            id: format!("{id}-inlet"),
+            kind: DeviceKind::WaterMeter,
+            site: id.clone(),
+            model: models::BULK_METER.into(),
+            unit: 0,
+            interval_ms: 10_000,
+            children: Vec::new(),
+            lat: centre.0 + 0.5 / KM_PER_DEG.0,
+            lon: centre.1,
+        });
+        devices.extend(inlet);
         for m in 0..meters {
             let (lat, lon) = self.jitter(centre, 0.4);
             devices.push(DevicePlan {
@@ -356,6 +432,7 @@ impl<'a> Layout<'a> {
             kind: SiteKind::Farm,
             village: None,
             district: None,
+            township: None,
             lat,
             lon,
         });
@@ -427,7 +504,14 @@ mod tests {
         let (_, hub) = plan.device("farm-collar-hub").unwrap();
         assert_eq!(hub.children.len(), 100);
         assert!(hub.children.iter().all(|c| c.starts_with("cow-")));
-        assert_eq!(plan.devices().filter(|d| d.kind == DeviceKind::WaterMeter).count(), 50);
+        let households =
+            |plan: &Plan| plan.devices().filter(|d| plan.meter_role(&d.id).is_some_and(|(_, inlet)| !inlet)).count();
+        assert_eq!(households(&plan), 50);
+        assert_eq!(plan.devices().filter(|d| d.kind == DeviceKind::WaterMeter).count(), 53, "50 households, 3 inlets");
+        let (dma, inlet) = plan.meter_role("dongcun-inlet").unwrap();
+        assert!(inlet && dma.id == "dongcun" && dma.supply_district.as_deref() == Some("district-1"));
+        assert_eq!(plan.meter_role("dongcun-meter-001").map(|(d, i)| (d.id.as_str(), i)), Some(("dongcun", false)));
+        assert_eq!(plan.gateway("gw-dongcun").unwrap().devices[1].id, "dongcun-inlet", "on the village's bus");
         let dongcun = plan.sites.iter().find(|s| s.id == "dongcun").unwrap();
         assert_eq!(dongcun.name, "东村 Dongcun");
         assert_eq!(dongcun.district.as_deref(), Some("district-1"));
@@ -454,7 +538,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(plan.devices().filter(|d| d.kind == DeviceKind::WaterMeter).count(), 15_000);
+        let households = plan.devices().filter(|d| plan.meter_role(&d.id).is_some_and(|(_, inlet)| !inlet)).count();
+        assert_eq!(households, 15_000);
+        assert_eq!(plan.districts.len(), 50);
         assert_eq!(plan.sites.iter().filter(|s| s.kind == SiteKind::Waterworks).count(), 5);
         assert!(plan.gateway("gw-dongcun-2").is_some(), "308 devices need two buses");
         let hubs = plan.devices().filter(|d| d.model == models::COLLAR_HUB).count();

@@ -1,4 +1,9 @@
-//! What county to simulate: sizes, seed and speed.
+//! What county to simulate: sizes, seed, speed and layout.
+//!
+//! Two layouts: the small one ([`CountySpec::demo`] and every test's county: villages
+//! around a centre, sized by the fields) and the full-size county of the pilot
+//! ([`CountySpec::large`], `ingest demo --county large`: about 150 villages in townships
+//! along valleys; see `large.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +27,30 @@ pub struct CountySpec {
     /// demo; [`SpeakerMix::realistic`] for a county-scale run).
     #[serde(default)]
     pub speaker_mix: SpeakerMix,
+    /// How the county is laid out: the small county around a centre (default), or the
+    /// full-size county of the pilot along valleys ([`CountyLayout::Large`]).
+    #[serde(default)]
+    pub layout: CountyLayout,
+}
+
+/// The shape of a simulated county.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountyLayout {
+    /// Villages around a county centre, every ten a supply district: the demo's and the
+    /// tests' county, sized by the spec's fields.
+    #[default]
+    Small,
+    /// The pilot county at full size, laid out along two tributary valleys and the main
+    /// one: townships, three supply districts, two dairy farms. `villages`, `meters` and
+    /// `cows` size it; speakers are `speakers_per_village` on every village and one more
+    /// on the larger ones until `speakers_total` (see `large.rs`).
+    Large {
+        /// Loudspeakers in the whole county.
+        speakers_total: usize,
+        /// Dairy farms (the cows are split evenly between them).
+        farms: usize,
+    },
 }
 
 /// What share of the speakers (each 0.0-1.0, drawn per speaker from the seed) starts in
@@ -67,6 +96,24 @@ impl CountySpec {
             seed: 2024,
             speed: 1.0,
             speaker_mix: SpeakerMix::NONE,
+            layout: CountyLayout::Small,
+        }
+    }
+
+    /// The full-size county of the pilot (`ingest demo --county large`): 150 villages in 9
+    /// townships along three valleys, 15,000 household meters reporting every 15-60
+    /// minutes, 3 waterworks with pump station, tank and analyser, 400 speakers on the 150
+    /// village gateways, two dairy farms of 1,000 cows each; the realistic speaker mix.
+    pub fn large() -> CountySpec {
+        CountySpec {
+            villages: 150,
+            meters: 15_000,
+            cows: 2_000,
+            speakers_per_village: 2,
+            seed: 2024,
+            speed: 1.0,
+            speaker_mix: SpeakerMix::realistic(),
+            layout: CountyLayout::Large { speakers_total: 400, farms: 2 },
         }
     }
 }

@@ -34,9 +34,20 @@
 //! - Meter batteries: Li-SOCl2 at ~3.6 V draining ~0.03 V/year; 2% of meters are old
 //!   and below the 3.40 V low-battery alarm.
 //!
-//! Invariants: water is conserved (pump inflow = outflow + storage change + overflow);
-//! the households' meters see exactly what the households drew; leakage and bursts are
-//! seen only by the station's outlet meter.
+//! - District metered areas: each village is one, fed through its own inlet (bulk) meter
+//!   ([`BulkMeter`]). Background leakage is shared among the villages by their households'
+//!   demand (the mains are as long as the village is big); a burst in a village's network
+//!   (the `leak` fault on its inlet) adds 0.8 x the village's mean inflow, scaled with
+//!   pressure to the power 0.5 like a burst main. A burst main at the station (the `leak`
+//!   fault on the pump station) is on the trunk main, upstream of every inlet.
+//! - Ground truth: per village the simulator keeps the true volumes ([`DmaVolumes`]):
+//!   input through the inlet, water delivered to households, water their meters counted,
+//!   leakage and the part of it from a burst, so a report can be checked against them.
+//!
+//! Invariants: water is conserved (pump inflow = outflow + storage change + overflow;
+//! outflow = the villages' inputs + trunk bursts); the households' meters see exactly what
+//! the households drew; a village's inlet sees its households' draw and its network's
+//! leakage; leakage and bursts are seen by no household meter.
 
 use std::collections::VecDeque;
 
@@ -174,6 +185,89 @@ impl Household {
     }
 }
 
+/// The true volumes of one district metered area since the start (litres, f64 so that
+/// nothing rounds away over a week).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DmaVolumes {
+    /// Through the inlet: everything the village's network took in.
+    pub input_l: f64,
+    /// Delivered to the households (household-side leaks included: they pass the meters).
+    pub consumed_l: f64,
+    /// Counted by the household meters (less than delivered by drips under their starting
+    /// flow and stuck impellers).
+    pub metered_l: f64,
+    /// Lost from the village's network (background leakage and bursts).
+    pub leaked_l: f64,
+    /// Of `leaked_l`, what a burst (the `leak` fault on the inlet) lost.
+    pub burst_l: f64,
+}
+
+/// The inlet (bulk) meter of a district metered area: a litre totaliser that rolls over
+/// at 2³², the flow and the pressure at the inlet.
+///
+/// # Register map (input table, 0-based; profile `vt-sim-bulk-meter`)
+///
+/// | address | type | order | unit | meaning |
+/// |---|---|---|---|---|
+/// | 0-1 | u32 | ABCD | L | forward volume total (rolls over at 2³²) |
+/// | 2-3 | f32 | ABCD | m³/h | flow |
+/// | 4-5 | f32 | ABCD | MPa | pressure at the inlet |
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BulkMeter {
+    total_l: u32,
+    carry_l: f64,
+    flow_m3h: f32,
+    pressure_mpa: f32,
+    /// The measuring tube is blocked (`stuck_sensor`): it counts nothing.
+    pub(crate) stuck: bool,
+}
+
+impl BulkMeter {
+    fn sense(&mut self, litres: f64, dt_s: f32, pressure_mpa: f32) {
+        let litres = if self.stuck { 0.0 } else { litres.max(0.0) };
+        self.carry_l += litres;
+        let whole = (self.carry_l + 1e-9).floor();
+        self.total_l = self.total_l.wrapping_add(whole.min(f64::from(u32::MAX)) as u32);
+        self.carry_l = (self.carry_l - whole).max(0.0);
+        self.flow_m3h = if dt_s > 0.0 { (litres / 1000.0 * 3600.0 / f64::from(dt_s)) as f32 } else { 0.0 };
+        self.pressure_mpa = pressure_mpa;
+    }
+}
+
+impl firmware::modbus::RegisterMap for BulkMeter {
+    fn register(&self, table: firmware::modbus::Table, address: u16) -> Option<u16> {
+        use protocol::modbus::{self as words, WordOrder};
+        if table != firmware::modbus::Table::Input {
+            return None;
+        }
+        match address {
+            0..=1 => words::part(words::from_u32(self.total_l, WordOrder::Abcd), address),
+            2..=3 => words::part(words::from_f32(self.flow_m3h, WordOrder::Abcd), address - 2),
+            4..=5 => words::part(words::from_f32(self.pressure_mpa, WordOrder::Abcd), address - 4),
+            _ => None,
+        }
+    }
+
+    fn bit(&self, _table: firmware::modbus::Table, _address: u16) -> Option<bool> {
+        None
+    }
+}
+
+/// One village's network as a district metered area.
+#[derive(Debug, Clone)]
+pub(crate) struct Dma {
+    /// Its share of the district's background leakage.
+    share: f32,
+    /// Mean inflow (m³/h), for the size of a burst.
+    mean_inflow_m3h: f32,
+    /// A burst in its network (the `leak` fault on its inlet).
+    pub(crate) burst: bool,
+    /// Inflow smoothed like the district's pressure transmitter sees it (m³/h).
+    damped_m3h: f32,
+    pub(crate) inlet: BulkMeter,
+    pub(crate) truth: DmaVolumes,
+}
+
 /// Plug flow from the station outlet to the analyser, in parcels of equal volume.
 #[derive(Debug, Clone)]
 struct Pipe {
@@ -268,6 +362,10 @@ pub(crate) struct District {
     pub(crate) raining: bool,
     /// 0 dry .. 1 rain has fully set in (an hour's time constant).
     rain_blend: f32,
+    /// Its villages as district metered areas (none until [`District::set_dmas`]).
+    pub(crate) dmas: Vec<Dma>,
+    /// Household -> its DMA.
+    dma_of: Vec<usize>,
 }
 
 impl District {
@@ -331,7 +429,36 @@ impl District {
             outflow_m3h: mean_inflow_m3h,
             raining: false,
             rain_blend: 0.0,
+            dmas: Vec::new(),
+            dma_of: Vec::new(),
         }
+    }
+
+    /// Splits the district into district metered areas: `dma_of[h]` is household `h`'s.
+    /// Background leakage is shared by demand; the physics of the whole stays as it was.
+    pub(crate) fn set_dmas(&mut self, dma_of: Vec<usize>) {
+        // usize::MAX: a household in no DMA.
+        let n = dma_of.iter().copied().filter(|&d| d != usize::MAX).max().map_or(0, |m| m + 1);
+        let total: f32 = self.households.iter().map(|h| h.daily_l).sum::<f32>().max(1e-6);
+        self.dmas = (0..n)
+            .map(|d| {
+                let share = (0..dma_of.len())
+                    .filter(|&h| dma_of[h] == d)
+                    .filter_map(|h| self.households.get(h))
+                    .map(|h| h.daily_l)
+                    .sum::<f32>()
+                    / total;
+                Dma {
+                    share,
+                    mean_inflow_m3h: self.mean_inflow_m3h * share,
+                    burst: false,
+                    damped_m3h: self.mean_inflow_m3h * share,
+                    inlet: BulkMeter::default(),
+                    truth: DmaVolumes::default(),
+                }
+            })
+            .collect();
+        self.dma_of = dma_of;
     }
 
     /// True tank level (m).
@@ -352,11 +479,22 @@ impl District {
         let m = profile(&DEMAND, hour) * (1.0 - 0.15 * self.rain_blend);
 
         // What everyone wants, and what the network loses.
-        let want_l: f32 = self.households.iter_mut().map(|h| h.want(m, dt_s)).sum();
+        let mut dma_want_l = vec![0.0f32; self.dmas.len()];
+        let mut want_l = 0.0f32;
+        for (i, h) in self.households.iter_mut().enumerate() {
+            let w = h.want(m, dt_s);
+            want_l += w;
+            if let Some(d) = self.dma_of.get(i).and_then(|&d| dma_want_l.get_mut(d)) {
+                *d += w;
+            }
+        }
         let p_ratio = (self.pressure_mpa / self.design_mpa).max(0.0);
         let background = self.background_m3h * p_ratio.powf(1.5);
         let burst = if self.faults.burst { self.burst_m3h * p_ratio.sqrt() } else { 0.0 };
-        let want_m3 = want_l / 1000.0 + (background + burst) * dt_s / 3600.0;
+        let dma_burst: Vec<f32> =
+            self.dmas.iter().map(|d| if d.burst { 0.8 * d.mean_inflow_m3h * p_ratio.sqrt() } else { 0.0 }).collect();
+        let dma_bursts: f32 = dma_burst.iter().sum();
+        let want_m3 = want_l / 1000.0 + (background + burst + dma_bursts) * dt_s / 3600.0;
 
         // The pump: contactor closed by the PLC, opened by the protection relay.
         let pump_m3h = self.run_pump(dt_s);
@@ -369,10 +507,14 @@ impl District {
         self.level_m = (self.level_m + (pump_m3 - out_m3) / self.tank_area_m2).clamp(0.0, OVERFLOW_M);
         let out_m3h = out_m3 * 3600.0 / dt_s;
         self.outflow_m3h = out_m3h;
-        for h in &mut self.households {
+        let mut metered = vec![0u64; self.dmas.len()];
+        for (i, h) in self.households.iter_mut().enumerate() {
+            let before = h.meter.forward_litres();
             h.draw(supply, dt_s);
+            if let Some(d) = self.dma_of.get(i).and_then(|&d| metered.get_mut(d)) {
+                *d += u64::from(h.meter.forward_litres().wrapping_sub(before));
+            }
         }
-
         // Pressure at the district inlet: static head less friction; a dry tank drains the main.
         let static_mpa = G_MPA_PER_M * (TOWER_M + self.level_m);
         self.damped_m3h += (out_m3h - self.damped_m3h) * (1.0 - (-dt_s / 120.0).exp());
@@ -381,6 +523,27 @@ impl District {
             p *= self.level_m / 0.05;
         }
         self.pressure_mpa = p;
+
+        // Each village's inlet sees its households' draw and its network's losses.
+        let inlet_mpa = self.pressure_mpa;
+        for (d, dma) in self.dmas.iter_mut().enumerate() {
+            let consumed_l = f64::from(dma_want_l[d]) * f64::from(supply);
+            let lost_m3h = background * dma.share + dma_burst[d];
+            let leaked_l = f64::from(lost_m3h) * f64::from(dt_s) / 3.6 * f64::from(supply);
+            let burst_l = f64::from(dma_burst[d]) * f64::from(dt_s) / 3.6 * f64::from(supply);
+            let t = &mut dma.truth;
+            t.consumed_l += consumed_l;
+            t.metered_l += metered[d] as f64;
+            t.leaked_l += leaked_l;
+            t.burst_l += burst_l;
+            t.input_l += consumed_l + leaked_l;
+            let q = ((consumed_l + leaked_l) / 1000.0 * 3600.0 / f64::from(dt_s)) as f32;
+            dma.damped_m3h += (q - dma.damped_m3h) * (1.0 - (-dt_s / 120.0).exp());
+            let rel = dma.damped_m3h / dma.mean_inflow_m3h.max(1e-6);
+            // A little friction in the village's own main (0.036 MPa at three times its
+            // mean flow), on the flow smoothed as for the district's pressure.
+            dma.inlet.sense(consumed_l + leaked_l, dt_s, (inlet_mpa - 0.004 * rel * rel).max(0.0));
+        }
 
         // Chlorine at the outlet, then down the network.
         let dosing_runs = self.station.dosing_output() && self.faults.dosing_failed == 0;

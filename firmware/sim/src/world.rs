@@ -28,7 +28,7 @@ use crate::fault::{Fault, SimError};
 use crate::plan::{COWS_PER_HUB, Plan};
 use crate::speakers::{SpeakerCondition, SpeakerSim};
 use crate::spec::SpeakerMix;
-use crate::water::District;
+use crate::water::{District, DmaVolumes};
 
 /// Longest physics step (ms).
 pub(crate) const MAX_STEP_MS: i64 = 30_000;
@@ -38,18 +38,35 @@ pub(crate) const WARM_UP_MS: i64 = 3_600_000;
 /// What a plan device is in the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entity {
-    Meter { district: usize, household: usize },
-    Station { district: usize },
-    Analyser { district: usize },
+    Meter {
+        district: usize,
+        household: usize,
+    },
+    /// The inlet meter of DMA `dma` of supply district `district`.
+    Inlet {
+        district: usize,
+        dma: usize,
+    },
+    Station {
+        district: usize,
+    },
+    Analyser {
+        district: usize,
+    },
     Barn,
-    Hub { hub: usize },
-    Speaker { index: usize },
+    Hub {
+        hub: usize,
+    },
+    Speaker {
+        index: usize,
+    },
 }
 
 impl Entity {
     fn what(self) -> &'static str {
         match self {
             Entity::Meter { .. } => "a water meter",
+            Entity::Inlet { .. } => "a district inlet meter",
             Entity::Station { .. } => "a pump station",
             Entity::Analyser { .. } => "a water-quality analyser",
             Entity::Barn => "a barn climate sensor",
@@ -98,6 +115,8 @@ pub(crate) struct World {
     dark_buses: BTreeSet<usize>,
     /// Rain over the county: see `set_rain`.
     pub(crate) raining: bool,
+    /// DMA id -> (supply district, index of the DMA in it).
+    dmas: HashMap<String, (usize, usize)>,
 }
 
 fn district_of(plan: &Plan, site: &str) -> usize {
@@ -131,14 +150,31 @@ impl World {
         let mut cow_ids = Vec::new();
         let mut gateway_bus = HashMap::new();
         let mut device_bus = Vec::new();
+        // Per supply district: its DMAs in order of appearance, and each household's DMA.
+        let mut dma_ids: Vec<Vec<String>> = vec![Vec::new(); districts_n];
+        let mut dma_of: Vec<Vec<usize>> = vec![Vec::new(); districts_n];
+        let dma_index = |district: usize, id: &str, ids: &mut Vec<Vec<String>>| -> usize {
+            let list = &mut ids[district];
+            list.iter().position(|x| x == id).unwrap_or_else(|| {
+                list.push(id.to_owned());
+                list.len() - 1
+            })
+        };
         for g in &plan.gateways {
             gateway_bus.insert(g.id.clone(), buses.len());
             let mut bus = vec![None; 256];
             for d in &g.devices {
                 let district = district_of(plan, &d.site).min(districts_n - 1);
+                let role = plan.meter_role(&d.id);
                 let entity = match d.kind {
+                    DeviceKind::WaterMeter if role.is_some_and(|(_, inlet)| inlet) => {
+                        let dma = role.map_or(0, |(p, _)| dma_index(district, &p.id, &mut dma_ids));
+                        Entity::Inlet { district, dma }
+                    }
                     DeviceKind::WaterMeter => {
                         households[district] += 1;
+                        dma_of[district]
+                            .push(role.map_or(usize::MAX, |(p, _)| dma_index(district, &p.id, &mut dma_ids)));
                         Entity::Meter { district, household: households[district] - 1 }
                     }
                     DeviceKind::PumpStation => Entity::Station { district },
@@ -187,7 +223,15 @@ impl World {
             device_bus,
             dark_buses: BTreeSet::new(),
             raining: false,
+            dmas: dma_ids
+                .iter()
+                .enumerate()
+                .flat_map(|(d, ids)| ids.iter().enumerate().map(move |(i, id)| (id.clone(), (d, i))))
+                .collect(),
         };
+        for (district, assign) in world.districts.iter_mut().zip(dma_of) {
+            district.set_dmas(assign);
+        }
         let offline: Vec<String> = world
             .speaker_ids
             .iter()
@@ -348,6 +392,7 @@ impl World {
     fn map(&self, entity: Entity) -> Option<&dyn RegisterMap> {
         Some(match entity {
             Entity::Meter { district, household } => &self.districts.get(district)?.households.get(household)?.meter,
+            Entity::Inlet { district, dma } => &self.districts.get(district)?.dmas.get(dma)?.inlet,
             Entity::Station { district } => &self.districts.get(district)?.station,
             Entity::Analyser { district } => &self.districts.get(district)?.analyser,
             Entity::Barn => &self.farm.barn,
@@ -361,6 +406,7 @@ impl World {
             Entity::Meter { district, household } => {
                 &mut self.districts.get_mut(district)?.households.get_mut(household)?.meter
             }
+            Entity::Inlet { district, dma } => &mut self.districts.get_mut(district)?.dmas.get_mut(dma)?.inlet,
             Entity::Station { district } => &mut self.districts.get_mut(district)?.station,
             Entity::Analyser { district } => &mut self.districts.get_mut(district)?.analyser,
             Entity::Barn => &mut self.farm.barn,
@@ -456,7 +502,7 @@ impl World {
             (Target::Cow { .. }, _) => false,
             (Target::Device(d), f) => matches!(
                 (self.devices[d].entity, f),
-                (Entity::Meter { .. }, Fault::Leak | Fault::StuckSensor)
+                (Entity::Meter { .. } | Entity::Inlet { .. }, Fault::Leak | Fault::StuckSensor)
                     | (Entity::Station { .. }, Fault::PumpTrip | Fault::Leak | Fault::ChlorineDosingFailure)
                     | (Entity::Station { .. }, Fault::StuckSensor)
                     | (Entity::Analyser { .. }, Fault::ChlorineDosingFailure | Fault::StuckSensor)
@@ -523,6 +569,14 @@ impl World {
             (Entity::Meter { district, household }, _) => {
                 if let Some(h) = self.districts.get_mut(district).and_then(|d| d.households.get_mut(household)) {
                     h.stuck = true;
+                }
+            }
+            (Entity::Inlet { district, dma }, f) => {
+                if let Some(x) = self.districts.get_mut(district).and_then(|d| d.dmas.get_mut(dma)) {
+                    match f {
+                        Fault::Leak => x.burst = true,
+                        _ => x.inlet.stuck = true,
+                    }
                 }
             }
             (Entity::Station { district } | Entity::Analyser { district }, f) => {
@@ -596,6 +650,14 @@ impl World {
                     }
                 }
             }
+            Entity::Inlet { district, dma } => {
+                if let Some(x) = self.districts.get_mut(district).and_then(|d| d.dmas.get_mut(dma)) {
+                    match fault {
+                        Fault::Leak => x.burst = false,
+                        _ => x.inlet.stuck = false,
+                    }
+                }
+            }
             Entity::Station { district } | Entity::Analyser { district } => {
                 let station = matches!(self.devices[dev].entity, Entity::Station { .. });
                 let Some(d) = self.districts.get_mut(district) else { return };
@@ -631,6 +693,31 @@ impl World {
     /// Every fault in force, by device id.
     pub(crate) fn faults(&self) -> Vec<(String, Fault)> {
         self.faults.iter().flat_map(|(id, set)| set.iter().map(move |f| (id.clone(), *f))).collect()
+    }
+
+    // --- district metered areas ---
+
+    /// The true volumes of DMA `id` (a village id) since the world began.
+    pub(crate) fn dma_volumes(&self, id: &str) -> Option<DmaVolumes> {
+        let &(d, i) = self.dmas.get(id)?;
+        Some(self.districts.get(d)?.dmas.get(i)?.truth)
+    }
+
+    /// Replaces household meter `id` by a new one whose totaliser reads `total_l`.
+    pub(crate) fn replace_meter(&mut self, id: &str, total_l: u32) -> Result<(), SimError> {
+        match self.target(id)? {
+            Target::Device(dev) => match self.devices[dev].entity {
+                Entity::Meter { district, household } => {
+                    if let Some(h) = self.districts.get_mut(district).and_then(|d| d.households.get_mut(household)) {
+                        h.meter = firmware::water_meter::WaterMeter::new(total_l);
+                    }
+                    info!(message = "Water meter replaced.", device = %id, total_l);
+                    Ok(())
+                }
+                other => Err(SimError::NotAMeter { device: id.to_owned(), what: other.what() }),
+            },
+            Target::Cow { .. } => Err(SimError::NotAMeter { device: id.to_owned(), what: "a cow" }),
+        }
     }
 
     // --- pins ---

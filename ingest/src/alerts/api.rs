@@ -4,6 +4,11 @@
 //! tenants the caller may see. Every write needs an operator token (rule reload: admin)
 //! valid for the tenant of what it touches; a tenant the caller may not see is "not
 //! found", so ids do not leak across tenants.
+//!
+//! An alert muted by a silence or a maintenance window says which (`muted`), so the page
+//! shows planned work apart from alerts someone silenced. Maintenance windows are also
+//! their own resource (`/maintenance`): planned work at a site, which reports read to show
+//! planned interruptions apart from failures.
 
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
@@ -36,6 +41,7 @@ where
         .route("/alerts/{id}/ack", post(ack))
         .route("/silences", get(silences).post(create_silence))
         .route("/silences/{id}", delete(expire_silence))
+        .route("/maintenance", get(maintenance).post(create_maintenance))
         .route("/rules", get(rules))
         .route("/rules/reload", post(reload))
         .route("/proposed-broadcasts", get(proposals))
@@ -58,8 +64,21 @@ fn ts(t: Option<protocol::Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
 }
 
+/// The JSON of an alert with what mutes it: `muted` names the silence or maintenance
+/// window (`id`, `kind`, `reason`, `ends_at`, `created_by`), `maintenance` is true under a
+/// maintenance window.
+fn view_muted(a: &Alert, silences: &[Silence], texts: &super::text::Texts) -> Value {
+    let mut v = view_with(a, texts);
+    let by = a.silenced_by.and_then(|id| silences.iter().find(|s| s.id == id));
+    v["muted"] = by.map_or(Value::Null, |s| {
+        json!({ "id": s.id, "kind": s.kind, "reason": s.reason, "ends_at": rfc3339(s.ends_at), "created_by": s.created_by })
+    });
+    v["maintenance"] = json!(by.is_some_and(|s| s.kind == SilenceKind::Maintenance));
+    v
+}
+
 /// The JSON of an alert: the issue's fields first, then the rest.
-fn view(a: &Alert) -> Value {
+pub(crate) fn view(a: &Alert) -> Value {
     json!({
         "id": a.id,
         "rule": a.rule,
@@ -176,18 +195,16 @@ async fn list(
             && from.is_none_or(|f| a.resolved_at.is_none_or(|r| r >= f))
             && to.is_none_or(|t| a.started_at < t)
     };
-    let list = alerts.with_manager(|m| m.alerts(keep, limit));
+    let (list, silences) = alerts.with_manager(|m| (m.alerts(keep, limit), m.silences(|_| true)));
     let texts = alerts.texts();
-    Ok(Json(list.iter().map(|a| view_with(a, &texts)).collect()))
+    Ok(Json(list.iter().map(|a| view_muted(a, &silences, &texts)).collect()))
 }
 
 async fn one(State(s): State<Option<Alerts>>, reader: Reader, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
     let alerts = alerts(&s)?;
-    let a = alerts
-        .with_manager(|m| m.alert(id).cloned())
-        .filter(|a| reader.may_see(&a.tenant))
-        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
-    Ok(Json(view_with(&a, &alerts.texts())))
+    let (a, silences) = alerts.with_manager(|m| (m.alert(id).cloned(), m.silences(|_| true)));
+    let a = a.filter(|a| reader.may_see(&a.tenant)).ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    Ok(Json(view_muted(&a, &silences, &alerts.texts())))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,15 +232,17 @@ async fn ack(
         return Err(ApiError::BadRequest("note is longer than 2000 characters".into()));
     }
     let now = alerts.now();
-    let a = alerts.with_manager(|m| {
+    let (a, silences) = alerts.with_manager(|m| {
         let tenant = m.alert(id).map(|a| a.tenant.clone());
         match tenant {
-            Some(t) if p.may_access(&t) => m.ack(id, &p.name, note, now).map_err(manager_error),
+            Some(t) if p.may_access(&t) => {
+                m.ack(id, &p.name, note, now).map_err(manager_error).map(|a| (a, m.silences(|_| true)))
+            }
             _ => Err(ApiError::NotFound(format!("no alert {id}"))),
         }
     })?;
     trail.record(&p, "alert.ack", Some(&a.tenant), id, json!({ "note": a.ack.as_ref().map(|k| k.note.clone()) })).await;
-    Ok(Json(view_with(&a, &alerts.texts())))
+    Ok(Json(view_muted(&a, &silences, &alerts.texts())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +328,119 @@ async fn expire_silence(
     let silence = alerts.with_manager(|m| m.expire_silence(id, |t| p.may_access(t), now)).map_err(manager_error)?;
     trail.record(&p, "silence.expire", Some(&silence.tenant), id, Value::Null).await;
     Ok(Json(silence_view(&silence, now)))
+}
+
+/// The site a maintenance window is for: its `site` matcher, or the site of the device or
+/// gateway it names.
+fn window_site(s: &Silence, inventory: &crate::inventory::Inventory) -> Option<String> {
+    s.matchers
+        .site
+        .clone()
+        .or_else(|| s.matchers.device.as_deref().and_then(|d| inventory.device(d)).map(|d| d.site))
+        .or_else(|| s.matchers.gateway.as_deref().and_then(|g| inventory.gateway(g)).map(|g| g.site))
+}
+
+fn maintenance_view(s: &Silence, site: Option<String>, now: protocol::Timestamp) -> Value {
+    let mut v = silence_view(s, now);
+    v["site"] = json!(site);
+    // The short names, for readers that think of a window as a start and an end.
+    v["start"] = json!(rfc3339(s.starts_at));
+    v["end"] = json!(rfc3339(s.ends_at));
+    v["state"] = json!(if now < s.starts_at {
+        "planned"
+    } else if s.active(now) {
+        "active"
+    } else {
+        "over"
+    });
+    v
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MaintenanceQuery {
+    site: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Maintenance windows (silences of kind `maintenance`) the caller may see, newest first:
+/// `site`, `starts_at`/`start`, `ends_at`/`end`, `reason`, `state` (`planned`, `active`,
+/// `over`) and the silence's fields. `from`/`to` keep the windows that overlap
+/// `[from, to)`; `site` those of one site.
+async fn maintenance(
+    State(s): State<Option<Alerts>>,
+    reader: Reader,
+    Query(q): Query<MaintenanceQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let alerts = alerts(&s)?;
+    let from = q.from.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
+    let to = q.to.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
+    let now = alerts.now();
+    let list = alerts.with_manager(|m| {
+        m.silences(|x| {
+            x.kind == SilenceKind::Maintenance
+                && reader.may_see(&x.tenant)
+                && from.is_none_or(|f| x.ends_at > f)
+                && to.is_none_or(|t| x.starts_at < t)
+        })
+    });
+    let inventory = alerts.inventory();
+    Ok(Json(
+        list.iter()
+            .map(|x| (x, window_site(x, inventory)))
+            .filter(|(_, site)| q.site.as_ref().is_none_or(|want| site.as_ref() == Some(want)))
+            .map(|(x, site)| maintenance_view(x, site, now))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MaintenanceBody {
+    site: String,
+    starts_at: Option<String>,
+    ends_at: String,
+    reason: String,
+}
+
+/// Plans maintenance at a site: a maintenance window on the site, for the site's tenant.
+/// An unknown site, or one of a tenant the caller may not act on, is 404.
+async fn create_maintenance(
+    State(s): State<Option<Alerts>>,
+    Authorized(p): Authorized,
+    trail: Trail,
+    body: Result<Json<MaintenanceBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&p)?;
+    let alerts = alerts(&s)?;
+    let Json(b) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"site\": ID, \"starts_at\": TIME, \"ends_at\": TIME, \"reason\": TEXT}}: {e}"
+        ))
+    })?;
+    let site = alerts
+        .inventory()
+        .sites()
+        .into_iter()
+        .find(|x| x.id == b.site && p.may_access(&x.tenant))
+        .ok_or_else(|| ApiError::NotFound(format!("no site '{}'", b.site)))?;
+    let starts_at = b.starts_at.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
+    let ends_at = parse(&b.ends_at).map_err(ApiError::BadRequest)?;
+    let now = alerts.now();
+    let new = NewSilence {
+        kind: SilenceKind::Maintenance,
+        matchers: Matchers { site: Some(site.id.clone()), ..Matchers::default() },
+        starts_at,
+        ends_at,
+        reason: b.reason,
+        created_by: p.name.clone(),
+        tenant: site.tenant.clone(),
+    };
+    let window = alerts.with_manager(|m| m.silence(new, now)).map_err(manager_error)?;
+    tracing::info!(message = "Maintenance planned.", site = %site.id, by = %p.name, id = window.id);
+    let what = json!({ "site": site.id, "starts_at": rfc3339(window.starts_at), "ends_at": rfc3339(window.ends_at), "reason": window.reason });
+    trail.record(&p, "maintenance.create", Some(&site.tenant), window.id, what).await;
+    Ok((StatusCode::CREATED, Json(maintenance_view(&window, Some(site.id), now))))
 }
 
 async fn rules(State(s): State<Option<Alerts>>, reader: Reader) -> Result<Json<Vec<Value>>, ApiError> {

@@ -9,13 +9,21 @@
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; a server
 //! error logs its cause and tells the client only that it happened ([`ApiError`]).
 //!
+//! At county size (issue 17): `/summary` gives what the dashboard shows per site and
+//! township without shipping the values, `/devices` and `/latest` filter by township and
+//! page, `/stream` pushes what changed, and [`http_cache`] adds ETags (`304` for an
+//! unchanged refresh) and gzip.
+//!
 //! Layering: `api` composes the routers. Each domain (alerts, broadcasts, commands, the
 //! line-protocol source) writes its handlers against its own state, taken out of
 //! [`AppState`] with axum's `FromRef`, so no domain module depends on `api`.
 
 mod dashboard;
+pub mod http_cache;
 mod read;
 pub mod serve;
+mod stream;
+mod summary;
 pub use crate::auth::Reader;
 pub use crate::error::ApiError;
 /// Times in the API, kept under this name for callers of `ingest::api::time`.
@@ -115,9 +123,14 @@ impl FromRef<AppState> for Arc<LineProtocol> {
     }
 }
 
-impl FromRef<AppState> for crate::reports::billing::BillingState {
-    fn from_ref(s: &AppState) -> crate::reports::billing::BillingState {
-        crate::reports::billing::BillingState { store: s.store.clone(), inventory: s.inventory.clone() }
+impl FromRef<AppState> for crate::reports::ReportsState {
+    fn from_ref(s: &AppState) -> crate::reports::ReportsState {
+        crate::reports::ReportsState {
+            store: s.store.clone(),
+            inventory: s.inventory.clone(),
+            alerts: s.alerts.clone(),
+            clock: s.clock.clone(),
+        }
     }
 }
 
@@ -132,10 +145,15 @@ pub fn app(state: AppState) -> Router {
         .route("/latest", get(read::latest))
         .route("/series", get(read::series))
         .route("/rejections", get(read::rejections))
-        .route("/reports/billing", get(crate::reports::billing::billing))
+        .route("/summary", get(summary::summary))
         .merge(crate::alerts::api::router())
         .merge(crate::broadcast::routes())
         .merge(crate::command::routes())
+        .merge(crate::reports::api::router())
+        .layer(axum::middleware::from_fn(http_cache::etag))
+        // After the ETag layer: a stream is never buffered, and a session's answer is one
+        // person's, never a cached one.
+        .merge(stream::routes(state.clone()))
         .merge(crate::people::api::routes());
     let gate = state.people.gate();
     Router::new()
@@ -145,6 +163,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .with_state(state)
         .layer(axum::Extension(gate))
+        .layer(axum::middleware::from_fn(http_cache::compress))
 }
 
 async fn health(State(s): State<AppState>) -> Response {

@@ -34,11 +34,92 @@ pub(super) async fn sites(State(s): State<AppState>, reader: Reader) -> Json<Vec
     Json(s.inventory.sites().into_iter().filter(|site| reader.may_see(&site.tenant)).collect())
 }
 
+/// Paging of a list (`limit`, `cursor` or `offset`). Without any of them a list is
+/// answered whole, as a bare JSON array (what clients before paging read); with one, as a
+/// [`Page`].
+#[derive(Debug, Default)]
+pub(super) struct Paging {
+    /// Items per page (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]; 0 answers only the total).
+    limit: Option<usize>,
+    /// The `next_cursor` of the page before: items after it. Stable while items come and go.
+    cursor: Option<String>,
+    /// Items to skip (when no cursor is given).
+    offset: Option<usize>,
+}
+
+/// Items per page when `cursor` or `offset` is given without `limit`.
+pub(super) const DEFAULT_PAGE: usize = 500;
+/// Most items one page holds.
+pub(super) const MAX_PAGE: usize = 5_000;
+
+impl Paging {
+    fn wanted(&self) -> bool {
+        self.limit.is_some() || self.cursor.is_some() || self.offset.is_some()
+    }
+}
+
+/// One page of a list, in key order.
+#[derive(Debug, Serialize)]
+pub(super) struct Page<T> {
+    /// The items.
+    pub(super) items: Vec<T>,
+    /// How many items match the filters, on every page.
+    pub(super) total: usize,
+    /// How many items came before this page.
+    pub(super) offset: usize,
+    /// The page size used.
+    pub(super) limit: usize,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub(super) next_cursor: Option<String>,
+}
+
+/// A list answered whole (no paging asked for) or one page of it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum Listing<T> {
+    /// Every item: what clients before paging read.
+    All(Vec<T>),
+    /// One page.
+    Page(Page<T>),
+}
+
+/// Cuts the page `paging` asks for out of `items`, sorted by `key`: after the cursor if
+/// one is given (so a device added or removed meanwhile neither repeats nor skips
+/// another), else after `offset`.
+pub(super) fn paginate<T>(mut items: Vec<T>, paging: &Paging, key: impl Fn(&T) -> String) -> Listing<T> {
+    if !paging.wanted() {
+        return Listing::All(items);
+    }
+    let limit = paging.limit.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+    let total = items.len();
+    let mut keyed: Vec<(String, T)> = items.drain(..).map(|t| (key(&t), t)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let offset = match &paging.cursor {
+        Some(c) => keyed.partition_point(|(k, _)| k.as_str() <= c.as_str()),
+        None => paging.offset.unwrap_or(0).min(total),
+    };
+    let end = offset.saturating_add(limit).min(total);
+    let next_cursor = (end < total && end > offset).then(|| keyed[end - 1].0.clone());
+    let items = keyed.into_iter().skip(offset).take(end - offset).map(|(_, t)| t).collect();
+    Listing::Page(Page { items, total, offset, limit, next_cursor })
+}
+
+/// The township of each site (see [`crate::inventory::Site::township`]).
+pub(super) fn townships(sites: &HashMap<String, crate::inventory::Site>) -> HashMap<&str, &str> {
+    sites.iter().filter_map(|(id, s)| Some((id.as_str(), s.township.as_deref()?))).collect()
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct DeviceFilter {
     kind: Option<String>,
     site: Option<String>,
     gateway: Option<String>,
+    township: Option<String>,
+    // Paging's fields, not a flattened `Paging`: serde's flatten would hand the query's
+    // numbers over as strings, which `usize` refuses.
+    limit: Option<usize>,
+    cursor: Option<String>,
+    offset: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,18 +134,21 @@ pub(super) struct DeviceView {
     lon: Option<f64>,
     last_seen: Option<String>,
     online: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    township: Option<String>,
 }
 
 pub(super) async fn devices(
     State(s): State<AppState>,
     reader: Reader,
     Query(f): Query<DeviceFilter>,
-) -> Result<Json<Vec<DeviceView>>, ApiError> {
+) -> Result<Json<Listing<DeviceView>>, ApiError> {
     if let Some(kind) = &f.kind {
         kind.parse::<protocol::DeviceKind>().map_err(|e| ApiError::BadRequest(format!("kind '{kind}': {e}")))?;
     }
     let sites: HashMap<String, crate::inventory::Site> =
         s.inventory.sites().into_iter().map(|x| (x.id.clone(), x)).collect();
+    let townships = townships(&sites);
     let online: HashMap<String, bool> = s
         .store
         .latest()
@@ -79,6 +163,7 @@ pub(super) async fn devices(
         .filter(|d| f.kind.as_deref().is_none_or(|k| d.kind.as_str() == k))
         .filter(|d| f.site.as_deref().is_none_or(|x| d.site == x))
         .filter(|d| f.gateway.as_deref().is_none_or(|x| d.gateway == x))
+        .filter(|d| f.township.as_deref().is_none_or(|t| townships.get(d.site.as_str()) == Some(&t)))
         .filter_map(|d| {
             let site = sites.get(&d.site);
             let tenant = site.map(|x| x.tenant.clone()).unwrap_or_default();
@@ -93,7 +178,8 @@ pub(super) async fn devices(
             Some(view(&s, d, site, tenant, online))
         })
         .collect();
-    Ok(Json(out))
+    let paging = Paging { limit: f.limit, cursor: f.cursor, offset: f.offset };
+    Ok(Json(paginate(out, &paging, |d| d.id.clone())))
 }
 
 fn view(
@@ -107,6 +193,7 @@ fn view(
         last_seen: s.inventory.last_seen(&d.id).map(rfc3339),
         lat: d.lat.or(site.map(|x| x.lat)),
         lon: d.lon.or(site.map(|x| x.lon)),
+        township: site.and_then(|x| x.township.clone()),
         id: d.id,
         kind: d.kind,
         site: d.site,
@@ -123,21 +210,49 @@ pub(super) struct LatestFilter {
     kind: Option<String>,
     site: Option<String>,
     metric: Option<String>,
+    township: Option<String>,
+    /// Only values newer than this (RFC 3339 or ms): what changed since the last refresh.
+    since: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    offset: Option<usize>,
+}
+
+/// One latest value as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct LatestView {
+    pub(super) device: String,
+    pub(super) metric: String,
+    pub(super) unit: &'static str,
+    pub(super) ts: String,
+    pub(super) value: f64,
+    pub(super) quality: protocol::Quality,
+    pub(super) kind: String,
+    pub(super) site: String,
+}
+
+/// The cursor key of a latest value: `device/metric` (device ids never hold a `/`).
+fn latest_key(v: &LatestView) -> String {
+    format!("{}/{}", v.device, v.metric)
 }
 
 pub(super) async fn latest(
     State(s): State<AppState>,
     reader: Reader,
     Query(f): Query<LatestFilter>,
-) -> Json<Vec<Value>> {
+) -> Result<Json<Listing<LatestView>>, ApiError> {
+    let since = f.since.as_deref().map(parse).transpose().map_err(ApiError::BadRequest)?;
     let devices: HashMap<String, Device> = s.inventory.devices().into_iter().map(|d| (d.id.clone(), d)).collect();
-    let tenants: HashMap<String, String> = s.inventory.sites().into_iter().map(|x| (x.id, x.tenant)).collect();
+    let sites: HashMap<String, crate::inventory::Site> =
+        s.inventory.sites().into_iter().map(|x| (x.id.clone(), x)).collect();
+    let townships = townships(&sites);
     let out = s
         .store
         .latest()
         .into_iter()
         .filter(|l| f.device.as_deref().is_none_or(|d| l.device == d))
         .filter(|l| f.metric.as_deref().is_none_or(|m| l.metric.name() == m))
+        .filter(|l| since.is_none_or(|t| l.point.ts > t))
         .filter_map(|l| {
             let d = devices.get(&l.device);
             let kind = d.map(|d| d.kind.as_str()).unwrap_or("external");
@@ -145,23 +260,27 @@ pub(super) async fn latest(
             if f.kind.as_deref().is_some_and(|k| k != kind) || f.site.as_deref().is_some_and(|x| x != site) {
                 return None;
             }
-            let tenant = tenants.get(site).map(String::as_str).unwrap_or("");
+            if f.township.as_deref().is_some_and(|t| townships.get(site) != Some(&t)) {
+                return None;
+            }
+            let tenant = sites.get(site).map(|x| x.tenant.as_str()).unwrap_or("");
             if !reader.may_see(tenant) {
                 return None;
             }
-            Some(json!({
-                "device": l.device,
-                "metric": l.metric.name(),
-                "unit": l.metric.unit(),
-                "ts": rfc3339(l.point.ts),
-                "value": l.point.value,
-                "quality": l.point.quality,
-                "kind": kind,
-                "site": site,
-            }))
+            Some(LatestView {
+                metric: l.metric.name().to_string(),
+                unit: l.metric.unit(),
+                ts: rfc3339(l.point.ts),
+                value: l.point.value,
+                quality: l.point.quality,
+                kind: kind.to_string(),
+                site: site.to_string(),
+                device: l.device,
+            })
         })
         .collect();
-    Json(out)
+    let paging = Paging { limit: f.limit, cursor: f.cursor, offset: f.offset };
+    Ok(Json(paginate(out, &paging, latest_key)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +460,7 @@ mod tests {
             lon: 0.0,
             village: None,
             district: None,
+            township: None,
         };
         let inv = Inventory::from_file(InventoryFile {
             sites: vec![site("s1", "county"), site("s2", "dairy")],

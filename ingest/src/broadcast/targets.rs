@@ -149,6 +149,7 @@ mod tests {
             lon: 0.0,
             village: Some(id.into()),
             district: Some(district.into()),
+            township: None,
         };
         let speaker = |id: &str, site: &str| Device {
             id: id.into(),

@@ -2,8 +2,10 @@
 //!
 //! | call | what |
 //! |---|---|
-//! | `POST /api/v1/devices/{id}/commands` `{"point","value","ttl_secs"}` | operator token of the device's tenant; `point` one of the writable points of the device's profile (else 422 naming them); 202 `{"id", "status": "sent"}` |
-//! | `GET /api/v1/commands/{id}` | the command, who issued it, and its acks (token of the tenant, or public reads) |
+//! | `POST /api/v1/devices/{id}/commands` `{"point","value","ttl_secs","reason"}` | operator token of the device's tenant; `point` one of the writable points of the device's profile (else 422 naming them); `reason` (optional, at most 500 characters) goes into the audit log; 202 `{"id", "status": "sent"}` |
+//! | `GET /api/v1/commands/{id}` | the command, who issued it and why, its acks, and its `outcome` (token of the tenant, or public reads) |
+//! | `GET /api/v1/controls` | the device models with writable points: each point's name, unit, range and kind of control |
+//! | `GET /api/v1/devices/{id}/controls` | one device's writable points, whether the caller may command it, and its recent commands |
 //! | `GET /api/v1/keys/commands` | `{"algorithm": "ed25519", "public_key": HEX}`: the gateways' `command_key` |
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ where
     Router::new()
         .route("/devices/{id}/commands", post(issue_write))
         .route("/commands/{id}", get(get_command))
+        .route("/controls", get(controls))
+        .route("/devices/{id}/controls", get(device_controls))
         .route("/keys/commands", get(public_key))
 }
 
@@ -48,7 +52,13 @@ struct WriteRequest {
     value: f64,
     #[serde(default = "default_ttl_secs")]
     ttl_secs: u64,
+    /// Why the operator sends it: for the audit log and whoever reads it later.
+    #[serde(default)]
+    reason: Option<String>,
 }
+
+/// Longest reason an operator may give with a command.
+const MAX_REASON_CHARS: usize = 500;
 
 const fn default_ttl_secs() -> u64 {
     60
@@ -64,8 +74,14 @@ async fn issue_write(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(Role::Operator)?;
     let Json(req) = body.map_err(|e| {
-        ApiError::BadRequest(format!("expected {{\"point\": NAME, \"value\": NUMBER, \"ttl_secs\": N}}: {e}"))
+        ApiError::BadRequest(format!(
+            "expected {{\"point\": NAME, \"value\": NUMBER, \"ttl_secs\": N, \"reason\": TEXT}}: {e}"
+        ))
     })?;
+    let reason = req.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
+    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_CHARS} characters")));
+    }
     let d = inventory.device(&device).ok_or_else(|| ApiError::NotFound(format!("no device '{device}'")))?;
     let gw = inventory
         .gateway(&d.gateway)
@@ -107,12 +123,16 @@ async fn issue_write(
         expires_at: None,
         issued_by: principal.name.clone(),
     };
-    let id = commands.issue(issue).await.map_err(|e| match e {
+    let sent = match reason.clone() {
+        Some(r) => commands.issue_because(issue, r).await,
+        None => commands.issue(issue).await,
+    };
+    let id = sent.map_err(|e| match e {
         super::CommandError::Publish(_) => ApiError::Unavailable(format!("cannot reach the broker: {e}")),
         super::CommandError::TooLarge { .. } => ApiError::Unprocessable(e.to_string()),
         other => ApiError::Internal(other.to_string()),
     })?;
-    let what = json!({ "device": device, "point": req.point, "value": req.value });
+    let what = json!({ "device": device, "point": req.point, "value": req.value, "reason": reason });
     trail.record(&principal, "command.write", Some(&gw.tenant), id, what).await;
     Ok((
         StatusCode::ACCEPTED,
@@ -131,13 +151,71 @@ async fn get_command(
     if !reader.may_see(&r.command.tenant) {
         return Err(ApiError::NotFound(format!("no command {id} since ingest started")));
     }
+    Ok(Json(command_view(&r, commands.now())))
+}
+
+/// A command as the API shows it: `state` is the latest ack's (or `sent`), `outcome` what
+/// it means for the person who sent it (docs/API.md).
+fn command_view(r: &super::Record, now: protocol::Timestamp) -> Value {
     let state = r.acks.last().map_or(json!("sent"), |a| json!(a.state));
-    Ok(Json(json!({
+    let outcome = r.outcome(now);
+    json!({
         "id": r.command.id,
         "state": state,
         "issued_by": r.issued_by,
+        "reason": r.reason,
         "command": r.command,
         "acks": r.acks,
+        "outcome": {
+            "state": outcome.state,
+            "reason": outcome.reason,
+            "at": outcome.at.map(crate::time::rfc3339),
+            "final": outcome.last,
+        },
+    })
+}
+
+/// Every device model with writable points, and those points: what the control panel can
+/// offer (which devices of those models a caller may command is `device_controls`).
+async fn controls(State(commands): State<Commander>, _reader: Reader) -> Json<Value> {
+    let mut models: Vec<(&str, &[super::profiles::PointInfo])> = commands.points().models().collect();
+    models.sort_by_key(|(m, _)| *m);
+    Json(json!(
+        models.into_iter().map(|(model, points)| json!({ "model": model, "points": points })).collect::<Vec<_>>()
+    ))
+}
+
+/// Commands to one device shown with its controls.
+const RECENT_COMMANDS: usize = 10;
+
+/// One device's controls: its writable points, whether the caller may command it (an
+/// operator or admin of its tenant), and the commands sent to it since ingest started.
+async fn device_controls(
+    State(commands): State<Commander>,
+    State(inventory): State<Arc<Inventory>>,
+    reader: Reader,
+    Path(device): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let missing = || ApiError::NotFound(format!("no device '{device}'"));
+    let d = inventory.device(&device).ok_or_else(missing)?;
+    let tenant = inventory.gateway(&d.gateway).map(|g| g.tenant.clone()).ok_or_else(missing)?;
+    if !reader.may_see(&tenant) {
+        return Err(missing());
+    }
+    let may_command = reader.0.as_ref().is_some_and(|p| p.role >= Role::Operator && p.may_access(&tenant));
+    let points = commands.points().info(&d.model).unwrap_or_default();
+    let now = commands.now();
+    let recent: Vec<Value> = commands.recent(&device, RECENT_COMMANDS).iter().map(|r| command_view(r, now)).collect();
+    Ok(Json(json!({
+        "device": d.id,
+        "model": d.model,
+        "kind": d.kind,
+        "site": d.site,
+        "gateway": d.gateway,
+        "tenant": tenant,
+        "may_command": may_command,
+        "points": points,
+        "recent": recent,
     })))
 }
 

@@ -14,7 +14,9 @@
 //! - Deliberate and audited: every issue is appended to `data_dir/commands.audit.jsonl`
 //!   (one JSON object a line, fsynced) before the command is published, with who issued
 //!   it; every ack that comes back is appended too (after it is passed on to subscribers:
-//!   it reports what already happened). The log is append-only.
+//!   it reports what already happened). The log is append-only. An operator's write
+//!   carries the reason they gave ([`Commander::issue_because`]): it is in the audit line
+//!   and in the record `GET /api/v1/commands/{id}` shows.
 //! - Generic: [`Commander::issue`] takes any [`Action`] (a write, a broadcast `play`, a
 //!   `stop`). The broadcast dispatcher issues through the same Commander (it implements
 //!   `broadcast::path::CommandPath`), so one key, one id sequence and one ack stream serve
@@ -124,16 +126,81 @@ pub struct Record {
     pub command: Command,
     /// Who issued it.
     pub issued_by: String,
+    /// Why, as the operator gave it (not signed: it is for people and the audit log).
+    pub reason: Option<String>,
     /// Acks in the order they arrived.
     pub acks: Vec<CommandAck>,
+}
+
+/// How long after its expiry a command without any ack counts as timed out: the gateway
+/// refuses a command that arrives expired, so past this nothing more will be done with it.
+pub const TIMEOUT_GRACE_MS: i64 = 5_000;
+
+/// Where a command stands for the person who sent it, from its acks and the clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// `sent` (no word from the gateway yet), `accepted` (delivered), `written` (done and
+    /// read back), `refused`, `failed`, `timed_out` (no ack by its expiry), or a
+    /// broadcast's `playing`, `played`, `interrupted`.
+    pub state: &'static str,
+    /// Why, for refused and failed commands (the gateway's words, with its check's code).
+    pub reason: Option<String>,
+    /// When that state was reached (the ack's time, or the expiry for `timed_out`).
+    pub at: Option<Timestamp>,
+    /// True when nothing more will come: every state but `sent`, `accepted` and `playing`.
+    pub last: bool,
+}
+
+impl Record {
+    /// The command's outcome at `now`: its latest ack, or `timed_out` once it expired
+    /// [`TIMEOUT_GRACE_MS`] ago without one.
+    pub fn outcome(&self, now: Timestamp) -> Outcome {
+        use protocol::command::AckState;
+        match self.acks.last() {
+            Some(ack) => {
+                let state = match ack.state {
+                    AckState::Delivered => "accepted",
+                    AckState::Done => "written",
+                    AckState::Playing => "playing",
+                    AckState::Played => "played",
+                    AckState::Interrupted => "interrupted",
+                    AckState::Refused => "refused",
+                    AckState::Failed => "failed",
+                };
+                // A write's delivery is not its end; a broadcast's delivered is as far as a
+                // speaker without a command log reports.
+                let last = match ack.state {
+                    AckState::Delivered => !matches!(self.command.action, Action::Write { .. }),
+                    AckState::Playing => false,
+                    _ => true,
+                };
+                Outcome { state, reason: ack.reason.clone(), at: Some(ack.ts), last }
+            }
+            None if now.0 > self.command.expires_at.0.saturating_add(TIMEOUT_GRACE_MS) => {
+                Outcome { state: "timed_out", reason: None, at: Some(self.command.expires_at), last: true }
+            }
+            None => Outcome { state: "sent", reason: None, at: None, last: false },
+        }
+    }
 }
 
 /// One line of the audit log.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum AuditLine {
-    Issued { ts: Timestamp, id: u64, issued_by: String, command: serde_json::Value },
-    Ack { ts: Timestamp, gateway: String, ack: serde_json::Value },
+    Issued {
+        ts: Timestamp,
+        id: u64,
+        issued_by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        command: serde_json::Value,
+    },
+    Ack {
+        ts: Timestamp,
+        gateway: String,
+        ack: serde_json::Value,
+    },
 }
 
 struct Inner {
@@ -243,11 +310,25 @@ impl Commander {
         self.issue_all(vec![req]).await.pop().unwrap_or_else(|| Err(CommandError::Publish("nothing issued".into())))
     }
 
+    /// Issues one command with the operator's reason, which goes into the audit line and
+    /// the record (a pump started from the dashboard says why).
+    pub async fn issue_because(&self, req: Issue, reason: String) -> Result<u64, CommandError> {
+        self.issue_with(vec![req], vec![Some(reason)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(CommandError::Publish("nothing issued".into())))
+    }
+
     /// Issues a batch: signs every command and appends them to the audit log with one
     /// fsync, then publishes each. Returns one result per request, in order; if the audit
     /// log cannot be written, nothing is published and every result is that error.
     pub async fn issue_all(&self, reqs: Vec<Issue>) -> Vec<Result<u64, CommandError>> {
-        let signed = match self.sign_all(&reqs) {
+        let reasons = vec![None; reqs.len()];
+        self.issue_with(reqs, reasons).await
+    }
+
+    async fn issue_with(&self, reqs: Vec<Issue>, reasons: Vec<Option<String>>) -> Vec<Result<u64, CommandError>> {
+        let signed = match self.sign_all(&reqs, &reasons) {
             Ok(s) => s,
             Err(CommandError::TooLarge { bytes, limit }) => {
                 tracing::warn!(
@@ -281,8 +362,10 @@ impl Commander {
     /// Signs and audits a command without publishing it: a prepared announcement that a
     /// gateway's local rule delivers later. Returns the signed envelope.
     pub fn prepare(&self, req: Issue) -> Result<(u64, Vec<u8>), CommandError> {
-        let (cmd, wire) =
-            self.sign_all(std::slice::from_ref(&req))?.pop().ok_or(CommandError::Audit("nothing signed".into()))?;
+        let (cmd, wire) = self
+            .sign_all(std::slice::from_ref(&req), &[None])?
+            .pop()
+            .ok_or(CommandError::Audit("nothing signed".into()))?;
         Ok((cmd.id, wire))
     }
 
@@ -296,14 +379,14 @@ impl Commander {
     /// Signs every request, checks every envelope against [`MAX_SIGNED_COMMAND_BYTES`]
     /// (one over it refuses the batch: nothing audited, no id used), audits them with one
     /// fsync, and remembers them.
-    fn sign_all(&self, reqs: &[Issue]) -> Result<Vec<(Command, Vec<u8>)>, CommandError> {
+    fn sign_all(&self, reqs: &[Issue], reasons: &[Option<String>]) -> Result<Vec<(Command, Vec<u8>)>, CommandError> {
         let now = (self.inner.clock)();
         let mut audit = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
         let mut id = audit.last_id;
         let mut cmds = Vec::with_capacity(reqs.len());
         let mut wires = Vec::with_capacity(reqs.len());
         let mut lines = Vec::with_capacity(reqs.len());
-        for req in reqs {
+        for (n, req) in reqs.iter().enumerate() {
             id = (id + 1).max(u64::try_from(now.0).unwrap_or(0));
             let ttl = i64::try_from(req.ttl.as_millis()).unwrap_or(i64::MAX);
             let cmd = Command {
@@ -323,6 +406,7 @@ impl Commander {
                 ts: now,
                 id,
                 issued_by: req.issued_by.clone(),
+                reason: reasons.get(n).cloned().flatten(),
                 command: serde_json::to_value(&cmd).unwrap_or_default(),
             });
             cmds.push(cmd);
@@ -332,10 +416,14 @@ impl Commander {
         audit.last_id = id;
         drop(audit);
         let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        for (cmd, req) in cmds.iter().zip(reqs) {
-            records
-                .0
-                .insert(cmd.id, Record { command: cmd.clone(), issued_by: req.issued_by.clone(), acks: Vec::new() });
+        for (n, (cmd, req)) in cmds.iter().zip(reqs).enumerate() {
+            let record = Record {
+                command: cmd.clone(),
+                issued_by: req.issued_by.clone(),
+                reason: reasons.get(n).cloned().flatten(),
+                acks: Vec::new(),
+            };
+            records.0.insert(cmd.id, record);
             records.1.push_back(cmd.id);
         }
         while records.1.len() > REMEMBERED {
@@ -350,6 +438,30 @@ impl Commander {
     /// A command issued since ingest started, with its acks.
     pub fn get(&self, id: u64) -> Option<Record> {
         self.inner.records.lock().unwrap_or_else(|e| e.into_inner()).0.get(&id).cloned()
+    }
+
+    /// The newest commands to `device` since ingest started (at most `limit`), newest first.
+    pub fn recent(&self, device: &str, limit: usize) -> Vec<Record> {
+        let records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
+        records
+            .1
+            .iter()
+            .rev()
+            .filter_map(|id| records.0.get(id))
+            .filter(|r| r.command.device == device)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Ingest's clock now (when a command counts as timed out).
+    pub fn now(&self) -> Timestamp {
+        (self.inner.clock)()
+    }
+
+    /// The writable points ingest knows, with unit and range, by device model.
+    pub fn points(&self) -> &profiles::WritablePoints {
+        &self.inner.writable
     }
 
     /// Acks as they arrive: `(gateway, ack)`.
@@ -522,6 +634,91 @@ mod tests {
         stop.cancel();
     }
 
+    fn record(acks: Vec<CommandAck>) -> Record {
+        Record {
+            command: Command {
+                id: 7,
+                tenant: "county".into(),
+                gateway: "gw".into(),
+                device: "pump".into(),
+                issued_at: Timestamp(0),
+                expires_at: Timestamp(60_000),
+                action: Action::Write { point: "pump_run".into(), value: 1.0 },
+            },
+            issued_by: "op".into(),
+            reason: Some("restart after the relay was reset".into()),
+            acks,
+        }
+    }
+
+    fn ack(state: protocol::command::AckState, reason: Option<&str>) -> CommandAck {
+        CommandAck {
+            id: 7,
+            device: "pump".into(),
+            ts: Timestamp(1_000),
+            state,
+            reason: reason.map(Into::into),
+            receipt: None,
+        }
+    }
+
+    #[test]
+    fn a_write_is_sent_until_the_gateway_answers_and_timed_out_past_its_expiry_without_an_answer() {
+        use protocol::command::AckState;
+        let sent = record(vec![]);
+        assert_eq!(sent.outcome(Timestamp(30_000)).state, "sent");
+        assert!(!sent.outcome(Timestamp(30_000)).last);
+        assert_eq!(sent.outcome(Timestamp(60_000 + TIMEOUT_GRACE_MS)).state, "sent", "the grace is inclusive");
+        let late = sent.outcome(Timestamp(60_001 + TIMEOUT_GRACE_MS));
+        assert_eq!((late.state, late.last, late.at), ("timed_out", true, Some(Timestamp(60_000))));
+        // An answer wins whenever it comes.
+        let written = record(vec![ack(AckState::Done, None)]).outcome(Timestamp(999_999));
+        assert_eq!((written.state, written.last), ("written", true));
+        let accepted = record(vec![ack(AckState::Delivered, None)]).outcome(Timestamp(1));
+        assert_eq!((accepted.state, accepted.last), ("accepted", false), "a write's delivery is not its end");
+        let refused = record(vec![ack(AckState::Refused, Some("out_of_range: 9 (gateway)"))]).outcome(Timestamp(1));
+        assert_eq!((refused.state, refused.reason.as_deref()), ("refused", Some("out_of_range: 9 (gateway)")));
+    }
+
+    #[tokio::test]
+    async fn an_operators_reason_reaches_the_audit_log_and_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _not_running) = crate::sources::mqtt::connect(crate::sources::mqtt::Connection {
+            host: "127.0.0.1".into(),
+            port: 9,
+            client_id: "test".into(),
+            credentials: None,
+        });
+        let stop = CancellationToken::new();
+        let commander = Commander::open(
+            dir.path(),
+            source.downlink.clone(),
+            &source.command_acks,
+            daemon::system_clock(),
+            &Tasks::new(),
+            stop.clone(),
+        )
+        .unwrap();
+        let issue = |device: &str| Issue {
+            tenant: "county".into(),
+            gateway: "gw-1".into(),
+            device: device.into(),
+            action: Action::Write { point: "pump_run".into(), value: 1.0 },
+            ttl: std::time::Duration::from_secs(60),
+            expires_at: None,
+            issued_by: "li.wei".into(),
+        };
+        let id = commander.issue_because(issue("pump-1"), "relay reset by the technician".into()).await.unwrap();
+        let plain = commander.issue(issue("pump-2")).await.unwrap();
+        assert_eq!(commander.get(id).and_then(|r| r.reason).as_deref(), Some("relay reset by the technician"));
+        assert_eq!(commander.get(plain).and_then(|r| r.reason), None, "a command without a reason has none");
+        let audit = std::fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap_or_default();
+        let line = audit.lines().find(|l| l.contains(&format!("\"id\":{id}"))).unwrap_or_default();
+        assert!(line.contains("\"reason\":\"relay reset by the technician\""), "{audit}");
+        assert_eq!(commander.recent("pump-1", 5).len(), 1);
+        stop.cancel();
+    }
+
     #[test]
     fn ids_keep_increasing_across_restarts_from_the_audit_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -531,6 +728,7 @@ mod tests {
             ts: Timestamp(0),
             id: 9_000_000_000_000,
             issued_by: "op".into(),
+            reason: None,
             command: serde_json::Value::Null,
         };
         audit.append_all(&[line]).unwrap();

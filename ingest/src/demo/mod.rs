@@ -31,6 +31,27 @@ use crate::inventory::{Device, GatewayInfo, Inventory, InventoryFile, Site};
 use crate::pipeline::Sink;
 use crate::service::{self, Options, Running};
 
+/// Which county `ingest demo --county` simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CountyChoice {
+    /// 3 villages, 50 meters, 3 speakers, 100 cows: starts in seconds (the default).
+    #[default]
+    Small,
+    /// The pilot county at full size ([`CountySpec::large`]): 150 villages in 9
+    /// townships, 15,000 meters, 400 speakers, 3 waterworks, 2 farms of 1,000 cows.
+    Large,
+}
+
+impl CountyChoice {
+    /// The county's spec.
+    pub fn spec(self) -> CountySpec {
+        match self {
+            CountyChoice::Small => CountySpec::demo(),
+            CountyChoice::Large => CountySpec::large(),
+        }
+    }
+}
+
 /// How to start a demo.
 pub struct DemoOptions {
     /// HTTP API and dashboard address (port 0 picks one).
@@ -156,6 +177,7 @@ impl Demo {
             }
         }
         let inventory = Inventory::from_file(file);
+        inventory.set_districts(districts_of(county.plan()));
         let people = add_people(&data_dir, &opts.passwords)?;
         let admin_token = opts.admin_token.unwrap_or_else(crate::auth::generate_token);
         let operator_token = opts.operator_token.unwrap_or_else(crate::auth::generate_token);
@@ -259,13 +281,19 @@ impl Demo {
         }
         let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let villages = plan.sites.iter().filter(|s| matches!(s.kind, simulator::SiteKind::Village)).count();
+        let townships = plan.sites.iter().filter(|s| matches!(s.kind, simulator::SiteKind::Township)).count();
+        let villages = if townships > 0 {
+            format!("{villages} villages in {townships} townships")
+        } else {
+            format!("{villages} villages")
+        };
         format!(
             "Village telemetry demo: a simulated county\n\
-             \x20 county:     {villages} villages, {} gateways; {}\n\
+             \x20 county:     {villages}, {} gateways; {}\n\
              \x20 broker:     mqtt://{} (embedded)\n\
              \x20 data:       {}\n\
              \x20 dashboard:  http://{}/\n\
-             \x20 API:        http://{}/api/v1/devices, /api/v1/latest, /api/v1/series\n\
+             \x20 API:        http://{}/api/v1/summary, /api/v1/devices, /api/v1/latest, /api/v1/series, /api/v1/stream\n\
              \x20 metrics:    http://{}/metrics\n\
              \x20 admin token: {}\n\
              \x20 operator-2 token: {} (approves red and orange broadcasts the admin creates)\n\
@@ -344,6 +372,7 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
             lon: s.lon,
             village: s.village.clone(),
             district: s.district.clone(),
+            township: s.township.clone(),
         })
         .collect();
     let gateways = plan
@@ -379,6 +408,21 @@ pub fn inventory_of(plan: &Plan) -> InventoryFile {
         }
     }
     InventoryFile { sites, gateways, devices }
+}
+
+/// The district metered areas of a simulated county (each village, fed through its inlet
+/// meter), with the villages' names.
+pub fn districts_of(plan: &Plan) -> Vec<crate::inventory::MeteredDistrict> {
+    plan.districts
+        .iter()
+        .map(|d| crate::inventory::MeteredDistrict {
+            id: d.id.clone(),
+            name: plan.sites.iter().find(|s| s.id == d.id).map_or_else(|| d.id.clone(), |s| s.name.clone()),
+            supply_district: d.supply_district.clone(),
+            inlets: d.inlets.clone(),
+            sites: d.sites.clone(),
+        })
+        .collect()
 }
 
 /// Starts one gateway agent under `stop`; returns what stops it alone, and its task.

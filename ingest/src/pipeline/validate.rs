@@ -190,6 +190,7 @@ mod tests {
                 lon: 0.0,
                 village: None,
                 district: None,
+                township: None,
             }],
             gateways: vec![
                 GatewayInfo { id: "gw-a".into(), tenant: "county".into(), site: "s".into(), public_key: None },

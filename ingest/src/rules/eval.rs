@@ -311,6 +311,7 @@ mod tests {
             lon: 0.0,
             village: (kind == "village").then(|| id.to_string()),
             district: (tenant == "county").then(|| "district-1".to_string()),
+            township: None,
         };
         let dev = |id: &str, kind: DeviceKind, site: &str, gw: &str| Device {
             id: id.into(),

@@ -12,9 +12,13 @@ use firmware::speaker::Speaker;
 use protocol::Timestamp;
 use vt_images::run::Board;
 
-/// Heap for decoding envelopes: about three times the largest envelope (1,998 bytes) plus
-/// the terminal's own few allocations.
-const HEAP_BYTES: usize = 8 * 1024;
+/// Heap: the terminal's own allocations (its queue of held playbacks, its ids: about
+/// 0.5 KiB, made at boot), plus, for one command at a time, the signed message the
+/// signature check hashes (the envelope's body with a domain prefix) and then the
+/// command's decoded strings, each at most the largest envelope (1,998 bytes; the
+/// envelope itself is checked in the mailbox, not copied). The interop test writes the
+/// largest envelope and reads the peak (docs/BENCHMARKS.md).
+const HEAP_BYTES: usize = 3 * 1024;
 /// Unit id of a terminal whose provisioning page is blank.
 const DEFAULT_UNIT: u8 = 1;
 /// Volume out of the box (%).
@@ -24,7 +28,7 @@ const DEFAULT_VOLUME: u8 = 70;
 fn main() -> ! {
     static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
     static mut SPEAKER: MaybeUninit<Speaker> = MaybeUninit::uninit();
-    let board = Board::start(HEAP);
+    let mut board = Board::start(HEAP);
     let (speaker, unit, restored) = terminal(SPEAKER, &board);
     board.run(unit, speaker, restored)
 }

@@ -21,7 +21,7 @@ const FACTORY_TOTAL_L: u32 = 0;
 fn main() -> ! {
     static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
     static mut METER: MaybeUninit<WaterMeter> = MaybeUninit::uninit();
-    let board = Board::start(HEAP);
+    let mut board = Board::start(HEAP);
     let unit = board.provision().map_or(DEFAULT_UNIT, |p| p.unit);
     let kept = board.kept_state().and_then(kept_total);
     let meter = METER.write(WaterMeter::new(kept.unwrap_or(FACTORY_TOTAL_L)));

@@ -202,6 +202,8 @@ fn expected(model: &str, metric: &str) -> (f64, f64) {
         (_, "fault_word") => (0.0, 65_535.0),
         (_, "volume_total") => (0.0, 10_000.0),
         ("vt-sim-water-meter", "flow") => (0.0, 2.0),
+        // A village's inlet: its households' draw and its network's leakage.
+        ("vt-sim-bulk-meter", "flow") => (0.0, 20.0),
         ("vt-sim-pump-station", "flow") => (0.05, 20.0),
         // Zero while the pump is stopped; its rated flow while it runs.
         ("vt-sim-pump-station", "pump_flow") => (0.0, 20.0),

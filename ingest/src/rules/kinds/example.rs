@@ -97,6 +97,7 @@ mod tests {
                 lon: 0.0,
                 village: None,
                 district: None,
+                township: None,
             }],
             gateways: vec![GatewayInfo {
                 id: "gw".into(),

@@ -6,7 +6,9 @@
 //! - late reads are not loss: the window ends where every counter has data, and meters
 //!   silent for longer than `max_gap_secs` are left out (at most 2% of them, their share
 //!   estimated from the others; more and the district is not judged);
-//! - evaluated every `every_secs` of ingest's clock, not on readings.
+//! - evaluated every `every_secs` of ingest's clock, not on readings;
+//! - a district metered area's inlet meter (inventory `[[districts]]`) is never a
+//!   household meter: it measures what the households and the leaks take together.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -160,12 +162,14 @@ impl RuleState for State {
         let rule = cx.rule;
         // District -> (inflow counters, meter counters, meters in the inventory).
         let mut districts: BTreeMap<String, District<'_>> = BTreeMap::new();
+        let inlets: std::collections::HashSet<String> =
+            cx.inventory.districts().into_iter().flat_map(|d| d.inlets).collect();
         for meta in cx.devices.values() {
             let Some(d) = meta.district.as_ref() else { continue };
             if !rule.select.matches(meta) {
                 continue;
             }
-            if k.meters.matches(meta) {
+            if k.meters.matches(meta) && !inlets.contains(&meta.id) {
                 districts.entry(d.clone()).or_default().2 += 1;
             }
         }
@@ -176,7 +180,7 @@ impl RuleState for State {
             if k.inflow.matches(meta) {
                 e.0.push(c);
                 e.3 = Some(meta.clone());
-            } else if k.meters.matches(meta) {
+            } else if k.meters.matches(meta) && !inlets.contains(&meta.id) {
                 e.1.push(c);
             }
         }
