@@ -43,29 +43,32 @@ const MODULUS: f64 = 4_294_967.296;
 const INDEPENDENT: &str = r#"
 import sys, json, gzip, collections
 path, start, end, modulus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-series = collections.defaultdict(list)
+# One pass, keeping only what the month needs: each meter's newest reading before it and
+# its readings in it (a thousand meters' two years do not fit in memory as tuples).
+before, inside = {}, collections.defaultdict(list)
 with gzip.open(path, "rt") as f:
     for line in f:
         head, fields, ts = line.split(" ")
-        device = head.split("device=")[1]
-        series[device].append((int(ts), float(fields.split("=")[1])))
+        device, t = head.split("device=")[1], int(ts)
+        if t < start:
+            if device not in before or before[device][0] < t:
+                before[device] = (t, float(fields.split("=")[1]))
+        elif t < end:
+            inside[device].append((t, float(fields.split("=")[1])))
 out = {}
-for device, points in series.items():
-    points.sort()
-    before = [p for p in points if p[0] < start]
-    upto = [p for p in points if p[0] < end]
-    s, e = before[-1], upto[-1]
+for device, s in before.items():
+    points = sorted(inside[device])
+    e = points[-1] if points else s
     used, resets, wraps, prev = 0.0, 0, 0, s[1]
     for t, v in points:
-        if s[0] < t <= e[0]:
-            if v >= prev:
-                used += v - prev
-            elif prev > 0.9 * modulus and v < 0.1 * modulus:
-                used += v + modulus - prev; wraps += 1
-            else:
-                used += max(v, 0.0); resets += 1
-            prev = v
-    days = set((t + 8 * 3600000) // 86400000 for t, _ in points if start <= t < end)
+        if v >= prev:
+            used += v - prev
+        elif prev > 0.9 * modulus and v < 0.1 * modulus:
+            used += v + modulus - prev; wraps += 1
+        else:
+            used += max(v, 0.0); resets += 1
+        prev = v
+    days = set((t + 8 * 3600000) // 86400000 for t, _ in points)
     out[device] = {"start": s, "end": e, "used": used, "resets": resets, "wraps": wraps, "days": len(days)}
 print(json.dumps(out))
 "#;
