@@ -99,13 +99,26 @@ pub struct Filter {
     pub site: Option<String>,
 }
 
-/// The household meters a reader may see under `filter`: (meter, site id, site name,
-/// district), by site then id. A district or site the reader may not see is not found.
+/// A household meter and where it is, as a bill line names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HouseholdMeter {
+    /// Device id.
+    pub meter: String,
+    /// Site id.
+    pub site: String,
+    /// Site name.
+    pub site_name: String,
+    /// The district metered area it is a customer of, if any.
+    pub district: Option<String>,
+}
+
+/// The household meters a reader may see under `filter`, by site then id. A district or
+/// site the reader may not see is not found.
 pub fn household_meters(
     inventory: &Inventory,
     reader: &Reader,
     filter: &Filter,
-) -> Result<Vec<(String, String, String, Option<String>)>, ReportError> {
+) -> Result<Vec<HouseholdMeter>, ReportError> {
     let sites: std::collections::HashMap<String, crate::inventory::Site> =
         inventory.sites().into_iter().map(|s| (s.id.clone(), s)).collect();
     if let Some(d) = &filter.district
@@ -132,9 +145,9 @@ pub fn household_meters(
         if filter.district.is_some() && filter.district != district {
             continue;
         }
-        out.push((d.id, site.id.clone(), site.name.clone(), district));
+        out.push(HouseholdMeter { meter: d.id, site: site.id.clone(), site_name: site.name.clone(), district });
     }
-    out.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    out.sort_by(|a, b| (&a.site, &a.meter).cmp(&(&b.site, &b.meter)));
     Ok(out)
 }
 
@@ -147,9 +160,9 @@ pub fn report(
 ) -> Result<BillingReport, ReportError> {
     let modulus = water::modulus(state);
     let mut lines = Vec::new();
-    for (meter, site, site_name, district) in household_meters(&state.inventory, reader, filter)? {
-        let usage = water::meter_use(&state.store, &meter, span, modulus)?;
-        lines.push(BillLine { site, site_name, district, usage });
+    for m in household_meters(&state.inventory, reader, filter)? {
+        let usage = water::meter_use(&state.store, &m.meter, span, modulus)?;
+        lines.push(BillLine { site: m.site, site_name: m.site_name, district: m.district, usage });
     }
     let count = |f: &dyn Fn(&BillLine) -> bool| lines.iter().filter(|l| f(l)).count() as u32;
     let totals = BillingTotals {
