@@ -13,6 +13,9 @@
 //!   speakers (docs/BENCHMARKS.md, "A county the size of the real one").
 //! - `pipeline`: batches of 50 readings through ingest's embedded broker (decode, validate,
 //!   de-duplicate, store): readings/s and CPU.
+//! - `backfill`: two years of 15-minute totals of 1,000 meters through `/api/v2/write`
+//!   (gzip, batched, default limits), then a month of the first year billed and checked
+//!   against the raw file.
 //! - `reports`: the monthly water-balance report of 15,000 household meters from the store.
 //!
 //! Each server runs as its own process in a fresh directory; ingest is the release binary
@@ -20,6 +23,7 @@
 //! timing: these are measurements, not tests.
 #![allow(clippy::print_stdout)]
 
+mod backfill;
 mod compare;
 mod dataset;
 mod large_demo;
@@ -54,6 +58,8 @@ enum Command {
     Query(query::Args),
     /// Push batches of 50 readings through ingest's embedded broker and measure.
     Pipeline(pipeline::Args),
+    /// Backfill two years of meter history through line protocol and bill an old month.
+    Backfill(backfill::Args),
     /// Start the full-size county demo and measure start-up, memory, CPU and the API.
     LargeDemo(large_demo::Args),
     /// Time the monthly county water-balance report from the store.
@@ -76,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => rt.block_on(compare::run(args)),
         Command::Query(args) => rt.block_on(query::run(args)),
         Command::Pipeline(args) => rt.block_on(pipeline::run(args)),
+        Command::Backfill(args) => rt.block_on(backfill::run(args)),
         Command::LargeDemo(args) => rt.block_on(large_demo::run(args)),
         Command::Reports(args) => reports::run(args),
     }

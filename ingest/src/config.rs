@@ -201,8 +201,14 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// How far in the future a reading's time may be (clock skew).
     pub max_future: Duration,
-    /// How old a reading may be (a gateway's queue after a long outage).
+    /// How old a reading may be (a gateway's queue after a long outage). Guards MQTT input
+    /// against a gateway with a wrong clock.
     pub max_age: Duration,
+    /// How old a line-protocol reading may be (`/api/v2/write`): history brought in from
+    /// an old system (docs/INFLUXDB.md, "Backfill"). `None`: as far back as the store keeps
+    /// the raw points of the reading's metric family (`store.retention`). Never less than
+    /// `max_age`.
+    pub backfill_max_age: Option<Duration>,
     /// Largest `/api/v2/write` body, before and after gzip.
     pub max_write_body_bytes: usize,
     /// Most HTTP connections open at once; one more is closed as soon as it is accepted
@@ -227,12 +233,22 @@ pub struct Limits {
     pub write_max_series: usize,
 }
 
+impl Limits {
+    /// The age limit of a line-protocol reading whose metric family keeps raw points for
+    /// `raw_retention`: `backfill_max_age` if set, else that retention; never less than
+    /// `max_age` (a config that widened `max_age_days` keeps accepting what it did).
+    pub fn backfill_age(&self, raw_retention: Duration) -> Duration {
+        self.backfill_max_age.unwrap_or(raw_retention).max(self.max_age)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_payload_bytes: default_max_payload_bytes(),
             max_future: Duration::from_secs(default_max_future_secs()),
             max_age: Duration::from_secs(default_max_age_days() * 86_400),
+            backfill_max_age: None,
             max_write_body_bytes: default_max_write_body_bytes(),
             http_max_connections: default_http_max_connections(),
             http_header_timeout: Duration::from_secs(default_http_header_timeout_secs()),
@@ -353,6 +369,8 @@ struct LimitsSpec {
     max_future_secs: u64,
     #[serde(default = "default_max_age_days")]
     max_age_days: u64,
+    #[serde(default)]
+    backfill_max_age_days: Option<u64>,
     #[serde(default = "default_max_write_body_bytes")]
     max_write_body_bytes: usize,
     #[serde(default = "default_http_max_connections")]
@@ -571,6 +589,7 @@ fn limits(src: &Source, spanned: &Spanned<LimitsSpec>, problems: &mut Problems) 
         ("write_max_readings", l.write_max_readings as u64),
         ("write_max_new_devices", l.write_max_new_devices as u64),
         ("write_max_new_series", l.write_max_new_series as u64),
+        ("backfill_max_age_days", l.backfill_max_age_days.unwrap_or(1)),
     ] {
         if value == 0 {
             problems.push(src.error(spanned, format!("limits.{name} must be at least 1")));
@@ -580,6 +599,7 @@ fn limits(src: &Source, spanned: &Spanned<LimitsSpec>, problems: &mut Problems) 
         max_payload_bytes: l.max_payload_bytes,
         max_future: Duration::from_secs(l.max_future_secs),
         max_age: Duration::from_secs(l.max_age_days.saturating_mul(86_400)),
+        backfill_max_age: l.backfill_max_age_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
         max_write_body_bytes: l.max_write_body_bytes,
         http_max_connections: l.http_max_connections,
         http_header_timeout: Duration::from_secs(l.http_header_timeout_secs),
@@ -658,6 +678,21 @@ mod tests {
         let cfg = IngestConfig::from_source(&Source::from_text("i.toml", insecure), Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(cfg.broker_exposure.insecure);
+    }
+
+    #[test]
+    fn the_backfill_age_is_read_from_limits_and_zero_is_refused() {
+        let base = "data_dir = \"d\"\ninventory = \"i.toml\"\n[limits]\n";
+        let cfg = IngestConfig::from_source(&Source::from_text("i.toml", base), Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.limits.backfill_max_age, None, "by default, the family's retention");
+        let text = format!("{base}backfill_max_age_days = 400\n");
+        let cfg = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.limits.backfill_max_age, Some(Duration::from_secs(400 * 86_400)));
+        let text = format!("{base}backfill_max_age_days = 0\n");
+        let e = IngestConfig::from_source(&Source::from_text("i.toml", text), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("limits.backfill_max_age_days must be at least 1"), "{e}");
     }
 
     #[test]

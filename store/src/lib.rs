@@ -367,6 +367,13 @@ impl Store {
         Ok(())
     }
 
+    /// How long this store keeps each tier of `family`'s data: what a writer of old data
+    /// (a backfill through line protocol) checks against, since older raw points would be
+    /// dropped by the next retention run.
+    pub fn retention(&self, family: protocol::Family) -> Retention {
+        self.shared.config.retention_for(family)
+    }
+
     /// The highest seq of `gateway` that is durable, if any.
     pub fn gateway_seq(&self, gateway: &str) -> Option<u64> {
         read(&self.shared.head).gateway_seq(gateway)

@@ -4,7 +4,9 @@
 
 mod alerts;
 mod attacks;
+mod backfill;
 mod bad_input;
+mod billing;
 mod broadcast;
 mod common;
 mod console_broadcast;
@@ -24,5 +26,6 @@ mod large_county;
 mod large_dashboard;
 mod notify;
 mod reports;
+mod reports_page;
 mod sessions;
 mod trust_tls;

@@ -78,6 +78,8 @@ const ASSETS: &[Asset] = &[
     asset!("js/alert-detail.js", JS),
     asset!("js/alert-history.js", JS),
     asset!("js/control.js", JS),
+    asset!("reports.html", HTML),
+    asset!("js/reports.js", JS),
     asset!("js/bclive.js", JS),
     asset!("js/bcapi.js", JS),
     asset!("js/compose.js", JS),

@@ -1,4 +1,5 @@
-//! `GET /api/v1/reports/...`: the reports as JSON, tenant-scoped through
+//! `GET /api/v1/reports/...`: the reports as JSON (and the billing export as CSV/XLSX,
+//! [`super::billing`]), tenant-scoped through
 //! [`crate::auth::Reader`] (a reader sees the districts, analysers and herds of its
 //! tenants only; a district it may not see is "not found", as a device is).
 //!
@@ -27,6 +28,7 @@ where
         .route("/reports/supply", get(supply_report))
         .route("/reports/quality", get(quality_report))
         .route("/reports/herd", get(herd_report))
+        .route("/reports/billing", get(super::billing::billing))
 }
 
 /// The query every report takes.

@@ -10,6 +10,8 @@
 //! - [`water`]: the water balance and night flow; [`meter_use`](water::meter_use) is one
 //!   meter's billing figure.
 //! - [`supply`]: interruptions and pressure; [`quality`]: compliance; [`herd`]: the herd.
+//! - [`billing`]: the billing export (JSON, CSV, XLSX), one [`water::meter_use`] per
+//!   household meter.
 //! - [`api`]: the routes, tenant-scoped through [`crate::auth::Reader`].
 //!
 //! Invariants:
@@ -22,6 +24,7 @@
 //!   report twice gives the same JSON.
 
 pub mod api;
+pub mod billing;
 pub mod districts;
 pub mod herd;
 pub mod model;

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 /// The time span a report covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Period {
-    /// `day` or `month`.
+    /// `day`, `month` or `range`.
     pub kind: PeriodKind,
-    /// The local date or month asked for (`2025-04-07`, `2025-04`).
+    /// The local date or month asked for (`2025-04-07`, `2025-04`), or a range's first
+    /// and last day (`2025-04-03..2025-04-09`).
     pub label: String,
     /// Start, inclusive (local midnight, as UTC).
     pub from: String,
@@ -36,6 +37,9 @@ pub enum PeriodKind {
     Day,
     /// One calendar month, local time.
     Month,
+    /// A run of whole local days (`from`..`to` dates): a billing cycle that is not a
+    /// calendar month.
+    Range,
 }
 
 /// Whether a figure had all its data, and if not, how much is missing or estimated.
@@ -480,8 +484,8 @@ pub struct MeterUse {
     /// When that total was read.
     pub end_at: Option<String>,
     /// Consumption over the period (m³), across rollover and replacement; estimates
-    /// included.
-    pub consumption_m3: f64,
+    /// included. `null` when the meter has no reading around the period at all.
+    pub consumption_m3: Option<f64>,
     /// Part of it that is estimated (interpolated across a silence at the period's edge,
     /// or extrapolated).
     pub estimated_m3: f64,

@@ -134,8 +134,30 @@ pub fn parse(period: Option<&str>, date: Option<&str>, now: i64) -> Result<Span,
             }
             Ok(Span::day(from))
         }
-        (PeriodKind::Day, _) => Err(ReportError::BadRequest(format!("period=day needs date=YYYY-MM-DD, not '{text}'"))),
+        (_, _) => Err(ReportError::BadRequest(format!("period=day needs date=YYYY-MM-DD, not '{text}'"))),
     }
+}
+
+/// Longest [`range`], in days (a billing cycle is a month or two; a year and a bit is the
+/// most an export covers).
+pub const MAX_RANGE_DAYS: i64 = 400;
+
+/// The local days from `from` to `to` (`YYYY-MM-DD`; `to` exclusive, so one cycle ends
+/// where the next starts): a period that is not a calendar month, for billing cycles.
+pub fn range(from: &str, to: &str) -> Result<Span, ReportError> {
+    let (a, b) = (parse(Some("day"), Some(from), 0)?, parse(Some("day"), Some(to), 0)?);
+    if a.from >= b.from {
+        return Err(ReportError::BadRequest(format!("from ({from}) must be before to ({to})")));
+    }
+    if b.from - a.from > MAX_RANGE_DAYS * DAY_MS {
+        return Err(ReportError::BadRequest(format!("a period is at most {MAX_RANGE_DAYS} days")));
+    }
+    Ok(Span {
+        kind: PeriodKind::Range,
+        label: format!("{}..{}", a.label, local_date(b.from - DAY_MS)),
+        from: a.from,
+        to: b.from,
+    })
 }
 
 #[cfg(test)]
@@ -170,5 +192,16 @@ mod tests {
         }
         let today = parse(None, None, APRIL_7 + 10 * HOUR_MS).unwrap();
         assert_eq!(today.from, APRIL_7);
+    }
+
+    #[test]
+    fn a_range_is_whole_local_days_to_an_exclusive_end() {
+        let r = range("2025-04-07", "2025-04-14").unwrap();
+        assert_eq!((r.from, r.to, r.days().count()), (APRIL_7, APRIL_7 + 7 * DAY_MS, 7));
+        assert_eq!(r.label, "2025-04-07..2025-04-13");
+        assert_eq!(r.period().kind, PeriodKind::Range);
+        assert!(range("2025-04-07", "2025-04-07").is_err());
+        assert!(range("2025-04-07", "2026-05-13").is_err(), "over 400 days");
+        assert!(range("2025-04-07", "2026-05-12").is_ok());
     }
 }

@@ -235,7 +235,7 @@ pub fn meter_use(store: &Store, meter: &str, span: &Span, modulus: f64) -> Resul
     let s = CounterSeries::of(&buckets, modulus);
     let start = s.reads.iter().rev().find(|r| r.0 <= span.from).or_else(|| s.reads.iter().find(|r| r.0 > span.from));
     let end = s.reads.iter().rev().find(|r| r.0 <= span.to);
-    let (consumption, estimated) = s.interval(span.from, span.to).unwrap_or((0.0, 0.0));
+    let used = s.interval(span.from, span.to);
     let (replaced, rolled_over) = s.events(span.from, span.to, modulus);
     let hours = hours_with_data(&buckets, span.from, span.to);
     let missing_days = hours.chunks(24).filter(|d| !d.iter().any(|h| *h)).count() as u32;
@@ -245,8 +245,8 @@ pub fn meter_use(store: &Store, meter: &str, span: &Span, modulus: f64) -> Resul
         start_at: start.map(|r| rfc3339(Timestamp(r.0))),
         end_read_m3: end.map(|r| r.1),
         end_at: end.map(|r| rfc3339(Timestamp(r.0))),
-        consumption_m3: consumption,
-        estimated_m3: estimated,
+        consumption_m3: used.map(|u| u.0),
+        estimated_m3: used.map_or(0.0, |u| u.1),
         replaced,
         rolled_over,
         missing_days,

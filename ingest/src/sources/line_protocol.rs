@@ -13,6 +13,12 @@
 //! stored as floats, string fields are skipped; other tags, `org` and `bucket` are not
 //! stored. Timestamps are truncated to milliseconds; a line without one gets ingest's clock.
 //!
+//! Age: this is also how history from an old system comes in (a backfill), so a reading
+//! may be as old as the store keeps its metric family's raw points
+//! (`limits.backfill_max_age_days` if set), not only `limits.max_age_days`, which stays the
+//! clock-sanity limit of gateways over MQTT. Roll-ups of the old partitions are built when
+//! they are sealed, as for any late point (store/src/rollup.rs).
+//!
 //! Design constraints:
 //! - The body is outside input: its size is limited before and after gzip, and every line
 //!   is parsed before anything is written. A line that does not parse refuses the whole
@@ -48,6 +54,7 @@ use std::fs::OpenOptions;
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -56,7 +63,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use protocol::{DeviceId, Metric, Reading, Timestamp};
+use protocol::{DeviceId, Family as MetricFamily, Metric, Reading, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -478,6 +485,45 @@ pub fn check_metric_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The limits a line-protocol reading is checked against, per metric family: the
+/// pipeline's, with `max_age` widened to the family's backfill age
+/// ([`crate::config::Limits::backfill_age`]), so history from an old system comes in as
+/// far back as the store keeps it while MQTT input keeps its clock-sanity limit.
+struct AgeLimits<'a> {
+    base: &'a crate::config::Limits,
+    store: &'a store::Store,
+    /// Worked out once per family and request.
+    by_family: Vec<(MetricFamily, crate::config::Limits)>,
+}
+
+impl<'a> AgeLimits<'a> {
+    fn new(base: &'a crate::config::Limits, store: &'a store::Store) -> AgeLimits<'a> {
+        AgeLimits { base, store, by_family: Vec::new() }
+    }
+
+    fn limits(&mut self, family: MetricFamily) -> &crate::config::Limits {
+        let i = match self.by_family.iter().position(|(f, _)| *f == family) {
+            Some(i) => i,
+            None => {
+                let raw_ms = u64::try_from(self.store.retention(family).raw_ms).unwrap_or(0);
+                let mut l = *self.base;
+                l.max_age = l.backfill_age(Duration::from_millis(raw_ms));
+                self.by_family.push((family, l));
+                self.by_family.len() - 1
+            }
+        };
+        &self.by_family[i].1
+    }
+}
+
+/// A family as the config names it (`store.retention.<name>`).
+fn family_name(family: MetricFamily) -> String {
+    serde_json::to_value(family)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{family:?}"))
+}
+
 /// Parses, checks, stores and forwards one body's lines.
 fn ingest_text(
     lp: &LineProtocol,
@@ -498,6 +544,7 @@ fn ingest_text(
     let mut summary = Summary::default();
     let mut lines = 0u64;
     let mut values = 0usize;
+    let mut ages = AgeLimits::new(limits, &lp.pipeline.store);
     let (known_devices, known_series) = {
         let k = lp.known.lock().unwrap_or_else(|e| e.into_inner());
         (k.devices, k.series_count)
@@ -603,20 +650,27 @@ fn ingest_text(
                         None
                     };
                     let r = Reading::new(id.clone(), metric, ts, v);
+                    let family = r.metric.def().map_or(MetricFamily::External, |d| d.family);
+                    let limits = ages.limits(family);
                     let checked = if let Some(why) = over_cap {
                         Err((validate::Reason::Oversized, why))
                     } else if r.metric.def().is_some() {
-                        validate::check_value(&r, &lp.pipeline.limits, now)
+                        validate::check_value(&r, limits, now)
                     } else if !v.is_finite() {
                         Err((validate::Reason::NotANumber, format!("{} of '{device}' is {v}", r.metric)))
                     } else {
-                        validate::check_time(&r, &lp.pipeline.limits, now)
+                        validate::check_time(&r, limits, now)
                     };
                     match checked {
                         Ok(()) => {
                             readings.push(r);
                             None
                         }
+                        Err((validate::Reason::TimestampPast, why)) => Some(format!(
+                            "{why}; line protocol takes {} readings up to {} days old (limits.backfill_max_age_days, else the family's raw retention)",
+                            family_name(family),
+                            limits.max_age.as_secs() / 86_400
+                        )),
                         Err((_, why)) => Some(why),
                     }
                 }
@@ -757,6 +811,48 @@ mod tests {
         let lp = source(dir.path(), limits);
         let s = write(&lp, "m,device=d9 f0=1\nm,device=d1 f0=2\n").unwrap();
         assert_eq!((s.stored, s.refused_count), (1, 1), "d9 would be a fifth device");
+    }
+
+    #[test]
+    fn history_is_taken_back_to_the_familys_retention_while_mqtt_keeps_its_clock_limit() {
+        const DAY: i64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let lp = source(dir.path(), Default::default());
+        let at = |days: i64| NOW.0 - days * DAY;
+        // Water keeps raw points 730 days, custom (external) metrics 90: a year-old meter
+        // total and a 60-day-old custom value are history, older than max_age (30 days).
+        let s = write(
+            &lp,
+            &format!("volume_total,device=m1 value=12.5 {}\nboiler,device=b1 value=1 {}\n", at(400), at(60)),
+        )
+        .unwrap();
+        assert_eq!((s.stored, s.refused_count), (2, 0));
+        let kept = lp.pipeline.store.range("m1", "volume_total", Timestamp(at(401)), Timestamp(at(399)), 10).unwrap();
+        assert_eq!(kept.iter().map(|p| p.value).collect::<Vec<_>>(), vec![12.5]);
+        // Older than the family's retention: refused, with the limit named.
+        let s =
+            write(&lp, &format!("volume_total,device=m1 value=1 {}\nboiler,device=b1 value=1 {}\n", at(731), at(91)))
+                .unwrap();
+        assert_eq!((s.stored, s.refused_count), (0, 2));
+        let (_, why) = s.refused.unwrap();
+        assert!(why.contains("731 days in the past") && why.contains("water readings up to 730 days"), "{why}");
+        // The MQTT path still refuses the year-old reading: max_age is its limit.
+        let r = Reading::new("m1", Metric::new("volume_total"), Timestamp(at(400)), 12.5);
+        assert_eq!(validate::check_value(&r, &lp.pipeline.limits, NOW).unwrap_err().0, validate::Reason::TimestampPast);
+
+        // backfill_max_age_days narrows it, but never below max_age_days.
+        let dir = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let limits = crate::config::Limits { backfill_max_age: Some(100 * day), ..Default::default() };
+        let lp = source(dir.path(), limits);
+        let s = write(
+            &lp,
+            &format!("volume_total,device=m1 value=1 {}\nvolume_total,device=m1 value=2 {}\n", at(99), at(101)),
+        )
+        .unwrap();
+        assert_eq!((s.stored, s.refused_count), (1, 1));
+        let limits = crate::config::Limits { backfill_max_age: Some(day), ..Default::default() };
+        assert_eq!(limits.backfill_age(730 * day), 30 * day, "max_age_days still holds");
     }
 
     #[test]

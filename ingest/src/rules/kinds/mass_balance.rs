@@ -25,7 +25,7 @@ use crate::rules::spec::{Ctx, DeviceMeta, SelectSpec, Selector};
 use crate::rules::stats::Hold;
 
 /// Counters of the simulated meters are u32 litres read as m³ (firmware/src/water_meter.rs).
-const DEFAULT_MODULUS: f64 = 4_294_967.296;
+pub const DEFAULT_MODULUS: f64 = 4_294_967.296;
 
 /// The keys of a mass-balance rule.
 #[derive(Debug, Deserialize)]
